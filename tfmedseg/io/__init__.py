@@ -1,0 +1,6 @@
+"""Medical image IO: NIfTI, DICOM series, NM planar scans -> canonical :class:`Volume`."""
+
+from tfmedseg.io.nifti import read_nifti, write_nifti
+from tfmedseg.io.volume import CANONICAL_AXCODES, Volume, canonical_affine
+
+__all__ = ["Volume", "CANONICAL_AXCODES", "canonical_affine", "read_nifti", "write_nifti"]

@@ -1,0 +1,164 @@
+"""NIfTI-1/2 reading and writing (``.nii``, ``.nii.gz``) with nibabel.
+
+:func:`read_nifti` returns a :class:`~tfmedseg.io.volume.Volume` in the canonical orientation
+(``[D, H, W]``, superior/posterior/left; see :mod:`tfmedseg.io.volume`) and keeps the source
+affine, header and orientation in ``meta``. :func:`write_nifti` writes an array on that canonical
+grid back in the source voxel order with the source affine and header (only the data type and
+scaling are changed), so a label map overlays its image exactly in ITK-SNAP or 3D Slicer.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from tfmedseg.errors import InvalidInputError
+from tfmedseg.io.volume import Volume, spacing_from_affine, to_canonical
+
+__all__ = ["read_nifti", "write_nifti", "is_nifti_path"]
+
+_SUFFIXES = (".nii", ".nii.gz")
+
+
+def is_nifti_path(path: str | os.PathLike) -> bool:
+    """True when ``path`` ends in ``.nii`` or ``.nii.gz``."""
+    return str(path).lower().endswith(_SUFFIXES)
+
+
+def read_nifti(path: str | os.PathLike, modality: str = "OT", *, allow_nan: bool = False) -> Volume:
+    """Read a 3D NIfTI file into a canonical :class:`Volume`.
+
+    A 4D file whose trailing axes are all 1 (``[X, Y, Z, 1]``) is squeezed to 3D.
+
+    Args:
+        path: ``.nii`` or ``.nii.gz`` file.
+        modality: Modality recorded on the volume (``"CT"``, ``"PT"``, ``"SEG"``, ...).
+        allow_nan: Keep NaN/inf voxels instead of raising.
+
+    Returns:
+        Volume with ``array`` float32 for images (scaled by the header's slope/intercept), or the
+        stored integer dtype for ``modality="SEG"``; ``meta`` holds ``path``, ``header``,
+        ``source_affine``, ``source_shape``, ``source_ornt``.
+
+    Raises:
+        InvalidInputError: If the file is missing, truncated, not NIfTI, not 3D, has a singular
+            affine or non-finite voxels.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError("file does not exist", path=path)
+    if not is_nifti_path(path):
+        raise InvalidInputError("not a NIfTI file name (expected .nii or .nii.gz)", path=path)
+    try:
+        image = nib.load(str(path))
+        if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
+            raise InvalidInputError(f"not a NIfTI image (nibabel read {type(image).__name__})", path=path)
+        if modality == "SEG":
+            data = np.asanyarray(image.dataobj)
+        else:
+            data = image.get_fdata(dtype=np.float32)
+    except InvalidInputError:
+        raise
+    except (EOFError, OSError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as exc:
+        raise InvalidInputError(f"cannot read NIfTI data ({type(exc).__name__}: {exc}); the file is truncated or corrupt", path=path) from exc
+    if data.ndim == 4 and all(n == 1 for n in data.shape[3:]):
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise InvalidInputError(f"expected a 3-D volume, got shape {tuple(data.shape)}", path=path)
+    if np.issubdtype(data.dtype, np.floating) and not allow_nan and not np.isfinite(data).all():
+        bad = int(np.size(data) - np.isfinite(data).sum())
+        raise InvalidInputError(f"contains {bad} NaN or infinite voxels", path=path)
+    affine = np.asarray(image.affine, dtype=np.float64)
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InvalidInputError(f"affine is singular or not finite:\n{affine}", path=path)
+    canonical, canonical_aff, source_ornt = to_canonical(np.asarray(data), affine)
+    meta = {
+        "path": str(path),
+        "header": image.header.copy(),
+        "source_affine": affine,
+        "source_shape": tuple(data.shape),
+        "source_ornt": source_ornt,
+        "format": "nifti",
+    }
+    return Volume(canonical, spacing_from_affine(canonical_aff), canonical_aff, modality, meta)
+
+
+def write_nifti(
+    volume_or_array: Volume | np.ndarray,
+    path: str | os.PathLike,
+    *,
+    reference: Volume | None = None,
+    dtype: np.dtype | str | None = None,
+) -> Path:
+    """Write a canonical array to NIfTI in the source geometry of ``reference``.
+
+    The file is written to a temporary name in the target directory and renamed at the end, so an
+    interrupted write never leaves a partial file.
+
+    Args:
+        volume_or_array: A :class:`Volume`, or an ``[D, H, W]`` array on ``reference``'s grid.
+        path: Output ``.nii`` or ``.nii.gz`` path; parent directories are created.
+        reference: The volume whose geometry (source affine, header, orientation) to use.
+            Defaults to ``volume_or_array`` itself when it is a Volume.
+        dtype: Stored data type; default: the array's (``uint8`` for label maps is typical).
+
+    Returns:
+        The written path.
+
+    Raises:
+        InvalidInputError: If the array does not fit the reference grid or the name is not NIfTI.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if not is_nifti_path(path):
+        raise InvalidInputError("output name must end in .nii or .nii.gz", path=path)
+    if isinstance(volume_or_array, Volume):
+        reference = reference or volume_or_array
+        array = volume_or_array.array
+    else:
+        array = np.asarray(volume_or_array)
+        if reference is None:
+            raise InvalidInputError("writing a bare array needs a reference Volume for its geometry", path=path)
+    if array.shape != reference.array.shape:
+        raise InvalidInputError(
+            f"array shape {array.shape} does not match the reference grid {reference.array.shape}", path=path
+        )
+    if dtype is not None:
+        array = array.astype(dtype)
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    source = reference.to_source_array(array)
+    if "source_affine" in reference.meta:
+        affine = reference.meta["source_affine"]
+    else:
+        affine = reference.affine
+    header = reference.meta.get("header")
+    header = header.copy() if isinstance(header, nib.Nifti1Header) else None
+    image = nib.Nifti1Image(source, affine, header=header)
+    image.set_data_dtype(source.dtype)
+    if np.issubdtype(source.dtype, np.integer):
+        image.header.set_slope_inter(1.0, 0.0)
+    else:
+        image.header.set_slope_inter(np.nan, np.nan)
+    sform_code = int(header["sform_code"]) if header is not None else 1
+    qform_code = int(header["qform_code"]) if header is not None else 1
+    image.set_sform(affine, code=sform_code or 1)
+    image.set_qform(affine, code=qform_code or 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = ".nii.gz" if str(path).lower().endswith(".gz") else ".nii"
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        nib.save(image, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

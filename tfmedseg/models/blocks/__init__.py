@@ -1,0 +1,1 @@
+"""tfmedseg.models.blocks."""
