@@ -1,0 +1,77 @@
+"""The shared experiment command line: config resolution, phantom preparation, outputs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+
+from tfmedseg.errors import ConfigError, DatasetLayoutError
+from tfmedseg.experiments.cli import parse_experiment_args
+
+
+@dataclasses.dataclass
+class Cfg:
+    epochs: int = 10
+    lr: float = 1e-3
+
+
+def _fake_phantoms(calls):
+    def prepare(dataset, out_dir, cases, seed):
+        calls.append((dataset, cases, seed))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return out_dir
+
+    return prepare
+
+
+def _parse(argv, calls, default_config=None):
+    return parse_experiment_args(
+        argv,
+        prog="tfmedseg.experiments.demo",
+        description="demo",
+        config_cls=Cfg,
+        default_config=default_config,
+        phantom_dataset="lits",
+        default_phantom_cases=3,
+        prepare_phantoms=_fake_phantoms(calls),
+    )
+
+
+def test_phantoms_by_default_and_resolved_config_written(tmp_path):
+    calls = []
+    ctx = _parse(["--output-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"),
+                  "--set", "epochs=2", "--seed", "7"], calls)
+    assert calls == [("lits", 3, 7)]
+    assert ctx.used_phantoms and ctx.seed == 7
+    assert ctx.data_dir == tmp_path / "cache" / "phantoms" / "lits-n3-s7"
+    assert ctx.config == Cfg(epochs=2)
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text()) == {"epochs": 2, "lr": 1e-3}
+
+
+def test_data_dir_and_yaml_config(tmp_path):
+    calls = []
+    (tmp_path / "data").mkdir()
+    cfg = tmp_path / "quick.yaml"
+    cfg.write_text("lr: 0.5\n")
+    ctx = _parse(["--data-dir", str(tmp_path / "data"), "--config", str(cfg),
+                  "--output-dir", str(tmp_path / "out")], calls)
+    assert calls == [] and not ctx.used_phantoms
+    assert ctx.config.lr == 0.5
+
+
+def test_missing_data_dir_and_bad_key_are_clear_errors(tmp_path):
+    with pytest.raises(DatasetLayoutError, match="nowhere"):
+        _parse(["--data-dir", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "o")], [])
+    with pytest.raises(ConfigError, match="epoch"):
+        _parse(["--set", "epoch=1", "--output-dir", str(tmp_path / "o")], [])
+    with pytest.raises(ConfigError, match="missing.yaml"):
+        _parse(["--config", str(tmp_path / "missing.yaml")], [])
+
+
+def test_help_exits_cleanly(capsys):
+    with pytest.raises(SystemExit) as info:
+        _parse(["--help"], [])
+    assert info.value.code == 0
+    assert "--data-dir" in capsys.readouterr().out

@@ -1,0 +1,93 @@
+"""Config dataclasses: YAML and --set overrides, unknown keys, types, hashing."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from tfmedseg.config import apply_overrides, config_hash, from_dict, load_config, save_config, to_dict
+from tfmedseg.errors import ConfigError
+
+
+@dataclasses.dataclass
+class Optim:
+    name: str = "radam"
+    lr: float = 1e-3
+
+
+@dataclasses.dataclass
+class Exp:
+    epochs: int = 100
+    slices: tuple[int, ...] = (9,)
+    optim: Optim = dataclasses.field(default_factory=Optim)
+    note: str | None = None
+    flag: bool = False
+
+
+def test_defaults_yaml_and_overrides_apply_in_order(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("epochs: 5\noptim:\n  lr: 1e-4\nslices: [3, 5]\n")
+    cfg = load_config(Exp, path, ["optim.name=adam", "flag=true"])
+    assert cfg.epochs == 5
+    assert cfg.optim.lr == pytest.approx(1e-4)
+    assert cfg.optim.name == "adam"
+    assert cfg.slices == (3, 5)
+    assert cfg.flag is True
+    assert Exp().optim.lr == pytest.approx(1e-3)  # defaults untouched
+
+
+def test_unknown_key_in_yaml_names_key_and_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("optim:\n  lrr: 0.1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(Exp, path)
+    assert "optim.lrr" in str(info.value)
+    assert "bad.yaml" in str(info.value)
+
+
+def test_unknown_override_key_is_an_error():
+    with pytest.raises(ConfigError, match="epoch"):
+        apply_overrides(Exp(), ["epoch=3"])
+
+
+def test_override_without_equals_sign_is_an_error():
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides(Exp(), ["epochs"])
+
+
+@pytest.mark.parametrize("item", ["epochs=fast", "flag=3", "optim.lr=[1]"])
+def test_wrong_value_types_are_rejected(item):
+    with pytest.raises(ConfigError, match=item.split("=")[0]):
+        apply_overrides(Exp(), [item])
+
+
+def test_int_is_accepted_for_float_and_scientific_strings_parse():
+    cfg = apply_overrides(Exp(), ["optim.lr=1", "epochs=7"])
+    assert isinstance(cfg.optim.lr, float) and cfg.optim.lr == 1.0
+    cfg = from_dict(Exp, {"optim": {"lr": "3e-5"}})
+    assert cfg.optim.lr == pytest.approx(3e-5)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        load_config(Exp, tmp_path / "nope.yaml")
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="list.yaml"):
+        load_config(Exp, bad)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("epochs: [1, 2\n")
+    with pytest.raises(ConfigError, match="broken.yaml"):
+        load_config(Exp, broken)
+
+
+def test_save_round_trip_and_hash(tmp_path):
+    cfg = apply_overrides(Exp(), ["epochs=3", "optim.name=sgd"])
+    path = save_config(cfg, tmp_path / "run" / "config.yaml")
+    again = load_config(Exp, path)
+    assert again == cfg
+    assert to_dict(again)["slices"] == [9]
+    assert config_hash(again) == config_hash(cfg)
+    assert config_hash(apply_overrides(cfg, ["epochs=4"])) != config_hash(cfg)
+    assert len(config_hash(cfg)) == 12

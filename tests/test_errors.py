@@ -1,0 +1,32 @@
+"""User-facing errors name the file and keep their standard base classes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tfmedseg import errors
+
+
+@pytest.mark.parametrize(
+    "cls, base",
+    [
+        (errors.InvalidInputError, ValueError),
+        (errors.DatasetLayoutError, FileNotFoundError),
+        (errors.ConfigError, ValueError),
+        (errors.ModelBuildError, ValueError),
+        (errors.ExportError, RuntimeError),
+        (errors.ServingError, RuntimeError),
+    ],
+)
+def test_message_names_path_and_cause(cls, base):
+    err = cls("label values {3} outside {0, 1, 2}", path=Path("data/segmentation-7.nii"))
+    assert isinstance(err, errors.TfMedSegError) and isinstance(err, base)
+    assert str(err) == "data/segmentation-7.nii: label values {3} outside {0, 1, 2}"
+    assert err.path == "data/segmentation-7.nii"
+    assert err.reason.startswith("label values")
+
+
+def test_message_without_path():
+    assert str(errors.ConfigError("bad")) == "bad"
