@@ -1,0 +1,176 @@
+"""SavedModel export in TF Serving's layout with named signatures and ``metadata.json``.
+
+Layout: ``<root>/<model_name>/<version>/`` (``saved_model.pb``, ``variables/``, ``metadata.json``).
+
+Signatures (all names are a stable serving contract):
+
+``serving_default``  ``image`` float32 model input -> ``probabilities`` float32, ``mask`` uint8
+``predict_bytes``    ``image_bytes`` string (raw little-endian float32) + ``shape`` int64 -> same
+``segment``          ``scan`` float32 ``[D, H, W]`` raw (HU / counts) -> ``labels`` uint8 ``[D, H, W]``;
+                     preprocessing, slicing/windowing, model, argmax and largest-component
+                     post-processing all run inside the graph (:mod:`tfmedseg.export.graph`)
+``segment_bytes``    ``scan_bytes`` string + ``shape`` int64 ``[3]`` -> ``labels``
+
+The bytes variants exist because a JSON list of a 512x512x100 volume is far too slow: a client
+sends ``volume.astype("<f4").tobytes()`` (base64 in REST's ``{"b64": ...}``) and its shape.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+import tfmedseg
+from tfmedseg.errors import ExportError
+from tfmedseg.export.graph import probabilities_to_labels, segment_volume
+from tfmedseg.export.spec import ServingSpec
+
+__all__ = ["SegmentationServingModule", "export_savedmodel", "next_version", "SIGNATURES"]
+
+SIGNATURES = ("serving_default", "predict_bytes", "segment", "segment_bytes")
+
+
+def _decode(raw: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
+    values = tf.io.decode_raw(raw, tf.float32, little_endian=True)
+    expected = tf.reduce_prod(shape)
+    check = tf.debugging.assert_equal(
+        tf.cast(tf.size(values), tf.int64), expected,
+        message="byte payload does not hold prod(shape) little-endian float32 values",
+    )
+    with tf.control_dependencies([check]):
+        return tf.reshape(tf.identity(values), shape)
+
+
+class SegmentationServingModule(tf.Module):
+    """A ``tf.Module`` holding a Keras segmentation model and its serving functions.
+
+    Args:
+        model: Keras model with one input (``[B, *spatial, C]``) and one probability output
+            (softmax over the last axis, or one sigmoid channel).
+        spec: How raw scans become model inputs (see :class:`ServingSpec`).
+    """
+
+    def __init__(self, model: Any, spec: ServingSpec):
+        super().__init__(name="tfmedseg_serving")
+        self.model = model
+        self.spec = spec
+        input_shape = tuple(model.inputs[0].shape)
+        self._input_rank = len(input_shape)
+
+        def forward(x: tf.Tensor) -> tf.Tensor:
+            return tf.cast(model(x, training=False), tf.float32)
+
+        self._forward = forward
+
+        @tf.function(input_signature=[tf.TensorSpec(input_shape, tf.float32, name="image")])
+        def serve(image):
+            probs = forward(image)
+            return {"probabilities": probs, "mask": probabilities_to_labels(probs, spec.threshold)}
+
+        @tf.function(input_signature=[tf.TensorSpec([], tf.string, name="image_bytes"),
+                                      tf.TensorSpec([len(input_shape)], tf.int64, name="shape")])
+        def predict_bytes(image_bytes, shape):
+            image = tf.ensure_shape(_decode(image_bytes, shape), [None] * len(input_shape))
+            return serve(image)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32, name="scan")])
+        def segment(scan):
+            labels, _ = segment_volume(forward, scan, spec)
+            return {"labels": labels}
+
+        @tf.function(input_signature=[tf.TensorSpec([], tf.string, name="scan_bytes"),
+                                      tf.TensorSpec([3], tf.int64, name="shape")])
+        def segment_bytes(scan_bytes, shape):
+            return segment(tf.ensure_shape(_decode(scan_bytes, shape), [None, None, None]))
+
+        self.serve = serve
+        self.predict_bytes = predict_bytes
+        self.segment = segment
+        self.segment_bytes = segment_bytes
+
+    def signatures(self) -> dict[str, Any]:
+        """The concrete functions keyed by signature name."""
+        return {
+            "serving_default": self.serve.get_concrete_function(),
+            "predict_bytes": self.predict_bytes.get_concrete_function(),
+            "segment": self.segment.get_concrete_function(),
+            "segment_bytes": self.segment_bytes.get_concrete_function(),
+        }
+
+
+def next_version(model_root: str | os.PathLike) -> int:
+    """The next free integer version under ``<root>/<model_name>`` (1 when empty)."""
+    root = Path(model_root)
+    versions = [int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit()] if root.is_dir() else []
+    return max(versions, default=0) + 1
+
+
+def export_savedmodel(
+    model: Any,
+    export_dir: str | os.PathLike,
+    *,
+    spec: ServingSpec,
+    model_name: str,
+    metadata: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Export ``model`` as a SavedModel with the :data:`SIGNATURES` and a ``metadata.json``.
+
+    The export is written into a temporary sibling directory and renamed when complete, so a
+    failed export never leaves a half-written version that TF Serving would try to load.
+
+    Args:
+        model: Keras segmentation model (see :class:`SegmentationServingModule`).
+        export_dir: The version directory, ``saved_models/<name>/<version>`` (its last component must
+            be an integer, as TF Serving requires).
+        spec: Serving spec stored in ``metadata.json`` and used by the ``segment`` signatures.
+        model_name: Name recorded in the metadata.
+        metadata: Extra metadata (seed, training-config hash, evaluation metrics, ...).
+        overwrite: Replace an existing version directory.
+
+    Returns:
+        ``export_dir``.
+
+    Raises:
+        ExportError: Bad version directory name, existing export without ``overwrite``, or a
+            model that cannot be traced.
+    """
+    export_dir = Path(export_dir)
+    if not export_dir.name.isdigit():
+        raise ExportError("the export directory must end in an integer version (TF Serving layout: <name>/<version>)", path=export_dir)
+    if export_dir.exists() and not overwrite:
+        raise ExportError("version directory exists already (pass overwrite=True or pick a new version)", path=export_dir)
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ExportError(f"expected a model with one input and one output, got {len(model.inputs)} and {len(model.outputs)}", path=model_name)
+    export_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}-", dir=export_dir.parent))
+    try:
+        module = SegmentationServingModule(model, spec)
+        tf.saved_model.save(module, str(staging), signatures=module.signatures())
+        info = {
+            "model_name": model_name,
+            "package_version": tfmedseg.__version__,
+            "signatures": list(SIGNATURES),
+            "input_shape": [d for d in model.inputs[0].shape],
+            "output_shape": [d for d in model.outputs[0].shape],
+            "serving_spec": spec.to_dict(),
+            **(metadata or {}),
+        }
+        (staging / "metadata.json").write_text(json.dumps(info, indent=2, default=str))
+        if export_dir.exists():
+            shutil.rmtree(export_dir)
+        os.replace(staging, export_dir)
+    except ExportError:
+        raise
+    except Exception as exc:  # tracing errors come from deep inside TF: name the model instead
+        raise ExportError(f"SavedModel export failed: {type(exc).__name__}: {exc}", path=model_name) from exc
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return export_dir
