@@ -1,0 +1,1160 @@
+"""DICOM series (CT, PET, MR, NM/SPECT) with pydicom -> canonical :class:`~tfmedseg.io.volume.Volume`.
+
+Reading (:func:`read_dicom_series`)
+-----------------------------------
+1. Every file of a directory (optionally recursive) is opened. A file with the 128-byte preamble and
+   the ``DICM`` magic is DICOM: if pydicom cannot parse it, that is an error. A file without the
+   magic is tried with ``force=True`` and skipped when it does not look like an image instance
+   (``README``, ``.txt``, thumbnails). DICOM objects without pixel data (``DICOMDIR``, SR,
+   RTSTRUCT) are skipped. Skipped files are listed in ``meta["skipped_files"]``.
+2. Instances are grouped by SeriesInstanceUID (optionally filtered by ``modality``); several series
+   and no ``series_uid`` is an error listing them.
+3. Every frame (a single-frame file, or one frame of a multi-frame NM SPECT file whose positions are
+   ``ImagePositionPatient + k * SpacingBetweenSlices * normal``) gets a position along the slice
+   normal ``row_cosine x column_cosine``; frames are sorted by it. Orientation, rows, columns and
+   pixel spacing must agree; duplicate positions and gaps (a step that differs from the median step
+   by more than 5 %) are errors naming the directory and the positions.
+4. The Modality LUT is applied per frame (``RescaleSlope``/``RescaleIntercept``: HU for CT). PET with
+   ``Units = BQML`` is in Bq/ml; when ``PatientWeight`` and the radiopharmaceutical dose, half-life
+   and start time are present, ``meta["suv_factor"]`` converts to SUVbw (``suv = bqml * factor``),
+   decay-corrected from the injection to ``SeriesTime`` (or the earliest ``AcquisitionTime``) for
+   ``DecayCorrection = START``.
+5. The stacked array ``[slice (sorted along the normal), row, column]`` and its affine (LPS -> RAS)
+   are reoriented to the canonical ``[D, H, W]`` (superior, posterior, left) layout; the source
+   geometry stays in ``meta`` so that :func:`write_dicom_series` with ``reference=`` writes slices
+   back on exactly the source planes.
+
+Writing (:func:`write_dicom_series`, :func:`write_nm_spect`)
+------------------------------------------------------------
+One file per slice (CT, PT, MR, OT and per-slice NM), or one multi-frame NM file
+(:func:`write_nm_spect`), written to a temporary directory / name and renamed when complete.
+The tfmedseg MAA SPECT layout uses :func:`write_nm_spect` (one multi-frame ``NM`` file, RECON TOMO,
+in the CT's frame of reference); :func:`read_dicom_series` reads both forms.
+
+Example:
+    >>> import numpy as np
+    >>> from tfmedseg.io import Volume, canonical_affine
+    >>> vol = Volume(np.zeros((4, 8, 8), np.float32) - 1000, (2.5, 0.8, 0.8), canonical_affine((2.5, 0.8, 0.8)), "CT")
+    >>> files = write_dicom_series(vol, "/tmp/ct_series")          # doctest: +SKIP
+    >>> read_dicom_series("/tmp/ct_series").spacing                # doctest: +SKIP
+    (2.5, 0.8, 0.8)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfmedseg.errors import InvalidInputError
+from tfmedseg.io.volume import CANONICAL_AXCODES, Volume, spacing_from_affine, to_canonical
+
+__all__ = [
+    "read_dicom_series",
+    "write_dicom_series",
+    "write_nm_spect",
+    "list_dicom_series",
+    "SOP_CLASS_UIDS",
+    "WRITE_MODALITIES",
+]
+
+#: Storage SOP classes used when writing, by modality.
+SOP_CLASS_UIDS = {
+    "CT": "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
+    "PT": "1.2.840.10008.5.1.4.1.1.128",  # Positron Emission Tomography Image Storage
+    "NM": "1.2.840.10008.5.1.4.1.1.20",  # Nuclear Medicine Image Storage
+    "MR": "1.2.840.10008.5.1.4.1.1.4",  # MR Image Storage
+    "OT": "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image Storage
+}
+#: Modalities :func:`write_dicom_series` accepts.
+WRITE_MODALITIES = tuple(SOP_CLASS_UIDS)
+
+_PREAMBLE_MAGIC_OFFSET = 128
+_GAP_TOLERANCE = 0.05  # relative deviation of one slice step from the median step
+_DUPLICATE_TOLERANCE_MM = 1e-3
+_GEOMETRY_TOLERANCE = 1e-4
+_CT_INTERCEPT = -1024.0
+_PLUGIN_HINTS = {
+    "JPEG 2000": "pip install pylibjpeg pylibjpeg-openjpeg (or python-gdcm)",
+    "JPEG-LS": "pip install pylibjpeg pylibjpeg-libjpeg (or pyjpegls, or python-gdcm)",
+    "JPEG": "pip install pylibjpeg pylibjpeg-libjpeg (or python-gdcm)",
+    "RLE": "pip install pylibjpeg pylibjpeg-rle",
+    "Deflate": "no plugin needed; the file is probably corrupt",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Frame:
+    """One 2-D image plane of a series: a single-frame file or one frame of a multi-frame file."""
+
+    path: Path
+    ds: Any
+    frame_index: int | None
+    position: np.ndarray  # ImagePositionPatient (LPS mm) of the first transmitted pixel
+    orientation: np.ndarray  # 6 direction cosines: row (along columns), column (along rows)
+    pixel_spacing: np.ndarray  # (between rows, between columns) mm
+    rows: int
+    cols: int
+    slope: float
+    intercept: float
+
+
+def _has_dicom_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_PREAMBLE_MAGIC_OFFSET + 4)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot open file ({exc})", path=path) from exc
+    return len(head) == _PREAMBLE_MAGIC_OFFSET + 4 and head[_PREAMBLE_MAGIC_OFFSET:] == b"DICM"
+
+
+def _read_instance(path: Path) -> tuple[Any | None, str | None]:
+    """Parse one file. Returns ``(dataset, None)`` or ``(None, reason_skipped)``.
+
+    Raises:
+        InvalidInputError: If a file with the DICOM magic cannot be parsed or lacks the UIDs.
+    """
+    import pydicom
+
+    if _has_dicom_magic(path):
+        try:
+            ds = pydicom.dcmread(str(path))
+            ds.get("SOPClassUID")  # force parsing of the first elements
+        except Exception as exc:  # pydicom raises many types for corrupt input
+            raise InvalidInputError(
+                f"has a DICOM preamble but cannot be parsed ({type(exc).__name__}: {exc}); the header is corrupt or truncated",
+                path=path,
+            ) from exc
+        if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+            if "SOPClassUID" not in ds or "SeriesInstanceUID" not in ds and "DirectoryRecordSequence" not in ds:
+                raise InvalidInputError(
+                    "has a DICOM preamble but no SOPClassUID/SeriesInstanceUID and no pixel data; "
+                    "the header is corrupt or truncated",
+                    path=path,
+                )
+            return None, f"DICOM object without pixel data (SOP class {ds.SOPClassUID})"
+        return ds, None
+    # No preamble: old ACR-NEMA style files are still DICOM, text files are not.
+    try:
+        ds = pydicom.dcmread(str(path), force=True)
+        ok = "PixelData" in ds and "SOPInstanceUID" in ds and "SeriesInstanceUID" in ds
+    except Exception:  # noqa: BLE001 - anything unreadable without a preamble is "not DICOM"
+        ok = False
+    if not ok:
+        return None, "not a DICOM image file (no DICM preamble and no image attributes)"
+    return ds, None
+
+
+def _list_files(directory: Path, recursive: bool) -> list[Path]:
+    iterator = directory.rglob("*") if recursive else directory.iterdir()
+    return sorted(p for p in iterator if p.is_file() and not p.name.startswith(".tmp-"))
+
+
+def _scan_directory(directory: Path, recursive: bool) -> tuple[dict[str, list[tuple[Path, Any]]], list[str]]:
+    if not directory.exists():
+        raise InvalidInputError("directory does not exist", path=directory)
+    if not directory.is_dir():
+        raise InvalidInputError("expected a directory of DICOM files, got a file", path=directory)
+    files = _list_files(directory, recursive)
+    if not files:
+        raise InvalidInputError("directory is empty (no DICOM files)", path=directory)
+    series: dict[str, list[tuple[Path, Any]]] = {}
+    skipped: list[str] = []
+    for path in files:
+        ds, reason = _read_instance(path)
+        if ds is None:
+            skipped.append(f"{path.name}: {reason}")
+            continue
+        uid = ds.get("SeriesInstanceUID")
+        if not uid:
+            raise InvalidInputError("DICOM image without SeriesInstanceUID", path=path)
+        series.setdefault(str(uid), []).append((path, ds))
+    if not series:
+        raise InvalidInputError(
+            f"contains no DICOM image files ({len(files)} files skipped: {'; '.join(skipped[:5])})", path=directory
+        )
+    return series, skipped
+
+
+def _describe_series(uid: str, items: list[tuple[Path, Any]]) -> str:
+    ds = items[0][1]
+    return (
+        f"{uid} (modality {ds.get('Modality', '?')}, series {ds.get('SeriesNumber', '?')} "
+        f"'{ds.get('SeriesDescription', '')}', {len(items)} files, e.g. {items[0][0].name})"
+    )
+
+
+def list_dicom_series(directory: str | os.PathLike, *, recursive: bool = False) -> dict[str, dict[str, Any]]:
+    """The image series in a directory, without decoding pixels.
+
+    Args:
+        directory: Directory of DICOM files.
+        recursive: Also look in sub-directories.
+
+    Returns:
+        ``{series_uid: {"modality", "series_number", "series_description", "files"}}``.
+
+    Raises:
+        InvalidInputError: Missing/empty directory or a corrupt DICOM file.
+    """
+    series, _ = _scan_directory(Path(directory), recursive)
+    return {
+        uid: {
+            "modality": str(items[0][1].get("Modality", "")),
+            "series_number": items[0][1].get("SeriesNumber"),
+            "series_description": str(items[0][1].get("SeriesDescription", "")),
+            "files": [p for p, _ in items],
+        }
+        for uid, items in series.items()
+    }
+
+
+def _floats(value: Any, n: int, name: str, path: Path) -> np.ndarray:
+    try:
+        out = np.asarray([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{name} is not numeric: {value!r}", path=path) from exc
+    if out.shape != (n,) or not np.isfinite(out).all():
+        raise InvalidInputError(f"{name} must have {n} finite values, got {value!r}", path=path)
+    return out
+
+
+def _geometry_source(ds: Any) -> tuple[Any, Any]:
+    """ImagePositionPatient / ImageOrientationPatient, top level or in DetectorInformationSequence (NM)."""
+    ipp, iop = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
+    detectors = ds.get("DetectorInformationSequence")
+    if (ipp is None or iop is None) and detectors:
+        ipp = ipp if ipp is not None else detectors[0].get("ImagePositionPatient")
+        iop = iop if iop is not None else detectors[0].get("ImageOrientationPatient")
+    return ipp, iop
+
+
+def _frames_of(path: Path, ds: Any) -> list[_Frame]:
+    """Split an instance into frames with their patient-space geometry."""
+    ipp, iop = _geometry_source(ds)
+    if ipp is None or iop is None:
+        raise InvalidInputError(
+            "missing ImagePositionPatient/ImageOrientationPatient; not a tomographic slice "
+            "(a planar NM whole-body scan is read with read_nm_wholebody)",
+            path=path,
+        )
+    if "PixelSpacing" not in ds:
+        raise InvalidInputError("missing PixelSpacing", path=path)
+    position = _floats(ipp, 3, "ImagePositionPatient", path)
+    orientation = _floats(iop, 6, "ImageOrientationPatient", path)
+    spacing = _floats(ds.PixelSpacing, 2, "PixelSpacing", path)
+    if (spacing <= 0).any():
+        raise InvalidInputError(f"PixelSpacing must be positive, got {list(spacing)}", path=path)
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if n_frames == 1:
+        return [_Frame(path, ds, None, position, orientation, spacing, rows, cols, slope, intercept)]
+    step_mm = ds.get("SpacingBetweenSlices", ds.get("SliceThickness"))
+    if step_mm is None or float(step_mm) == 0.0:
+        raise InvalidInputError(
+            f"multi-frame image with {n_frames} frames needs SpacingBetweenSlices (or SliceThickness)", path=path
+        )
+    normal = np.cross(orientation[:3], orientation[3:])
+    return [
+        _Frame(path, ds, k, position + k * float(step_mm) * normal, orientation, spacing, rows, cols, slope, intercept)
+        for k in range(n_frames)
+    ]
+
+
+def _check_consistent(frames: list[_Frame], directory: Path) -> None:
+    first = frames[0]
+    for name, getter in (
+        ("ImageOrientationPatient", lambda f: f.orientation),
+        ("PixelSpacing", lambda f: f.pixel_spacing),
+        ("Rows/Columns", lambda f: np.array([f.rows, f.cols], dtype=float)),
+    ):
+        ref = getter(first)
+        for frame in frames[1:]:
+            if not np.allclose(getter(frame), ref, atol=_GEOMETRY_TOLERANCE, rtol=0):
+                raise InvalidInputError(
+                    f"inconsistent {name} across the series: {frame.path.name} has {list(getter(frame))}, "
+                    f"{first.path.name} has {list(ref)}",
+                    path=directory,
+                )
+    row, col = first.orientation[:3], first.orientation[3:]
+    if abs(np.linalg.norm(row) - 1) > 1e-3 or abs(np.linalg.norm(col) - 1) > 1e-3 or abs(row @ col) > 1e-3:
+        raise InvalidInputError(
+            f"ImageOrientationPatient {list(first.orientation)} is not two orthonormal direction cosines",
+            path=first.path,
+        )
+
+
+def _sort_and_check(frames: list[_Frame], directory: Path) -> tuple[list[_Frame], np.ndarray]:
+    """Sort along the normal; reject duplicates and gaps. Returns frames and the mean step vector (LPS mm)."""
+    orientation = frames[0].orientation
+    normal = np.cross(orientation[:3], orientation[3:])
+    normal /= np.linalg.norm(normal)
+    frames = sorted(frames, key=lambda f: float(f.position @ normal))
+    pos = np.array([f.position @ normal for f in frames])
+    if len(frames) == 1:
+        ds = frames[0].ds
+        thickness = ds.get("SpacingBetweenSlices") or ds.get("SliceThickness") or 1.0
+        return frames, normal * abs(float(thickness))
+    steps = np.diff(pos)
+    dup = np.flatnonzero(steps < _DUPLICATE_TOLERANCE_MM)
+    if dup.size:
+        pairs = ", ".join(
+            f"{pos[i]:.3f} mm ({_frame_name(frames[i])} and {_frame_name(frames[i + 1])})" for i in dup[:5]
+        )
+        raise InvalidInputError(f"duplicate slice positions along the slice normal: {pairs}", path=directory)
+    median = float(np.median(steps))
+    bad = np.flatnonzero(np.abs(steps - median) > _GAP_TOLERANCE * median)
+    if bad.size:
+        gaps = ", ".join(f"{pos[i]:.3f} -> {pos[i + 1]:.3f} mm (step {steps[i]:.3f})" for i in bad[:5])
+        raise InvalidInputError(
+            f"gap or uneven slice spacing (median step {median:.3f} mm) between slice positions {gaps}; "
+            "a slice is missing or the series mixes acquisitions",
+            path=directory,
+        )
+    positions = np.array([f.position for f in frames])
+    step_vec = (positions[-1] - positions[0]) / (len(frames) - 1)
+    deviation = np.abs(positions - (positions[0] + np.arange(len(frames))[:, None] * step_vec)).max()
+    if deviation > max(_GAP_TOLERANCE * median, 0.01):
+        raise InvalidInputError(
+            f"slice positions are not on one straight line (deviation {deviation:.3f} mm); "
+            "the series mixes acquisitions or has varying gantry tilt",
+            path=directory,
+        )
+    return frames, step_vec
+
+
+def _frame_name(frame: _Frame) -> str:
+    return frame.path.name if frame.frame_index is None else f"{frame.path.name}[frame {frame.frame_index}]"
+
+
+def _transfer_syntax(ds: Any) -> Any:
+    meta = getattr(ds, "file_meta", None)
+    return None if meta is None else meta.get("TransferSyntaxUID")
+
+
+def _check_decoder(path: Path, ds: Any) -> None:
+    """Raise a clear error when a compressed transfer syntax has no installed decoder plugin."""
+    from pydicom.pixels import get_decoder
+
+    tsuid = _transfer_syntax(ds)
+    if tsuid is None or not tsuid.is_compressed:
+        return
+    try:
+        decoder = get_decoder(tsuid)
+    except NotImplementedError as exc:
+        raise InvalidInputError(
+            f"transfer syntax {tsuid.name} ({tsuid}) has no pixel data decoder in pydicom", path=path
+        ) from exc
+    if not decoder.is_available:
+        hint = next((h for key, h in _PLUGIN_HINTS.items() if key in tsuid.name), "install python-gdcm")
+        missing = "; ".join(decoder.missing_dependencies)
+        raise InvalidInputError(
+            f"compressed transfer syntax {tsuid.name} ({tsuid}) cannot be decoded: no decoder plugin is "
+            f"installed ({missing}). Fix: {hint}",
+            path=path,
+        )
+
+
+def _pixels(path: Path, ds: Any) -> np.ndarray:
+    _check_decoder(path, ds)
+    try:
+        array = ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for bad pixel data
+        tsuid = _transfer_syntax(ds)
+        syntax = f" (transfer syntax {tsuid.name})" if tsuid is not None else ""
+        raise InvalidInputError(f"cannot decode pixel data{syntax}: {type(exc).__name__}: {exc}", path=path) from exc
+    if array.ndim == 3 and int(ds.get("SamplesPerPixel", 1)) > 1 or array.ndim == 4:
+        raise InvalidInputError(
+            f"colour images (SamplesPerPixel {ds.get('SamplesPerPixel')}) are not supported for volumes", path=path
+        )
+    return array
+
+
+def _parse_time(value: Any) -> float | None:
+    """DICOM TM (``HHMMSS.FFFFFF``, ``HHMM``, ...) -> seconds after midnight."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text:
+        return None
+    try:
+        hours = int(text[0:2])
+        minutes = int(text[2:4]) if len(text) >= 4 else 0
+        seconds = float(text[4:]) if len(text) > 4 else 0.0
+    except ValueError:
+        return None
+    return hours * 3600.0 + minutes * 60.0 + seconds
+
+
+def _parse_datetime(date: Any, time: Any) -> datetime.datetime | None:
+    seconds = _parse_time(time)
+    if seconds is None or not date or len(str(date).strip()) < 8:
+        return None
+    try:
+        day = datetime.datetime.strptime(str(date).strip()[:8], "%Y%m%d")
+    except ValueError:
+        return None
+    return day + datetime.timedelta(seconds=seconds)
+
+
+def _suv_factor(ds: Any, frames: list[_Frame]) -> tuple[float | None, str]:
+    """SUVbw factor (g/ml per Bq/ml... i.e. ``weight_g / decayed_dose_bq``) and a note on why/why not."""
+    units = str(ds.get("Units", "")).upper()
+    if units == "GML":
+        return 1.0, "pixels are already SUVbw (Units GML)"
+    if units != "BQML":
+        return None, f"Units {units or 'missing'} (SUV needs BQML)"
+    weight = ds.get("PatientWeight")
+    info = ds.get("RadiopharmaceuticalInformationSequence")
+    if not weight or float(weight) <= 0 or not info:
+        return None, "PatientWeight or RadiopharmaceuticalInformationSequence missing"
+    item = info[0]
+    dose, half_life = item.get("RadionuclideTotalDose"), item.get("RadionuclideHalfLife")
+    if not dose or not half_life or float(dose) <= 0 or float(half_life) <= 0:
+        return None, "RadionuclideTotalDose or RadionuclideHalfLife missing"
+    decay = str(ds.get("DecayCorrection", "START")).upper()
+    if decay == "ADMIN":
+        elapsed = 0.0
+    else:
+        start = None
+        start_dt = item.get("RadiopharmaceuticalStartDateTime")
+        if start_dt and len(str(start_dt)) >= 14:
+            start = _parse_datetime(str(start_dt)[:8], str(start_dt)[8:])
+        if start is None:
+            start = _parse_datetime(ds.get("SeriesDate") or ds.get("AcquisitionDate"), item.get("RadiopharmaceuticalStartTime"))
+        scan = _parse_datetime(ds.get("SeriesDate"), ds.get("SeriesTime"))
+        if scan is None:
+            acq = [
+                _parse_datetime(f.ds.get("AcquisitionDate") or ds.get("SeriesDate"), f.ds.get("AcquisitionTime"))
+                for f in frames
+            ]
+            acq = [a for a in acq if a is not None]
+            scan = min(acq) if acq else None
+        if start is not None and scan is not None:
+            elapsed = (scan - start).total_seconds()
+        else:  # no dates: times of day only
+            t_start = _parse_time(item.get("RadiopharmaceuticalStartTime"))
+            t_scan = _parse_time(ds.get("SeriesTime"))
+            if t_scan is None:
+                times = [_parse_time(f.ds.get("AcquisitionTime")) for f in frames]
+                times = [t for t in times if t is not None]
+                t_scan = min(times) if times else None
+            if t_start is None or t_scan is None:
+                return None, "RadiopharmaceuticalStartTime or SeriesTime/AcquisitionTime missing"
+            elapsed = t_scan - t_start
+            if elapsed < 0:
+                elapsed += 86400.0  # injection before midnight, scan after
+    decayed = float(dose) * 2.0 ** (-elapsed / float(half_life))
+    return float(weight) * 1000.0 / decayed, f"decay-corrected over {elapsed:.0f} s ({decay})"
+
+
+_REFERENCE_TAGS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "PatientWeight",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "StudyDescription",
+    "ReferringPhysicianName",
+    "FrameOfReferenceUID",
+)
+
+
+def read_dicom_series(
+    directory: str | os.PathLike,
+    *,
+    series_uid: str | None = None,
+    modality: str | None = None,
+    recursive: bool = False,
+    labels: bool = False,
+) -> Volume:
+    """Read one DICOM image series into a canonical :class:`Volume`.
+
+    Args:
+        directory: Directory holding the series' files (other series may be there too when
+            ``series_uid`` or ``modality`` selects one).
+        series_uid: SeriesInstanceUID to read; required when the directory holds several series
+            (after the ``modality`` filter).
+        modality: Only consider series of this DICOM Modality (``"CT"``, ``"PT"``, ``"NM"``, ...).
+        recursive: Also read files in sub-directories.
+        labels: Return the stored values as an integer label map (``modality`` ``"SEG"``, dtype
+            uint8/uint16/int32) instead of float32; used for mask series (3DIRCADb ``MASKS_DICOM``).
+
+    Returns:
+        Volume with ``array`` float32 ``[D, H, W]`` (canonical: superior, posterior, left) in
+        modality units after the Modality LUT (HU for CT, Bq/ml for PET with Units BQML, counts
+        for NM), ``spacing`` (mm, along D, H, W), ``affine`` (index -> RAS+ mm), ``modality`` the
+        DICOM Modality. ``meta``: ``path``, ``format`` (``"dicom"``), ``series_uid``,
+        ``study_uid``, ``frame_of_reference_uid``, ``modality``, ``patient_id``, ``files``
+        (sorted along the slice normal; a multi-frame file once), ``sop_instance_uids``,
+        ``image_positions`` (LPS mm per sorted slice), ``image_orientation``, ``pixel_spacing``,
+        ``source_affine`` (RAS, for the sorted ``[slice, row, col]`` stack), ``source_shape``,
+        ``source_ornt``, ``reference_tags`` (patient/study attributes reused when writing a new
+        series of the same study), ``units``, ``suv_factor`` (PET; ``None`` when tags are
+        missing) and ``suv_note``, ``skipped_files``.
+
+    Raises:
+        InvalidInputError: Missing or empty directory; a corrupt DICOM file; several series and no
+            ``series_uid``; an unknown ``series_uid``; inconsistent orientation, size or pixel
+            spacing; duplicate slice positions or gaps; an undecodable compressed transfer syntax
+            (naming the plugin to install). Every message names the directory or file.
+
+    Example:
+        >>> from tfmedseg.io.dicom import read_dicom_series
+        >>> ct = read_dicom_series("3Dircadb1.1/PATIENT_DICOM")  # doctest: +SKIP
+        >>> ct.array.shape, ct.spacing                             # doctest: +SKIP
+        ((129, 512, 512), (1.6, 0.57, 0.57))
+    """
+    directory = Path(directory)
+    series, skipped = _scan_directory(directory, recursive)
+    if modality is not None:
+        wanted = modality.upper()
+        series = {uid: items for uid, items in series.items() if str(items[0][1].get("Modality", "")).upper() == wanted}
+        if not series:
+            raise InvalidInputError(f"no series with Modality {wanted}", path=directory)
+    if series_uid is not None:
+        if series_uid not in series:
+            listing = "; ".join(_describe_series(u, it) for u, it in series.items())
+            raise InvalidInputError(f"no series with SeriesInstanceUID {series_uid}; found: {listing}", path=directory)
+        items = series[series_uid]
+    elif len(series) > 1:
+        listing = "; ".join(_describe_series(u, it) for u, it in series.items())
+        raise InvalidInputError(
+            f"contains {len(series)} series, pass series_uid= (or modality=) to choose one: {listing}", path=directory
+        )
+    else:
+        items = next(iter(series.values()))
+    uid = str(items[0][1].SeriesInstanceUID)
+
+    frames = [frame for path, ds in items for frame in _frames_of(path, ds)]
+    _check_consistent(frames, directory)
+    frames, step_vec = _sort_and_check(frames, directory)
+
+    decoded: dict[Path, np.ndarray] = {}
+    slices = []
+    for frame in frames:
+        if frame.path not in decoded:
+            decoded[frame.path] = _pixels(frame.path, frame.ds)
+        pixels = decoded[frame.path]
+        plane = pixels if frame.frame_index is None else pixels[frame.frame_index]
+        if plane.shape != (frame.rows, frame.cols):
+            raise InvalidInputError(
+                f"pixel data shape {plane.shape} does not match Rows/Columns {(frame.rows, frame.cols)}",
+                path=frame.path,
+            )
+        if labels:
+            slices.append(plane.astype(np.float64) * frame.slope + frame.intercept)
+        else:
+            slices.append(plane.astype(np.float32) * np.float32(frame.slope) + np.float32(frame.intercept))
+    stack = np.stack(slices)
+    if labels:
+        if not np.array_equal(stack, np.round(stack)) or stack.min() < 0:
+            raise InvalidInputError(
+                "labels=True but the series holds non-integer or negative values", path=directory
+            )
+        top = stack.max()
+        dtype = np.uint8 if top <= 255 else np.uint16 if top <= 65535 else np.int32
+        stack = stack.astype(dtype)
+    elif not np.isfinite(stack).all():
+        raise InvalidInputError("pixel values are not finite after the Modality LUT", path=directory)
+
+    first = frames[0]
+    row_dir, col_dir = first.orientation[:3], first.orientation[3:]
+    src_lps = np.eye(4)
+    src_lps[:3, 0] = step_vec
+    src_lps[:3, 1] = col_dir * first.pixel_spacing[0]
+    src_lps[:3, 2] = row_dir * first.pixel_spacing[1]
+    src_lps[:3, 3] = first.position
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0, 1.0])
+    source_affine = lps_to_ras @ src_lps
+    canonical, affine, source_ornt = to_canonical(stack, source_affine)
+
+    ds0 = first.ds
+    dicom_modality = str(ds0.get("Modality", "OT")).upper()
+    meta: dict[str, Any] = {
+        "path": str(directory),
+        "format": "dicom",
+        "series_uid": uid,
+        "study_uid": str(ds0.get("StudyInstanceUID", "")),
+        "frame_of_reference_uid": str(ds0.get("FrameOfReferenceUID", "")),
+        "modality": dicom_modality,
+        "patient_id": str(ds0.get("PatientID", "")),
+        "series_description": str(ds0.get("SeriesDescription", "")),
+        "series_number": ds0.get("SeriesNumber"),
+        "files": list(dict.fromkeys(f.path for f in frames)),
+        "sop_instance_uids": list(dict.fromkeys(str(f.ds.get("SOPInstanceUID", "")) for f in frames)),
+        "image_positions": np.array([f.position for f in frames]),
+        "image_orientation": first.orientation.copy(),
+        "pixel_spacing": tuple(float(v) for v in first.pixel_spacing),
+        "slice_step": step_vec.copy(),
+        "source_affine": source_affine,
+        "source_shape": tuple(stack.shape),
+        "source_ornt": source_ornt,
+        "units": str(ds0.get("Units", "HU" if dicom_modality == "CT" else "")),
+        "transfer_syntax": str(_transfer_syntax(ds0) or ""),
+        "reference_tags": {tag: ds0.get(tag) for tag in _REFERENCE_TAGS if tag in ds0},
+        "skipped_files": skipped,
+    }
+    if dicom_modality == "PT":
+        meta["suv_factor"], meta["suv_note"] = _suv_factor(ds0, frames)
+    volume_modality = "SEG" if labels else dicom_modality
+    return Volume(canonical, spacing_from_affine(affine), affine, volume_modality, meta)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+def _ds_str(value: float) -> str:
+    """A float as a DICOM DS string (at most 16 characters)."""
+    from pydicom.valuerep import format_number_as_ds
+
+    return format_number_as_ds(float(value))
+
+
+def _make_uid(seed: str | None, *parts: Any) -> str:
+    from pydicom.uid import generate_uid
+
+    if seed is None:
+        return generate_uid()
+    return generate_uid(entropy_srcs=[str(seed), *[str(p) for p in parts]])
+
+
+def _source_geometry(volume: Volume, reference: Volume | None, array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The array as slices to write and its RAS affine (index ``(k, r, c)`` -> mm).
+
+    A volume read from DICOM (or a ``reference`` read from DICOM) is written back on its source
+    planes; anything else as axial slices of the canonical grid.
+    """
+    import nibabel as nib
+
+    geometry = reference if reference is not None else volume
+    ornt = geometry.meta.get("source_ornt") if geometry.meta.get("format") == "dicom" else None
+    affine = geometry.affine
+    if ornt is None:
+        return array, affine
+    transform = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt(CANONICAL_AXCODES), np.asarray(ornt))
+    source = nib.orientations.apply_orientation(array, transform)
+    source_affine = affine @ nib.orientations.inv_ornt_aff(transform, array.shape)
+    return np.ascontiguousarray(source), source_affine
+
+
+def _encode(
+    source: np.ndarray, modality: str, mask: bool, out: Path
+) -> tuple[np.ndarray, list[float] | None, list[float] | None]:
+    """Stored integer slices and per-slice rescale slope/intercept (``None``: no Modality LUT tags)."""
+    values = np.asarray(source)
+    if values.dtype == bool:
+        values = values.astype(np.uint8)
+    if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+        raise InvalidInputError("volume contains NaN or infinite values; cannot write DICOM", path=out)
+    n = values.shape[0]
+    integral = np.issubdtype(values.dtype, np.integer) or bool(np.array_equal(values, np.round(values)))
+    vmin, vmax = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if mask:
+        if not integral or vmin < 0 or vmax > 65535:
+            raise InvalidInputError(
+                f"a mask series needs integer values in [0, 65535], got range [{vmin}, {vmax}]", path=out
+            )
+        dtype = np.uint8 if vmax <= 255 else np.uint16
+        return values.astype(dtype), ([1.0] * n if modality == "CT" else None), ([0.0] * n if modality == "CT" else None)
+    if modality == "CT":
+        stored = np.round(values.astype(np.float64) - _CT_INTERCEPT)
+        if stored.min() < -32768 or stored.max() > 32767:
+            raise InvalidInputError(
+                f"CT values [{vmin}, {vmax}] HU do not fit int16 with RescaleIntercept {_CT_INTERCEPT}", path=out
+            )
+        return stored.astype(np.int16), [1.0] * n, [_CT_INTERCEPT] * n
+    if modality != "PT" and integral and vmin >= 0 and vmax <= 65535:
+        return values.astype(np.uint16), [1.0] * n, [0.0] * n
+    if modality != "PT" and integral and vmin >= -32768 and vmax <= 32767:
+        return values.astype(np.int16), [1.0] * n, [0.0] * n
+    # Per-slice linear scaling into int16 (PET convention; also non-integer NM/MR values).
+    stored = np.empty(values.shape, np.int16)
+    slopes = []
+    for k in range(n):
+        peak = float(np.abs(values[k]).max())
+        slope = float(_ds_str(peak / 32000.0)) if peak > 0 else 1.0
+        stored[k] = np.round(values[k].astype(np.float64) / slope).astype(np.int16)
+        slopes.append(slope)
+    return stored, slopes, [0.0] * n
+
+
+def _base_dataset(
+    sop_class: str, sop_uid: str, modality: str, tags: dict[str, Any]
+) -> Any:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+
+    file_meta = FileMetaDataset()
+    file_meta.MediaStorageSOPClassUID = sop_class
+    file_meta.MediaStorageSOPInstanceUID = sop_uid
+    file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = Dataset()
+    ds.file_meta = file_meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_uid
+    ds.Modality = modality
+    for key, value in tags.items():
+        if value is not None:
+            setattr(ds, key, value)
+    return ds
+
+
+def _set_pixels(ds: Any, plane: np.ndarray) -> None:
+    bits = plane.dtype.itemsize * 8
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = int(plane.shape[-2]), int(plane.shape[-1])
+    ds.BitsAllocated = bits
+    ds.BitsStored = bits
+    ds.HighBit = bits - 1
+    ds.PixelRepresentation = 1 if np.issubdtype(plane.dtype, np.signedinteger) else 0
+    ds.PixelData = np.ascontiguousarray(plane).astype(plane.dtype.newbyteorder("<")).tobytes()
+
+
+def _reference_volume(reference: Volume | str | os.PathLike | None) -> Volume | None:
+    if reference is None or isinstance(reference, Volume):
+        return reference
+    return read_dicom_series(reference)
+
+
+def _study_tags(
+    reference: Volume | None,
+    *,
+    patient_id: str,
+    patient_name: str | None,
+    study_uid: str | None,
+    frame_of_reference_uid: str | None,
+    study_date: str,
+    study_time: str,
+    uid_seed: str | None,
+) -> dict[str, Any]:
+    tags: dict[str, Any] = {}
+    if reference is not None:
+        tags.update({k: v for k, v in reference.meta.get("reference_tags", {}).items() if v is not None})
+        if not tags.get("StudyInstanceUID") and reference.meta.get("study_uid"):
+            tags["StudyInstanceUID"] = reference.meta["study_uid"]
+        if not tags.get("FrameOfReferenceUID") and reference.meta.get("frame_of_reference_uid"):
+            tags["FrameOfReferenceUID"] = reference.meta["frame_of_reference_uid"]
+        if not tags.get("PatientID") and reference.meta.get("patient_id"):
+            tags["PatientID"] = reference.meta["patient_id"]
+    tags.setdefault("PatientID", patient_id)
+    tags.setdefault("PatientName", patient_name if patient_name is not None else tags["PatientID"])
+    tags.setdefault("PatientBirthDate", "")
+    tags.setdefault("PatientSex", "")
+    tags.setdefault("StudyDate", study_date)
+    tags.setdefault("StudyTime", study_time)
+    tags.setdefault("StudyID", "1")
+    tags.setdefault("AccessionNumber", "")
+    tags.setdefault("ReferringPhysicianName", "")
+    if study_uid is not None:
+        tags["StudyInstanceUID"] = study_uid
+    tags.setdefault("StudyInstanceUID", _make_uid(uid_seed, "study"))
+    if frame_of_reference_uid is not None:
+        tags["FrameOfReferenceUID"] = frame_of_reference_uid
+    tags.setdefault("FrameOfReferenceUID", _make_uid(uid_seed, "frame_of_reference"))
+    tags.pop("PatientWeight", None)
+    return tags
+
+
+def _commit_dir(tmp: Path, out_dir: Path, overwrite: bool) -> None:
+    """Move a completed temporary directory into place (atomic rename)."""
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise InvalidInputError("output path exists and is not a directory", path=out_dir)
+        if any(out_dir.iterdir()):
+            if not overwrite:
+                raise InvalidInputError("output directory exists and is not empty (pass overwrite=True)", path=out_dir)
+            trash = Path(tempfile.mkdtemp(prefix=".tmp-old-", dir=out_dir.parent))
+            os.replace(out_dir, trash / "old")
+            os.replace(tmp, out_dir)
+            shutil.rmtree(trash, ignore_errors=True)
+            return
+        out_dir.rmdir()
+    os.replace(tmp, out_dir)
+
+
+def _pet_tags(
+    *,
+    units: str,
+    patient_weight: float | None,
+    radionuclide_total_dose: float | None,
+    radionuclide_half_life: float | None,
+    radiopharmaceutical_start_time: str | None,
+    radiopharmaceutical: str,
+    decay_correction: str,
+) -> dict[str, Any]:
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+
+    tags: dict[str, Any] = {
+        "Units": units,
+        "DecayCorrection": decay_correction,
+        "CorrectedImage": ["ATTN", "DECY"],
+        "CountsSource": "EMISSION",
+        "SeriesType": ["STATIC", "IMAGE"],
+    }
+    if patient_weight is not None:
+        tags["PatientWeight"] = _ds_str(patient_weight)
+    if any(v is not None for v in (radionuclide_total_dose, radionuclide_half_life, radiopharmaceutical_start_time)):
+        item = Dataset()
+        item.Radiopharmaceutical = radiopharmaceutical
+        if radionuclide_total_dose is not None:
+            item.RadionuclideTotalDose = _ds_str(radionuclide_total_dose)
+        if radionuclide_half_life is not None:
+            item.RadionuclideHalfLife = _ds_str(radionuclide_half_life)
+        if radiopharmaceutical_start_time is not None:
+            item.RadiopharmaceuticalStartTime = radiopharmaceutical_start_time
+        tags["RadiopharmaceuticalInformationSequence"] = DicomSequence([item])
+    return tags
+
+
+def write_dicom_series(
+    volume: Volume | np.ndarray,
+    out_dir: str | os.PathLike,
+    *,
+    modality: str = "CT",
+    series_description: str = "",
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    frame_of_reference_uid: str | None = None,
+    patient_id: str = "ANON",
+    series_number: int = 1,
+    reference: Volume | str | os.PathLike | None = None,
+    mask: bool | None = None,
+    patient_name: str | None = None,
+    study_date: str = "20000101",
+    study_time: str = "120000",
+    series_time: str = "120000",
+    uid_seed: str | None = None,
+    filename: str = "IM{index:04d}.dcm",
+    overwrite: bool = False,
+    units: str = "BQML",
+    patient_weight: float | None = None,
+    radionuclide_total_dose: float | None = None,
+    radionuclide_half_life: float | None = None,
+    radiopharmaceutical_start_time: str | None = None,
+    radiopharmaceutical: str = "Fluorodeoxyglucose",
+    decay_correction: str = "START",
+) -> list[Path]:
+    """Write a canonical volume as a DICOM series, one file per slice, atomically.
+
+    Slices are written on the source planes of a volume read from DICOM (or of ``reference``),
+    otherwise as axial slices of the canonical grid, with ImagePositionPatient,
+    ImageOrientationPatient, PixelSpacing, SliceThickness and SpacingBetweenSlices taken from the
+    affine. Pixel encoding: CT as int16 with ``RescaleIntercept -1024`` (HU rounded to integers);
+    PT as int16 with a per-slice ``RescaleSlope`` (relative quantisation < 1/32000 of the slice
+    maximum) and ``Units``; masks as uint8 (values <= 255) or uint16; other modalities as
+    uint16/int16 when integral, else per-slice scaled int16.
+
+    Args:
+        volume: Canonical :class:`Volume` ``[D, H, W]``, or an array on ``reference``'s grid.
+        out_dir: Directory to create; the files appear only when all are written.
+        modality: DICOM Modality, one of :data:`WRITE_MODALITIES`.
+        series_description: SeriesDescription.
+        study_uid: StudyInstanceUID; default: the reference's, else a new UID.
+        series_uid: SeriesInstanceUID; default: a new UID.
+        frame_of_reference_uid: FrameOfReferenceUID; default: the reference's, else a new UID.
+        patient_id: PatientID (ignored when ``reference`` has one).
+        series_number: SeriesNumber.
+        reference: A series read with :func:`read_dicom_series` (or its directory) whose patient,
+            study and frame of reference are reused, and whose slice planes are written; the
+            volume must be on its grid (a prediction written back as a new series of the study).
+        mask: Store as an unscaled uint8/uint16 mask; default: ``volume.modality == "SEG"`` or a
+            bool or uint8 array.
+        patient_name: PatientName; default: the patient ID.
+        study_date, study_time, series_time: DICOM DA/TM strings (deterministic defaults).
+        uid_seed: Makes every generated UID a deterministic function of this string.
+        filename: File name pattern with ``{index}`` (0-based slice index).
+        overwrite: Replace a non-empty ``out_dir``.
+        units: PET ``Units`` (``"BQML"`` for Bq/ml).
+        patient_weight: PET PatientWeight in kg (for SUVbw).
+        radionuclide_total_dose: Injected activity in Bq.
+        radionuclide_half_life: Half-life in s (F-18: 6586.2).
+        radiopharmaceutical_start_time: Injection time of day, DICOM TM ``HHMMSS``.
+        radiopharmaceutical: Radiopharmaceutical name.
+        decay_correction: PET DecayCorrection (``"START"`` or ``"ADMIN"``).
+
+    Returns:
+        The written file paths, in slice order.
+
+    Raises:
+        InvalidInputError: Unknown modality, array not 3-D / not on the reference grid, values
+            that do not fit the stored type, or a non-empty ``out_dir`` without ``overwrite``.
+
+    Example:
+        >>> ct = read_dicom_series("PATIENT_DICOM")                                 # doctest: +SKIP
+        >>> write_dicom_series(ct.with_array(pred, "SEG"), "PRED", reference=ct,
+        ...                    series_description="liver prediction")               # doctest: +SKIP
+    """
+    out_dir = Path(out_dir)
+    modality = str(modality).upper()
+    if modality not in WRITE_MODALITIES:
+        raise InvalidInputError(f"modality must be one of {WRITE_MODALITIES}, got {modality!r}", path=out_dir)
+    reference = _reference_volume(reference)
+    if isinstance(volume, Volume):
+        array = volume.array
+        geometry_volume = volume
+    else:
+        if reference is None:
+            raise InvalidInputError("writing a bare array needs a reference Volume for its geometry", path=out_dir)
+        array = np.asarray(volume)
+        geometry_volume = reference
+    if array.ndim != 3:
+        raise InvalidInputError(f"expected a 3-D [D, H, W] volume, got shape {array.shape}", path=out_dir)
+    if reference is not None and array.shape != reference.array.shape:
+        raise InvalidInputError(
+            f"array shape {array.shape} does not match the reference grid {reference.array.shape}", path=out_dir
+        )
+    if mask is None:
+        mask = array.dtype in (np.bool_, np.uint8) or (isinstance(volume, Volume) and volume.modality == "SEG")
+    source, affine = _source_geometry(geometry_volume, reference, array)
+    stored, slopes, intercepts = _encode(source, modality, bool(mask), out_dir)
+
+    col_vec, row_vec = affine[:3, 1], affine[:3, 2]  # along rows index (H) and columns index (W), RAS
+    ps_row, ps_col = float(np.linalg.norm(col_vec)), float(np.linalg.norm(row_vec))
+    flip = np.array([-1.0, -1.0, 1.0])
+    row_dir, col_dir = flip * row_vec / ps_col, flip * col_vec / ps_row  # LPS
+    if abs(row_dir @ col_dir) > 1e-4:
+        raise InvalidInputError("the in-plane axes of the affine are not orthogonal; cannot write DICOM", path=out_dir)
+    normal = np.cross(row_dir, col_dir)
+    step = flip * affine[:3, 0]
+    thickness = abs(float(step @ normal))
+
+    tags = _study_tags(
+        reference,
+        patient_id=patient_id,
+        patient_name=patient_name,
+        study_uid=study_uid,
+        frame_of_reference_uid=frame_of_reference_uid,
+        study_date=study_date,
+        study_time=study_time,
+        uid_seed=uid_seed,
+    )
+    series_uid = series_uid or _make_uid(uid_seed, "series", series_number, series_description, modality)
+    tags.update(
+        SeriesInstanceUID=series_uid,
+        SeriesNumber=int(series_number),
+        SeriesDescription=series_description,
+        SeriesDate=tags["StudyDate"],
+        SeriesTime=series_time,
+        AcquisitionDate=tags["StudyDate"],
+        AcquisitionTime=series_time,
+        ContentDate=tags["StudyDate"],
+        ContentTime=series_time,
+        PositionReferenceIndicator="",
+        Manufacturer="tfmedseg",
+        PatientPosition="HFS",
+        ImageType=["DERIVED", "SECONDARY"] if mask else ["ORIGINAL", "PRIMARY", "AXIAL"],
+        ImageOrientationPatient=[_ds_str(v) for v in (*row_dir, *col_dir)],
+        PixelSpacing=[_ds_str(ps_row), _ds_str(ps_col)],
+        SliceThickness=_ds_str(thickness),
+        SpacingBetweenSlices=_ds_str(thickness),
+    )
+    if modality == "PT":
+        tags.update(
+            _pet_tags(
+                units=units,
+                patient_weight=patient_weight,
+                radionuclide_total_dose=radionuclide_total_dose,
+                radionuclide_half_life=radionuclide_half_life,
+                radiopharmaceutical_start_time=radiopharmaceutical_start_time,
+                radiopharmaceutical=radiopharmaceutical,
+                decay_correction=decay_correction,
+            )
+        )
+        tags["ImageIndex"] = None
+    elif modality == "NM":
+        tags["NumberOfFrames"] = 1
+    elif modality == "CT":
+        tags["KVP"] = ""
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out_dir.parent))
+    names = []
+    try:
+        for k in range(stored.shape[0]):
+            sop_uid = _make_uid(None if uid_seed is None and series_uid is None else series_uid, "instance", k)
+            ds = _base_dataset(SOP_CLASS_UIDS[modality], sop_uid, modality, tags)
+            position = flip * (affine @ np.array([k, 0.0, 0.0, 1.0]))[:3]
+            ds.InstanceNumber = k + 1
+            ds.ImagePositionPatient = [_ds_str(v) for v in position]
+            ds.SliceLocation = _ds_str(float(position @ normal))
+            if modality == "PT":
+                ds.ImageIndex = k + 1
+            if slopes is not None:
+                ds.RescaleSlope = _ds_str(slopes[k])
+                ds.RescaleIntercept = _ds_str(intercepts[k])
+                ds.RescaleType = "HU" if modality == "CT" and not mask else "US"
+            _set_pixels(ds, stored[k])
+            name = filename.format(index=k)
+            ds.save_as(tmp / name, enforce_file_format=True)
+            names.append(name)
+        _commit_dir(tmp, out_dir, overwrite)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return [out_dir / name for name in names]
+
+
+def write_nm_spect(
+    volume: Volume | np.ndarray,
+    path: str | os.PathLike,
+    *,
+    series_description: str = "SPECT",
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    frame_of_reference_uid: str | None = None,
+    patient_id: str = "ANON",
+    series_number: int = 2,
+    reference: Volume | str | os.PathLike | None = None,
+    patient_name: str | None = None,
+    study_date: str = "20000101",
+    study_time: str = "120000",
+    series_time: str = "120000",
+    uid_seed: str | None = None,
+    radiopharmaceutical: str = "Tc-99m MAA",
+) -> Path:
+    """Write a canonical SPECT volume as one multi-frame NM file (RECON TOMO), atomically.
+
+    Frames are the axial slices of the canonical grid (``array[k]``), frame ``k`` at
+    ``ImagePositionPatient + k * SpacingBetweenSlices * normal``; geometry is stored at the top
+    level and in the DetectorInformationSequence. Values are counts, stored as uint16 with a
+    ``RescaleSlope`` when they are not integers or exceed 65535. The MAA SPECT layout of
+    tfmedseg writes the SPECT this way, with ``reference=`` the CT series so that it shares the
+    CT's study and frame of reference (its grid may differ: it is written on its own affine).
+
+    Args:
+        volume: Canonical :class:`Volume` ``[D, H, W]`` of non-negative counts (or an array on
+            ``reference``'s grid).
+        path: Output file; parent directories are created.
+        series_description, study_uid, series_uid, frame_of_reference_uid, patient_id,
+            series_number, patient_name, study_date, study_time, series_time, uid_seed:
+            as in :func:`write_dicom_series`.
+        reference: Series (Volume or directory) whose patient, study and frame of reference are
+            reused.
+        radiopharmaceutical: Radiopharmaceutical name.
+
+    Returns:
+        The written path.
+
+    Raises:
+        InvalidInputError: Not 3-D, negative or non-finite counts, or an oblique / sheared grid
+            that one multi-frame NM file cannot describe.
+    """
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+    from pydicom.tag import Tag
+
+    path = Path(path)
+    reference = _reference_volume(reference)
+    if isinstance(volume, Volume):
+        array, affine = volume.array, volume.affine
+    else:
+        if reference is None:
+            raise InvalidInputError("writing a bare array needs a reference Volume for its geometry", path=path)
+        array, affine = np.asarray(volume), reference.affine
+    if array.ndim != 3:
+        raise InvalidInputError(f"expected a 3-D [D, H, W] volume, got shape {array.shape}", path=path)
+    values = np.asarray(array, dtype=np.float64)
+    if not np.isfinite(values).all() or (values.size and values.min() < 0):
+        raise InvalidInputError("SPECT counts must be finite and non-negative", path=path)
+    flip = np.array([-1.0, -1.0, 1.0])
+    ps_row, ps_col = float(np.linalg.norm(affine[:3, 1])), float(np.linalg.norm(affine[:3, 2]))
+    row_dir, col_dir = flip * affine[:3, 2] / ps_col, flip * affine[:3, 1] / ps_row
+    normal = np.cross(row_dir, col_dir)
+    step = flip * affine[:3, 0]
+    spacing = float(step @ normal)
+    if abs(row_dir @ col_dir) > 1e-4 or np.linalg.norm(step - spacing * normal) > 1e-3 * abs(spacing):
+        raise InvalidInputError("the grid is sheared; a multi-frame NM file needs slices along the normal", path=path)
+    peak = float(values.max()) if values.size else 0.0
+    integral = bool(np.array_equal(values, np.round(values)))
+    slope = 1.0 if integral and peak <= 65535 else float(_ds_str(peak / 65000.0)) if peak > 0 else 1.0
+    stored = np.round(values / slope).astype(np.uint16)
+
+    tags = _study_tags(
+        reference,
+        patient_id=patient_id,
+        patient_name=patient_name,
+        study_uid=study_uid,
+        frame_of_reference_uid=frame_of_reference_uid,
+        study_date=study_date,
+        study_time=study_time,
+        uid_seed=uid_seed,
+    )
+    series_uid = series_uid or _make_uid(uid_seed, "series", series_number, series_description, "NM")
+    sop_uid = _make_uid(uid_seed if uid_seed is not None else None, "instance", series_uid)
+    position = flip * affine[:3, 3]
+    iop = [_ds_str(v) for v in (*row_dir, *col_dir)]
+    ipp = [_ds_str(v) for v in position]
+    detector = Dataset()
+    detector.ImagePositionPatient = ipp
+    detector.ImageOrientationPatient = iop
+    radio = Dataset()
+    radio.Radiopharmaceutical = radiopharmaceutical
+    tags.update(
+        SeriesInstanceUID=series_uid,
+        SeriesNumber=int(series_number),
+        SeriesDescription=series_description,
+        SeriesDate=tags["StudyDate"],
+        SeriesTime=series_time,
+        AcquisitionDate=tags["StudyDate"],
+        AcquisitionTime=series_time,
+        ContentDate=tags["StudyDate"],
+        ContentTime=series_time,
+        PositionReferenceIndicator="",
+        Manufacturer="tfmedseg",
+        PatientPosition="HFS",
+        ImageType=["ORIGINAL", "PRIMARY", "RECON TOMO", "EMISSION"],
+        NumberOfFrames=int(stored.shape[0]),
+        FrameIncrementPointer=Tag(0x0054, 0x0080),  # SliceVector
+        SliceVector=list(range(1, stored.shape[0] + 1)),
+        NumberOfSlices=int(stored.shape[0]),
+        ImagePositionPatient=ipp,
+        ImageOrientationPatient=iop,
+        DetectorInformationSequence=DicomSequence([detector]),
+        RadiopharmaceuticalInformationSequence=DicomSequence([radio]),
+        PixelSpacing=[_ds_str(ps_row), _ds_str(ps_col)],
+        SliceThickness=_ds_str(abs(spacing)),
+        SpacingBetweenSlices=_ds_str(spacing),
+        RescaleSlope=_ds_str(slope),
+        RescaleIntercept="0",
+        Units="CNTS",
+    )
+    ds = _base_dataset(SOP_CLASS_UIDS["NM"], sop_uid, "NM", tags)
+    ds.InstanceNumber = 1
+    _set_pixels(ds, stored)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".dcm", dir=path.parent)
+    os.close(fd)
+    try:
+        ds.save_as(tmp, enforce_file_format=True)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
