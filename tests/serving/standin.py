@@ -1,0 +1,202 @@
+"""A local stand-in for TensorFlow Serving (a test fixture, not a product).
+
+No TF Serving binary can be installed on our machines, so the client is tested against this
+server, which implements the same two APIs on top of exported SavedModels on 127.0.0.1:
+
+* gRPC ``tensorflow.serving.PredictionService/Predict`` (the real protos from tensorflow-serving-api);
+* REST ``POST /v1/models/<name>[/versions/<v>]:predict`` (columnar ``inputs`` or row ``instances``,
+  ``{"b64": ...}`` for bytes) and ``GET /v1/models/<name>`` (status).
+
+Errors follow TF Serving: REST answers ``{"error": "..."}`` with HTTP 400 (bad request), 404 (unknown
+model / signature) or 413 (payload too large); gRPC aborts with INVALID_ARGUMENT / NOT_FOUND, and the
+gRPC library itself answers RESOURCE_EXHAUSTED for a message above the size limit.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+
+class RequestError(Exception):
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status = status  # "invalid" | "not_found"
+
+
+class ModelStore:
+    """``saved_models/<name>/<version>`` directories, loaded once, called by signature."""
+
+    def __init__(self, roots: dict[str, Path]):
+        self.models: dict[str, dict[int, object]] = {}
+        for name, root in roots.items():
+            versions = {int(p.name): tf.saved_model.load(str(p)) for p in Path(root).iterdir() if p.name.isdigit()}
+            self.models[name] = versions
+        self._lock = threading.Lock()
+
+    def run(self, name: str, version: int | None, signature: str, inputs: dict[str, object]) -> dict[str, np.ndarray]:
+        if name not in self.models:
+            raise RequestError("not_found", f"Servable not found for request: Latest({name})")
+        versions = self.models[name]
+        version = max(versions) if version is None else version
+        if version not in versions:
+            raise RequestError("not_found", f"Servable not found for request: Specific({name}, {version})")
+        loaded = versions[version]
+        signature = signature or "serving_default"
+        if signature not in loaded.signatures:
+            raise RequestError("not_found", f"Serving signature name: \"{signature}\" not found in signature def")
+        fn = loaded.signatures[signature]
+        specs = fn.structured_input_signature[1]
+        missing = set(specs) - set(inputs)
+        extra = set(inputs) - set(specs)
+        if missing or extra:
+            raise RequestError("invalid", f"input names mismatch: missing {sorted(missing)}, unexpected {sorted(extra)}")
+        tensors = {}
+        for key, spec in specs.items():
+            value = inputs[key]
+            try:
+                tensor = tf.constant(value, dtype=spec.dtype) if not isinstance(value, tf.Tensor) else value
+            except (TypeError, ValueError) as exc:
+                raise RequestError("invalid", f"input '{key}': cannot convert to {spec.dtype.name}: {exc}") from exc
+            if tensor.dtype != spec.dtype:
+                raise RequestError("invalid", f"input '{key}': expects dtype {spec.dtype.name}, got {tensor.dtype.name}")
+            if not spec.shape.is_compatible_with(tensor.shape):
+                raise RequestError("invalid", f"input '{key}': expects shape {spec.shape}, got {tensor.shape}")
+            tensors[key] = tensor
+        try:
+            outputs = fn(**tensors)
+        except (tf.errors.InvalidArgumentError, ValueError) as exc:
+            raise RequestError("invalid", str(exc).splitlines()[0][:500]) from exc
+        return {k: v.numpy() for k, v in outputs.items()}
+
+
+class _GrpcServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, store: ModelStore):
+        self.store = store
+
+    def Predict(self, request, context):  # noqa: N802 - gRPC method name
+        inputs = {}
+        for key, proto in request.inputs.items():
+            try:
+                inputs[key] = tf.constant(tf.make_ndarray(proto))
+            except Exception as exc:  # malformed tensor proto
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}': {exc}")
+        version = request.model_spec.version.value if request.model_spec.HasField("version") else None
+        try:
+            outputs = self.store.run(request.model_spec.name, version, request.model_spec.signature_name, inputs)
+        except RequestError as exc:
+            code = grpc.StatusCode.NOT_FOUND if exc.status == "not_found" else grpc.StatusCode.INVALID_ARGUMENT
+            context.abort(code, str(exc))
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = request.model_spec.name
+        for key, value in outputs.items():
+            response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
+        return response
+
+
+def _decode_json(value):
+    if isinstance(value, dict) and set(value) == {"b64"}:
+        return base64.b64decode(value["b64"])
+    if isinstance(value, list):
+        return [_decode_json(v) for v in value]
+    return value
+
+
+def _encode_json(array: np.ndarray):
+    if array.dtype == object:
+        return [{"b64": base64.b64encode(v).decode()} for v in array.ravel()]
+    return array.tolist()
+
+
+_ROUTE = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+))?(:predict)?$")
+
+
+def _make_handler(store: ModelStore, max_bytes: int):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):  # quiet
+            pass
+
+        def _reply(self, status: int, body: dict) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):  # noqa: N802
+            match = _ROUTE.match(self.path)
+            if not match or match.group(3) or match.group(1) not in store.models:
+                return self._reply(404, {"error": f"Could not find any versions of model {match.group(1) if match else self.path}"})
+            versions = [{"version": str(v), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+                        for v in sorted(store.models[match.group(1)])]
+            return self._reply(200, {"model_version_status": versions})
+
+        def do_POST(self):  # noqa: N802
+            match = _ROUTE.match(self.path)
+            if not match or not match.group(3):
+                return self._reply(404, {"error": f"Malformed request: POST {self.path}"})
+            length = int(self.headers.get("Content-Length", 0))
+            if length > max_bytes:
+                self.rfile.read(length)
+                return self._reply(413, {"error": f"request of {length} bytes exceeds the limit of {max_bytes} bytes"})
+            try:
+                body = json.loads(self.rfile.read(length))
+            except json.JSONDecodeError as exc:
+                return self._reply(400, {"error": f"JSON Parse error: {exc}"})
+            signature = body.get("signature_name", "serving_default")
+            if "inputs" in body:
+                raw = body["inputs"]
+                inputs = {k: _decode_json(v) for k, v in raw.items()} if isinstance(raw, dict) else None
+            elif "instances" in body and body["instances"] and isinstance(body["instances"][0], dict):
+                rows = body["instances"]
+                inputs = {k: [_decode_json(r[k]) for r in rows] for k in rows[0]}
+            else:
+                inputs = None
+            if inputs is None:
+                return self._reply(400, {"error": "request needs named 'inputs' (columnar) or 'instances' (rows of dicts)"})
+            version = int(match.group(2)) if match.group(2) else None
+            try:
+                outputs = store.run(match.group(1), version, signature, inputs)
+            except RequestError as exc:
+                return self._reply(404 if exc.status == "not_found" else 400, {"error": str(exc)})
+            return self._reply(200, {"outputs": {k: _encode_json(v) for k, v in outputs.items()}})
+
+    return Handler
+
+
+class StandInServer:
+    """gRPC + REST stand-in on free ports of 127.0.0.1; use as a context manager."""
+
+    def __init__(self, roots: dict[str, Path], max_bytes: int = 8 << 20, workers: int = 8):
+        self.store = ModelStore(roots)
+        self.max_bytes = max_bytes
+        self.grpc_server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=workers),
+            options=[("grpc.max_receive_message_length", max_bytes), ("grpc.max_send_message_length", 1 << 30)],
+        )
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(_GrpcServicer(self.store), self.grpc_server)
+        self.grpc_port = self.grpc_server.add_insecure_port("127.0.0.1:0")
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self.store, max_bytes))
+        self.rest_port = self.http.server_address[1]
+        self._thread = threading.Thread(target=self.http.serve_forever, daemon=True)
+
+    def __enter__(self) -> "StandInServer":
+        self.grpc_server.start()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+        self.grpc_server.stop(grace=None)
