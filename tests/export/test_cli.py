@@ -1,0 +1,65 @@
+"""``python -m tfmedseg.export`` on a run directory: SavedModel + TFLite + metadata, clear failures."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfmedseg.export.__main__ import main
+from tfmedseg.export.run_dir import load_for_export, save_for_export
+from tfmedseg.export.spec import ServingSpec
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    keras.utils.set_random_seed(4)
+    inp = keras.Input((16, 16, 3), name="image")
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inp)
+    out = keras.layers.Conv2D(3, 1, activation="softmax", name="probabilities")(x)
+    model = keras.Model(inp, out)
+    spec = ServingSpec(mode="2.5d", input_size=(16, 16), context_slices=3, labels=("background", "liver", "tumour"))
+    rep = np.random.default_rng(0).random((4, 16, 16, 3), dtype=np.float32)
+    path = tmp_path_factory.mktemp("run")
+    save_for_export(model, path, spec, info={"seed": "002", "config_hash": "abc"}, representative=rep)
+    return path, model
+
+
+def test_run_dir_round_trip(run_dir):
+    path, model = run_dir
+    bundle = load_for_export(path)
+    assert bundle.spec.labels == ("background", "liver", "tumour")
+    assert bundle.info["config_hash"] == "abc" and bundle.representative.shape == (4, 16, 16, 3)
+    x = bundle.representative
+    np.testing.assert_allclose(bundle.model.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_export_all_writes_savedmodel_tflite_and_report(run_dir, tmp_path, capsys):
+    path, model = run_dir
+    out = tmp_path / "saved_models" / "liver" / "1"
+    assert main(["--model", str(path), "--format", "all", "--output", str(out)]) == 0
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["model_name"] == "liver" and meta["seed"] == "002"
+    assert set(meta["tflite"]) == {"float32", "float16", "int8"}
+    assert meta["tflite"]["float32"]["max_abs_diff"] < 1e-4
+    assert meta["tflite"]["float32"]["dice_vs_keras"] == 1.0
+    for q in ("float32", "float16", "int8"):
+        assert (out / f"model_{q}.tflite").stat().st_size > 0
+    loaded = tf.saved_model.load(str(out))
+    x = np.random.default_rng(1).random((1, 16, 16, 3), dtype=np.float32)
+    np.testing.assert_array_equal(loaded.signatures["serving_default"](image=tf.constant(x))["probabilities"].numpy(),
+                                  model(x, training=False).numpy())
+    assert "Dice vs Keras" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line_messages(tmp_path, capsys):
+    assert main(["--model", str(tmp_path), "--output", str(tmp_path / "m" / "1")]) == 2
+    err = capsys.readouterr().err
+    assert "model.keras" in err and str(tmp_path) in err and "Traceback" not in err
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"not a zip")
+    assert main(["--model", str(bad), "--output", str(tmp_path / "m" / "1")]) == 2
+    assert "bad.keras" in capsys.readouterr().err

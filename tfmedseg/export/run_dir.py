@@ -1,0 +1,105 @@
+"""The contract between a training run and the exporter.
+
+A run directory that can be exported holds:
+
+``model.keras``          the inference model (no augmentation layers), Keras 3 format
+``serving_spec.json``    :class:`~tfmedseg.export.spec.ServingSpec` of that model
+``export_info.json``     optional extras for ``metadata.json`` (seed, config hash, metrics)
+``representative.npz``   optional input samples (array ``inputs``, ``[N, *model input]``) drawn from the
+                         training pipeline, used for full-integer int8 calibration and TFLite checks
+
+:func:`save_for_export` writes it (every experiment calls it at the end), :func:`load_for_export`
+reads it back (the export CLI calls it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfmedseg.errors import ExportError
+from tfmedseg.export.spec import ServingSpec
+
+__all__ = ["save_for_export", "load_for_export", "ExportBundle"]
+
+
+class ExportBundle:
+    """What :func:`load_for_export` returns: model, spec, info and representative inputs."""
+
+    def __init__(self, model: Any, spec: ServingSpec, info: dict[str, Any], representative: np.ndarray | None):
+        self.model = model
+        self.spec = spec
+        self.info = info
+        self.representative = representative
+
+
+def save_for_export(
+    model: Any,
+    run_dir: str | os.PathLike,
+    spec: ServingSpec,
+    info: dict[str, Any] | None = None,
+    representative: np.ndarray | None = None,
+) -> Path:
+    """Write the export contract files into ``run_dir`` (each file written atomically)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / ".model.tmp.keras"
+    model.save(tmp)
+    os.replace(tmp, run_dir / "model.keras")
+    _write_json(run_dir / "serving_spec.json", spec.to_dict())
+    _write_json(run_dir / "export_info.json", info or {})
+    if representative is not None:
+        tmp = run_dir / ".representative.tmp.npz"
+        np.savez_compressed(tmp, inputs=np.asarray(representative, np.float32))
+        os.replace(tmp, run_dir / "representative.npz")
+    return run_dir
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def load_for_export(path: str | os.PathLike) -> ExportBundle:
+    """Load a run directory (or a bare ``.keras`` file with a default spec) for export.
+
+    Raises:
+        ExportError: Missing ``model.keras``, unreadable model or malformed JSON, naming the file.
+    """
+    import keras
+
+    from tfmedseg.models import registry
+
+    registry.available()  # import every builder module so custom layers are registered
+    path = Path(path)
+    if path.is_dir():
+        model_path = path / "model.keras"
+        if not model_path.is_file():
+            raise ExportError("run directory has no model.keras (train with an experiment first)", path=path)
+        spec_path = path / "serving_spec.json"
+        spec = ServingSpec.from_dict(_read_json(spec_path)) if spec_path.is_file() else ServingSpec()
+        info_path = path / "export_info.json"
+        info = _read_json(info_path) if info_path.is_file() else {}
+        rep_path = path / "representative.npz"
+        representative = np.load(rep_path)["inputs"] if rep_path.is_file() else None
+    elif path.suffix == ".keras" and path.is_file():
+        model_path, spec, info, representative = path, ServingSpec(), {}, None
+    else:
+        raise ExportError("expected a run directory or a .keras file", path=path)
+    try:
+        model = keras.saving.load_model(model_path, compile=False)
+    except Exception as exc:
+        raise ExportError(f"cannot load the model: {type(exc).__name__}: {str(exc)[:300]}", path=model_path) from exc
+    return ExportBundle(model, spec, info, representative)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ExportError(f"not valid JSON: {exc}", path=path) from exc
