@@ -1,0 +1,95 @@
+"""ROIAlign, mask cropping/pasting and the detection losses against hand-computed values."""
+
+import numpy as np
+import tensorflow as tf
+
+from tfmedseg.models.detection import losses
+from tfmedseg.models.detection.roi import (
+    MultilevelROIAlign,
+    aligned_crop,
+    assign_levels,
+    crop_mask_targets,
+    paste_masks,
+)
+
+
+def _ramp(size, channels=1):
+    y, x = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+    return np.repeat((10.0 * y + x)[None, :, :, None], channels, axis=-1).astype(np.float32)
+
+
+def _expected(box, stride, n):
+    """Bin-centre values of the ramp 10 * y + x in pixel-centre (index) coordinates."""
+    y0, x0, y1, x1 = np.asarray(box, np.float64) / stride
+    cy = y0 + (np.arange(n) + 0.5) * (y1 - y0) / n - 0.5
+    cx = x0 + (np.arange(n) + 0.5) * (x1 - x0) / n - 0.5
+    return 10 * cy[:, None] + cx[None, :]
+
+
+def test_aligned_crop_is_exact_on_linear_map():
+    out = aligned_crop(_ramp(8), np.array([[1.0, 2.0, 5.0, 7.0]], np.float32), [0], 2, sampling_ratio=2)
+    np.testing.assert_allclose(out[0, :, :, 0], _expected([1, 2, 5, 7], 1, 2), atol=1e-4)
+    np.testing.assert_allclose(out[0, :, :, 0], [[17.75, 20.25], [37.75, 40.25]], atol=1e-4)
+
+
+def test_level_assignment_fpn_rule():
+    boxes = np.array([[0, 0, 224, 224], [0, 0, 112, 112], [0, 0, 111, 111], [0, 0, 8, 8], [0, 0, 900, 900]], np.float32)
+    np.testing.assert_array_equal(assign_levels(boxes, 2, 5), [4, 3, 2, 2, 5])
+
+
+def test_multilevel_roi_align_picks_level():
+    # P3 (stride 8) ramp and P4 (stride 16) = ramp + 1000: values tell which level was read
+    p3 = _ramp(64)
+    p4 = _ramp(32) + 1000.0
+    layer = MultilevelROIAlign(output_size=3, min_level=3, max_level=4)
+    boxes = np.array([[[16, 24, 128, 136], [32, 40, 256, 264]]], np.float32)  # side 112 -> P3, 224 -> P4
+    out = np.asarray(layer([p3, p4], boxes))
+    assert out.shape == (1, 2, 3, 3, 1)
+    np.testing.assert_allclose(out[0, 0, :, :, 0], _expected(boxes[0, 0], 8, 3), atol=1e-3)
+    np.testing.assert_allclose(out[0, 1, :, :, 0], _expected(boxes[0, 1], 16, 3) + 1000, atol=1e-3)
+    clone = MultilevelROIAlign.from_config(layer.get_config())
+    np.testing.assert_allclose(clone([p3, p4], boxes), out)
+
+
+def test_paste_masks_hand():
+    ones = np.ones((1, 1, 4, 4), np.float32)
+    full = np.asarray(paste_masks(ones, np.array([[[2, 3, 6, 8]]], np.float32), (10, 10)))[0, 0]
+    expected = np.zeros((10, 10))
+    expected[2:6, 3:8] = 1
+    np.testing.assert_allclose(full, expected, atol=1e-6)
+    half = np.array([[[[1, 0], [1, 0]]]], np.float32)
+    row = np.asarray(paste_masks(half, np.array([[[0, 0, 4, 8]]], np.float32), (4, 8)))[0, 0, 1]
+    np.testing.assert_allclose(row, [1, 1, 0.875, 0.625, 0.375, 0.125, 0, 0], atol=1e-5)
+
+
+def test_crop_mask_targets():
+    mini = np.zeros((1, 1, 4, 4), np.float32)
+    mini[..., :, :2] = 1  # left half of the object is foreground
+    gt = np.array([[[10, 10, 30, 30]]], np.float32)
+    rois = np.array([[[10, 10, 30, 30], [10, 10, 30, 20], [10, 20, 30, 30]]], np.float32)
+    t = np.asarray(crop_mask_targets(mini, gt, rois, np.zeros((1, 3), np.int32), 2))
+    np.testing.assert_allclose(t[0, 0], [[1, 0], [1, 0]], atol=1e-6)
+    np.testing.assert_allclose(t[0, 1], 1, atol=1e-6)
+    np.testing.assert_allclose(t[0, 2], 0, atol=1e-6)
+
+
+def test_losses_hand():
+    assert float(losses.smooth_l1([[0.5, 2.0], [9, 9]], np.zeros((2, 2)), weights=[1, 0])) == 1.625
+    logits = np.log(np.array([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]], np.float32))
+    ce = float(losses.softmax_cross_entropy([1, -1], logits, [1, 0]))
+    np.testing.assert_allclose(ce, -np.log(0.25), rtol=1e-5)
+    bce = float(losses.binary_cross_entropy(np.ones((1, 2, 1, 1)), np.full((1, 2, 1, 1), 0.5), [[1, 0]]))
+    np.testing.assert_allclose(bce, np.log(2), rtol=1e-5)
+    assert float(losses.smooth_l1(np.ones((3, 4)), np.zeros((3, 4)), weights=np.zeros(3))) == 0.0
+
+
+def test_ssd_hard_negative_mining_keeps_hardest():
+    # 1 positive and 5 negatives; per-anchor CE = -log p(label)
+    p_true = np.array([0.5, 0.9, 0.2, 0.6, 0.1, 0.95], np.float32)
+    labels = np.array([[1, 0, 0, 0, 0, 0]], np.int32)
+    probs = np.stack([1 - p_true, p_true], -1)
+    probs[1:] = probs[1:, ::-1]  # negatives: p(background) = p_true
+    loss = float(losses.ssd_hard_negative_loss(labels, np.log(probs)[None], neg_pos_ratio=3))
+    ce = -np.log(p_true)
+    np.testing.assert_allclose(loss, ce[0] + ce[4] + ce[2] + ce[3], rtol=1e-5)  # 3 hardest negatives
+    assert tf.rank(losses.scale_for_replicas(tf.constant(2.0))) == 0
