@@ -236,3 +236,44 @@ def test_uid_seed_is_deterministic(tmp_path, rng):
     a = write_dicom_series(vol, tmp_path / "a", uid_seed="case-1")
     b = write_dicom_series(vol, tmp_path / "b", uid_seed="case-1")
     assert (tmp_path / "a" / a[0].name).read_bytes() == (tmp_path / "b" / b[0].name).read_bytes()
+
+
+def test_dicomdir_skipped_and_recursive(tmp_path, rng):
+    from tfmedseg.io import list_dicom_series
+
+    vol = _ct_volume(rng)
+    write_dicom_series(vol, tmp_path / "study" / "SE1")
+    shutil.copy(get_testdata_file("DICOMDIR"), tmp_path / "study" / "DICOMDIR")
+    (tmp_path / "study" / "notes.txt").write_text("scan notes")
+    with pytest.raises(Exception, match="no DICOM image files"):
+        read_dicom_series(tmp_path / "study")  # not recursive: only DICOMDIR and text
+    back = read_dicom_series(tmp_path / "study", recursive=True)
+    np.testing.assert_array_equal(back.array, vol.array)
+    assert any(s.startswith("DICOMDIR: DICOMDIR") for s in back.meta["skipped_files"])
+    listing = list_dicom_series(tmp_path / "study", recursive=True)
+    assert list(listing.values())[0]["modality"] == "CT" and len(list(listing.values())[0]["files"]) == 5
+
+
+@pytest.mark.parametrize(
+    "decay_correction, start, series_time, elapsed_s",
+    [("START", "113000", "120000", 1800.0), ("START", "233000", "003000", 3600.0), ("ADMIN", "100000", "120000", 0.0)],
+)
+def test_pet_suv_decay_variants(tmp_path, decay_correction, start, series_time, elapsed_s):
+    spacing = (3.0, 4.0, 4.0)
+    pet = Volume(np.full((2, 3, 3), 5000.0, np.float32), spacing, canonical_affine(spacing), "PT")
+    write_dicom_series(
+        pet,
+        tmp_path / "pt",
+        modality="PT",
+        patient_weight=80.0,
+        radionuclide_total_dose=2.0e8,
+        radionuclide_half_life=6586.2,
+        radiopharmaceutical_start_time=start,
+        series_time=series_time,
+        study_date="",  # no dates: times of day only, crossing midnight in the second case
+        decay_correction=decay_correction,
+    )
+    back = read_dicom_series(tmp_path / "pt")
+    expected = 80.0 * 1000 / (2.0e8 * 2 ** (-elapsed_s / 6586.2))
+    assert back.meta["suv_factor"] == pytest.approx(expected, rel=1e-6)
+    np.testing.assert_allclose(back.array * back.meta["suv_factor"], 5000.0 * expected, rtol=1e-4)

@@ -24,12 +24,10 @@ Reading (:func:`read_dicom_series`)
    geometry stays in ``meta`` so that :func:`write_dicom_series` with ``reference=`` writes slices
    back on exactly the source planes.
 
-Writing (:func:`write_dicom_series`, :func:`write_nm_spect`)
-------------------------------------------------------------
-One file per slice (CT, PT, MR, OT and per-slice NM), or one multi-frame NM file
-(:func:`write_nm_spect`), written to a temporary directory / name and renamed when complete.
-The tfmedseg MAA SPECT layout uses :func:`write_nm_spect` (one multi-frame ``NM`` file, RECON TOMO,
-in the CT's frame of reference); :func:`read_dicom_series` reads both forms.
+Writing
+-------
+:func:`write_dicom_series` and :func:`write_nm_spect` live in :mod:`tfmedseg.io.dicom_write` and are
+re-exported here.
 
 Example:
     >>> import numpy as np
@@ -45,15 +43,13 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tfmedseg.errors import InvalidInputError
-from tfmedseg.io.volume import CANONICAL_AXCODES, Volume, spacing_from_affine, to_canonical
+from tfmedseg.io.volume import Volume, spacing_from_affine, to_canonical
 
 __all__ = [
     "read_dicom_series",
@@ -64,22 +60,11 @@ __all__ = [
     "WRITE_MODALITIES",
 ]
 
-#: Storage SOP classes used when writing, by modality.
-SOP_CLASS_UIDS = {
-    "CT": "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
-    "PT": "1.2.840.10008.5.1.4.1.1.128",  # Positron Emission Tomography Image Storage
-    "NM": "1.2.840.10008.5.1.4.1.1.20",  # Nuclear Medicine Image Storage
-    "MR": "1.2.840.10008.5.1.4.1.1.4",  # MR Image Storage
-    "OT": "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image Storage
-}
-#: Modalities :func:`write_dicom_series` accepts.
-WRITE_MODALITIES = tuple(SOP_CLASS_UIDS)
-
 _PREAMBLE_MAGIC_OFFSET = 128
+_DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 _GAP_TOLERANCE = 0.05  # relative deviation of one slice step from the median step
 _DUPLICATE_TOLERANCE_MM = 1e-3
 _GEOMETRY_TOLERANCE = 1e-4
-_CT_INTERCEPT = -1024.0
 _PLUGIN_HINTS = {
     "JPEG 2000": "pip install pylibjpeg pylibjpeg-openjpeg (or python-gdcm)",
     "JPEG-LS": "pip install pylibjpeg pylibjpeg-libjpeg (or pyjpegls, or python-gdcm)",
@@ -137,13 +122,17 @@ def _read_instance(path: Path) -> tuple[Any | None, str | None]:
                 path=path,
             ) from exc
         if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-            if "SOPClassUID" not in ds or "SeriesInstanceUID" not in ds and "DirectoryRecordSequence" not in ds:
+            meta = getattr(ds, "file_meta", None)
+            sop_class = ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta is not None else None)
+            if "DirectoryRecordSequence" in ds or str(sop_class) == _DICOMDIR_SOP_CLASS:
+                return None, "DICOMDIR (media directory, no image)"
+            if sop_class is None or "SeriesInstanceUID" not in ds:
                 raise InvalidInputError(
                     "has a DICOM preamble but no SOPClassUID/SeriesInstanceUID and no pixel data; "
                     "the header is corrupt or truncated",
                     path=path,
                 )
-            return None, f"DICOM object without pixel data (SOP class {ds.SOPClassUID})"
+            return None, f"DICOM object without pixel data ({getattr(sop_class, 'name', sop_class)})"
         return ds, None
     # No preamble: old ACR-NEMA style files are still DICOM, text files are not.
     try:
@@ -245,8 +234,9 @@ def _frames_of(path: Path, ds: Any) -> list[_Frame]:
     ipp, iop = _geometry_source(ds)
     if ipp is None or iop is None:
         raise InvalidInputError(
-            "missing ImagePositionPatient/ImageOrientationPatient; not a tomographic slice "
-            "(a planar NM whole-body scan is read with read_nm_wholebody)",
+            "missing ImagePositionPatient/ImageOrientationPatient: not a tomographic slice (a planar NM "
+            "whole-body scan is read with read_nm_wholebody; enhanced multi-frame CT/MR with per-frame "
+            "functional groups is not supported)",
             path=path,
         )
     if "PixelSpacing" not in ds:
@@ -620,541 +610,5 @@ def read_dicom_series(
     return Volume(canonical, spacing_from_affine(affine), affine, volume_modality, meta)
 
 
-# --------------------------------------------------------------------------------------------
-# Writing
-# --------------------------------------------------------------------------------------------
-
-
-def _ds_str(value: float) -> str:
-    """A float as a DICOM DS string (at most 16 characters)."""
-    from pydicom.valuerep import format_number_as_ds
-
-    return format_number_as_ds(float(value))
-
-
-def _make_uid(seed: str | None, *parts: Any) -> str:
-    from pydicom.uid import generate_uid
-
-    if seed is None:
-        return generate_uid()
-    return generate_uid(entropy_srcs=[str(seed), *[str(p) for p in parts]])
-
-
-def _source_geometry(volume: Volume, reference: Volume | None, array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The array as slices to write and its RAS affine (index ``(k, r, c)`` -> mm).
-
-    A volume read from DICOM (or a ``reference`` read from DICOM) is written back on its source
-    planes; anything else as axial slices of the canonical grid.
-    """
-    import nibabel as nib
-
-    geometry = reference if reference is not None else volume
-    ornt = geometry.meta.get("source_ornt") if geometry.meta.get("format") == "dicom" else None
-    affine = geometry.affine
-    if ornt is None:
-        return array, affine
-    transform = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt(CANONICAL_AXCODES), np.asarray(ornt))
-    source = nib.orientations.apply_orientation(array, transform)
-    source_affine = affine @ nib.orientations.inv_ornt_aff(transform, array.shape)
-    return np.ascontiguousarray(source), source_affine
-
-
-def _encode(
-    source: np.ndarray, modality: str, mask: bool, out: Path
-) -> tuple[np.ndarray, list[float] | None, list[float] | None]:
-    """Stored integer slices and per-slice rescale slope/intercept (``None``: no Modality LUT tags)."""
-    values = np.asarray(source)
-    if values.dtype == bool:
-        values = values.astype(np.uint8)
-    if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
-        raise InvalidInputError("volume contains NaN or infinite values; cannot write DICOM", path=out)
-    n = values.shape[0]
-    integral = np.issubdtype(values.dtype, np.integer) or bool(np.array_equal(values, np.round(values)))
-    vmin, vmax = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
-    if mask:
-        if not integral or vmin < 0 or vmax > 65535:
-            raise InvalidInputError(
-                f"a mask series needs integer values in [0, 65535], got range [{vmin}, {vmax}]", path=out
-            )
-        dtype = np.uint8 if vmax <= 255 else np.uint16
-        return values.astype(dtype), ([1.0] * n if modality == "CT" else None), ([0.0] * n if modality == "CT" else None)
-    if modality == "CT":
-        stored = np.round(values.astype(np.float64) - _CT_INTERCEPT)
-        if stored.min() < -32768 or stored.max() > 32767:
-            raise InvalidInputError(
-                f"CT values [{vmin}, {vmax}] HU do not fit int16 with RescaleIntercept {_CT_INTERCEPT}", path=out
-            )
-        return stored.astype(np.int16), [1.0] * n, [_CT_INTERCEPT] * n
-    if modality != "PT" and integral and vmin >= 0 and vmax <= 65535:
-        return values.astype(np.uint16), [1.0] * n, [0.0] * n
-    if modality != "PT" and integral and vmin >= -32768 and vmax <= 32767:
-        return values.astype(np.int16), [1.0] * n, [0.0] * n
-    # Per-slice linear scaling into int16 (PET convention; also non-integer NM/MR values).
-    stored = np.empty(values.shape, np.int16)
-    slopes = []
-    for k in range(n):
-        peak = float(np.abs(values[k]).max())
-        slope = float(_ds_str(peak / 32000.0)) if peak > 0 else 1.0
-        stored[k] = np.round(values[k].astype(np.float64) / slope).astype(np.int16)
-        slopes.append(slope)
-    return stored, slopes, [0.0] * n
-
-
-def _base_dataset(
-    sop_class: str, sop_uid: str, modality: str, tags: dict[str, Any]
-) -> Any:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
-
-    file_meta = FileMetaDataset()
-    file_meta.MediaStorageSOPClassUID = sop_class
-    file_meta.MediaStorageSOPInstanceUID = sop_uid
-    file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = Dataset()
-    ds.file_meta = file_meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = sop_uid
-    ds.Modality = modality
-    for key, value in tags.items():
-        if value is not None:
-            setattr(ds, key, value)
-    return ds
-
-
-def _set_pixels(ds: Any, plane: np.ndarray) -> None:
-    bits = plane.dtype.itemsize * 8
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = int(plane.shape[-2]), int(plane.shape[-1])
-    ds.BitsAllocated = bits
-    ds.BitsStored = bits
-    ds.HighBit = bits - 1
-    ds.PixelRepresentation = 1 if np.issubdtype(plane.dtype, np.signedinteger) else 0
-    ds.PixelData = np.ascontiguousarray(plane).astype(plane.dtype.newbyteorder("<")).tobytes()
-
-
-def _reference_volume(reference: Volume | str | os.PathLike | None) -> Volume | None:
-    if reference is None or isinstance(reference, Volume):
-        return reference
-    return read_dicom_series(reference)
-
-
-def _study_tags(
-    reference: Volume | None,
-    *,
-    patient_id: str,
-    patient_name: str | None,
-    study_uid: str | None,
-    frame_of_reference_uid: str | None,
-    study_date: str,
-    study_time: str,
-    uid_seed: str | None,
-) -> dict[str, Any]:
-    tags: dict[str, Any] = {}
-    if reference is not None:
-        tags.update({k: v for k, v in reference.meta.get("reference_tags", {}).items() if v is not None})
-        if not tags.get("StudyInstanceUID") and reference.meta.get("study_uid"):
-            tags["StudyInstanceUID"] = reference.meta["study_uid"]
-        if not tags.get("FrameOfReferenceUID") and reference.meta.get("frame_of_reference_uid"):
-            tags["FrameOfReferenceUID"] = reference.meta["frame_of_reference_uid"]
-        if not tags.get("PatientID") and reference.meta.get("patient_id"):
-            tags["PatientID"] = reference.meta["patient_id"]
-    tags.setdefault("PatientID", patient_id)
-    tags.setdefault("PatientName", patient_name if patient_name is not None else tags["PatientID"])
-    tags.setdefault("PatientBirthDate", "")
-    tags.setdefault("PatientSex", "")
-    tags.setdefault("StudyDate", study_date)
-    tags.setdefault("StudyTime", study_time)
-    tags.setdefault("StudyID", "1")
-    tags.setdefault("AccessionNumber", "")
-    tags.setdefault("ReferringPhysicianName", "")
-    if study_uid is not None:
-        tags["StudyInstanceUID"] = study_uid
-    tags.setdefault("StudyInstanceUID", _make_uid(uid_seed, "study"))
-    if frame_of_reference_uid is not None:
-        tags["FrameOfReferenceUID"] = frame_of_reference_uid
-    tags.setdefault("FrameOfReferenceUID", _make_uid(uid_seed, "frame_of_reference"))
-    tags.pop("PatientWeight", None)
-    return tags
-
-
-def _commit_dir(tmp: Path, out_dir: Path, overwrite: bool) -> None:
-    """Move a completed temporary directory into place (atomic rename)."""
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise InvalidInputError("output path exists and is not a directory", path=out_dir)
-        if any(out_dir.iterdir()):
-            if not overwrite:
-                raise InvalidInputError("output directory exists and is not empty (pass overwrite=True)", path=out_dir)
-            trash = Path(tempfile.mkdtemp(prefix=".tmp-old-", dir=out_dir.parent))
-            os.replace(out_dir, trash / "old")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(trash, ignore_errors=True)
-            return
-        out_dir.rmdir()
-    os.replace(tmp, out_dir)
-
-
-def _pet_tags(
-    *,
-    units: str,
-    patient_weight: float | None,
-    radionuclide_total_dose: float | None,
-    radionuclide_half_life: float | None,
-    radiopharmaceutical_start_time: str | None,
-    radiopharmaceutical: str,
-    decay_correction: str,
-) -> dict[str, Any]:
-    from pydicom.dataset import Dataset
-    from pydicom.sequence import Sequence as DicomSequence
-
-    tags: dict[str, Any] = {
-        "Units": units,
-        "DecayCorrection": decay_correction,
-        "CorrectedImage": ["ATTN", "DECY"],
-        "CountsSource": "EMISSION",
-        "SeriesType": ["STATIC", "IMAGE"],
-    }
-    if patient_weight is not None:
-        tags["PatientWeight"] = _ds_str(patient_weight)
-    if any(v is not None for v in (radionuclide_total_dose, radionuclide_half_life, radiopharmaceutical_start_time)):
-        item = Dataset()
-        item.Radiopharmaceutical = radiopharmaceutical
-        if radionuclide_total_dose is not None:
-            item.RadionuclideTotalDose = _ds_str(radionuclide_total_dose)
-        if radionuclide_half_life is not None:
-            item.RadionuclideHalfLife = _ds_str(radionuclide_half_life)
-        if radiopharmaceutical_start_time is not None:
-            item.RadiopharmaceuticalStartTime = radiopharmaceutical_start_time
-        tags["RadiopharmaceuticalInformationSequence"] = DicomSequence([item])
-    return tags
-
-
-def write_dicom_series(
-    volume: Volume | np.ndarray,
-    out_dir: str | os.PathLike,
-    *,
-    modality: str = "CT",
-    series_description: str = "",
-    study_uid: str | None = None,
-    series_uid: str | None = None,
-    frame_of_reference_uid: str | None = None,
-    patient_id: str = "ANON",
-    series_number: int = 1,
-    reference: Volume | str | os.PathLike | None = None,
-    mask: bool | None = None,
-    patient_name: str | None = None,
-    study_date: str = "20000101",
-    study_time: str = "120000",
-    series_time: str = "120000",
-    uid_seed: str | None = None,
-    filename: str = "IM{index:04d}.dcm",
-    overwrite: bool = False,
-    units: str = "BQML",
-    patient_weight: float | None = None,
-    radionuclide_total_dose: float | None = None,
-    radionuclide_half_life: float | None = None,
-    radiopharmaceutical_start_time: str | None = None,
-    radiopharmaceutical: str = "Fluorodeoxyglucose",
-    decay_correction: str = "START",
-) -> list[Path]:
-    """Write a canonical volume as a DICOM series, one file per slice, atomically.
-
-    Slices are written on the source planes of a volume read from DICOM (or of ``reference``),
-    otherwise as axial slices of the canonical grid, with ImagePositionPatient,
-    ImageOrientationPatient, PixelSpacing, SliceThickness and SpacingBetweenSlices taken from the
-    affine. Pixel encoding: CT as int16 with ``RescaleIntercept -1024`` (HU rounded to integers);
-    PT as int16 with a per-slice ``RescaleSlope`` (relative quantisation < 1/32000 of the slice
-    maximum) and ``Units``; masks as uint8 (values <= 255) or uint16; other modalities as
-    uint16/int16 when integral, else per-slice scaled int16.
-
-    Args:
-        volume: Canonical :class:`Volume` ``[D, H, W]``, or an array on ``reference``'s grid.
-        out_dir: Directory to create; the files appear only when all are written.
-        modality: DICOM Modality, one of :data:`WRITE_MODALITIES`.
-        series_description: SeriesDescription.
-        study_uid: StudyInstanceUID; default: the reference's, else a new UID.
-        series_uid: SeriesInstanceUID; default: a new UID.
-        frame_of_reference_uid: FrameOfReferenceUID; default: the reference's, else a new UID.
-        patient_id: PatientID (ignored when ``reference`` has one).
-        series_number: SeriesNumber.
-        reference: A series read with :func:`read_dicom_series` (or its directory) whose patient,
-            study and frame of reference are reused, and whose slice planes are written; the
-            volume must be on its grid (a prediction written back as a new series of the study).
-        mask: Store as an unscaled uint8/uint16 mask; default: ``volume.modality == "SEG"`` or a
-            bool or uint8 array.
-        patient_name: PatientName; default: the patient ID.
-        study_date, study_time, series_time: DICOM DA/TM strings (deterministic defaults).
-        uid_seed: Makes every generated UID a deterministic function of this string.
-        filename: File name pattern with ``{index}`` (0-based slice index).
-        overwrite: Replace a non-empty ``out_dir``.
-        units: PET ``Units`` (``"BQML"`` for Bq/ml).
-        patient_weight: PET PatientWeight in kg (for SUVbw).
-        radionuclide_total_dose: Injected activity in Bq.
-        radionuclide_half_life: Half-life in s (F-18: 6586.2).
-        radiopharmaceutical_start_time: Injection time of day, DICOM TM ``HHMMSS``.
-        radiopharmaceutical: Radiopharmaceutical name.
-        decay_correction: PET DecayCorrection (``"START"`` or ``"ADMIN"``).
-
-    Returns:
-        The written file paths, in slice order.
-
-    Raises:
-        InvalidInputError: Unknown modality, array not 3-D / not on the reference grid, values
-            that do not fit the stored type, or a non-empty ``out_dir`` without ``overwrite``.
-
-    Example:
-        >>> ct = read_dicom_series("PATIENT_DICOM")                                 # doctest: +SKIP
-        >>> write_dicom_series(ct.with_array(pred, "SEG"), "PRED", reference=ct,
-        ...                    series_description="liver prediction")               # doctest: +SKIP
-    """
-    out_dir = Path(out_dir)
-    modality = str(modality).upper()
-    if modality not in WRITE_MODALITIES:
-        raise InvalidInputError(f"modality must be one of {WRITE_MODALITIES}, got {modality!r}", path=out_dir)
-    reference = _reference_volume(reference)
-    if isinstance(volume, Volume):
-        array = volume.array
-        geometry_volume = volume
-    else:
-        if reference is None:
-            raise InvalidInputError("writing a bare array needs a reference Volume for its geometry", path=out_dir)
-        array = np.asarray(volume)
-        geometry_volume = reference
-    if array.ndim != 3:
-        raise InvalidInputError(f"expected a 3-D [D, H, W] volume, got shape {array.shape}", path=out_dir)
-    if reference is not None and array.shape != reference.array.shape:
-        raise InvalidInputError(
-            f"array shape {array.shape} does not match the reference grid {reference.array.shape}", path=out_dir
-        )
-    if mask is None:
-        mask = array.dtype in (np.bool_, np.uint8) or (isinstance(volume, Volume) and volume.modality == "SEG")
-    source, affine = _source_geometry(geometry_volume, reference, array)
-    stored, slopes, intercepts = _encode(source, modality, bool(mask), out_dir)
-
-    col_vec, row_vec = affine[:3, 1], affine[:3, 2]  # along rows index (H) and columns index (W), RAS
-    ps_row, ps_col = float(np.linalg.norm(col_vec)), float(np.linalg.norm(row_vec))
-    flip = np.array([-1.0, -1.0, 1.0])
-    row_dir, col_dir = flip * row_vec / ps_col, flip * col_vec / ps_row  # LPS
-    if abs(row_dir @ col_dir) > 1e-4:
-        raise InvalidInputError("the in-plane axes of the affine are not orthogonal; cannot write DICOM", path=out_dir)
-    normal = np.cross(row_dir, col_dir)
-    step = flip * affine[:3, 0]
-    thickness = abs(float(step @ normal))
-
-    tags = _study_tags(
-        reference,
-        patient_id=patient_id,
-        patient_name=patient_name,
-        study_uid=study_uid,
-        frame_of_reference_uid=frame_of_reference_uid,
-        study_date=study_date,
-        study_time=study_time,
-        uid_seed=uid_seed,
-    )
-    series_uid = series_uid or _make_uid(uid_seed, "series", series_number, series_description, modality)
-    tags.update(
-        SeriesInstanceUID=series_uid,
-        SeriesNumber=int(series_number),
-        SeriesDescription=series_description,
-        SeriesDate=tags["StudyDate"],
-        SeriesTime=series_time,
-        AcquisitionDate=tags["StudyDate"],
-        AcquisitionTime=series_time,
-        ContentDate=tags["StudyDate"],
-        ContentTime=series_time,
-        PositionReferenceIndicator="",
-        Manufacturer="tfmedseg",
-        PatientPosition="HFS",
-        ImageType=["DERIVED", "SECONDARY"] if mask else ["ORIGINAL", "PRIMARY", "AXIAL"],
-        ImageOrientationPatient=[_ds_str(v) for v in (*row_dir, *col_dir)],
-        PixelSpacing=[_ds_str(ps_row), _ds_str(ps_col)],
-        SliceThickness=_ds_str(thickness),
-        SpacingBetweenSlices=_ds_str(thickness),
-    )
-    if modality == "PT":
-        tags.update(
-            _pet_tags(
-                units=units,
-                patient_weight=patient_weight,
-                radionuclide_total_dose=radionuclide_total_dose,
-                radionuclide_half_life=radionuclide_half_life,
-                radiopharmaceutical_start_time=radiopharmaceutical_start_time,
-                radiopharmaceutical=radiopharmaceutical,
-                decay_correction=decay_correction,
-            )
-        )
-        tags["ImageIndex"] = None
-    elif modality == "NM":
-        tags["NumberOfFrames"] = 1
-    elif modality == "CT":
-        tags["KVP"] = ""
-
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out_dir.parent))
-    names = []
-    try:
-        for k in range(stored.shape[0]):
-            sop_uid = _make_uid(None if uid_seed is None and series_uid is None else series_uid, "instance", k)
-            ds = _base_dataset(SOP_CLASS_UIDS[modality], sop_uid, modality, tags)
-            position = flip * (affine @ np.array([k, 0.0, 0.0, 1.0]))[:3]
-            ds.InstanceNumber = k + 1
-            ds.ImagePositionPatient = [_ds_str(v) for v in position]
-            ds.SliceLocation = _ds_str(float(position @ normal))
-            if modality == "PT":
-                ds.ImageIndex = k + 1
-            if slopes is not None:
-                ds.RescaleSlope = _ds_str(slopes[k])
-                ds.RescaleIntercept = _ds_str(intercepts[k])
-                ds.RescaleType = "HU" if modality == "CT" and not mask else "US"
-            _set_pixels(ds, stored[k])
-            name = filename.format(index=k)
-            ds.save_as(tmp / name, enforce_file_format=True)
-            names.append(name)
-        _commit_dir(tmp, out_dir, overwrite)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return [out_dir / name for name in names]
-
-
-def write_nm_spect(
-    volume: Volume | np.ndarray,
-    path: str | os.PathLike,
-    *,
-    series_description: str = "SPECT",
-    study_uid: str | None = None,
-    series_uid: str | None = None,
-    frame_of_reference_uid: str | None = None,
-    patient_id: str = "ANON",
-    series_number: int = 2,
-    reference: Volume | str | os.PathLike | None = None,
-    patient_name: str | None = None,
-    study_date: str = "20000101",
-    study_time: str = "120000",
-    series_time: str = "120000",
-    uid_seed: str | None = None,
-    radiopharmaceutical: str = "Tc-99m MAA",
-) -> Path:
-    """Write a canonical SPECT volume as one multi-frame NM file (RECON TOMO), atomically.
-
-    Frames are the axial slices of the canonical grid (``array[k]``), frame ``k`` at
-    ``ImagePositionPatient + k * SpacingBetweenSlices * normal``; geometry is stored at the top
-    level and in the DetectorInformationSequence. Values are counts, stored as uint16 with a
-    ``RescaleSlope`` when they are not integers or exceed 65535. The MAA SPECT layout of
-    tfmedseg writes the SPECT this way, with ``reference=`` the CT series so that it shares the
-    CT's study and frame of reference (its grid may differ: it is written on its own affine).
-
-    Args:
-        volume: Canonical :class:`Volume` ``[D, H, W]`` of non-negative counts (or an array on
-            ``reference``'s grid).
-        path: Output file; parent directories are created.
-        series_description, study_uid, series_uid, frame_of_reference_uid, patient_id,
-            series_number, patient_name, study_date, study_time, series_time, uid_seed:
-            as in :func:`write_dicom_series`.
-        reference: Series (Volume or directory) whose patient, study and frame of reference are
-            reused.
-        radiopharmaceutical: Radiopharmaceutical name.
-
-    Returns:
-        The written path.
-
-    Raises:
-        InvalidInputError: Not 3-D, negative or non-finite counts, or an oblique / sheared grid
-            that one multi-frame NM file cannot describe.
-    """
-    from pydicom.dataset import Dataset
-    from pydicom.sequence import Sequence as DicomSequence
-    from pydicom.tag import Tag
-
-    path = Path(path)
-    reference = _reference_volume(reference)
-    if isinstance(volume, Volume):
-        array, affine = volume.array, volume.affine
-    else:
-        if reference is None:
-            raise InvalidInputError("writing a bare array needs a reference Volume for its geometry", path=path)
-        array, affine = np.asarray(volume), reference.affine
-    if array.ndim != 3:
-        raise InvalidInputError(f"expected a 3-D [D, H, W] volume, got shape {array.shape}", path=path)
-    values = np.asarray(array, dtype=np.float64)
-    if not np.isfinite(values).all() or (values.size and values.min() < 0):
-        raise InvalidInputError("SPECT counts must be finite and non-negative", path=path)
-    flip = np.array([-1.0, -1.0, 1.0])
-    ps_row, ps_col = float(np.linalg.norm(affine[:3, 1])), float(np.linalg.norm(affine[:3, 2]))
-    row_dir, col_dir = flip * affine[:3, 2] / ps_col, flip * affine[:3, 1] / ps_row
-    normal = np.cross(row_dir, col_dir)
-    step = flip * affine[:3, 0]
-    spacing = float(step @ normal)
-    if abs(row_dir @ col_dir) > 1e-4 or np.linalg.norm(step - spacing * normal) > 1e-3 * abs(spacing):
-        raise InvalidInputError("the grid is sheared; a multi-frame NM file needs slices along the normal", path=path)
-    peak = float(values.max()) if values.size else 0.0
-    integral = bool(np.array_equal(values, np.round(values)))
-    slope = 1.0 if integral and peak <= 65535 else float(_ds_str(peak / 65000.0)) if peak > 0 else 1.0
-    stored = np.round(values / slope).astype(np.uint16)
-
-    tags = _study_tags(
-        reference,
-        patient_id=patient_id,
-        patient_name=patient_name,
-        study_uid=study_uid,
-        frame_of_reference_uid=frame_of_reference_uid,
-        study_date=study_date,
-        study_time=study_time,
-        uid_seed=uid_seed,
-    )
-    series_uid = series_uid or _make_uid(uid_seed, "series", series_number, series_description, "NM")
-    sop_uid = _make_uid(uid_seed if uid_seed is not None else None, "instance", series_uid)
-    position = flip * affine[:3, 3]
-    iop = [_ds_str(v) for v in (*row_dir, *col_dir)]
-    ipp = [_ds_str(v) for v in position]
-    detector = Dataset()
-    detector.ImagePositionPatient = ipp
-    detector.ImageOrientationPatient = iop
-    radio = Dataset()
-    radio.Radiopharmaceutical = radiopharmaceutical
-    tags.update(
-        SeriesInstanceUID=series_uid,
-        SeriesNumber=int(series_number),
-        SeriesDescription=series_description,
-        SeriesDate=tags["StudyDate"],
-        SeriesTime=series_time,
-        AcquisitionDate=tags["StudyDate"],
-        AcquisitionTime=series_time,
-        ContentDate=tags["StudyDate"],
-        ContentTime=series_time,
-        PositionReferenceIndicator="",
-        Manufacturer="tfmedseg",
-        PatientPosition="HFS",
-        ImageType=["ORIGINAL", "PRIMARY", "RECON TOMO", "EMISSION"],
-        NumberOfFrames=int(stored.shape[0]),
-        FrameIncrementPointer=Tag(0x0054, 0x0080),  # SliceVector
-        SliceVector=list(range(1, stored.shape[0] + 1)),
-        NumberOfSlices=int(stored.shape[0]),
-        ImagePositionPatient=ipp,
-        ImageOrientationPatient=iop,
-        DetectorInformationSequence=DicomSequence([detector]),
-        RadiopharmaceuticalInformationSequence=DicomSequence([radio]),
-        PixelSpacing=[_ds_str(ps_row), _ds_str(ps_col)],
-        SliceThickness=_ds_str(abs(spacing)),
-        SpacingBetweenSlices=_ds_str(spacing),
-        RescaleSlope=_ds_str(slope),
-        RescaleIntercept="0",
-        Units="CNTS",
-    )
-    ds = _base_dataset(SOP_CLASS_UIDS["NM"], sop_uid, "NM", tags)
-    ds.InstanceNumber = 1
-    _set_pixels(ds, stored)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".dcm", dir=path.parent)
-    os.close(fd)
-    try:
-        ds.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
+# The writers live in dicom_write; re-exported so that ``tfmedseg.io.dicom`` is the one DICOM API.
+from tfmedseg.io.dicom_write import SOP_CLASS_UIDS, WRITE_MODALITIES, write_dicom_series, write_nm_spect  # noqa: E402

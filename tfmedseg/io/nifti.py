@@ -59,6 +59,9 @@ def read_nifti(path: str | os.PathLike, modality: str = "OT", *, allow_nan: bool
         image = nib.load(str(path))
         if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
             raise InvalidInputError(f"not a NIfTI image (nibabel read {type(image).__name__})", path=path)
+        shape = tuple(int(n) for n in image.shape)
+        if len(shape) < 3 or any(n != 1 for n in shape[3:]):  # reject before decompressing the data
+            raise InvalidInputError(f"expected a 3-D volume, got shape {shape}", path=path)
         if modality == "SEG":
             data = np.asanyarray(image.dataobj)
         else:

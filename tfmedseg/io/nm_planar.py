@@ -42,7 +42,8 @@ from typing import Any
 import numpy as np
 
 from tfmedseg.errors import InvalidInputError
-from tfmedseg.io.dicom import SOP_CLASS_UIDS, _ds_str, _make_uid, _pixels
+from tfmedseg.io.dicom import _pixels
+from tfmedseg.io.dicom_write import SOP_CLASS_UIDS, _base_dataset, _ds_str, _make_uid, _set_pixels
 from tfmedseg.io.volume import Volume
 
 __all__ = ["read_nm_wholebody", "write_nm_wholebody", "VIEWS", "VIEW_CODES"]
@@ -255,8 +256,6 @@ def write_nm_wholebody(
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence as DicomSequence
     from pydicom.tag import Tag
-
-    from tfmedseg.io.dicom import _base_dataset, _set_pixels
 
     path = Path(path)
     ant, ant_spacing = _counts(anterior, "anterior", path)
