@@ -1,0 +1,150 @@
+"""Shared plumbing of the augmentation layers: input structures, seeds, argument checks.
+
+Every augmentation layer takes one of three input structures and returns the same structure:
+
+* a dict ``{"image": [B, *S, C], "label": [B, *S] or [B, *S, K], ...}`` (``label`` and the
+  detection keys ``"boxes"``, ``"masks"``, ``"classes"``, ``"num_valid"`` are optional; other keys
+  pass through untouched),
+* a tuple/list ``(image, label, *rest)`` or ``(image,)`` (``rest``, e.g. sample weights, passes
+  through),
+* a plain image tensor.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import keras
+import tensorflow as tf
+
+from tfmedseg.errors import ConfigError
+
+__all__: list[str] = []
+
+IMAGE_KEY = "image"
+LABEL_KEY = "label"
+
+
+def _unpack(inputs: Any) -> tuple[dict, Callable[[dict], Any]]:
+    """Turns any accepted input structure into a dict and returns the function that packs it back."""
+    if isinstance(inputs, dict):
+        if IMAGE_KEY not in inputs:
+            raise ConfigError(
+                f"augmentation input dict needs an {IMAGE_KEY!r} key, got keys {sorted(inputs)}", path="inputs"
+            )
+        return dict(inputs), lambda d: d
+    if isinstance(inputs, (tuple, list)):
+        if len(inputs) == 0:
+            raise ConfigError("augmentation input tuple must hold (image, label, ...)", path="inputs")
+        data = {IMAGE_KEY: inputs[0]}
+        if len(inputs) > 1 and inputs[1] is not None:
+            data[LABEL_KEY] = inputs[1]
+        rest = tuple(inputs[2:])
+        kind = type(inputs)
+        has_label = len(inputs) > 1
+        label_none = has_label and inputs[1] is None
+
+        def pack(d: dict) -> Any:
+            out = (d[IMAGE_KEY],)
+            if has_label:
+                out += (None if label_none else d[LABEL_KEY],)
+            return kind(out + rest)
+
+        return data, pack
+    return {IMAGE_KEY: inputs}, lambda d: d[IMAGE_KEY]
+
+
+def _check_range(name: str, value: Any, low: float | None = None, allow_scalar: bool = True) -> tuple[float, float]:
+    """Checks a ``(lo, hi)`` range (or a scalar ``a`` meaning ``(-a, a)``) and returns it as floats."""
+    if isinstance(value, (int, float)) and allow_scalar:
+        if value < 0:
+            raise ConfigError(f"a scalar range must be >= 0 (it means (-{name}, +{name})), got {value}", path=name)
+        value = (-float(value), float(value))
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"expected a (low, high) pair of numbers, got {value!r}", path=name) from None
+    if lo > hi:
+        raise ConfigError(f"low must be <= high, got ({lo}, {hi})", path=name)
+    if low is not None and lo < low:
+        raise ConfigError(f"values must be >= {low}, got ({lo}, {hi})", path=name)
+    return lo, hi
+
+
+def _check_probability(name: str, value: Any) -> float:
+    """Checks a probability in [0, 1]."""
+    try:
+        p = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"expected a probability in [0, 1], got {value!r}", path=name) from None
+    if not 0.0 <= p <= 1.0:
+        raise ConfigError(f"expected a probability in [0, 1], got {p}", path=name)
+    return p
+
+
+class RandomAugmentLayer(keras.layers.Layer):
+    """Base class: a seeded, batch-wise random layer that is the identity unless ``training=True``.
+
+    Subclasses implement ``_augment(data: dict, seed) -> dict`` where ``seed`` is a stateless
+    seed (``int64 [2]``) fresh for every call. Under ``tf.distribute`` the replica id is folded
+    into the seed so that replicas draw different transforms.
+
+    Args:
+        seed: int or None. A fixed seed makes the sequence of draws deterministic.
+        **kwargs: Passed to ``keras.layers.Layer`` (``name``, ...).
+    """
+
+    def __init__(self, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if seed is not None and not isinstance(seed, int):
+            raise ConfigError(f"seed must be an int or None, got {seed!r}", path="seed")
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self._allow_non_tensor_positional_args = True
+
+    def _next_seed(self) -> tf.Tensor:
+        """A fresh ``int64 [2]`` stateless seed; differs between replicas of a distribution strategy."""
+        seed = tf.cast(self.seed_generator.next(), tf.int64)
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            replica = tf.cast(ctx.replica_id_in_sync_group, tf.int64)
+            seed = seed + tf.stack([tf.constant(0, tf.int64), replica * (1 << 32)])
+        return seed
+
+    def call(self, inputs, training=False):
+        if not training:
+            return inputs
+        data, pack = _unpack(inputs)
+        return pack(self._augment(data, self._next_seed()))
+
+    def _augment(self, data: dict, seed: tf.Tensor) -> dict:  # pragma: no cover - abstract
+        raise TypeError(f"{type(self).__name__} must implement _augment")
+
+    def compute_output_spec(self, inputs, training=False):
+        return keras.tree.map_structure(lambda x: keras.KerasTensor(x.shape, x.dtype), inputs)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config["seed"] = self.seed
+        return config
+
+
+def _uniform(seed: tf.Tensor, index: int, shape, low, high) -> tf.Tensor:
+    """Stateless uniform draws in [low, high) from sub-stream ``index`` of ``seed``."""
+    sub = tf.random.experimental.stateless_fold_in(seed, index)
+    return tf.random.stateless_uniform(shape, sub, minval=0.0, maxval=1.0) * (high - low) + low
+
+
+def _bernoulli(seed: tf.Tensor, index: int, shape, p: float) -> tf.Tensor:
+    """Stateless float 0/1 draws with P(1) = p from sub-stream ``index`` of ``seed``."""
+    if p <= 0.0:
+        return tf.zeros(shape, tf.float32)
+    if p >= 1.0:
+        return tf.ones(shape, tf.float32)
+    return tf.cast(_uniform(seed, index, shape, 0.0, 1.0) < p, tf.float32)
+
+
+def _per_sample_shape(x: tf.Tensor) -> tf.Tensor:
+    """``[B, 1, ..., 1]`` (rank of ``x``) for per-sample broadcasting."""
+    rank = x.shape.rank
+    return tf.concat([tf.shape(x)[:1], tf.ones([rank - 1], tf.int32)], axis=0)

@@ -1,0 +1,396 @@
+"""One-pass 2D/3D geometric augmentation: affine + elastic composed into one sampling grid.
+
+:class:`RandomGeometric` draws, per sample, a rotation, shear, scaling, flips and a translation
+(one forward matrix), optionally adds a smooth elastic displacement field drawn on a coarse
+control grid (cubic B-spline, for a fraction of the samples), and resamples image, label and
+instance masks **once** from the composed grid: multi-linear for images, nearest for labels and
+masks. Keras' own ``RandomElasticTransform`` blurs a full-resolution noise field for the whole
+batch and resamples separately from the affine layers; it ran at 0.01-0.05x albumentations'
+speed (``perf-baselines.md`` section 5), which is why this layer exists.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfmedseg.augment import _grid
+from tfmedseg.augment._common import (
+    IMAGE_KEY,
+    LABEL_KEY,
+    RandomAugmentLayer,
+    _bernoulli,
+    _check_probability,
+    _check_range,
+    _uniform,
+)
+from tfmedseg.errors import ConfigError, InvalidInputError
+
+__all__ = ["RandomGeometric", "BOXES_KEY", "MASKS_KEY", "NUM_VALID_KEY"]
+
+BOXES_KEY = "boxes"
+MASKS_KEY = "masks"
+NUM_VALID_KEY = "num_valid"
+_INTERPOLATIONS = ("linear", "nearest")
+
+
+def _per_axis(name: str, value: Any, n: int) -> tuple[float, ...]:
+    """A non-negative scalar or an ``n``-tuple of non-negative numbers -> ``n`` floats."""
+    values = (value,) * n if isinstance(value, (int, float)) else tuple(value)
+    if len(values) != n:
+        raise ConfigError(f"expected a number or {n} numbers (one per axis), got {value!r}", path=name)
+    try:
+        values = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ConfigError(f"expected numbers, got {value!r}", path=name) from None
+    if any(v < 0 for v in values):
+        raise ConfigError(f"magnitudes must be >= 0, got {value!r}", path=name)
+    return values
+
+
+@keras.saving.register_keras_serializable(package="tfmedseg")
+class RandomGeometric(RandomAugmentLayer):
+    """Random affine + elastic transform of 2D or 3D batches, resampled once per sample.
+
+    Every sample gets its own transform; the same transform hits every image channel, the label
+    and the instance masks. With all magnitudes zero the layer is exactly the identity.
+
+    The forward map of a source pixel ``q`` (centred on the array centre ``c``) is
+    ``p = Flip . R . Shear . Scale (q - c) + t + c``; the image is sampled at
+    ``q = c + F^-1 (p - c - t) + e(p)`` where ``e`` is the elastic displacement (source pixels).
+    Rotation ``+theta`` in the plane of array axes ``(a, b)`` turns axis ``b`` towards axis
+    ``a``; in 2D (rows down, columns right) that is counter-clockwise on screen:
+    ``+90`` degrees equals ``np.rot90`` on ``(H, W)``.
+
+    Seeds: seed 002 Table 3.1 (rotation +-15 deg, shear +-10 deg, translation +-16 px, scaling
+    +-12.5 %, flipping, elastic on 10 % of images); seed 004 (rotation + mirroring); seed 001
+    (affine). See :func:`tfmedseg.augment.presets.build_preset`.
+
+    Args:
+        ndim: 2 (``[B, H, W, C]``) or 3 (``[B, D, H, W, C]``).
+        rotation: Maximum absolute angle in degrees, uniform in ``[-r, r]``. 3D: a number (same
+            for the three angles) or ``(about_D, about_H, about_W)``; ``about_D`` rotates in the
+            axial ``(H, W)`` plane. A zero disables that axis.
+        rotation_probability: Fraction of samples that are rotated (the others get angle 0).
+        shear: Maximum absolute shear angle in degrees for every off-diagonal entry (``2`` in
+            2D, ``6`` in 3D), ``tan`` of a uniform angle.
+        translation: Maximum absolute shift in pixels, a number or one per spatial axis
+            (per in-plane axis when ``in_plane``).
+        scale: ``(low, high)`` zoom factor range (``> 0``; ``(0.875, 1.125)`` = +-12.5 %).
+        anisotropic_scale: Draw one zoom factor per axis instead of one per sample.
+        flip_axes: Spatial axes (``0 .. ndim - 1``, array order) each flipped with
+            ``flip_probability``.
+        flip_probability: Probability of flipping each axis in ``flip_axes``.
+        elastic_probability: Fraction of samples that get an elastic field (e.g. ``0.1``).
+        elastic_magnitude: Maximum absolute control-point displacement in pixels (uniform per
+            control point and axis); the B-spline field stays below it.
+        elastic_control_points: Control points per axis over the whole array (``>= 2``). An
+            object's volume changes by about the field's divergence: a magnitude below ~0.3x the
+            control spacing ``(size - 1) / (points - 1)`` keeps volumes within a few percent.
+        fill_value: Image value outside the source, a number or ``"min"`` (each sample's and
+            channel's minimum).
+        label_fill_value: Label class outside the source (integer).
+        one_hot_label: The label is one-hot ``[B, *S, K]``; its fill is ``one_hot(label_fill_value)``.
+        interpolation: ``"linear"`` (multi-linear) or ``"nearest"`` for images.
+        instance_keys: Per-instance keys ``[B, N, ...]`` reordered with boxes when instances
+            that left the image are dropped.
+        in_plane: 3D only: one 2D transform per sample, the same for every slice along D
+            (rotation in the ``(H, W)`` plane, in-plane shear / scale / shift / elastic field;
+            nothing moves along D). For slabs and 2.5D stacks stored as 3D. Flips still use
+            ``flip_axes`` (array axes).
+        jit_compile: Compile the grid + resampling core with XLA (fuses the elementwise work and
+            the gathers; several times faster on the CPU). Random draws stay outside.
+        seed: int or None.
+        **kwargs: ``keras.layers.Layer`` arguments.
+
+    Inputs:
+        ``{"image": float [B, *S, C], "label": int [B, *S] / [B, *S, 1] or one-hot [B, *S, K],
+        "boxes": float [B, N, 2 ndim] (lo..., hi...) pixels, hi exclusive, "masks": [B, N, *S],
+        "num_valid": int [B], "classes": [B, N], ...}`` (only ``image`` is required), a tuple
+        ``(image, label, ...)`` or an image tensor. Detection entries at index ``>= num_valid``
+        are padding. After the transform, a mask-backed box is recomputed from its
+        transformed mask; a box-only entry (empty mask or no ``masks``) is the clipped box
+        enclosing its transformed corners (affine part only: the elastic field is ignored for
+        box-only entries). Instances that leave the image are dropped: the valid ones are
+        moved to the front and the padding is zeroed; ``num_valid`` is updated.
+
+    Example:
+        >>> aug = RandomGeometric(ndim=2, rotation=15, shear=10, translation=16,
+        ...                       scale=(0.875, 1.125), elastic_probability=0.1,
+        ...                       elastic_magnitude=8, seed=1)
+        >>> out = aug({"image": tf.zeros([2, 32, 32, 1]),
+        ...            "label": tf.zeros([2, 32, 32], tf.int32)}, training=True)
+        >>> out["image"].shape
+        TensorShape([2, 32, 32, 1])
+    """
+
+    def __init__(
+        self,
+        ndim: int = 2,
+        rotation: float | tuple = 0.0,
+        rotation_probability: float = 1.0,
+        shear: float = 0.0,
+        translation: float | tuple = 0.0,
+        scale: tuple[float, float] = (1.0, 1.0),
+        anisotropic_scale: bool = False,
+        flip_axes: tuple[int, ...] = (),
+        flip_probability: float = 0.5,
+        elastic_probability: float = 0.0,
+        elastic_magnitude: float = 0.0,
+        elastic_control_points: int = 7,
+        fill_value: float | str = 0.0,
+        label_fill_value: int = 0,
+        one_hot_label: bool = False,
+        interpolation: str = "linear",
+        instance_keys: tuple[str, ...] = ("classes",),
+        in_plane: bool = False,
+        jit_compile: bool = True,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(seed=seed, **kwargs)
+        if ndim not in (2, 3):
+            raise ConfigError(f"ndim must be one of (2, 3), got {ndim!r}", path="ndim")
+        self.ndim = ndim
+        if in_plane and ndim != 3:
+            raise ConfigError(f"in_plane applies to ndim=3 only, got ndim={ndim}", path="in_plane")
+        self.in_plane = bool(in_plane)
+        nt = 2 if self.in_plane else ndim  # dimension of the drawn transform
+        if nt == 2 and not isinstance(rotation, (int, float)):
+            rotation = _per_axis("rotation", rotation, 1)[0]
+        self.rotation = _per_axis("rotation", rotation, 1 if nt == 2 else 3)
+        self.rotation_probability = _check_probability("rotation_probability", rotation_probability)
+        self.shear = _per_axis("shear", shear, 1)[0]
+        if self.shear >= 90.0:
+            raise ConfigError(f"shear must be < 90 degrees, got {shear}", path="shear")
+        self.translation = _per_axis("translation", translation, nt)
+        self.scale = _check_range("scale", scale, allow_scalar=False)
+        if self.scale[0] <= 0:
+            raise ConfigError(f"zoom factors must be > 0, got {scale!r}", path="scale")
+        self.anisotropic_scale = bool(anisotropic_scale)
+        self.flip_axes = tuple(int(a) for a in flip_axes)
+        if any(a not in range(ndim) for a in self.flip_axes) or len(set(self.flip_axes)) != len(self.flip_axes):
+            raise ConfigError(f"flip_axes must be distinct values in {tuple(range(ndim))}, got {flip_axes!r}", path="flip_axes")
+        self.flip_probability = _check_probability("flip_probability", flip_probability)
+        self.elastic_probability = _check_probability("elastic_probability", elastic_probability)
+        self.elastic_magnitude = _per_axis("elastic_magnitude", elastic_magnitude, 1)[0]
+        if int(elastic_control_points) < 2:
+            raise ConfigError(f"need >= 2 control points per axis, got {elastic_control_points}", path="elastic_control_points")
+        self.elastic_control_points = int(elastic_control_points)
+        if isinstance(fill_value, str) and fill_value != "min":
+            raise ConfigError(f"fill_value must be a number or 'min', got {fill_value!r}", path="fill_value")
+        self.fill_value = fill_value if isinstance(fill_value, str) else float(fill_value)
+        self.label_fill_value = int(label_fill_value)
+        self.one_hot_label = bool(one_hot_label)
+        if interpolation not in _INTERPOLATIONS:
+            raise ConfigError(f"interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}", path="interpolation")
+        self.interpolation = interpolation
+        self.instance_keys = tuple(instance_keys)
+        self.jit_compile = bool(jit_compile)
+        self._core = tf.function(self._resample_all, jit_compile=True) if self.jit_compile else self._resample_all
+
+    @property
+    def _has_elastic(self) -> bool:
+        return self.elastic_probability > 0.0 and self.elastic_magnitude > 0.0
+
+    def _draw(self, seed: tf.Tensor, batch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None]:
+        """Forward matrices ``[B, n, n]``, translations ``[B, n]`` and elastic control points."""
+        n = 2 if self.in_plane else self.ndim
+        rmax = tf.constant([_grid.radians(r) for r in self.rotation], tf.float32)
+        angles = _uniform(seed, 0, [batch, len(self.rotation)], -1.0, 1.0) * rmax
+        angles = angles * _bernoulli(seed, 7, [batch, 1], self.rotation_probability)
+        forward = _grid._rotation(angles, n)
+        if self.shear > 0:
+            smax = _grid.radians(self.shear)
+            shear = _grid._shear(_uniform(seed, 1, [batch, n * (n - 1)], -smax, smax), n)
+            forward = tf.matmul(forward, shear)
+        if self.scale != (1.0, 1.0):
+            zoom = _uniform(seed, 2, [batch, n if self.anisotropic_scale else 1], *self.scale)
+            forward = forward * (zoom * tf.ones([1, n]))[:, None, :]  # F . diag(zoom)
+        tmax = tf.constant(self.translation, tf.float32)
+        translation = _uniform(seed, 4, [batch, n], -1.0, 1.0) * tmax
+        ctrl = None
+        if self._has_elastic:
+            shape = [batch, n] + [self.elastic_control_points] * n
+            on = _bernoulli(seed, 5, [batch], self.elastic_probability)
+            ctrl = _uniform(seed, 6, shape, -self.elastic_magnitude, self.elastic_magnitude)
+            ctrl = ctrl * tf.reshape(on, [-1] + [1] * (n + 1))
+        if self.in_plane:  # embed the (H, W) transform: D row / column of the identity, no D shift
+            forward = tf.pad(forward, [[0, 0], [1, 0], [1, 0]]) + tf.constant(np.diag([1.0, 0, 0]), tf.float32)
+            translation = tf.pad(translation, [[0, 0], [1, 0]])
+            if ctrl is not None:
+                ctrl = tf.pad(ctrl, [[0, 0], [1, 0], [0, 0], [0, 0]])  # zero D displacement
+                ctrl = tf.tile(ctrl[:, :, None], [1, 1, self.elastic_control_points, 1, 1])
+        n = self.ndim
+        if self.flip_axes:
+            axes = np.zeros([n], np.float32)
+            axes[list(self.flip_axes)] = 1.0
+            flips = _bernoulli(seed, 3, [batch, n], self.flip_probability) * axes
+            forward = forward * (1.0 - 2.0 * flips)[:, :, None]  # diag(sign) . F
+        return forward, translation, ctrl
+
+    def _resample_all(self, forward, translation, ctrl, image, label, masks):
+        """Composes the grid and resamples image, label ``[B, *S, L]`` and masks ``[B, *S, N]``."""
+        n = self.ndim
+        spatial = [image.shape[1 + a] if image.shape[1 + a] is not None else tf.shape(image)[1 + a] for a in range(n)]
+        field = _grid.elastic_field(ctrl, spatial) if ctrl is not None else None
+        coords = _grid.sampling_coords(forward, translation, spatial, field)
+        batch = tf.shape(image)[0]
+        dtype = image.dtype
+        work = image if dtype.is_floating else tf.cast(image, tf.float32)
+        if self.fill_value == "min":
+            fill = tf.reduce_min(work, axis=list(range(1, n + 1)))
+        else:
+            fill = tf.fill([batch, image.shape[-1]], tf.constant(self.fill_value, work.dtype))
+        if self.interpolation == "linear":
+            out = _grid.resample_linear(work, coords, fill)
+        else:
+            out = _grid.resample_nearest(work, coords, fill)
+        if not dtype.is_floating:
+            out = tf.cast(tf.round(out), dtype)
+        outs = [out]
+        if label is not None:
+            if self.one_hot_label:
+                lfill = tf.one_hot(self.label_fill_value, label.shape[-1], dtype=label.dtype)
+                lfill = tf.tile(lfill[None], [batch, 1])
+            else:
+                lfill = tf.fill([batch, label.shape[-1]], tf.cast(self.label_fill_value, label.dtype))
+            outs.append(_grid.resample_nearest(label, coords, lfill))
+        else:
+            outs.append(None)
+        if masks is not None:
+            outs.append(_grid.resample_nearest(masks, coords, tf.zeros([batch, masks.shape[-1]], masks.dtype)))
+        else:
+            outs.append(None)
+        return tuple(outs)
+
+    def _augment(self, data: dict, seed: tf.Tensor) -> dict:
+        n = self.ndim
+        image = data[IMAGE_KEY]
+        if image.shape.rank != n + 2:
+            raise InvalidInputError(
+                f"expected a rank-{n + 2} image [B, {'D, ' if n == 3 else ''}H, W, C] for ndim={n}, "
+                f"got shape {tuple(image.shape)}",
+                path=IMAGE_KEY,
+            )
+        if image.shape[-1] is None:
+            raise InvalidInputError("the channel axis of the image must have a static size", path=IMAGE_KEY)
+        batch = tf.shape(image)[0]
+        forward, translation, ctrl = self._draw(seed, batch)
+
+        label = data.get(LABEL_KEY)
+        squeeze_label = label is not None and label.shape.rank == n + 1
+        if squeeze_label:
+            label = label[..., None]
+        if label is not None and label.shape.rank != n + 2:
+            raise InvalidInputError(f"expected a label [B, *S] or [B, *S, K], got shape {tuple(label.shape)}", path=LABEL_KEY)
+        masks = data.get(MASKS_KEY)
+        mask_dtype = None
+        if masks is not None:
+            if masks.shape.rank != n + 2:
+                raise InvalidInputError(f"expected instance masks [B, N, *S], got shape {tuple(masks.shape)}", path=MASKS_KEY)
+            mask_dtype = masks.dtype
+            masks_in = tf.cast(masks, tf.uint8) if masks.dtype == tf.bool else masks
+            masks = tf.transpose(masks_in, [0] + list(range(2, n + 2)) + [1])
+        image_out, label_out, masks_out = self._core(forward, translation, ctrl, image, label, masks)
+
+        out = dict(data)
+        out[IMAGE_KEY] = image_out
+        if label_out is not None:
+            out[LABEL_KEY] = label_out[..., 0] if squeeze_label else label_out
+        if masks_out is not None:
+            masks_out = tf.transpose(masks_out, [0, n + 1] + list(range(1, n + 1)))
+            if mask_dtype == tf.bool:
+                masks_out = tf.cast(masks_out, tf.bool)
+            out[MASKS_KEY] = masks_out
+        if BOXES_KEY in data:
+            masks_before = None if masks is None else masks_in
+            out = self._update_instances(out, masks_before, forward, translation, tf.shape(image)[1 : n + 1])
+        return out
+
+    def _update_instances(self, out: dict, masks_before, forward, translation, spatial) -> dict:
+        """Recomputes boxes, drops instances that left the image and compacts the padding."""
+        n = self.ndim
+        boxes = tf.cast(out[BOXES_KEY], tf.float32)
+        if boxes.shape.rank != 3 or boxes.shape[-1] != 2 * n:
+            raise InvalidInputError(f"expected boxes [B, N, {2 * n}], got shape {tuple(boxes.shape)}", path=BOXES_KEY)
+        size = tf.cast(spatial, tf.float32)
+        num = tf.shape(boxes)[1]
+        count = out.get(NUM_VALID_KEY)
+        index = tf.range(num)[None, :]
+        valid = index < tf.cast(count, tf.int32)[:, None] if count is not None else tf.ones_like(boxes[..., 0], tf.bool)
+
+        # box-only entries: clipped box enclosing the forward-mapped corners (pixel edges at +-0.5)
+        lo, hi = boxes[..., :n] - 0.5, boxes[..., n:] - 0.5
+        corners = [tf.stack([hi[..., a] if c else lo[..., a] for a, c in enumerate(bits)], -1)
+                   for bits in itertools.product((0, 1), repeat=n)]
+        corners = tf.stack(corners, axis=2)  # [B, N, 2^n, n]
+        moved = _grid.forward_points(forward, translation, tf.reshape(corners, [tf.shape(boxes)[0], -1, n]), [spatial[a] for a in range(n)])
+        moved = tf.reshape(moved, tf.shape(corners))
+        c_lo = tf.clip_by_value(tf.reduce_min(moved, axis=2) + 0.5, 0.0, size)
+        c_hi = tf.clip_by_value(tf.reduce_max(moved, axis=2) + 0.5, 0.0, size)
+        new_boxes = tf.concat([c_lo, c_hi], -1)
+        visible = tf.reduce_all(c_hi > c_lo, axis=-1)
+
+        if masks_before is not None:
+            masks = tf.cast(out[MASKS_KEY], tf.bool)  # [B, N, *S]
+            had_mask = tf.reduce_any(masks_before != 0, axis=list(range(1, n + 1)))  # [B, N]
+            m_lo, m_hi, m_any = [], [], None
+            for a in range(n):
+                other = [2 + b for b in range(n) if b != a]
+                prof = tf.cast(tf.reduce_any(masks, axis=other), tf.int32)  # [B, N, S_a]
+                m_lo.append(tf.argmax(prof, axis=-1, output_type=tf.int32))
+                m_hi.append(spatial[a] - tf.argmax(tf.reverse(prof, [-1]), axis=-1, output_type=tf.int32))
+                m_any = tf.reduce_any(prof > 0, axis=-1)
+            mask_boxes = tf.cast(tf.stack(m_lo + m_hi, -1), tf.float32)
+            new_boxes = tf.where(had_mask[..., None], mask_boxes, new_boxes)
+            visible = tf.where(had_mask, m_any, visible)
+        keep = tf.logical_and(valid, visible)
+
+        order = tf.argsort(tf.cast(tf.logical_not(keep), tf.int32), axis=1, stable=True)
+        new_count = tf.reduce_sum(tf.cast(keep, tf.int32), axis=1)
+        slot_used = index < new_count[:, None]
+
+        def compact(x):
+            x = tf.gather(x, order, batch_dims=1)
+            mask = tf.reshape(slot_used, tf.concat([tf.shape(slot_used), tf.ones([x.shape.rank - 2], tf.int32)], 0))
+            return tf.where(mask, x, tf.zeros_like(x))
+
+        out[BOXES_KEY] = tf.cast(compact(new_boxes), out[BOXES_KEY].dtype)
+        if MASKS_KEY in out:
+            out[MASKS_KEY] = compact(out[MASKS_KEY])
+        for key in self.instance_keys:
+            if key in out:
+                out[key] = compact(out[key])
+        if count is not None:
+            out[NUM_VALID_KEY] = tf.cast(new_count, count.dtype)
+        return out
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            ndim=self.ndim,
+            rotation=self.rotation[0] if len(self.rotation) == 1 else list(self.rotation),
+            rotation_probability=self.rotation_probability,
+            shear=self.shear,
+            translation=list(self.translation),
+            scale=list(self.scale),
+            anisotropic_scale=self.anisotropic_scale,
+            flip_axes=list(self.flip_axes),
+            flip_probability=self.flip_probability,
+            elastic_probability=self.elastic_probability,
+            elastic_magnitude=self.elastic_magnitude,
+            elastic_control_points=self.elastic_control_points,
+            fill_value=self.fill_value,
+            label_fill_value=self.label_fill_value,
+            one_hot_label=self.one_hot_label,
+            interpolation=self.interpolation,
+            instance_keys=list(self.instance_keys),
+            in_plane=self.in_plane,
+            jit_compile=self.jit_compile,
+        )
+        return config
