@@ -1,1 +1,163 @@
-"""Synthetic phantoms written in each dataset's real on-disk layout (the embedded default data)."""
+"""Synthetic phantoms written in each dataset's real on-disk layout (the embedded default data).
+
+Every dataset that :func:`tfmedseg.datasets.load_dataset` reads has a generator here that writes
+small cases (CPU sized) in exactly that layout, so the whole pipeline runs without the real data:
+
+========== ============================================================================
+lits        abdominal CT + liver/tumour labels, ``volume-N.nii`` in ``Training Batch 1/2``
+ircadb      the same CTs as 3DIRCADb-01 DICOM: ``3Dircadb1.N/PATIENT_DICOM``, ``MASKS_DICOM``
+hecktor     head and neck CT + PET (SUV) + GTVt NIfTI and ``bbox.csv``
+maa_spect   abdominal CT + paired 99mTc-MAA SPECT DICOM, masks, fused display PNGs, TLR truth
+bone_scan   whole-body NM (anterior/posterior) + JSON lesion annotations, some unlabeled
+========== ============================================================================
+
+Generation is deterministic per ``(seed, case index)``: case ``i`` is the same whatever the
+number of cases. A ``phantom.json`` manifest at the root records the dataset, seed and the
+generator's ground truth (tumour sizes, TLR, ...), which real datasets do not have.
+
+Example:
+    >>> from tfmedseg.datasets.phantoms import ensure_phantoms
+    >>> root = ensure_phantoms("lits", "/tmp/phantoms/lits-n4-s0", cases=4, seed=0)  # doctest: +SKIP
+    >>> from tfmedseg.datasets import load_dataset
+    >>> len(load_dataset("lits", root))                                               # doctest: +SKIP
+    4
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from tfmedseg.errors import ConfigError, DatasetLayoutError
+
+__all__ = ["generate", "ensure_phantoms", "PHANTOM_DATASETS", "MANIFEST_NAME", "COMPLETE_MARKER", "case_rng"]
+
+#: Dataset names with a phantom generator (the same names as the loaders).
+PHANTOM_DATASETS = ("lits", "ircadb", "hecktor", "maa_spect", "bone_scan")
+#: Manifest written at the root of every generated dataset.
+MANIFEST_NAME = "phantom.json"
+#: Marker written by :func:`ensure_phantoms` once a dataset is complete.
+COMPLETE_MARKER = ".tfmedseg-phantoms-complete"
+#: Bump when a generator changes its output; :func:`ensure_phantoms` regenerates on mismatch.
+GENERATOR_VERSION = 1
+
+_WRITERS = {
+    "lits": "tfmedseg.datasets.phantoms._writers_nifti:write_lits",
+    "hecktor": "tfmedseg.datasets.phantoms._writers_nifti:write_hecktor",
+    "ircadb": "tfmedseg.datasets.phantoms._writers_dicom:write_ircadb",
+    "maa_spect": "tfmedseg.datasets.phantoms._writers_dicom:write_maa_spect",
+    "bone_scan": "tfmedseg.datasets.phantoms.bonescan:write_bone_scan",
+}
+
+
+def case_rng(seed: int, index: int) -> np.random.Generator:
+    """The random generator of case ``index`` under ``seed`` (independent of the number of cases)."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
+
+
+def _check_args(dataset: str, cases: int, seed: int) -> None:
+    if dataset not in PHANTOM_DATASETS:
+        raise ConfigError(f"unknown phantom dataset {dataset!r}; allowed: {PHANTOM_DATASETS}", path="dataset")
+    if isinstance(cases, bool) or not isinstance(cases, (int, np.integer)) or cases < 1:
+        raise ConfigError(f"cases must be a positive integer, got {cases!r}", path="cases")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}", path="seed")
+
+
+def generate(dataset: str, out_dir: str | os.PathLike, cases: int = 4, seed: int = 0) -> Path:
+    """Write ``cases`` phantom cases of ``dataset`` into ``out_dir`` in the dataset's real layout.
+
+    Args:
+        dataset: One of :data:`PHANTOM_DATASETS`.
+        out_dir: Target directory; created, must be empty if it exists.
+        cases: Number of cases (patients), >= 1.
+        seed: Random seed; the same seed gives byte-identical arrays.
+
+    Returns:
+        ``out_dir`` (the dataset root to pass to the loader).
+
+    Raises:
+        ConfigError: Unknown dataset, ``cases < 1`` or a negative seed.
+        DatasetLayoutError: ``out_dir`` exists and is not an empty directory.
+    """
+    _check_args(dataset, cases, seed)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise DatasetLayoutError("phantom output directory exists and is not empty", path=out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    module_name, func_name = _WRITERS[dataset].split(":")
+    writer = getattr(importlib.import_module(module_name), func_name)
+    truth = writer(out_dir, [case_rng(seed, i) for i in range(int(cases))])
+    manifest = {"dataset": dataset, "cases": int(cases), "seed": int(seed), "generator_version": GENERATOR_VERSION,
+                "truth": truth}
+    (out_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, default=float) + "\n")
+    return out_dir
+
+
+def _marker_matches(out_dir: Path, dataset: str, cases: int, seed: int) -> bool:
+    marker = out_dir / COMPLETE_MARKER
+    try:
+        info = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    return info == {"dataset": dataset, "cases": int(cases), "seed": int(seed), "generator_version": GENERATOR_VERSION}
+
+
+def ensure_phantoms(dataset: str, out_dir: str | os.PathLike, cases: int = 4, seed: int = 0) -> Path:
+    """Generate a phantom dataset once and reuse it afterwards.
+
+    The dataset is generated into a temporary sibling directory and renamed to ``out_dir`` when
+    complete, with a marker file; an interrupted run never leaves a half dataset at ``out_dir``.
+    An existing ``out_dir`` with a matching marker is reused as it is; one from an older
+    generator version is replaced.
+
+    Args:
+        dataset: One of :data:`PHANTOM_DATASETS`.
+        out_dir: Final dataset root.
+        cases: Number of cases.
+        seed: Random seed.
+
+    Returns:
+        ``out_dir``.
+
+    Raises:
+        ConfigError: Bad ``dataset``, ``cases`` or ``seed``.
+        DatasetLayoutError: ``out_dir`` exists but is not a completed phantom set of these
+            arguments (it is never deleted unless it carries our marker).
+    """
+    _check_args(dataset, cases, seed)
+    out_dir = Path(out_dir)
+    if _marker_matches(out_dir, dataset, cases, seed):
+        return out_dir
+    if out_dir.exists():
+        marker = out_dir / COMPLETE_MARKER
+        if not marker.is_file():
+            raise DatasetLayoutError(
+                "exists but is not a completed phantom dataset (no marker file); remove it or choose another directory",
+                path=out_dir,
+            )
+        info = json.loads(marker.read_text() or "{}")
+        if (info.get("dataset"), info.get("cases"), info.get("seed")) != (dataset, int(cases), int(seed)):
+            raise DatasetLayoutError(f"holds other phantoms ({info}); remove it or choose another directory", path=out_dir)
+        shutil.rmtree(out_dir)  # same arguments, older generator version
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        generate(dataset, tmp, cases=cases, seed=seed)
+        info = {"dataset": dataset, "cases": int(cases), "seed": int(seed), "generator_version": GENERATOR_VERSION}
+        (tmp / COMPLETE_MARKER).write_text(json.dumps(info))
+        try:
+            os.rename(tmp, out_dir)
+        except OSError:
+            if not _marker_matches(out_dir, dataset, cases, seed):  # not a concurrent twin: a real failure
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

@@ -1,0 +1,51 @@
+"""Command line: ``python -m tfmedseg.datasets.phantoms <dataset> <out_dir> --cases N --seed S``.
+
+Writes ``N`` phantom cases of ``<dataset>`` (one of
+:data:`tfmedseg.datasets.phantoms.PHANTOM_DATASETS`) into ``<out_dir>`` in the dataset's real
+on-disk layout. ``out_dir`` must not exist or be empty; with ``--reuse`` an existing completed
+set with the same arguments is kept (:func:`~tfmedseg.datasets.phantoms.ensure_phantoms`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tfmedseg.datasets.phantoms import PHANTOM_DATASETS, ensure_phantoms, generate
+from tfmedseg.errors import TfMedSegError
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tfmedseg.datasets.phantoms",
+        description="Generate synthetic phantom cases in a dataset's real on-disk layout.",
+    )
+    parser.add_argument("dataset", choices=PHANTOM_DATASETS, help="dataset layout to write")
+    parser.add_argument("out_dir", help="output directory (must not exist or be empty)")
+    parser.add_argument("--cases", type=int, default=4, help="number of cases (default 4)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep an existing completed phantom set with the same arguments")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code (0 ok, 2 bad arguments or output directory)."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.reuse:
+            root = ensure_phantoms(args.dataset, args.out_dir, args.cases, args.seed)
+        else:
+            root = generate(args.dataset, args.out_dir, cases=args.cases, seed=args.seed)
+    except TfMedSegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.cases} {args.dataset} phantom case(s) to {root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
