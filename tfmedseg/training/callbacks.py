@@ -1,0 +1,444 @@
+"""Training callbacks: resumable checkpoints, best/last weights, plateau LR, SWA, image summaries.
+
+Callbacks with state that must survive a restart implement ``get_resume_state() -> dict`` and
+``set_resume_state(dict)``; :class:`ResumeCheckpoint` saves those states with the weights at
+every epoch end and gives them back at the start of the next ``fit``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfmedseg.errors import ConfigError
+from tfmedseg.training.schedules import ScaledSchedule
+
+__all__ = [
+    "ResumeCheckpoint",
+    "BestLastCheckpoint",
+    "LearningRateLogger",
+    "ReduceLROnPlateau",
+    "ResumableEarlyStopping",
+    "StochasticWeightAveraging",
+    "ImageSummary",
+    "overlay_panels",
+    "recompute_batchnorm_statistics",
+]
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _seed_generator_states(model) -> list:
+    return [v for v in model.variables if "seed_generator_state" in v.path]
+
+
+class ResumeCheckpoint(keras.callbacks.Callback):
+    """Save the full training state at every epoch end; restore it when ``fit`` starts again.
+
+    Like ``keras.callbacks.BackupAndRestore`` (model weights with optimizer state, hence the
+    schedule position ``optimizer.iterations``, and the epoch number), plus: the Keras
+    ``SeedGenerator`` states (dropout / augmentation RNG), the numpy and Python global RNG states,
+    and the states of the other callbacks of the run (best value, plateau factor, SWA average).
+    A checkpoint is written to a fresh directory ``ckpt-<epoch>`` and then made current by
+    atomically replacing ``latest.json``, so a process killed at any moment (SIGKILL) leaves the
+    last complete epoch loadable. The checkpoint is kept after training, so re-running a finished
+    run trains no further epochs.
+
+    Put it after the callbacks whose state it saves (the trainer does).
+
+    Args:
+        backup_dir: Directory of the checkpoints (created).
+        callbacks: Other callbacks whose ``get_resume_state`` / ``set_resume_state`` to save.
+        keep: Number of checkpoints kept (default 1).
+    """
+
+    def __init__(self, backup_dir, callbacks=(), keep: int = 1):
+        super().__init__()
+        self.backup_dir = Path(backup_dir)
+        self.stateful = [c for c in callbacks if hasattr(c, "get_resume_state")]
+        self.keep = max(1, int(keep))
+        self.restored_epoch = 0
+
+    @property
+    def _latest(self) -> Path:
+        return self.backup_dir / "latest.json"
+
+    def on_train_begin(self, logs=None):
+        if not self._latest.exists():
+            return
+        info = json.loads(self._latest.read_text())
+        ckpt = self.backup_dir / info["dir"]
+        model = self.model
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(ckpt / "model.weights.h5")
+        with open(ckpt / "state.pkl", "rb") as f:
+            state = pickle.load(f)
+        for var, value in zip(_seed_generator_states(model), state["seed_generators"]):
+            var.assign(value)
+        np.random.set_state(state["numpy_rng"])
+        random.setstate(state["python_rng"])
+        for cb, cb_state in zip(self.stateful, state["callbacks"]):
+            if cb_state is not None:
+                cb.set_resume_state(cb_state)
+        self.restored_epoch = int(info["epoch"])
+        model._initial_epoch = self.restored_epoch
+        print(f"Resumed from {ckpt} after epoch {self.restored_epoch} (optimizer step {int(model.optimizer.iterations.numpy())}).")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.backup_dir.mkdir(parents=True, exist_ok=True)
+        name = f"ckpt-{epoch + 1:06d}"
+        final = self.backup_dir / name
+        tmp = self.backup_dir / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        self.model.save_weights(tmp / "model.weights.h5")
+        state = {
+            "seed_generators": [np.asarray(v.numpy()) for v in _seed_generator_states(self.model)],
+            "numpy_rng": np.random.get_state(),
+            "python_rng": random.getstate(),
+            "callbacks": [cb.get_resume_state() for cb in self.stateful],
+        }
+        with open(tmp / "state.pkl", "wb") as f:
+            pickle.dump(state, f)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        _atomic_write_bytes(self._latest, json.dumps({"epoch": epoch + 1, "dir": name}).encode())
+        old = sorted(p for p in self.backup_dir.glob("ckpt-*") if p.name != name)
+        for p in old[: max(0, len(old) - (self.keep - 1))]:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Add the optimizer's current learning rate to the epoch logs as ``"learning_rate"``.
+
+    Put it first, so that the CSV log, TensorBoard and the history all see it.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self.model.optimizer is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+class BestLastCheckpoint(keras.callbacks.Callback):
+    """Write ``last.weights.h5`` every epoch and ``best.weights.h5`` when ``monitor`` improves.
+
+    Files are replaced atomically; ``best.json`` records the epoch (1-based) and value. The best
+    value survives a resume (``get_resume_state``).
+
+    Args:
+        directory: Output directory.
+        monitor: Log key to watch (default ``"val_loss"``; falls back to ``"loss"`` when absent).
+        mode: ``"min"`` or ``"max"``.
+    """
+
+    def __init__(self, directory, monitor: str = "val_loss", mode: str = "min"):
+        super().__init__()
+        if mode not in ("min", "max"):
+            raise ConfigError(f"must be 'min' or 'max', got {mode!r}", path="monitor_mode")
+        self.directory = Path(directory)
+        self.monitor = monitor
+        self.mode = mode
+        self.best = None
+
+    def _save(self, name: str) -> None:
+        tmp = self.directory / f".tmp-{name}"
+        self.model.save_weights(tmp)
+        os.replace(tmp, self.directory / name)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._save("last.weights.h5")
+        value = logs.get(self.monitor, logs.get("loss"))
+        if value is None:
+            return
+        value = float(value)
+        better = self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+        if better and np.isfinite(value):
+            self.best = value
+            self._save("best.weights.h5")
+            _atomic_write_bytes(self.directory / "best.json", json.dumps({"epoch": epoch + 1, self.monitor: value}).encode())
+
+    def get_resume_state(self):
+        return {"best": self.best}
+
+    def set_resume_state(self, state):
+        self.best = state["best"]
+
+
+def _scaled_schedule(optimizer):
+    opt = getattr(optimizer, "inner_optimizer", optimizer)
+    while hasattr(opt, "inner_optimizer"):
+        opt = opt.inner_optimizer
+    lr = getattr(opt, "_learning_rate", None)
+    return lr if isinstance(lr, ScaledSchedule) else None
+
+
+class ReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
+    """``keras.callbacks.ReduceLROnPlateau`` that also works with learning-rate schedules.
+
+    With a float rate it behaves exactly like Keras's. When the optimizer's rate is a
+    :class:`~tfmedseg.training.schedules.ScaledSchedule` it multiplies the schedule's ``factor``
+    instead (Keras raises ``TypeError`` when setting the rate of a schedule), so the reduction
+    composes with warm-up, cosine restarts or step decay. ``min_lr`` bounds the *current* rate.
+    Wait / cooldown / best survive a resume.
+    """
+
+    def _reduce_optimizer_lr(self, optimizer, epoch, name=""):
+        scaled = _scaled_schedule(optimizer)
+        if scaled is None:
+            return super()._reduce_optimizer_lr(optimizer, epoch, name)
+        old_lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        if old_lr <= np.float32(self.min_lr):
+            return False
+        new_lr = max(old_lr * self.factor, self.min_lr)
+        scaled.factor.assign(float(scaled.factor.numpy()) * new_lr / old_lr)
+        if self.verbose > 0:
+            print(f"\nEpoch {epoch + 1}: ReduceLROnPlateau scaling the schedule: learning rate {new_lr:.3g}.")
+        return True
+
+    def get_resume_state(self):
+        scaled = _scaled_schedule(self.model.optimizer)
+        return {
+            "best": self.best,
+            "wait": self.wait,
+            "cooldown_counter": self.cooldown_counter,
+            "factor": None if scaled is None else float(scaled.factor.numpy()),
+            "lr": None if scaled is not None else float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+        }
+
+    def set_resume_state(self, state):
+        self.best, self.wait, self.cooldown_counter = state["best"], state["wait"], state["cooldown_counter"]
+        scaled = _scaled_schedule(self.model.optimizer)
+        if scaled is not None and state["factor"] is not None:
+            scaled.factor.assign(state["factor"])
+        elif scaled is None and state["lr"] is not None:
+            self.model.optimizer.learning_rate = state["lr"]
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """``keras.callbacks.EarlyStopping`` whose wait count, best value and best weights survive a resume."""
+
+    def get_resume_state(self):
+        return {"wait": self.wait, "best": self.best, "best_epoch": self.best_epoch, "best_weights": self.best_weights}
+
+    def set_resume_state(self, state):
+        self.wait, self.best, self.best_epoch, self.best_weights = (
+            state["wait"],
+            state["best"],
+            state["best_epoch"],
+            state["best_weights"],
+        )
+
+
+def _batchnorm_layers(model):
+    return [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def recompute_batchnorm_statistics(model, data, steps: int | None = None) -> int:
+    """Recompute BatchNorm moving statistics as exact averages over ``data`` (SWA's ``bn_update``).
+
+    Moving means / variances are reset, then each batch is run in training mode with the layer
+    momentum set to ``i / (i + 1)`` for batch ``i`` (0-based), which makes the moving value the
+    cumulative mean of the batch statistics (``torch.optim.swa_utils.update_bn``).
+
+    Args:
+        model: The Keras model.
+        data: Iterable of ``x`` or ``(x, y[, w])`` batches (a ``tf.data.Dataset``).
+        steps: Number of batches to use (default: all; required for an infinite dataset).
+
+    Returns:
+        The number of batches used (0 when the model has no BatchNormalization).
+    """
+    bns = _batchnorm_layers(model)
+    if not bns:
+        return 0
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.moving_mean.assign(np.zeros(bn.moving_mean.shape, "float32"))
+        bn.moving_variance.assign(np.ones(bn.moving_variance.shape, "float32"))
+    n = 0
+    try:
+        for batch in data:
+            if steps is not None and n >= steps:
+                break
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            for bn in bns:
+                bn.momentum = n / (n + 1.0)
+            model(x, training=True)
+            n += 1
+    finally:
+        for bn, m in zip(bns, momenta):
+            bn.momentum = m
+    return n
+
+
+class StochasticWeightAveraging(keras.callbacks.Callback):
+    """Stochastic weight averaging (Izmailov et al. 2018) from ``start_epoch`` on.
+
+    At the end of every epoch ``>= start_epoch`` (0-based) the trainable weights are added to a
+    running mean; at the end of training the mean replaces the weights and, when ``bn_data`` is
+    given, the BatchNorm statistics are recomputed by a pass over it (the averaged weights change
+    the activations, so the running statistics collected during training no longer fit).
+
+    Args:
+        start_epoch: First epoch (0-based) included in the average.
+        bn_data: Training batches for the BatchNorm pass (``x`` or ``(x, y)``), or None.
+        bn_steps: Batches of ``bn_data`` to use (required for an infinite dataset).
+        verbose: Print when the average is swapped in.
+    """
+
+    def __init__(self, start_epoch: int, bn_data=None, bn_steps: int | None = None, verbose: int = 1):
+        super().__init__()
+        if start_epoch < 0:
+            raise ConfigError(f"must be >= 0, got {start_epoch}", path="swa_start_epoch")
+        self.start_epoch = int(start_epoch)
+        self.bn_data = bn_data
+        self.bn_steps = bn_steps
+        self.verbose = verbose
+        self.n_averaged = 0
+        self.average = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch < self.start_epoch:
+            return
+        weights = [np.asarray(v.numpy(), dtype="float64") for v in self.model.trainable_variables]
+        if self.average is None:
+            self.average = weights
+        else:
+            k = self.n_averaged + 1.0
+            self.average = [a + (w - a) / k for a, w in zip(self.average, weights)]
+        self.n_averaged += 1
+
+    def on_train_end(self, logs=None):
+        if not self.n_averaged:
+            return
+        for v, a in zip(self.model.trainable_variables, self.average):
+            v.assign(a.astype(v.dtype))
+        used = recompute_batchnorm_statistics(self.model, self.bn_data, self.bn_steps) if self.bn_data is not None else 0
+        if self.verbose:
+            print(f"SWA: averaged {self.n_averaged} epochs' weights; BatchNorm statistics from {used} batches.")
+
+    def get_resume_state(self):
+        return {"n_averaged": self.n_averaged, "average": self.average}
+
+    def set_resume_state(self, state):
+        self.n_averaged, self.average = state["n_averaged"], state["average"]
+
+
+_PALETTE = np.array([[255, 0, 0], [0, 255, 0], [0, 128, 255], [255, 255, 0], [255, 0, 255], [0, 255, 255]], "float32")
+
+
+def _label_map(arr: np.ndarray, from_logits: bool) -> np.ndarray:
+    """Integer class map ``[..., spatial]`` from one-hot / probability / integer arrays."""
+    arr = np.asarray(arr)
+    if arr.ndim >= 1 and arr.shape[-1] > 1:
+        return np.argmax(arr, axis=-1)
+    arr = arr[..., 0] if arr.shape[-1] == 1 else arr
+    if np.issubdtype(arr.dtype, np.integer):
+        return arr
+    return (arr > (0.0 if from_logits else 0.5)).astype(np.int64)
+
+
+def overlay_panels(image, label, prediction, num_slices: int = 3, from_logits: bool = True, alpha: float = 0.45) -> np.ndarray:
+    """RGB panels ``[input | label overlay | prediction overlay]`` for TensorBoard.
+
+    Args:
+        image: ``[B, H, W, C]`` or ``[B, D, H, W, C]`` input; channel 0 is shown, min-max scaled per
+            sample.
+        label: Same spatial shape: one-hot ``[..., K]``, binary ``[..., 1]`` or integer ``[...]``.
+        prediction: Model output, ``[..., K]`` (argmax) or ``[..., 1]`` (thresholded at 0 for
+            logits, 0.5 for probabilities).
+        num_slices: For 3D, the number of axial slices (evenly spaced along ``D``) per sample.
+        from_logits: Whether a 1-channel prediction is a logit.
+        alpha: Opacity of the class colours (class 1 red, 2 green, 3 blue...).
+
+    Returns:
+        uint8 ``[N, H, 3 W, 3]`` with ``N = B`` (2D) or ``B * num_slices`` (3D).
+    """
+    image = np.asarray(image, "float32")
+    lab = _label_map(label, from_logits=False)
+    pred = _label_map(prediction, from_logits)
+    gray = image[..., 0]
+    if gray.ndim == 4:  # 3D: pick slices along D
+        d = gray.shape[1]
+        idx = np.unique(np.linspace(0, d - 1, num_slices + 2)[1:-1].round().astype(int)) if d > 2 else np.arange(d)
+        gray, lab, pred = (a[:, idx].reshape((-1,) + a.shape[2:]) for a in (gray, lab.reshape(gray.shape), pred.reshape(gray.shape)))
+    lab = lab.reshape(gray.shape)
+    pred = pred.reshape(gray.shape)
+    lo = gray.reshape(len(gray), -1).min(axis=1)[:, None, None]
+    hi = gray.reshape(len(gray), -1).max(axis=1)[:, None, None]
+    g = (gray - lo) / np.maximum(hi - lo, 1e-8)
+    rgb = np.repeat(g[..., None] * 255.0, 3, axis=-1)
+
+    def tint(classes):
+        out = rgb.copy()
+        for k in range(1, int(max(classes.max(), 0)) + 1):
+            m = classes == k
+            out[m] = (1 - alpha) * out[m] + alpha * _PALETTE[(k - 1) % len(_PALETTE)]
+        return out
+
+    panels = np.concatenate([rgb, tint(lab), tint(pred)], axis=2)
+    return np.clip(panels, 0, 255).astype(np.uint8)
+
+
+class ImageSummary(keras.callbacks.Callback):
+    """Write input / label / prediction overlays to TensorBoard every ``every_n_epochs`` epochs.
+
+    Images go to ``log_dir`` under the tag ``"overlays"`` (step = epoch, 1-based), one image per
+    sample (2D) or per chosen slice (3D); see :func:`overlay_panels`.
+
+    Args:
+        log_dir: TensorBoard directory of the image events.
+        images: A fixed batch of inputs ``[B, ...]`` (numpy).
+        labels: Matching labels.
+        every_n_epochs: Period in epochs (the first and the last epoch are always written).
+        max_outputs: Maximum images per summary.
+        num_slices: Slices per 3D sample.
+        from_logits: Whether a 1-channel output is a logit.
+    """
+
+    def __init__(self, log_dir, images, labels, every_n_epochs: int = 5, max_outputs: int = 6, num_slices: int = 3, from_logits: bool = True):
+        super().__init__()
+        if every_n_epochs < 1:
+            raise ConfigError(f"must be >= 1, got {every_n_epochs}", path="image_every_epochs")
+        self.log_dir = str(log_dir)
+        self.images = np.asarray(images)
+        self.labels = np.asarray(labels)
+        self.every_n_epochs = int(every_n_epochs)
+        self.max_outputs = int(max_outputs)
+        self.num_slices = int(num_slices)
+        self.from_logits = from_logits
+        self._writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        last = self.params.get("epochs") if self.params else None
+        if (epoch + 1) % self.every_n_epochs and epoch != 0 and (last is None or epoch + 1 != last):
+            return
+        pred = self.model(self.images, training=False)  # eager, cross-replica: the whole batch
+        pred = pred[0] if isinstance(pred, (list, tuple)) else pred
+        pred = np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(pred, "float32")))
+        panels = overlay_panels(self.images, self.labels, pred, self.num_slices, self.from_logits)
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        with self._writer.as_default():
+            tf.summary.image("overlays", panels, step=epoch + 1, max_outputs=self.max_outputs)
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

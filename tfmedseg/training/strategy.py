@@ -1,0 +1,143 @@
+"""Distribution strategy and precision selection for training.
+
+Strategy names (``TrainConfig.strategy``):
+
+- ``"auto"``: ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` names more than one task,
+  else ``MirroredStrategy`` over all GPUs when there are two or more, else the default strategy.
+- ``"default"``: the default (single-device) strategy.
+- ``"mirrored"``: ``MirroredStrategy`` over all local GPUs (the CPU when there is none).
+- ``"multiworker"``: ``MultiWorkerMirroredStrategy`` configured from ``TF_CONFIG`` (required).
+  It must be created before TensorFlow runs any op in the process (the trainer creates it
+  first). Every worker runs the same script; worker 0 (or the ``chief``) is the chief.
+- ``"cpu:N"``: ``MirroredStrategy`` over ``N`` logical CPU devices, for testing distribution on
+  one machine. The logical devices must be configured before TensorFlow initialises its devices.
+
+Going past one machine: start the same training script on every host with
+``TF_CONFIG='{"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": "worker",
+"index": i}}'`` and ``strategy: multiworker``; the global batch is the dataset's batch, sharded by
+data across the workers.
+
+Example:
+    >>> strategy = make_strategy("default")
+    >>> strategy.num_replicas_in_sync
+    1
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from tfmedseg.errors import ConfigError
+
+__all__ = ["STRATEGY_NAMES", "PRECISION_NAMES", "make_strategy", "configure_logical_cpus", "is_chief", "task_index", "resolve_precision"]
+
+STRATEGY_NAMES = ("auto", "default", "mirrored", "multiworker", "cpu:N")
+PRECISION_NAMES = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
+
+
+def _tf_config() -> dict:
+    raw = os.environ.get("TF_CONFIG", "")
+    if not raw:
+        return {}
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"not valid JSON: {exc}", path="TF_CONFIG") from exc
+
+
+def _num_tasks(tf_config: dict) -> int:
+    return sum(len(v) for k, v in tf_config.get("cluster", {}).items() if k in ("chief", "worker"))
+
+
+def task_index() -> tuple[str, int]:
+    """``(task_type, task_index)`` from ``TF_CONFIG``; ``("worker", 0)`` without it."""
+    task = _tf_config().get("task", {})
+    return task.get("type", "worker"), int(task.get("index", 0))
+
+
+def is_chief() -> bool:
+    """True for the process that writes checkpoints and logs (the chief, or worker 0)."""
+    tf_config = _tf_config()
+    kind, index = task_index()
+    if "chief" in tf_config.get("cluster", {}):
+        return kind == "chief"
+    return kind == "worker" and index == 0
+
+
+def configure_logical_cpus(n: int) -> list[str]:
+    """Split the first CPU into ``n`` logical devices (no-op when already split that way).
+
+    Returns:
+        The names of the ``n`` logical CPU devices.
+
+    Raises:
+        ConfigError: TensorFlow already initialised its devices with fewer logical CPUs.
+    """
+    if n < 1:
+        raise ConfigError(f"needs N >= 1, got {n}", path="strategy")
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        if n > 1:
+            tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * n)
+    except RuntimeError:
+        pass  # already initialised: accept if there are enough devices
+    names = [d.name for d in tf.config.list_logical_devices("CPU")]
+    if len(names) < n:
+        raise ConfigError(
+            f"needs {n} logical CPU devices but TensorFlow was initialised with {len(names)}; "
+            "create the strategy before running any TensorFlow op",
+            path="strategy",
+        )
+    return names[:n]
+
+
+def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
+    """Build the ``tf.distribute`` strategy named ``name`` (see the module docstring).
+
+    Raises:
+        ConfigError: Unknown name, ``multiworker`` without ``TF_CONFIG``, bad ``cpu:N``.
+    """
+    if name.startswith("cpu:"):
+        try:
+            n = int(name[4:])
+        except ValueError:
+            raise ConfigError(f"expected cpu:N with an integer N, got {name!r}", path="strategy") from None
+        return tf.distribute.MirroredStrategy(configure_logical_cpus(n))
+    if name not in STRATEGY_NAMES:
+        raise ConfigError(f"unknown strategy {name!r}; allowed: {STRATEGY_NAMES}", path="strategy")
+    tf_config = _tf_config()
+    if name == "multiworker" or (name == "auto" and _num_tasks(tf_config) > 1):
+        if not tf_config:
+            raise ConfigError("strategy 'multiworker' needs the TF_CONFIG environment variable", path="strategy")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "auto" and len(tf.config.list_physical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def resolve_precision(name: str) -> str:
+    """The Keras dtype policy for ``name``: ``"auto"`` = ``mixed_float16`` on GPU, else ``float32``.
+
+    ``mixed_bfloat16`` is accepted on CPU but was 4-6x slower on the AVX2 reference CPU
+    (see ``docs/training.md``), so float32 stays the CPU default.
+
+    Raises:
+        ConfigError: Unknown name.
+    """
+    if name not in PRECISION_NAMES:
+        raise ConfigError(f"unknown precision {name!r}; allowed: {PRECISION_NAMES}", path="mixed_precision")
+    if name == "auto":
+        return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+    return name
+
+
+def _set_policy(name: str) -> str:
+    previous = keras.config.dtype_policy().name
+    keras.config.set_dtype_policy(name)
+    return previous

@@ -1,0 +1,303 @@
+"""The trainer: a thin layer over ``keras.Model.fit`` driven by a :class:`TrainConfig`.
+
+What it adds to ``fit``: strategy and precision selection, optimizer / loss / schedule by name
+(checked before anything is built), resumable checkpoints (:class:`ResumeCheckpoint`), best and
+last weights, TensorBoard scalars and image overlays, early stopping, ReduceLROnPlateau, SWA,
+and the resolved config and package version written next to the weights.
+
+Output directory layout::
+
+    output_dir/
+      config.yaml          resolved TrainConfig
+      version.json         tfmedseg / TensorFlow / Keras versions, strategy, replicas
+      best.weights.h5      weights of the best epoch (``monitor``), best.json: its epoch and value
+      last.weights.h5      weights after the last completed epoch
+      history.csv          one row per completed epoch (appended across restarts)
+      backup/              resume checkpoints (latest.json -> ckpt-<epoch>/)
+      logs/                TensorBoard: train/ and validation/ scalars, images/ overlays
+
+Example:
+    >>> import keras, numpy as np, tensorflow as tf
+    >>> def build():
+    ...     inp = keras.Input((8, 8, 1))
+    ...     return keras.Model(inp, keras.layers.Conv2D(1, 3, padding="same")(inp))
+    >>> cfg = TrainConfig(loss="bce_with_logits", epochs=1, steps_per_epoch=2, output_dir="/tmp/run",
+    ...                   strategy="default", verbose=0)
+    >>> ds = tf.data.Dataset.from_tensors((np.ones((2, 8, 8, 1), "float32"),) * 2).repeat()
+    >>> history = Trainer(cfg, build).fit(ds)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import tfmedseg
+from tfmedseg.config import save_config
+from tfmedseg.errors import ConfigError
+from tfmedseg.losses import LOSS_NAMES, get_loss
+from tfmedseg.training import callbacks as cbs
+from tfmedseg.training.optimizers import OPTIMIZER_NAMES, get_optimizer
+from tfmedseg.training.schedules import SCHEDULE_NAMES, get_schedule
+from tfmedseg.training.strategy import PRECISION_NAMES, STRATEGY_NAMES, _set_policy, is_chief, make_strategy, resolve_precision, task_index
+
+__all__ = ["TrainConfig", "Trainer", "validate_config"]
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Training settings (defaults: Adam 1e-3, soft Dice, seed 004's optimizer).
+
+    Attributes:
+        optimizer: One of ``OPTIMIZER_NAMES`` (``adam``, ``adamw``, ``sgd``, ``rmsprop``,
+            ``radam``, ``nadam``).
+        learning_rate: Base (maximum) learning rate.
+        optimizer_kwargs: Extra optimizer arguments (``momentum``, ``weight_decay``, ``beta_1``...).
+        lookahead: Wrap the optimizer in Lookahead (``lookahead_k`` steps, ``lookahead_alpha``).
+        schedule: One of ``SCHEDULE_NAMES``; ``schedule_kwargs`` its arguments in epochs
+            (``cosine_restarts``: ``min_lr``, ``period_epochs``; ``step``: ``factor``, ``every_epochs``).
+        warmup_epochs: Linear warm-up in epochs (0 = none).
+        reduce_lr_patience: Epochs without improvement of ``monitor`` before the rate is
+            multiplied by ``reduce_lr_factor`` (0 = off); ``reduce_lr_min_lr`` bounds it.
+        loss: One of ``LOSS_NAMES``; ``loss_kwargs`` its arguments.
+        epochs: Number of epochs.
+        steps_per_epoch: Optimizer steps per epoch (needed for epoch-based schedules and an
+            infinite dataset; default: the dataset's cardinality).
+        validation_steps: Validation batches per epoch (default: all).
+        monitor / monitor_mode: Quantity for best weights, early stopping and plateau
+            (``val_loss``/``min``; ``loss`` is used when there is no validation data).
+        early_stopping_patience: Stop after that many epochs without improvement and restore the
+            best weights (0 = off).
+        swa_start_epoch: First epoch (0-based) of stochastic weight averaging (-1 = off);
+            ``swa_bn_steps`` training batches recompute BatchNorm statistics at the end
+            (default ``steps_per_epoch``).
+        mixed_precision: One of ``PRECISION_NAMES`` (``float32``, ``mixed_float16``,
+            ``mixed_bfloat16``, ``auto`` = float16 on GPU, float32 on CPU).
+        clipnorm: Clip each gradient to this L2 norm (None = off); ``global_clipnorm`` clips the
+            global norm.
+        jit_compile: Compile the train step with XLA.
+        strategy: ``auto``, ``default``, ``mirrored``, ``multiworker`` or ``cpu:N``.
+        output_dir: Directory of weights, checkpoints, logs and the resolved config.
+        tensorboard: Write TensorBoard logs.
+        image_every_epochs: Period of the overlay image summaries (0 = off).
+        image_max_outputs / image_slices: Images per summary; slices per 3D sample.
+        seed: Seed of weight initialisation and of every RNG (``keras.utils.set_random_seed``).
+        verbose: ``model.fit`` verbosity (``"auto"``, 0, 1, 2).
+    """
+
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    optimizer_kwargs: dict = dataclasses.field(default_factory=dict)
+    lookahead: bool = False
+    lookahead_k: int = 5
+    lookahead_alpha: float = 0.5
+    schedule: str = "constant"
+    schedule_kwargs: dict = dataclasses.field(default_factory=dict)
+    warmup_epochs: float = 0.0
+    reduce_lr_patience: int = 0
+    reduce_lr_factor: float = 0.5
+    reduce_lr_min_lr: float = 1e-7
+    loss: str = "dice"
+    loss_kwargs: dict = dataclasses.field(default_factory=dict)
+    epochs: int = 100
+    steps_per_epoch: int | None = None
+    validation_steps: int | None = None
+    monitor: str = "val_loss"
+    monitor_mode: str = "min"
+    early_stopping_patience: int = 0
+    swa_start_epoch: int = -1
+    swa_bn_steps: int | None = None
+    mixed_precision: str = "float32"
+    clipnorm: float | None = None
+    global_clipnorm: float | None = None
+    jit_compile: bool = False
+    strategy: str = "auto"
+    output_dir: str = "runs/train"
+    tensorboard: bool = True
+    image_every_epochs: int = 5
+    image_max_outputs: int = 6
+    image_slices: int = 3
+    seed: int = 0
+    verbose: Any = "auto"
+
+
+def validate_config(cfg: TrainConfig) -> None:
+    """Check every name and number of ``cfg`` (nothing is built).
+
+    Raises:
+        ConfigError: The first invalid field, named, with the allowed values.
+    """
+    checks = [
+        ("optimizer", cfg.optimizer, OPTIMIZER_NAMES),
+        ("loss", cfg.loss, LOSS_NAMES),
+        ("schedule", cfg.schedule, SCHEDULE_NAMES),
+        ("mixed_precision", cfg.mixed_precision, PRECISION_NAMES),
+        ("monitor_mode", cfg.monitor_mode, ("min", "max")),
+    ]
+    for key, value, allowed in checks:
+        if value not in allowed:
+            raise ConfigError(f"unknown value {value!r}; allowed: {allowed}", path=key)
+    if not (cfg.strategy in STRATEGY_NAMES[:-1] or (cfg.strategy.startswith("cpu:") and cfg.strategy[4:].isdigit())):
+        raise ConfigError(f"unknown value {cfg.strategy!r}; allowed: {STRATEGY_NAMES}", path="strategy")
+    if cfg.epochs < 1:
+        raise ConfigError(f"must be >= 1, got {cfg.epochs}", path="epochs")
+    if cfg.steps_per_epoch is not None and cfg.steps_per_epoch < 1:
+        raise ConfigError(f"must be >= 1, got {cfg.steps_per_epoch}", path="steps_per_epoch")
+    if not cfg.learning_rate > 0:
+        raise ConfigError(f"must be > 0, got {cfg.learning_rate}", path="learning_rate")
+    needs_steps = cfg.schedule != "constant" or cfg.warmup_epochs > 0
+    if needs_steps and cfg.steps_per_epoch is None:
+        raise ConfigError(f"schedule {cfg.schedule!r} / warm-up need steps_per_epoch to convert epochs to steps", path="steps_per_epoch")
+    if cfg.image_every_epochs < 0:
+        raise ConfigError(f"must be >= 0, got {cfg.image_every_epochs}", path="image_every_epochs")
+
+
+class Trainer:
+    """Build a model under a strategy and train it with ``fit`` from a :class:`TrainConfig`.
+
+    Args:
+        config: The training settings; validated first (ConfigError before anything is built).
+        build_model: Zero-argument function returning an uncompiled ``keras.Model``; called inside
+            the strategy scope and the precision policy.
+        metrics: Keras metrics for ``compile`` (a list, or a function returning one, called in scope).
+        callbacks: Extra callbacks, run after the trainer's own.
+
+    Attributes:
+        strategy: The ``tf.distribute`` strategy.
+        model: The compiled model.
+        output_dir: Where this process writes (``output_dir``; ``output_dir/worker-<i>`` on
+            non-chief workers of a multi-worker run).
+    """
+
+    def __init__(self, config: TrainConfig, build_model: Callable[[], keras.Model], metrics=None, callbacks=()):
+        validate_config(config)
+        self.config = config
+        self.strategy = make_strategy(config.strategy)
+        keras.utils.set_random_seed(config.seed)
+        self.chief = is_chief()
+        out = Path(config.output_dir)
+        self.output_dir = out if self.chief else out / f"worker-{task_index()[1]}"
+        self.extra_callbacks = list(callbacks)
+        policy = resolve_precision(config.mixed_precision)
+        previous = _set_policy(policy)
+        try:
+            with self.strategy.scope():
+                self.model = build_model()
+                self.loss = get_loss(config.loss, **config.loss_kwargs)
+                self.optimizer = self._make_optimizer()
+                self.model.compile(
+                    optimizer=self.optimizer,
+                    loss=self.loss,
+                    metrics=metrics() if callable(metrics) else metrics,
+                    jit_compile=config.jit_compile,
+                )
+        finally:
+            _set_policy(previous)
+        self.precision = policy
+
+    def _make_optimizer(self):
+        cfg = self.config
+        spe = cfg.steps_per_epoch or 1
+        lr = get_schedule(
+            cfg.schedule, cfg.learning_rate, spe, warmup_epochs=cfg.warmup_epochs, plateau=cfg.reduce_lr_patience > 0, **cfg.schedule_kwargs
+        )
+        kwargs = dict(cfg.optimizer_kwargs)
+        if cfg.clipnorm is not None:
+            kwargs["clipnorm"] = cfg.clipnorm
+        if cfg.global_clipnorm is not None:
+            kwargs["global_clipnorm"] = cfg.global_clipnorm
+        return get_optimizer(
+            cfg.optimizer, learning_rate=lr, lookahead=cfg.lookahead, lookahead_k=cfg.lookahead_k, lookahead_alpha=cfg.lookahead_alpha, **kwargs
+        )
+
+    @property
+    def log_dir(self) -> Path:
+        return self.output_dir / "logs"
+
+    def _callbacks(self, train_data, has_validation: bool, image_batch) -> list:
+        cfg = self.config
+        monitor = cfg.monitor if has_validation or not cfg.monitor.startswith("val_") else cfg.monitor[4:]
+        own: list = [cbs.LearningRateLogger()]
+        stateful: list = []
+        if cfg.reduce_lr_patience > 0:
+            cb = cbs.ReduceLROnPlateau(monitor=monitor, mode=cfg.monitor_mode, factor=cfg.reduce_lr_factor, patience=cfg.reduce_lr_patience, min_lr=cfg.reduce_lr_min_lr, verbose=1)
+            own.append(cb)
+            stateful.append(cb)
+        if cfg.early_stopping_patience > 0:
+            cb = cbs.ResumableEarlyStopping(monitor=monitor, mode=cfg.monitor_mode, patience=cfg.early_stopping_patience, restore_best_weights=True, verbose=1)
+            own.append(cb)
+            stateful.append(cb)
+        if cfg.swa_start_epoch >= 0:
+            cb = cbs.StochasticWeightAveraging(cfg.swa_start_epoch, bn_data=train_data, bn_steps=cfg.swa_bn_steps or cfg.steps_per_epoch)
+            own.append(cb)
+            stateful.append(cb)
+        if cfg.tensorboard:
+            own.append(keras.callbacks.TensorBoard(log_dir=str(self.log_dir), write_graph=False, update_freq="epoch", profile_batch=0))
+            if cfg.image_every_epochs > 0 and image_batch is not None:
+                from_logits = bool(getattr(self.loss, "from_logits", True))
+                own.append(
+                    cbs.ImageSummary(self.log_dir / "images", image_batch[0], image_batch[1], cfg.image_every_epochs, cfg.image_max_outputs, cfg.image_slices, from_logits)
+                )
+        best = cbs.BestLastCheckpoint(self.output_dir, monitor=monitor, mode=cfg.monitor_mode)
+        own.append(best)
+        stateful.append(best)
+        own.append(keras.callbacks.CSVLogger(str(self.output_dir / "history.csv"), append=True))
+        own.append(cbs.ResumeCheckpoint(self.output_dir / "backup", callbacks=stateful))
+        return own + self.extra_callbacks
+
+    def _write_run_info(self) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        save_config(self.config, self.output_dir / "config.yaml")
+        info = {
+            "tfmedseg": tfmedseg.__version__,
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "strategy": type(self.strategy).__name__,
+            "num_replicas": int(self.strategy.num_replicas_in_sync),
+            "precision": self.precision,
+            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+        }
+        (self.output_dir / "version.json").write_text(json.dumps(info, indent=2))
+
+    def fit(self, train_data, validation_data=None, image_batch=None) -> keras.callbacks.History:
+        """Train (or resume) for ``config.epochs`` epochs.
+
+        Args:
+            train_data: ``tf.data.Dataset`` of ``(x, y)`` batches; the batch is the *global*
+                batch (split across replicas). Repeat it when ``steps_per_epoch`` is set.
+            validation_data: Optional dataset of ``(x, y)`` batches.
+            image_batch: Optional ``(x, y)`` numpy batch for the TensorBoard overlays; default:
+                the first batch of ``validation_data`` (else of ``train_data``).
+
+        Returns:
+            The Keras ``History`` of this call (epochs run by it, not the resumed ones).
+        """
+        cfg = self.config
+        if cfg.tensorboard and cfg.image_every_epochs > 0 and image_batch is None:
+            source = validation_data if validation_data is not None else train_data
+            if isinstance(source, tf.data.Dataset):
+                x, y = next(iter(source.take(1)))[:2]
+                image_batch = (np.asarray(x)[: cfg.image_max_outputs], np.asarray(y)[: cfg.image_max_outputs])
+        self._write_run_info()
+        callbacks = self._callbacks(train_data, validation_data is not None, image_batch)
+        print(
+            f"tfmedseg {tfmedseg.__version__}: {type(self.strategy).__name__} x{self.strategy.num_replicas_in_sync}, {self.precision}; "
+            f"output {self.output_dir}; TensorBoard logs: {self.log_dir} (tensorboard --logdir {self.log_dir})"
+        )
+        return self.model.fit(
+            train_data,
+            validation_data=validation_data,
+            epochs=cfg.epochs,
+            steps_per_epoch=cfg.steps_per_epoch,
+            validation_steps=cfg.validation_steps,
+            callbacks=callbacks,
+            verbose=cfg.verbose,
+            shuffle=False,
+        )
