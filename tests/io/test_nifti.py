@@ -65,6 +65,9 @@ def test_label_map_written_on_source_geometry(tmp_path, rng, rotation_deg, flips
     np.testing.assert_allclose(written.affine, affine, atol=1e-6)
     np.testing.assert_allclose(written.header.get_qform(), nib.load(src_path).header.get_qform(), atol=1e-5)
     assert written.get_data_dtype() == np.uint8
+    source_header = nib.load(src_path).header
+    for field in ("dim", "pixdim", "qform_code", "sform_code", "xyzt_units", "quatern_b", "quatern_c", "quatern_d"):
+        np.testing.assert_allclose(written.header[field], source_header[field], atol=1e-6, err_msg=field)
     raw = np.asanyarray(written.dataobj)
     np.testing.assert_array_equal(raw, vol.to_source_array(labels))
     np.testing.assert_array_equal(raw, (data > 50).astype(np.uint8) + (data > 150))
@@ -88,3 +91,19 @@ def test_singleton_fourth_axis_is_squeezed(tmp_path, rng):
     nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "v.nii.gz")
     vol = read_nifti(tmp_path / "v.nii.gz")
     np.testing.assert_array_equal(vol.to_source_array(), data[..., 0])
+
+
+def test_label_map_keeps_qform_only_header(tmp_path, rng):
+    affine = np.diag([-1.5, 1.5, 3.0, 1.0])
+    affine[:3, 3] = [40.0, -20.0, 5.0]
+    image = nib.Nifti1Image(rng.normal(size=(6, 5, 4)).astype(np.float32), None)
+    image.set_qform(affine, code=1)
+    image.set_sform(None, code=0)
+    image.header["cal_max"] = 400.0
+    nib.save(image, tmp_path / "qform_only.nii")
+    vol = read_nifti(tmp_path / "qform_only.nii")
+    out = write_nifti(vol.with_array((vol.array > 0).astype(np.uint8), "SEG"), tmp_path / "seg.nii")
+    header = nib.load(out).header
+    assert int(header["qform_code"]) == 1 and int(header["sform_code"]) == 0
+    np.testing.assert_allclose(nib.load(out).affine, affine)
+    assert float(header["cal_max"]) == 0.0

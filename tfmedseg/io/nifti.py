@@ -22,6 +22,10 @@ from tfmedseg.io.volume import Volume, spacing_from_affine, to_canonical
 __all__ = ["read_nifti", "write_nifti", "is_nifti_path"]
 
 _SUFFIXES = (".nii", ".nii.gz")
+_GEOMETRY_FIELDS = (
+    "qform_code", "sform_code", "quatern_b", "quatern_c", "quatern_d",
+    "qoffset_x", "qoffset_y", "qoffset_z", "srow_x", "srow_y", "srow_z", "pixdim", "xyzt_units",
+)
 
 
 def is_nifti_path(path: str | os.PathLike) -> bool:
@@ -150,10 +154,15 @@ def write_nifti(
         image.header.set_slope_inter(1.0, 0.0)
     else:
         image.header.set_slope_inter(np.nan, np.nan)
-    sform_code = int(header["sform_code"]) if header is not None else 1
-    qform_code = int(header["qform_code"]) if header is not None else 1
-    image.set_sform(affine, code=sform_code or 1)
-    image.set_qform(affine, code=qform_code or 1)
+    if header is None:
+        image.set_sform(affine, code=1)
+        image.set_qform(affine, code=1)
+    else:
+        # Keep the source's spatial header fields bit for bit (codes included, even 0), so every
+        # viewer resolves the label map's geometry exactly as it resolves the image's.
+        for field in _GEOMETRY_FIELDS:
+            image.header[field] = header[field]
+        image.header["cal_min"], image.header["cal_max"] = 0.0, 0.0  # the image's display window does not apply
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if str(path).lower().endswith(".gz") else ".nii"
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
