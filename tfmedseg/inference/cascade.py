@@ -1,0 +1,96 @@
+"""Liver-then-tumour cascade inference (seed 002, Fig. 3.1), shared by experiments and ``predict``.
+
+Stage 1 predicts liver probabilities slice by slice (2.5D stacks) or slab by slab (3D), keeps the
+largest 3D connected component of the thresholded liver; stage 2 predicts tumour probabilities on
+the CT combined with that liver mask (``"mask"``: CT x liver, ``"add"``: CT + liver), drops tumour
+components whose maximum probability is below a threshold and keeps tumour inside the liver.
+
+Slicing, in-plane resizing (e.g. 512 -> 256 and back) and batching are the same TF code the
+exported raw-scan signature runs (:func:`tfmedseg.export.graph.predict_volume_probabilities`), so
+a served model and this function give the same answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from tfmedseg.export.graph import predict_volume_probabilities
+from tfmedseg.export.spec import ServingSpec
+from tfmedseg.inference.postprocess import (
+    combine_labels,
+    drop_low_confidence_components,
+    largest_connected_component,
+    remove_small_components,
+    restrict_to_mask,
+)
+from tfmedseg.preprocessing.cascade import combine
+from tfmedseg.preprocessing.intensity import hu_to_unit
+
+__all__ = ["CascadeStage", "CascadeResult", "predict_stage", "predict_cascade"]
+
+
+@dataclasses.dataclass
+class CascadeStage:
+    """One stage: a batch predictor (``[B, ...] -> [B, ..., 2]`` probabilities) and its input spec
+    (mode ``"2.5d"`` or ``"3d_slab"``, ``context_slices``, ``output_slices``, ``input_size``)."""
+
+    predict: Callable[[tf.Tensor], tf.Tensor]
+    spec: ServingSpec
+
+
+@dataclasses.dataclass
+class CascadeResult:
+    """Cascade outputs on the CT grid: ``labels`` uint8 0/1/2 ``[D, H, W]``, foreground probabilities
+    ``liver_probability`` and ``tumour_probability`` float32 ``[D, H, W]``."""
+
+    labels: np.ndarray
+    liver_probability: np.ndarray
+    tumour_probability: np.ndarray
+
+
+def predict_stage(stage: CascadeStage, volume: np.ndarray) -> np.ndarray:
+    """Foreground probability ``[D, H, W]`` of one stage on a preprocessed volume ``[D, H, W]``."""
+    probs = predict_volume_probabilities(stage.predict, tf.constant(volume, tf.float32), stage.spec)
+    return probs.numpy()[..., -1]
+
+
+def predict_cascade(
+    ct_hu: np.ndarray,
+    liver: CascadeStage,
+    tumour: CascadeStage,
+    *,
+    hu_window: tuple[float, float] = (-200.0, 200.0),
+    combination: str = "mask",
+    liver_threshold: float = 0.5,
+    tumour_threshold: float = 0.5,
+    tumour_component_threshold: float = 0.8,
+    min_tumour_voxels: int = 0,
+) -> CascadeResult:
+    """Run the two-stage cascade on a CT volume in HU.
+
+    Args:
+        ct_hu: ``[D, H, W]`` CT in HU on the canonical grid.
+        liver: Liver stage.
+        tumour: Tumour stage (trained on the combined input).
+        hu_window: Seed 002 clamp, mapped to [0, 1].
+        combination: ``"mask"`` or ``"add"`` (:func:`tfmedseg.preprocessing.cascade.combine`).
+        liver_threshold: Liver probability threshold before the largest component.
+        tumour_threshold: Tumour probability threshold.
+        tumour_component_threshold: Tumour components whose maximum probability is below it are
+            dropped (seed 002 L848).
+        min_tumour_voxels: Tumour components smaller than this are dropped (0: keep all).
+    """
+    unit = hu_to_unit(np.asarray(ct_hu, np.float32), *hu_window)
+    liver_p = predict_stage(liver, unit)
+    liver_mask = largest_connected_component(liver_p > liver_threshold)
+    tumour_p = predict_stage(tumour, combine(unit, liver_mask.astype(np.float32), combination))
+    tumour_mask = tumour_p > tumour_threshold
+    tumour_mask = drop_low_confidence_components(tumour_mask, np.clip(tumour_p, 0.0, 1.0), tumour_component_threshold)
+    if min_tumour_voxels > 0:
+        tumour_mask = remove_small_components(tumour_mask, min_tumour_voxels)
+    tumour_mask = restrict_to_mask(tumour_mask, liver_mask)
+    return CascadeResult(combine_labels(liver_mask, tumour_mask), liver_p.astype(np.float32), tumour_p.astype(np.float32))
