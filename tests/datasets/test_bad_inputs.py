@@ -307,3 +307,16 @@ def test_bone_corrupt_scan(bone_copy):
     scan = bone_copy / "BS0002" / "wholebody.dcm"
     scan.write_bytes(scan.read_bytes()[:300])
     _expect(InvalidInputError, scan, "bone_scan", bone_copy)
+
+
+def test_lits_test_split_is_unlabeled(tmp_path):
+    vol, seg = _lits_pair(tmp_path, 4)
+    seg.unlink()
+    vol.rename(tmp_path / "test-volume-4.nii")
+    cases = load_dataset("lits", tmp_path, split="test")
+    assert [c.case_id for c in cases] == ["lits-test-004"] and cases[0].label is None
+    assert float(cases[0].images["ct"].array.mean()) == 40.0
+    from tfmedseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="split"):
+        load_dataset("lits", tmp_path, split="val")

@@ -145,7 +145,7 @@ def parse_annotation(path: str | os.PathLike, shapes: dict[str, tuple[int, int]]
     return instances, boxes
 
 
-def _mirror(instance: Instance, width: int) -> Instance:
+def _mirror(instance: Instance) -> Instance:
     mask = instance.mask[:, ::-1].copy()
     return Instance(instance.view, instance.class_name, _box_from_mask(mask), mask)
 
@@ -192,7 +192,7 @@ def load_bone_scan(root: str | os.PathLike) -> list[Case]:
             shapes = {name: images[name].shape for name in BONE_VIEWS}
             stored, boxes = parse_annotation(annotation, shapes)
             mirrored = {name: bool(images[name].meta.get("flipped_lr", False)) for name in BONE_VIEWS}
-            instances = [_mirror(i, shapes[i.view][1]) if mirrored[i.view] else i for i in stored]
+            instances = [_mirror(i) if mirrored[i.view] else i for i in stored]
             chest = {}
             for view, (y0, x0, y1, x1) in boxes.items():
                 width = shapes[view][1]
