@@ -338,7 +338,7 @@ class RandomGeometric(RandomAugmentLayer):
 
         if masks_before is not None:
             masks = tf.cast(out[MASKS_KEY], tf.bool)  # [B, N, *S]
-            had_mask = tf.reduce_any(masks_before != 0, axis=list(range(1, n + 1)))  # [B, N]
+            had_mask = tf.reduce_any(masks_before != 0, axis=list(range(2, n + 2)))  # [B, N]
             m_lo, m_hi, m_any = [], [], None
             for a in range(n):
                 other = [2 + b for b in range(n) if b != a]

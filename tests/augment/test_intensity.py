@@ -1,0 +1,98 @@
+"""Intensity layers: image only, strengths, identities, seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tfmedseg.augment import (
+    RandomBrightnessContrast,
+    RandomGaussianNoise,
+    RandomIntensityScaleShift,
+    RandomUniformNoise,
+)
+from tfmedseg.errors import ConfigError, InvalidInputError
+
+
+def test_gaussian_noise_fixed_stddev_and_label_untouched(rng):
+    image = np.zeros((4, 32, 32, 1), np.float32)
+    label = rng.integers(0, 3, (4, 32, 32)).astype(np.int32)
+    out = RandomGaussianNoise(stddev=0.1, seed=0)({"image": image, "label": label}, training=True)
+    np.testing.assert_allclose(out["image"].numpy().reshape(4, -1).std(1), 0.1, rtol=0.1)
+    np.testing.assert_array_equal(out["label"].numpy(), label)
+
+
+def test_gaussian_noise_max_variance_is_a_variance():
+    """Seed 004's max variance 0.1: per-sample variance ~ U(0, 0.1), so std <= sqrt(0.1)."""
+    image = np.zeros((32, 32, 32, 1), np.float32)
+    out = RandomGaussianNoise(max_variance=0.1, seed=1)(image, training=True).numpy()
+    var = out.reshape(32, -1).var(1)
+    assert var.max() < 0.1 * 1.1 and var.max() > 0.07 and var.min() < 0.03
+    np.testing.assert_allclose(var.mean(), 0.05, atol=0.015)
+
+
+def test_uniform_noise_is_bounded(rng):
+    image = rng.random((2, 16, 16, 16, 1)).astype(np.float32)
+    out = RandomUniformNoise(max_abs=0.5 / 400, seed=0)(image, training=True).numpy()
+    diff = out - image
+    assert np.abs(diff).max() <= 0.5 / 400 + 1e-7 and np.abs(diff).max() > 0.9 * 0.5 / 400
+
+
+def test_brightness_contrast_per_sample_affine(rng):
+    image = rng.random((3, 16, 16, 2)).astype(np.float32)
+    out = RandomBrightnessContrast(contrast=(0.5, 1.5), seed=3)(image, training=True).numpy()
+    # contrast about the mean keeps each sample's mean and scales its deviations by one factor
+    np.testing.assert_allclose(out.mean((1, 2)), image.mean((1, 2)), atol=1e-5)
+    dev_in = image - image.mean((1, 2), keepdims=True)
+    dev_out = out - out.mean((1, 2), keepdims=True)
+    factors = (dev_out * dev_in).sum((1, 2, 3)) / (dev_in**2).sum((1, 2, 3))
+    np.testing.assert_allclose(dev_out, factors[:, None, None, None] * dev_in, atol=1e-5)
+    assert np.all((factors >= 0.5) & (factors <= 1.5)) and np.ptp(factors) > 0.01
+    out2 = RandomBrightnessContrast(brightness=(0.7, 1.3), shift=0.1, seed=3)(image, training=True).numpy()
+    scale = (out2[:, 1, 1, 0] - out2[:, 0, 0, 0]) / (image[:, 1, 1, 0] - image[:, 0, 0, 0])
+    np.testing.assert_allclose(out2, image * scale[:, None, None, None] + (out2 - image * scale[:, None, None, None])[:, :1, :1, :1], atol=1e-5)
+
+
+def test_scale_shift_per_channel(rng):
+    image = rng.random((2, 8, 8, 8, 2)).astype(np.float32) + 1.0
+    out = RandomIntensityScaleShift(scale=0.2, shift=0.0, seed=0)(image, training=True).numpy()
+    ratio = (out / image).reshape(2, -1, 2)
+    np.testing.assert_allclose(ratio, np.broadcast_to(ratio[:, :1], ratio.shape), rtol=1e-5)
+    assert np.all(np.abs(ratio[:, 0] - 1) <= 0.2) and abs(ratio[0, 0, 0] - ratio[0, 0, 1]) > 1e-4
+
+
+def test_zero_magnitude_and_inference_are_identity(rng):
+    image = rng.normal(size=(2, 8, 8, 3)).astype(np.float32)
+    for layer in (RandomGaussianNoise(stddev=0.0, seed=0), RandomUniformNoise(0.0, seed=0),
+                  RandomBrightnessContrast(seed=0), RandomIntensityScaleShift(seed=0)):
+        np.testing.assert_array_equal(layer(image, training=True).numpy(), image)
+    np.testing.assert_array_equal(RandomGaussianNoise(stddev=1.0)(image).numpy(), image)
+
+
+def test_probability_zero_keeps_samples(rng):
+    image = rng.random((4, 8, 8, 1)).astype(np.float32)
+    out = RandomGaussianNoise(stddev=0.5, probability=0.0, seed=0)(image, training=True).numpy()
+    np.testing.assert_array_equal(out, image)
+    out = RandomGaussianNoise(stddev=0.5, probability=0.5, seed=2)(np.zeros((64, 4, 4, 1), np.float32), training=True)
+    hit = (out.numpy().reshape(64, -1) != 0).any(1).mean()
+    assert 0.3 < hit < 0.7
+
+
+def test_seeded_noise_is_deterministic(rng):
+    image = rng.random((2, 8, 8, 1)).astype(np.float32)
+    a = RandomGaussianNoise(max_variance=0.01, seed=5)(image, training=True).numpy()
+    b = RandomGaussianNoise(max_variance=0.01, seed=5)(image, training=True).numpy()
+    c = RandomGaussianNoise(max_variance=0.01, seed=6)(image, training=True).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_bad_arguments():
+    with pytest.raises(ConfigError, match="exactly one"):
+        RandomGaussianNoise(stddev=0.1, max_variance=0.1)
+    with pytest.raises(ConfigError, match="probability"):
+        RandomUniformNoise(0.1, probability=1.5)
+    with pytest.raises(ConfigError, match="contrast"):
+        RandomBrightnessContrast(contrast=(1.2, 0.8))
+    with pytest.raises(InvalidInputError, match="float image"):
+        RandomGaussianNoise(stddev=0.1)(np.zeros((1, 4, 4, 1), np.int32), training=True)
