@@ -105,7 +105,7 @@ def _relu_like(activation) -> bool:
 
 
 def _conv_macs(kernel_size, c_in, c_out, groups, out_shape, use_bias) -> int:
-    positions = int(np.prod(tuple(out_shape)[1:-1], dtype=np.int64))
+    positions = _numel(tuple(out_shape)[:-1])
     macs = positions * int(np.prod(kernel_size)) * c_in * (c_out // groups)
     if use_bias:
         macs += c_out * positions
