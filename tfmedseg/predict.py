@@ -1,0 +1,421 @@
+"""``python -m tfmedseg.predict``: segment your own scan (NIfTI file or DICOM folder) in one command.
+
+Examples:
+    python -m tfmedseg.predict --model saved_models/liver/1 --input case.nii.gz --output case_label.nii.gz
+    python -m tfmedseg.predict --model runs/liver_ct_2d3d --input PATIENT_DICOM/ --output RESULT/
+
+Models (``--model``):
+
+* a SavedModel version directory written by ``python -m tfmedseg.export`` (holds ``saved_model.pb``
+  and ``metadata.json``): its ``segment`` signature (raw scan ``[D, H, W]`` -> uint8 labels) runs
+  the whole pipeline; a model root ``saved_models/<name>`` picks its highest version;
+* a training run directory (``model.keras`` + ``serving_spec.json``) or a ``.keras`` file (with a
+  ``serving_spec.json`` beside it, or a 2D/2.5D model whose context is read from its input
+  channels): the same in-graph pipeline (:func:`tfmedseg.export.graph.segment_volume`) around the
+  Keras model.
+
+When the serving spec names a voxel spacing (``spacing_mm``), the scan is resampled to it (linear),
+segmented, and the labels are mapped back to the source grid (nearest neighbour).
+
+Outputs (``--output``):
+
+* NIfTI input: a uint8 NIfTI label map (``.nii`` / ``.nii.gz``) with the source affine and header;
+* DICOM input: a folder with ``overlay/`` (the seed-003 colour overlay: a new RGB DICOM series in
+  the same study and frame of reference, see :mod:`tfmedseg.io.dicom_overlay`), ``label.nii.gz``
+  (the label map for research use) and, when ``highdicom`` is installed, ``seg.dcm`` (DICOM-SEG).
+  An ``--output`` ending in ``.nii``/``.nii.gz`` writes only the label map.
+
+Every output appears only when complete. Bad input (missing, corrupt, 4D or NaN files, a DICOM
+folder with several series and no ``--series-uid``, a model without its ``segment`` signature or
+metadata, an output that cannot be created) prints one ``error: <file>: <cause>`` line and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import tfmedseg  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads)
+from tfmedseg.errors import ExportError, InvalidInputError, ServingError, TfMedSegError
+from tfmedseg.export.spec import ServingSpec
+from tfmedseg.io.volume import Volume
+
+__all__ = ["Segmenter", "load_segmenter", "read_input", "segment_scan", "predict_file", "main", "MODEL_KINDS"]
+
+#: ``"savedmodel"``: exported SavedModel; ``"keras"``: run directory or ``.keras`` file.
+MODEL_KINDS = ("savedmodel", "keras")
+
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+class Segmenter:
+    """A loaded segmentation model: raw scan ``[D, H, W]`` float32 -> labels ``[D, H, W]`` uint8.
+
+    Attributes:
+        name: Model name (metadata ``model_name``, else the directory / file name).
+        kind: One of :data:`MODEL_KINDS`.
+        spec: The model's :class:`~tfmedseg.export.spec.ServingSpec` (labels, spacing, ...).
+        path: Where the model was loaded from.
+    """
+
+    def __init__(self, name: str, kind: str, spec: ServingSpec, path: Path, function: Callable[[np.ndarray], np.ndarray]):
+        self.name = name
+        self.kind = kind
+        self.spec = spec
+        self.path = path
+        self._function = function
+
+    def __call__(self, scan: np.ndarray) -> np.ndarray:
+        """Labels of a raw scan on the canonical grid (HU for CT), same shape, uint8.
+
+        Raises:
+            ServingError: If the model cannot run on this input (naming the model).
+        """
+        import tensorflow as tf
+
+        scan = np.ascontiguousarray(scan, dtype=np.float32)
+        if scan.ndim != 3:
+            raise InvalidInputError(f"expected a 3-D scan [D, H, W], got shape {scan.shape}", path="scan")
+        try:
+            labels = np.asarray(self._function(tf.constant(scan)))
+        except (tf.errors.OpError, ValueError, TypeError) as exc:
+            message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise ServingError(f"the model failed on a scan of shape {scan.shape}: {type(exc).__name__}: {message}", path=self.path) from exc
+        if labels.shape != scan.shape:
+            raise ServingError(f"the model returned labels of shape {labels.shape} for a scan of shape {scan.shape}", path=self.path)
+        return labels.astype(np.uint8, copy=False)
+
+
+def _highest_version(root: Path) -> Path | None:
+    versions = [p for p in root.iterdir() if p.is_dir() and p.name.isdigit() and (p / "saved_model.pb").is_file()]
+    return max(versions, key=lambda p: int(p.name)) if versions else None
+
+
+def _load_savedmodel(path: Path) -> Segmenter:
+    import tensorflow as tf
+
+    meta_path = path / "metadata.json"
+    if not meta_path.is_file():
+        raise ExportError("SavedModel has no metadata.json (export it with python -m tfmedseg.export)", path=path)
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ExportError(f"not valid JSON: {exc}", path=meta_path) from exc
+    if not isinstance(meta, dict) or "serving_spec" not in meta:
+        raise ExportError("metadata.json has no 'serving_spec' (export it with python -m tfmedseg.export)", path=meta_path)
+    spec = ServingSpec.from_dict(meta["serving_spec"])
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - TF raises many types for a broken SavedModel
+        raise ExportError(f"cannot load the SavedModel: {type(exc).__name__}: {str(exc)[:300]}", path=path) from exc
+    signatures = dict(getattr(loaded, "signatures", {}) or {})
+    if "segment" not in signatures:
+        raise ExportError(
+            f"SavedModel has no 'segment' signature (found: {sorted(signatures) or 'none'}); re-export it with python -m tfmedseg.export",
+            path=path,
+        )
+    segment = signatures["segment"]
+
+    def run(scan):
+        return segment(scan=scan)["labels"].numpy()
+
+    run.loaded = loaded  # keep the trackable objects alive
+    name = str(meta.get("model_name") or path.parent.name)
+    return Segmenter(name, "savedmodel", spec, path, run)
+
+
+def _infer_spec(model: Any, path: Path) -> ServingSpec:
+    """Spec of a bare ``.keras`` file: a ``serving_spec.json`` beside it, else read off a 2D/2.5D input."""
+    beside = path.with_name("serving_spec.json")
+    if beside.is_file():
+        try:
+            return ServingSpec.from_dict(json.loads(beside.read_text()))
+        except json.JSONDecodeError as exc:
+            raise ExportError(f"not valid JSON: {exc}", path=beside) from exc
+    shape = tuple(model.inputs[0].shape)
+    out_channels = model.outputs[0].shape[-1]
+    if len(shape) != 4 or shape[-1] is None:
+        raise ExportError(
+            f"cannot tell how to feed a model with input shape {shape}: put a serving_spec.json beside the .keras file",
+            path=path,
+        )
+    labels = ("background", "foreground") if out_channels in (1, 2) else tuple(["background"] + [f"label {k}" for k in range(1, out_channels)])
+    print(f"note: {path.name} has no serving_spec.json beside it; assuming a {shape[-1]}-slice 2.5D model with the default "
+          f"intensity window [-200, 200] HU")
+    return ServingSpec(mode="2.5d" if shape[-1] > 1 else "2d", context_slices=int(shape[-1]), labels=labels)
+
+
+def _load_keras(path: Path) -> Segmenter:
+    import tensorflow as tf
+
+    from tfmedseg.export.graph import segment_volume
+    from tfmedseg.export.run_dir import load_for_export
+
+    bundle = load_for_export(path)
+    model = bundle.model
+    spec = bundle.spec if path.is_dir() else _infer_spec(model, path)
+    input_shape = tuple(model.inputs[0].shape)
+    if spec.mode in ("2d", "2.5d") and len(input_shape) == 4 and input_shape[-1] not in (None, spec.context_slices):
+        raise ExportError(
+            f"the serving spec feeds {spec.context_slices} slices but the model takes {input_shape[-1]} input channels",
+            path=path,
+        )
+
+    def forward(x):
+        return tf.cast(model(x, training=False), tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32, name="scan")])
+    def segment(scan):
+        labels, _ = segment_volume(forward, scan, spec)
+        return labels
+
+    def run(scan):
+        return segment(scan).numpy()
+
+    name = str(bundle.info.get("model_name") or (path.name if path.is_dir() else path.stem))
+    return Segmenter(name, "keras", spec, path, run)
+
+
+def load_segmenter(path: str | os.PathLike) -> Segmenter:
+    """Load a SavedModel version dir (or model root), a run directory or a ``.keras`` file.
+
+    Raises:
+        ExportError: Missing path, unknown layout, no ``segment`` signature, no or malformed
+            metadata, an unloadable model; the message names the path.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ExportError("model path does not exist", path=path)
+    if path.is_dir() and not (path / "saved_model.pb").is_file() and not (path / "model.keras").is_file():
+        version = _highest_version(path)
+        if version is None:
+            raise ExportError(
+                "not a model: expected a SavedModel directory (saved_model.pb + metadata.json), a run directory "
+                "(model.keras + serving_spec.json) or a .keras file",
+                path=path,
+            )
+        print(f"note: using the highest version {version.name} of {path}")
+        path = version
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        return _load_savedmodel(path)
+    if path.is_dir() or path.suffix == ".keras":
+        return _load_keras(path)
+    raise ExportError("not a model: expected a SavedModel directory, a run directory or a .keras file", path=path)
+
+
+def read_input(path: str | os.PathLike, *, modality: str | None = None, series_uid: str | None = None) -> Volume:
+    """Read a NIfTI file or a DICOM series folder into a canonical Volume.
+
+    Args:
+        path: ``.nii`` / ``.nii.gz`` file or a folder of DICOM files.
+        modality: NIfTI: the modality recorded (default ``"CT"``); DICOM: only consider series of
+            this Modality.
+        series_uid: DICOM: the SeriesInstanceUID to read when the folder holds several.
+
+    Raises:
+        InvalidInputError: Missing, corrupt, non-3D or non-finite input; several series and no
+            ``series_uid``; a single DICOM file instead of its folder.
+    """
+    from tfmedseg.io.dicom import read_dicom_series
+    from tfmedseg.io.nifti import read_nifti
+
+    path = Path(path)
+    if not path.exists():
+        raise InvalidInputError("input does not exist", path=path)
+    if path.is_dir():
+        return read_dicom_series(path, series_uid=series_uid, modality=modality)
+    if str(path).lower().endswith(_NIFTI_SUFFIXES):
+        return read_nifti(path, (modality or "CT").upper())
+    raise InvalidInputError("expected a NIfTI file (.nii, .nii.gz) or a folder of DICOM files (for one DICOM file, pass its folder)", path=path)
+
+
+def segment_scan(segmenter: Segmenter, volume: Volume) -> np.ndarray:
+    """Labels ``[D, H, W]`` uint8 of ``volume`` on its own canonical grid.
+
+    When ``segmenter.spec.spacing_mm`` is set and differs from the volume's spacing, the scan is
+    resampled to it (linear), segmented, and the labels are resized back (nearest neighbour).
+
+    Raises:
+        ServingError: If the model fails on the scan.
+    """
+    from tfmedseg.preprocessing.resample import resample_to_spacing, restore_array
+
+    spacing = segmenter.spec.spacing_mm
+    if spacing is not None and len(spacing) == 2:
+        spacing = (None, *spacing)
+    if spacing is None or np.allclose([s if s is not None else v for s, v in zip(spacing, volume.spacing)],
+                                      volume.spacing, rtol=1e-3, atol=0):
+        return segmenter(volume.array)
+    resampled = resample_to_spacing(volume, spacing, "linear")
+    print(f"resampled {volume.shape} at {_mm(volume.spacing)} mm to {resampled.shape} at {_mm(resampled.spacing)} mm")
+    labels = segmenter(resampled.array)
+    return restore_array(labels, resampled, "nearest").astype(np.uint8)
+
+
+def _mm(values) -> str:
+    return " x ".join(f"{v:.3g}" for v in values)
+
+
+def _check_output(path: Path, overwrite: bool) -> None:
+    """Fail before any work when ``path`` exists (without overwrite) or its parent cannot be created."""
+    if path.exists() and not overwrite and (not path.is_dir() or any(path.iterdir())):
+        raise InvalidInputError("output exists already (pass --overwrite to replace it)", path=path)
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InvalidInputError(f"cannot create the output's parent directory: {ancestor} is a file", path=path)
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InvalidInputError(f"cannot create the output: {ancestor} is not writable", path=path)
+
+
+def _commit(staging: Path, output: Path, overwrite: bool) -> None:
+    if output.exists():
+        if not overwrite and (not output.is_dir() or any(output.iterdir())):
+            raise InvalidInputError("output exists already (pass --overwrite to replace it)", path=output)
+        if output.is_dir():
+            shutil.rmtree(output)
+        else:
+            output.unlink()
+    os.replace(staging, output)
+
+
+def predict_file(
+    model: str | os.PathLike | Segmenter,
+    input_path: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    modality: str | None = None,
+    series_uid: str | None = None,
+    series_number: int | None = None,
+    opacity: float = 0.3,
+    window: tuple[float, float] | None | str = "auto",
+    dicom_seg: bool = True,
+    overwrite: bool = False,
+    uid_seed: str | None = None,
+) -> dict[str, Any]:
+    """Segment one scan and write the outputs (what ``python -m tfmedseg.predict`` does).
+
+    Args:
+        model: A :class:`Segmenter` or a path for :func:`load_segmenter`.
+        input_path: NIfTI file or DICOM folder (:func:`read_input`).
+        output: NIfTI input: a ``.nii``/``.nii.gz`` file; DICOM input: a folder (overlay series,
+            ``label.nii.gz``, ``seg.dcm``), or a ``.nii``/``.nii.gz`` file for the label map only.
+        modality, series_uid: See :func:`read_input`.
+        series_number: SeriesNumber of the overlay series (default: source + 1000; the DICOM-SEG
+            gets this + 1000).
+        opacity: Overlay colour opacity (0.3 in seed 003).
+        window: Grey window ``(level, width)``; ``"auto"``: 40/400 HU for CT, percentiles otherwise.
+        dicom_seg: Also write a DICOM-SEG when highdicom is installed.
+        overwrite: Replace an existing output.
+        uid_seed: Deterministic UIDs (tests); default: random new UIDs.
+
+    Returns:
+        ``{"labels": array, "volume": Volume, "written": [paths], "counts": {label: voxels}}``.
+
+    Raises:
+        TfMedSegError: Any user error, naming the file.
+    """
+    from tfmedseg.io.dicom_overlay import highdicom_available, write_overlay_series, write_segmentation_dicom_seg
+    from tfmedseg.io.nifti import write_nifti
+
+    input_path, output = Path(input_path), Path(output)
+    nifti_out = str(output).lower().endswith(_NIFTI_SUFFIXES)
+    if not input_path.exists():
+        raise InvalidInputError("input does not exist", path=input_path)
+    if input_path.is_file() and not nifti_out:
+        raise InvalidInputError("for a NIfTI input, --output must be a .nii or .nii.gz file", path=output)
+    if not 0.0 <= opacity <= 1.0:
+        raise InvalidInputError(f"opacity must lie in [0, 1], got {opacity}", path="--opacity")
+    _check_output(output, overwrite)
+    volume = read_input(input_path, modality=modality, series_uid=series_uid)
+    print(f"input: {input_path} ({volume.meta.get('format')}, {volume.modality}), shape {volume.shape}, spacing {_mm(volume.spacing)} mm")
+    segmenter = model if isinstance(model, Segmenter) else load_segmenter(model)
+    print(f"model: {segmenter.name} ({segmenter.kind}), labels {list(segmenter.spec.labels)}")
+    labels = segment_scan(segmenter, volume)
+    voxel_ml = float(np.prod(volume.spacing)) / 1000.0
+    values, counts = np.unique(labels, return_counts=True)
+    count_map = {int(v): int(c) for v, c in zip(values, counts)}
+    names = segmenter.spec.labels
+    for value, count in count_map.items():
+        if value:
+            name = names[value] if value < len(names) else f"label {value}"
+            print(f"  {name}: {count} voxels, {count * voxel_ml:.2f} ml")
+
+    written: list[Path] = []
+    if nifti_out:
+        _check_output(output, overwrite)
+        written.append(write_nifti(labels, output, reference=volume, dtype=np.uint8))
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".tmp-predict-", dir=output.parent))
+        try:
+            write_overlay_series(
+                volume, labels, staging / "overlay", label_names=names, opacity=opacity, window=window,
+                series_number=series_number, series_description=f"{segmenter.name} overlay", uid_seed=uid_seed,
+            )
+            write_nifti(labels, staging / "label.nii.gz", reference=volume, dtype=np.uint8)
+            if dicom_seg and highdicom_available():
+                seg_number = None if series_number is None else series_number + 1000
+                try:
+                    seg_path = write_segmentation_dicom_seg(
+                        volume, labels, staging / "seg.dcm", label_names=names, algorithm_name=segmenter.name,
+                        series_number=seg_number, series_description=f"{segmenter.name} segmentation", uid_seed=uid_seed,
+                    )
+                except InvalidInputError as exc:  # the overlay and label map are still written
+                    print(f"note: no DICOM-SEG written: {exc}")
+                else:
+                    if seg_path is None:
+                        print("note: nothing segmented; no DICOM-SEG written")
+            elif dicom_seg:
+                print("note: highdicom is not installed; no DICOM-SEG written (pip install highdicom)")
+            _commit(staging, output, overwrite)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        written.extend(sorted(p for p in output.rglob("*") if p.is_file()))
+    print(f"wrote {output}" + (f" ({len(written)} files)" if len(written) > 1 else ""))
+    return {"labels": labels, "volume": volume, "written": written, "counts": count_map}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (0 ok, 2 user error)."""
+    parser = argparse.ArgumentParser(prog="python -m tfmedseg.predict", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True, help="SavedModel version dir, run dir (model.keras) or .keras file")
+    parser.add_argument("--input", type=Path, required=True, help="NIfTI file (.nii/.nii.gz) or a folder of DICOM files")
+    parser.add_argument("--output", type=Path, required=True, help="NIfTI file for NIfTI input; folder (or .nii.gz) for DICOM input")
+    parser.add_argument("--modality", default=None, help="NIfTI: modality of the scan (default CT); DICOM: only series of this Modality")
+    parser.add_argument("--series-uid", default=None, help="DICOM: SeriesInstanceUID to segment when the folder holds several series")
+    parser.add_argument("--series-number", type=int, default=None, help="DICOM: SeriesNumber of the overlay (default: source + 1000)")
+    parser.add_argument("--opacity", type=float, default=0.3, help="DICOM: overlay colour opacity (default 0.3)")
+    parser.add_argument("--window", type=float, nargs=2, metavar=("LEVEL", "WIDTH"), default=None,
+                        help="DICOM: grey window of the overlay (default 40 400 for CT, percentiles otherwise)")
+    parser.add_argument("--no-dicom-seg", action="store_true", help="DICOM: do not write seg.dcm even when highdicom is installed")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse prints its own one-line usage error
+        return int(exc.code or 0)
+    try:
+        predict_file(
+            args.model, args.input, args.output, modality=args.modality, series_uid=args.series_uid,
+            series_number=args.series_number, opacity=args.opacity,
+            window=tuple(args.window) if args.window else "auto", dicom_seg=not args.no_dicom_seg,
+            overwrite=args.overwrite,
+        )
+    except TfMedSegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
