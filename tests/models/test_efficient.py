@@ -112,3 +112,22 @@ def test_unknown_model_and_family_errors():
     with pytest.raises(ModelBuildError) as info:
         EfficientSegmenter(family="dsts", rank=2)
     assert info.value.path == "family"
+
+
+@pytest.mark.slow
+def test_3d_model_with_unrolled_depthwise_runs_in_tflite(model_3d):
+    """Grouped Conv3D fails at TFLite run time; the unrolled implementation converts and runs (~40 s)."""
+    import tensorflow as tf
+
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        Interpreter = tf.lite.Interpreter
+    blob = tf.lite.TFLiteConverter.from_keras_model(with_depthwise3d_implementation(model_3d, "unrolled")).convert()
+    interpreter = Interpreter(model_content=blob)
+    interpreter.allocate_tensors()
+    x = _image((8, 128, 128, 1), seed=3)
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    y = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(y, np.asarray(model_3d(x)), atol=1e-4)
