@@ -342,14 +342,19 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
 _PALETTE = np.array([[255, 0, 0], [0, 255, 0], [0, 128, 255], [255, 255, 0], [255, 0, 255], [0, 255, 255]], "float32")
 
 
-def _label_map(arr: np.ndarray, from_logits: bool) -> np.ndarray:
-    """Integer class map ``[..., spatial]`` from one-hot / probability / integer arrays."""
+def _label_map(arr: np.ndarray, from_logits: bool, image_ndim: int) -> np.ndarray:
+    """Integer class map ``[B, *spatial]`` from one-hot / probability / logit / integer arrays.
+
+    ``arr`` has a channel axis when it has as many axes as the image (``image_ndim``).
+    """
     arr = np.asarray(arr)
-    if arr.ndim >= 1 and arr.shape[-1] > 1:
+    if arr.ndim < image_ndim:  # integer labels without a channel axis
+        return arr.astype(np.int64)
+    if arr.shape[-1] > 1:
         return np.argmax(arr, axis=-1)
-    arr = arr[..., 0] if arr.shape[-1] == 1 else arr
+    arr = arr[..., 0]
     if np.issubdtype(arr.dtype, np.integer):
-        return arr
+        return arr.astype(np.int64)
     return (arr > (0.0 if from_logits else 0.5)).astype(np.int64)
 
 
@@ -370,8 +375,8 @@ def overlay_panels(image, label, prediction, num_slices: int = 3, from_logits: b
         uint8 ``[N, H, 3 W, 3]`` with ``N = B`` (2D) or ``B * num_slices`` (3D).
     """
     image = np.asarray(image, "float32")
-    lab = _label_map(label, from_logits=False)
-    pred = _label_map(prediction, from_logits)
+    lab = _label_map(label, False, image.ndim)
+    pred = _label_map(prediction, from_logits, image.ndim)
     gray = image[..., 0]
     if gray.ndim == 4:  # 3D: pick slices along D
         d = gray.shape[1]
@@ -392,7 +397,7 @@ def overlay_panels(image, label, prediction, num_slices: int = 3, from_logits: b
         return out
 
     panels = np.concatenate([rgb, tint(lab), tint(pred)], axis=2)
-    return np.clip(panels, 0, 255).astype(np.uint8)
+    return np.clip(np.rint(panels), 0, 255).astype(np.uint8)
 
 
 class ImageSummary(keras.callbacks.Callback):

@@ -33,8 +33,9 @@ import tensorflow as tf
 
 from tfmedseg.errors import ConfigError
 
-__all__ = ["STRATEGY_NAMES", "PRECISION_NAMES", "make_strategy", "configure_logical_cpus", "is_chief", "task_index", "resolve_precision"]
+__all__ = ["STRATEGY_NAMES", "PRECISION_NAMES", "make_strategy", "configure_logical_cpus", "is_chief", "task_index", "resolve_precision", "patch_multiworker_build"]
 
+_CPU_STRATEGIES: dict[tuple[str, ...], tf.distribute.Strategy] = {}
 STRATEGY_NAMES = ("auto", "default", "mirrored", "multiworker", "cpu:N")
 PRECISION_NAMES = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 
@@ -106,7 +107,13 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
             n = int(name[4:])
         except ValueError:
             raise ConfigError(f"expected cpu:N with an integer N, got {name!r}", path="strategy") from None
-        return tf.distribute.MirroredStrategy(configure_logical_cpus(n))
+        devices = tuple(configure_logical_cpus(n))
+        if devices not in _CPU_STRATEGIES:
+            # ReductionToOneDevice, not collectives: two MirroredStrategy objects over the same
+            # devices in one process reuse the same collective instance keys and abort with
+            # "Shape mismatch in the collective instance"; test strategies are cached too.
+            _CPU_STRATEGIES[devices] = tf.distribute.MirroredStrategy(list(devices), cross_device_ops=tf.distribute.ReductionToOneDevice())
+        return _CPU_STRATEGIES[devices]
     if name not in STRATEGY_NAMES:
         raise ConfigError(f"unknown strategy {name!r}; allowed: {STRATEGY_NAMES}", path="strategy")
     tf_config = _tf_config()
@@ -135,6 +142,60 @@ def resolve_precision(name: str) -> str:
     if name == "auto":
         return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
     return name
+
+
+def patch_multiworker_build(model: keras.Model) -> None:
+    """Work around Keras 3.15 ``fit`` under ``MultiWorkerMirroredStrategy``.
+
+    ``Trainer._maybe_symbolic_build`` calls ``strategy.reduce("MEAN", (x, y), axis=None)`` on the
+    first distributed batch, which ``CollectiveAllReduceStrategy`` cannot do for a nested
+    structure ("Attempt to convert a value (PerReplica...) to a Tensor"). The symbolic build only
+    needs the shapes, so this instance-level override takes the local replica's batch instead.
+    Harmless for other strategies (it is only installed for multi-worker ones).
+    """
+    original = model._maybe_symbolic_build
+
+    def _maybe_symbolic_build(iterator=None, data_batch=None):
+        if iterator is None or model._distribute_strategy is None:
+            return original(iterator=iterator, data_batch=data_batch)
+        strategy = model.distribute_strategy
+        for _, _, it in iterator:
+            batch = next(it)
+            data_batch = tf.nest.map_structure(
+                lambda v: strategy.experimental_local_results(v)[0] if isinstance(v, tf.distribute.DistributedValues) else v, batch
+            )
+            break
+        with strategy.scope():
+            model._symbolic_build(data_batch=data_batch)
+
+    model._maybe_symbolic_build = _maybe_symbolic_build
+    _patch_reduce_per_replica()
+
+
+def _patch_reduce_per_replica() -> None:
+    """Keras 3.15 reduces per-replica *scalars* (loss, metrics) with ``axis=0`` under
+    multi-worker collectives, which fails ("Invalid reduction dimension 0 for input with 0
+    dimensions"); reduce rank-0 values with ``axis=None``. Installed once per process."""
+    from keras.src.backend.tensorflow import trainer as keras_tf_trainer
+
+    original = keras_tf_trainer.reduce_per_replica
+    if getattr(original, "_tfmedseg_patched", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("mean", "auto") and keras_tf_trainer._collective_all_reduce_multi_worker(strategy):
+
+            def _reduce(v):
+                if not (keras_tf_trainer._is_per_replica_instance(v) or tf.is_tensor(v)):
+                    return v
+                local = strategy.experimental_local_results(v)[0] if isinstance(v, tf.distribute.DistributedValues) else v
+                return strategy.reduce("MEAN", v, axis=0 if local.shape.rank else None)
+
+            return tf.nest.map_structure(_reduce, values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica._tfmedseg_patched = True
+    keras_tf_trainer.reduce_per_replica = reduce_per_replica
 
 
 def _set_policy(name: str) -> str:

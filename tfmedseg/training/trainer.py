@@ -46,7 +46,16 @@ from tfmedseg.losses import LOSS_NAMES, get_loss
 from tfmedseg.training import callbacks as cbs
 from tfmedseg.training.optimizers import OPTIMIZER_NAMES, get_optimizer
 from tfmedseg.training.schedules import SCHEDULE_NAMES, get_schedule
-from tfmedseg.training.strategy import PRECISION_NAMES, STRATEGY_NAMES, _set_policy, is_chief, make_strategy, resolve_precision, task_index
+from tfmedseg.training.strategy import (
+    PRECISION_NAMES,
+    STRATEGY_NAMES,
+    _set_policy,
+    is_chief,
+    make_strategy,
+    patch_multiworker_build,
+    resolve_precision,
+    task_index,
+)
 
 __all__ = ["TrainConfig", "Trainer", "validate_config"]
 
@@ -200,6 +209,8 @@ class Trainer:
                 )
         finally:
             _set_policy(previous)
+        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            patch_multiworker_build(self.model)
         self.precision = policy
 
     def _make_optimizer(self):
