@@ -17,7 +17,16 @@ import tensorflow as tf
 
 from tfmedseg.export.spec import IntensitySpec, ServingSpec
 
-__all__ = ["apply_intensity", "predict_volume_probabilities", "probabilities_to_labels", "largest_component", "segment_volume"]
+__all__ = [
+    "apply_intensity",
+    "predict_volume_probabilities",
+    "probabilities_to_labels",
+    "connected_component_ids",
+    "largest_component",
+    "drop_low_peak_components",
+    "segment_volume",
+    "segment_cascade",
+]
 
 
 def apply_intensity(x: tf.Tensor, spec: IntensitySpec) -> tf.Tensor:
@@ -114,17 +123,16 @@ def probabilities_to_labels(probs: tf.Tensor, threshold: float = 0.5) -> tf.Tens
     return tf.cast(tf.argmax(probs, axis=-1), tf.uint8)
 
 
-def largest_component(mask: tf.Tensor) -> tf.Tensor:
-    """Keep the largest 26-connected component of a boolean ``[D, H, W]`` mask (in-graph).
+def connected_component_ids(mask: tf.Tensor) -> tf.Tensor:
+    """26-connected component ids of a boolean ``[D, H, W]`` mask (in-graph; float32, 0 = background).
 
     Every foreground voxel starts with its own id; ids are spread with 3x3x3 max pooling restricted
     to the foreground until nothing changes, so each component ends up carrying its largest id.
     """
     mask = tf.cast(mask, tf.bool)
     size = tf.size(mask)
-    ids = tf.reshape(tf.range(1, size + 1, dtype=tf.float32), tf.shape(mask))
     fg = tf.cast(mask, tf.float32)
-    ids = ids * fg
+    ids = tf.reshape(tf.range(1, size + 1, dtype=tf.float32), tf.shape(mask)) * fg
 
     def step(current):
         pooled = tf.nn.max_pool3d(current[None, ..., None], 3, 1, "SAME")[0, ..., 0]
@@ -137,10 +145,27 @@ def largest_component(mask: tf.Tensor) -> tf.Tensor:
         return step(current), current
 
     final, _ = tf.while_loop(cond, body, (step(ids), ids), maximum_iterations=size)
+    return final
+
+
+def largest_component(mask: tf.Tensor) -> tf.Tensor:
+    """Keep the largest 26-connected component of a boolean ``[D, H, W]`` mask (in-graph)."""
+    mask = tf.cast(mask, tf.bool)
+    final = connected_component_ids(mask)
     values = tf.boolean_mask(final, mask)
     unique, _, counts = tf.unique_with_counts(values)
     best = tf.cond(tf.size(unique) > 0, lambda: tf.gather(unique, tf.argmax(counts)), lambda: tf.constant(-1.0))
     return tf.logical_and(mask, tf.equal(final, best))
+
+
+def drop_low_peak_components(mask: tf.Tensor, probability: tf.Tensor, threshold: float) -> tf.Tensor:
+    """Drop 26-connected components of ``mask`` whose maximum ``probability`` is below ``threshold``."""
+    mask = tf.cast(mask, tf.bool)
+    ids = tf.boolean_mask(connected_component_ids(mask), mask)
+    unique, index = tf.unique(ids)
+    peak = tf.math.unsorted_segment_max(tf.boolean_mask(probability, mask), index, tf.size(unique))
+    keep = tf.gather(peak, index) >= threshold
+    return tf.scatter_nd(tf.where(mask), keep, tf.shape(mask, out_type=tf.int64))
 
 
 def segment_volume(predict: Callable[[tf.Tensor], tf.Tensor], scan: tf.Tensor, spec: ServingSpec) -> tuple[tf.Tensor, tf.Tensor]:
@@ -154,3 +179,31 @@ def segment_volume(predict: Callable[[tf.Tensor], tf.Tensor], scan: tf.Tensor, s
         keep = largest_component(tf.equal(labels, label))
         labels = tf.where(tf.logical_and(tf.equal(labels, label), tf.logical_not(keep)), tf.zeros_like(labels), labels)
     return labels, probs
+
+
+def segment_cascade(
+    liver_predict: Callable[[tf.Tensor], tf.Tensor],
+    tumour_predict: Callable[[tf.Tensor], tf.Tensor],
+    scan: tf.Tensor,
+    liver_spec: ServingSpec,
+    tumour_spec: ServingSpec,
+    combination: str = "mask",
+    liver_threshold: float = 0.5,
+    tumour_threshold: float = 0.5,
+    tumour_component_threshold: float = 0.8,
+) -> tf.Tensor:
+    """Seed-002 liver-then-tumour cascade in-graph: raw scan ``[D, H, W]`` -> labels 0/1/2 uint8.
+
+    The same steps as :func:`tfmedseg.inference.cascade.predict_cascade` (largest liver component,
+    tumour input = CT combined with the liver, low-peak tumour components dropped, tumour inside the
+    liver), so a served cascade and the host-side one agree.
+    """
+    unit = apply_intensity(scan, liver_spec.intensity)
+    liver_p = predict_volume_probabilities(liver_predict, unit, liver_spec)[..., -1]
+    liver = largest_component(liver_p > liver_threshold)
+    liver_f = tf.cast(liver, tf.float32)
+    combined = unit * liver_f if combination == "mask" else unit + liver_f
+    tumour_p = predict_volume_probabilities(tumour_predict, combined, tumour_spec)[..., -1]
+    tumour = drop_low_peak_components(tumour_p > tumour_threshold, tf.clip_by_value(tumour_p, 0.0, 1.0), tumour_component_threshold)
+    tumour = tf.logical_and(tumour, liver)
+    return tf.cast(liver, tf.uint8) + tf.cast(tumour, tf.uint8)

@@ -28,12 +28,22 @@ import tensorflow as tf
 
 import tfmedseg
 from tfmedseg.errors import ExportError
-from tfmedseg.export.graph import probabilities_to_labels, segment_volume
+from tfmedseg.export.graph import probabilities_to_labels, segment_cascade, segment_volume
 from tfmedseg.export.spec import ServingSpec
 
-__all__ = ["SegmentationServingModule", "export_savedmodel", "next_version", "SIGNATURES"]
+__all__ = [
+    "SegmentationServingModule",
+    "CascadeServingModule",
+    "export_savedmodel",
+    "export_cascade_savedmodel",
+    "next_version",
+    "SIGNATURES",
+    "CASCADE_SIGNATURES",
+]
 
 SIGNATURES = ("serving_default", "predict_bytes", "segment", "segment_bytes")
+#: A cascade has no single model input: its default signature is the raw-scan one.
+CASCADE_SIGNATURES = ("serving_default", "segment", "segment_bytes")
 
 
 def _decode(raw: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
@@ -111,6 +121,32 @@ def next_version(model_root: str | os.PathLike) -> int:
     return max(versions, default=0) + 1
 
 
+def _write_export(module: tf.Module, signatures: dict[str, Any], export_dir: Path, info: dict[str, Any],
+                  overwrite: bool, name: str) -> Path:
+    """Save ``module`` into a staging sibling of ``export_dir`` and rename it into place."""
+    if not export_dir.name.isdigit():
+        raise ExportError("the export directory must end in an integer version (TF Serving layout: <name>/<version>)", path=export_dir)
+    if export_dir.exists() and not overwrite:
+        raise ExportError("version directory exists already (pass overwrite=True or pick a new version)", path=export_dir)
+    export_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}-", dir=export_dir.parent))
+    try:
+        tf.saved_model.save(module, str(staging), signatures=signatures)
+        info = {"package_version": tfmedseg.__version__, "signatures": sorted(signatures), **info}
+        (staging / "metadata.json").write_text(json.dumps(info, indent=2, default=str))
+        if export_dir.exists():
+            shutil.rmtree(export_dir)
+        os.replace(staging, export_dir)
+    except ExportError:
+        raise
+    except Exception as exc:  # tracing errors come from deep inside TF: name the model instead
+        raise ExportError(f"SavedModel export failed: {type(exc).__name__}: {exc}", path=name) from exc
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return export_dir
+
+
 def export_savedmodel(
     model: Any,
     export_dir: str | os.PathLike,
@@ -142,35 +178,98 @@ def export_savedmodel(
             model that cannot be traced.
     """
     export_dir = Path(export_dir)
-    if not export_dir.name.isdigit():
-        raise ExportError("the export directory must end in an integer version (TF Serving layout: <name>/<version>)", path=export_dir)
-    if export_dir.exists() and not overwrite:
-        raise ExportError("version directory exists already (pass overwrite=True or pick a new version)", path=export_dir)
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ExportError(f"expected a model with one input and one output, got {len(model.inputs)} and {len(model.outputs)}", path=model_name)
-    export_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}-", dir=export_dir.parent))
     try:
         module = SegmentationServingModule(model, spec)
-        tf.saved_model.save(module, str(staging), signatures=module.signatures())
-        info = {
-            "model_name": model_name,
-            "package_version": tfmedseg.__version__,
-            "signatures": list(SIGNATURES),
-            "input_shape": [d for d in model.inputs[0].shape],
-            "output_shape": [d for d in model.outputs[0].shape],
-            "serving_spec": spec.to_dict(),
-            **(metadata or {}),
-        }
-        (staging / "metadata.json").write_text(json.dumps(info, indent=2, default=str))
-        if export_dir.exists():
-            shutil.rmtree(export_dir)
-        os.replace(staging, export_dir)
-    except ExportError:
-        raise
-    except Exception as exc:  # tracing errors come from deep inside TF: name the model instead
-        raise ExportError(f"SavedModel export failed: {type(exc).__name__}: {exc}", path=model_name) from exc
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return export_dir
+        signatures = module.signatures()
+    except Exception as exc:
+        raise ExportError(f"cannot trace the serving functions: {type(exc).__name__}: {exc}", path=model_name) from exc
+    info = {
+        "model_name": model_name,
+        "input_shape": list(model.inputs[0].shape),
+        "output_shape": list(model.outputs[0].shape),
+        "serving_spec": spec.to_dict(),
+        **(metadata or {}),
+    }
+    return _write_export(module, signatures, export_dir, info, overwrite, model_name)
+
+
+class CascadeServingModule(tf.Module):
+    """Two segmentation models served as the seed-002 liver-then-tumour cascade.
+
+    Signatures: ``segment`` (= ``serving_default``): ``scan`` float32 ``[D, H, W]`` raw HU ->
+    ``labels`` uint8 (0 background, 1 liver, 2 tumour); ``segment_bytes``: ``scan_bytes`` + ``shape``.
+    """
+
+    def __init__(self, liver_model: Any, tumour_model: Any, liver_spec: ServingSpec, tumour_spec: ServingSpec,
+                 combination: str = "mask", liver_threshold: float = 0.5, tumour_threshold: float = 0.5,
+                 tumour_component_threshold: float = 0.8):
+        super().__init__(name="tfmedseg_cascade")
+        self.liver_model = liver_model
+        self.tumour_model = tumour_model
+
+        def liver_forward(x):
+            return tf.cast(liver_model(x, training=False), tf.float32)
+
+        def tumour_forward(x):
+            return tf.cast(tumour_model(x, training=False), tf.float32)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32, name="scan")])
+        def segment(scan):
+            labels = segment_cascade(liver_forward, tumour_forward, scan, liver_spec, tumour_spec, combination,
+                                     liver_threshold, tumour_threshold, tumour_component_threshold)
+            return {"labels": labels}
+
+        @tf.function(input_signature=[tf.TensorSpec([], tf.string, name="scan_bytes"),
+                                      tf.TensorSpec([3], tf.int64, name="shape")])
+        def segment_bytes(scan_bytes, shape):
+            return segment(tf.ensure_shape(_decode(scan_bytes, shape), [None, None, None]))
+
+        self.segment = segment
+        self.segment_bytes = segment_bytes
+
+    def signatures(self) -> dict[str, Any]:
+        """The concrete functions keyed by signature name."""
+        segment = self.segment.get_concrete_function()
+        return {"serving_default": segment, "segment": segment, "segment_bytes": self.segment_bytes.get_concrete_function()}
+
+
+def export_cascade_savedmodel(
+    liver_model: Any,
+    tumour_model: Any,
+    export_dir: str | os.PathLike,
+    *,
+    liver_spec: ServingSpec,
+    tumour_spec: ServingSpec,
+    model_name: str,
+    combination: str = "mask",
+    liver_threshold: float = 0.5,
+    tumour_threshold: float = 0.5,
+    tumour_component_threshold: float = 0.8,
+    metadata: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Export a liver model and a tumour model as one cascade SavedModel (:class:`CascadeServingModule`).
+
+    Raises:
+        ExportError: As :func:`export_savedmodel`; also an unknown ``combination``.
+    """
+    if combination not in ("mask", "add"):
+        raise ExportError(f"unknown combination {combination!r}; allowed: ('mask', 'add')", path="combination")
+    try:
+        module = CascadeServingModule(liver_model, tumour_model, liver_spec, tumour_spec, combination,
+                                      liver_threshold, tumour_threshold, tumour_component_threshold)
+        signatures = module.signatures()
+    except Exception as exc:
+        raise ExportError(f"cannot trace the cascade: {type(exc).__name__}: {exc}", path=model_name) from exc
+    info = {
+        "model_name": model_name,
+        "cascade": {"combination": combination, "liver_threshold": liver_threshold, "tumour_threshold": tumour_threshold,
+                    "tumour_component_threshold": tumour_component_threshold},
+        "labels": ["background", "liver", "tumour"],
+        "serving_spec": liver_spec.to_dict(),
+        "tumour_serving_spec": tumour_spec.to_dict(),
+        **(metadata or {}),
+    }
+    return _write_export(module, signatures, Path(export_dir), info, overwrite, model_name)

@@ -7,7 +7,8 @@ components whose maximum probability is below a threshold and keeps tumour insid
 
 Slicing, in-plane resizing (e.g. 512 -> 256 and back) and batching are the same TF code the
 exported raw-scan signature runs (:func:`tfmedseg.export.graph.predict_volume_probabilities`), so
-a served model and this function give the same answer.
+a served model and this function give the same answer. Components are 26-connected (3x3x3), as
+in the in-graph post-processing.
 """
 
 from __future__ import annotations
@@ -86,11 +87,11 @@ def predict_cascade(
     """
     unit = hu_to_unit(np.asarray(ct_hu, np.float32), *hu_window)
     liver_p = predict_stage(liver, unit)
-    liver_mask = largest_connected_component(liver_p > liver_threshold)
+    liver_mask = largest_connected_component(liver_p > liver_threshold, connectivity=3)
     tumour_p = predict_stage(tumour, combine(unit, liver_mask.astype(np.float32), combination))
     tumour_mask = tumour_p > tumour_threshold
-    tumour_mask = drop_low_confidence_components(tumour_mask, np.clip(tumour_p, 0.0, 1.0), tumour_component_threshold)
+    tumour_mask = drop_low_confidence_components(tumour_mask, np.clip(tumour_p, 0.0, 1.0), tumour_component_threshold, connectivity=3)
     if min_tumour_voxels > 0:
-        tumour_mask = remove_small_components(tumour_mask, min_tumour_voxels)
+        tumour_mask = remove_small_components(tumour_mask, min_tumour_voxels, connectivity=3)
     tumour_mask = restrict_to_mask(tumour_mask, liver_mask)
     return CascadeResult(combine_labels(liver_mask, tumour_mask), liver_p.astype(np.float32), tumour_p.astype(np.float32))
