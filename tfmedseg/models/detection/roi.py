@@ -136,6 +136,7 @@ class MultilevelROIAlign(keras.layers.Layer):
         self.sampling_ratio = int(sampling_ratio)
         self.canonical_size = float(canonical_size)
         self.canonical_level = int(canonical_level)
+        self.built = True  # no weights
 
     def call(self, features, boxes):
         boxes = tf.stop_gradient(tf.cast(boxes, tf.float32))

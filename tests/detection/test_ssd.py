@@ -1,0 +1,97 @@
+"""Tiny SSD: MirroredStrategy training, SavedModel round trip, config round trip, crop helper."""
+
+import importlib.util
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfmedseg.errors import ConfigError, InvalidInputError
+from tfmedseg.models import registry
+from tfmedseg.models.detection.crop import box_jaccard_summary, crop_box, crop_top_detection
+from tfmedseg.models.detection.export import export_detector
+from tfmedseg.models.detection.matching import pad_ground_truth
+from tfmedseg.models.detection.ssd import SSD, SSDConfig, build_ssd, make_ssd_optimizer
+
+_spec = importlib.util.spec_from_file_location("_synthetic", pathlib.Path(__file__).with_name("_synthetic.py"))
+_synthetic = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_synthetic)
+
+
+@pytest.fixture(scope="module")
+def trained(two_cpu_strategy):
+    keras.utils.set_random_seed(0)
+    cfg = SSDConfig.tiny()
+    images, boxes, classes, _ = _synthetic.rectangles(8, 64, 1, 1, seed=1, min_side=20, max_side=40)
+    gt_b, gt_c, _ = pad_ground_truth(boxes, classes, cfg.max_instances, (64, 64), cfg.num_classes)
+    with two_cpu_strategy.scope():
+        model = build_ssd(cfg)
+        model.compile(optimizer=make_ssd_optimizer(cfg), jit_compile=False)
+    hist = model.fit(images, {"boxes": gt_b, "classes": gt_c}, batch_size=4, epochs=6, verbose=0, shuffle=False)
+    return model, images, gt_b, hist.history
+
+
+def test_ssd_trains_under_mirrored_strategy(trained):
+    model, _, _, hist = trained
+    assert isinstance(model.distribute_strategy, tf.distribute.MirroredStrategy)
+    loss = hist["loss"]
+    assert np.all(np.isfinite(loss))
+    assert loss[-1] < 0.5 * loss[0]
+    assert hist["box_loss"][-1] < hist["box_loss"][0]
+
+
+def test_ssd_inference_and_savedmodel_round_trip(trained, tmp_path):
+    model, images, gt_b, _ = trained
+    out = model(images[:2])
+    assert out["boxes"].shape == (2, 10, 4) and int(out["num_detections"][0]) > 0
+    assert np.all(np.diff(out["scores"][0].numpy()) <= 1e-6)  # sorted
+    path = export_detector(model, tmp_path / "ssd")
+    loaded = tf.saved_model.load(path)
+    served = loaded.serve(tf.constant(images[:2]))
+    for key in ("boxes", "scores", "classes", "num_detections"):
+        np.testing.assert_allclose(served[key].numpy(), out[key].numpy(), atol=1e-4)
+    # the crop helper takes the top box of these detections
+    crop, tfm = crop_top_detection(images[0, :, :, 0], {k: v.numpy() for k, v in out.items()}, 0, output_size=32)
+    assert crop.shape == (32, 32)
+    np.testing.assert_allclose(tfm.boxes_to_source([[0, 0, 32, 32]])[0], tfm.box, atol=1e-4)
+
+
+def test_ssd_default_anchor_count_and_config_round_trip(trained):
+    model, images, _, _ = trained
+    cfg = model.get_config()
+    clone = SSD.from_config(cfg)
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(clone(images[:1])["boxes"], model(images[:1])["boxes"], atol=1e-4)
+    assert len(model.anchors) == 8 * 8 * 4 + 4 * 4 * 4 + 2 * 2 * 4 + 1 * 4
+
+
+def test_ssd_bad_input(trained):
+    model = trained[0]
+    with pytest.raises(InvalidInputError, match="images"):
+        model(np.zeros((1, 32, 32, 1), np.float32))
+    with pytest.raises(ConfigError, match="scales"):
+        SSDConfig.tiny(scales=(0.1, 0.2))
+    with pytest.raises(ConfigError, match="nms"):
+        registry.build("ssd512_vgg16", nms=0.5)
+
+
+def test_crop_box_inverse_mapping():
+    img = np.zeros((100, 80), np.float32)
+    img[20:40, 30:50] = 1.0
+    crop, t = crop_box(img, (10.4, 20.0, 59.6, 60.0), output_size=(50, 40))
+    assert t.box == (10, 20, 60, 60) and crop.shape == (50, 40)
+    np.testing.assert_allclose(crop[10:30, 10:30], 1.0)  # scale 1: object at (20..40) - (10, 20)
+    np.testing.assert_allclose(t.boxes_to_crop([[20, 30, 40, 50]]), [[10, 10, 30, 30]])
+    mask = crop > 0.5
+    back = t.mask_to_source(mask)
+    assert back.dtype == bool and back.shape == (100, 80)
+    np.testing.assert_array_equal(back, img > 0.5)
+    np.testing.assert_array_equal(t.mask_to_crop(img > 0.5), mask)
+    _, t2 = crop_box(img, (0, 0, 50, 40), output_size=100)
+    np.testing.assert_allclose(t2.boxes_to_source([[10, 10, 20, 30]]), [[5, 4, 10, 12]])
+    with pytest.raises(InvalidInputError, match="overlap"):
+        crop_box(img, (200, 200, 300, 300))
+    summary = box_jaccard_summary([[0, 0, 10, 10], [0, 0, 10, 10]], [[0, 0, 10, 10], [0, 0, 10, 20]])
+    assert summary["min"] == 0.5 and summary["max"] == 1.0 and summary["mean"] == 0.75

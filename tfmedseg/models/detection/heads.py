@@ -1,0 +1,140 @@
+"""ROI heads of Mask R-CNN: the box/class head and the mask head (Matterport layout, seed 001 §3d-e).
+
+Both take pooled ROI features ``[B, R, S, S, C]`` and treat the ROIs as a batch of images
+(TimeDistributed in Matterport). They are separate, swappable layers: :class:`MaskRCNN` calls
+``box_head(roi_features, context=...)`` only when the head sets ``uses_context = True``, which is
+the seam for MaligNet's global-feature ("C6") classifier that also reads ``C5``.
+
+Example:
+    >>> head = BoxClassHead(num_classes=5, fc_filters=8, pool_size=7)
+    >>> logits, deltas = head(np.zeros((2, 3, 7, 7, 4), np.float32))
+    >>> tuple(logits.shape), tuple(deltas.shape)
+    ((2, 3, 5), (2, 3, 5, 4))
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np  # noqa: F401  (doctest)
+import tensorflow as tf
+
+__all__ = ["BoxClassHead", "MaskHead"]
+
+
+def _merge_rois(x):
+    shape = tf.shape(x)
+    return tf.reshape(x, tf.concat([[-1], shape[2:]], 0)), shape[0], shape[1]
+
+
+@keras.saving.register_keras_serializable(package="tfmedseg")
+class BoxClassHead(keras.layers.Layer):
+    """Two conv+BN+ReLU "fc" layers, then class logits and class-specific box deltas.
+
+    ``Conv(fc, pool_size x pool_size, valid) -> BN -> ReLU -> Conv(fc, 1) -> BN -> ReLU``, then
+    ``Dense(K)`` logits and ``Dense(4 K)`` deltas (Matterport ``fpn_classifier_graph``).
+
+    Args:
+        num_classes: ``K = C + 1`` outputs including background.
+        fc_filters: Width of the two layers (1024).
+        pool_size: ROIAlign output side (7).
+        weight_decay: L2 factor on kernels.
+
+    Call args:
+        roi_features: ``[B, R, S, S, C]``.
+        training: Batch-norm mode.
+
+    Returns:
+        ``(logits [B, R, K], deltas [B, R, K, 4])``.
+    """
+
+    uses_context = False
+
+    def __init__(self, num_classes: int, fc_filters: int = 1024, pool_size: int = 7, weight_decay: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.fc_filters = int(fc_filters)
+        self.pool_size = int(pool_size)
+        self.weight_decay = float(weight_decay)
+        reg = keras.regularizers.L2(weight_decay) if weight_decay > 0 else None
+        self.conv1 = keras.layers.Conv2D(fc_filters, pool_size, padding="valid", kernel_regularizer=reg, name="mrcnn_class_conv1")
+        self.bn1 = keras.layers.BatchNormalization(name="mrcnn_class_bn1")
+        self.conv2 = keras.layers.Conv2D(fc_filters, 1, kernel_regularizer=reg, name="mrcnn_class_conv2")
+        self.bn2 = keras.layers.BatchNormalization(name="mrcnn_class_bn2")
+        self.logits = keras.layers.Dense(num_classes, kernel_regularizer=reg, name="mrcnn_class_logits")
+        self.deltas = keras.layers.Dense(4 * num_classes, kernel_regularizer=reg, name="mrcnn_bbox_fc")
+
+    def features(self, roi_features, training=False):
+        """Shared ``[B * R, fc]`` representation (for heads that extend this one)."""
+        x, b, r = _merge_rois(roi_features)
+        x = tf.nn.relu(self.bn1(self.conv1(x), training=training))
+        x = tf.nn.relu(self.bn2(self.conv2(x), training=training))
+        return tf.reshape(x, [-1, self.fc_filters]), b, r
+
+    def call(self, roi_features, training=False):
+        x, b, r = self.features(roi_features, training)
+        logits = tf.reshape(self.logits(x), [b, r, self.num_classes])
+        deltas = tf.reshape(self.deltas(x), [b, r, self.num_classes, 4])
+        return logits, deltas
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "fc_filters": self.fc_filters,
+            "pool_size": self.pool_size,
+            "weight_decay": self.weight_decay,
+        }
+
+
+@keras.saving.register_keras_serializable(package="tfmedseg")
+class MaskHead(keras.layers.Layer):
+    """``num_convs`` x (Conv 3x3 + BN + ReLU), optional x2 transposed conv, sigmoid per class.
+
+    The seed's mask frontend outputs ``14 x 14`` masks (``upsample=False``, ROIAlign 14);
+    Matterport's default (``upsample=True``) gives 28 x 28.
+
+    Args:
+        num_classes: ``K = C + 1`` mask channels.
+        filters: Conv width (256).
+        num_convs: Number of conv+BN+ReLU blocks (4).
+        upsample: Add ``Conv2DTranspose(filters, 2, stride 2)`` + ReLU.
+        weight_decay: L2 factor on kernels.
+
+    Call args:
+        roi_features: ``[B, R, S, S, C]``.
+
+    Returns:
+        ``[B, R, S', S', K]`` probabilities, ``S' = S`` or ``2 S``.
+    """
+
+    def __init__(self, num_classes: int, filters: int = 256, num_convs: int = 4, upsample: bool = False, weight_decay: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.filters = int(filters)
+        self.num_convs = int(num_convs)
+        self.upsample = bool(upsample)
+        self.weight_decay = float(weight_decay)
+        reg = keras.regularizers.L2(weight_decay) if weight_decay > 0 else None
+        self.convs = [keras.layers.Conv2D(filters, 3, padding="same", kernel_regularizer=reg, name=f"mrcnn_mask_conv{i + 1}") for i in range(num_convs)]
+        self.bns = [keras.layers.BatchNormalization(name=f"mrcnn_mask_bn{i + 1}") for i in range(num_convs)]
+        self.deconv = keras.layers.Conv2DTranspose(filters, 2, strides=2, activation="relu", kernel_regularizer=reg, name="mrcnn_mask_deconv") if upsample else None
+        self.out = keras.layers.Conv2D(num_classes, 1, activation="sigmoid", kernel_regularizer=reg, name="mrcnn_mask")
+
+    def call(self, roi_features, training=False):
+        x, b, r = _merge_rois(roi_features)
+        for conv, bn in zip(self.convs, self.bns):
+            x = tf.nn.relu(bn(conv(x), training=training))
+        if self.deconv is not None:
+            x = self.deconv(x)
+        x = self.out(x)
+        return tf.reshape(x, tf.concat([[b, r], tf.shape(x)[1:]], 0))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "filters": self.filters,
+            "num_convs": self.num_convs,
+            "upsample": self.upsample,
+            "weight_decay": self.weight_decay,
+        }

@@ -1,0 +1,460 @@
+"""Mask R-CNN with a ResNet-50 FPN in Keras 3 (He et al., 2017), seed 001's baseline (Table 11).
+
+Composition (Model Garden ``MaskRCNNModel`` style; the model receives built parts):
+``backbone`` (images -> ``{"C2".."C5"}``) -> ``decoder`` (-> ``{"P2".."P6"}``, swappable: FPN now,
+ladder FPN later) -> :class:`~tfmedseg.models.detection.rpn.RPNHead` on ``P2..P6`` -> proposals
+(top 6000, NMS 0.7) -> ROIAlign 7x7 on ``P2..P5`` -> ``box_head`` (swappable: set
+``uses_context = True`` to receive ``C5``, the seam for the global-feature classifier) ->
+detection layer (min confidence 0.7, per-class NMS 0.3, 100 detections) -> ROIAlign 14x14 ->
+``mask_head`` (14x14 masks, seed §3e).
+
+One :class:`MaskRCNN` object holds the weights for both uses:
+
+* ``model(images)`` is the inference model: ``boxes [B, D, 4]`` (pixels ``y0, x0, y1, x1``),
+  ``classes int32 [B, D]`` (1..C, 0 = padding), ``scores [B, D]``, ``num_detections [B]``,
+  ``mask_probs [B, D, S, S]`` (the predicted class's box-relative mask) and, with
+  ``full_size_masks=True`` (default), ``masks uint8 [B, D, H, W]`` (pasted, thresholded at 0.5).
+  :func:`~tfmedseg.models.detection.roi.paste_masks` pastes ``mask_probs`` on demand.
+* ``fit`` trains on ``{"images", "boxes", "classes", "masks"}`` (padded ground truth; ``masks`` are
+  ``[B, N, M, M]`` box-relative "mini" masks from :func:`prepare_ground_truth`) with the five
+  losses of eq. 33 (RPN class/box, head class/box, mask BCE), each weighted 1, plus L2 1e-4.
+
+Example:
+    >>> cfg = MaskRCNNConfig.tiny()
+    >>> model = build_mask_rcnn(cfg)
+    >>> out = model(np.zeros((1, 64, 64, 1), np.float32))
+    >>> tuple(out["masks"].shape)
+    (1, 8, 64, 64)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfmedseg.errors import ConfigError, InvalidInputError, ModelBuildError
+from tfmedseg.models.backbones.resnet import build_resnet_backbone
+from tfmedseg.models.detection import losses as det_losses
+from tfmedseg.models.detection.anchors import multilevel_anchors
+from tfmedseg.models.detection.box_coder import box_area, clip_boxes, decode_boxes
+from tfmedseg.models.detection.fpn import UPSAMPLING_MODES, build_fpn
+from tfmedseg.models.detection.heads import BoxClassHead, MaskHead
+from tfmedseg.models.detection.matching import pad_ground_truth
+from tfmedseg.models.detection.nms import batched_nms
+from tfmedseg.models.detection.roi import MultilevelROIAlign, make_mini_masks, paste_masks
+from tfmedseg.models.detection.rpn import RPNHead, generate_proposals, rpn_targets
+from tfmedseg.models.detection.targets import detection_targets
+from tfmedseg.models.registry import register
+
+# Plain tensor code without data-dependent Python control flow: skipping AutoGraph's source
+# conversion cuts the first (tracing) step of fit/export by about half.
+_no_autograph = tf.autograph.experimental.do_not_convert
+
+__all__ = [
+    "LOSS_NAMES",
+    "MaskRCNNConfig",
+    "MaskRCNN",
+    "build_mask_rcnn_parts",
+    "build_mask_rcnn",
+    "make_mask_rcnn_optimizer",
+    "prepare_ground_truth",
+]
+
+LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss")
+
+
+@dataclasses.dataclass
+class MaskRCNNConfig:
+    """Mask R-CNN settings; defaults are Table 11's final column plus the Matterport defaults the
+    spec names (§3f). Sizes marked "tiny" are shrunk by :meth:`tiny` for tests.
+
+    Attributes:
+        image_size, input_channels: Square input side (320) and channels (1).
+        num_classes: Foreground classes ``C`` (4 lesion classes); heads predict ``C + 1``.
+        stem_filters, stage_filters, stage_blocks: ResNet widths/depths (ResNet-50).
+        fpn_filters, fpn_upsampling: Pyramid width (256) and top-down upsampling.
+        rpn_anchor_scales, rpn_anchor_ratios, rpn_anchor_stride, anchor_offset: Table 11 anchors,
+            one scale per level ``P2..P6``; centre offset 0.5 cell (Matterport uses 0).
+        rpn_filters: RPN shared conv width (512).
+        rpn_train_anchors_per_image, rpn_positive_fraction, rpn_positive_iou, rpn_negative_iou:
+            RPN sampling (256, 0.5) and matching (0.7 / 0.3).
+        rpn_nms_threshold, pre_nms_limit, post_nms_rois_training, post_nms_rois_inference:
+            Proposal layer (0.7, 6000, 2000, 1000).
+        rpn_bbox_std, bbox_std: Box-coder variances.
+        train_rois_per_image, roi_positive_ratio, roi_positive_iou: Detection targets (200, 0.33, 0.5).
+        pool_size, mask_pool_size, mask_upsample: ROIAlign sides (7, 14); no deconv -> 14x14 masks.
+        head_fc_filters, mask_filters, mask_convs: Head widths (1024, 256, 4).
+        roi_sampling_ratio: ROIAlign samples per bin side (1, Matterport).
+        detection_min_confidence, detection_nms_threshold, detection_max_instances: 0.7, 0.3, 100.
+        max_gt_instances, mini_mask_size: Padded ground truth (100) and mini-mask side (56).
+        full_size_masks: Inference also returns pasted ``[B, D, H, W]`` uint8 masks.
+        learning_rate, weight_decay, gradient_clip_norm, batch_size: Adam 1e-3, L2 1e-4, clip 5, 16.
+        loss_weights: Weight of each of :data:`LOSS_NAMES` (all 1.0).
+        seed: Seed of the ROI/anchor sampling ops.
+    """
+
+    image_size: int = 320
+    input_channels: int = 1
+    num_classes: int = 4
+    stem_filters: int = 64
+    stage_filters: tuple[int, ...] = (64, 128, 256, 512)
+    stage_blocks: tuple[int, ...] = (3, 4, 6, 3)
+    fpn_filters: int = 256
+    fpn_upsampling: str = "nearest"
+    rpn_anchor_scales: tuple[float, ...] = (32, 64, 128, 256, 512)
+    rpn_anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    rpn_anchor_stride: int = 1
+    anchor_offset: float = 0.5
+    rpn_filters: int = 512
+    rpn_train_anchors_per_image: int = 256
+    rpn_positive_fraction: float = 0.5
+    rpn_positive_iou: float = 0.7
+    rpn_negative_iou: float = 0.3
+    rpn_nms_threshold: float = 0.7
+    pre_nms_limit: int = 6000
+    post_nms_rois_training: int = 2000
+    post_nms_rois_inference: int = 1000
+    rpn_bbox_std: tuple[float, ...] = (0.1, 0.1, 0.2, 0.2)
+    bbox_std: tuple[float, ...] = (0.1, 0.1, 0.2, 0.2)
+    train_rois_per_image: int = 200
+    roi_positive_ratio: float = 0.33
+    roi_positive_iou: float = 0.5
+    pool_size: int = 7
+    mask_pool_size: int = 14
+    mask_upsample: bool = False
+    head_fc_filters: int = 1024
+    mask_filters: int = 256
+    mask_convs: int = 4
+    roi_sampling_ratio: int = 1
+    detection_min_confidence: float = 0.7
+    detection_nms_threshold: float = 0.3
+    detection_max_instances: int = 100
+    max_gt_instances: int = 100
+    mini_mask_size: int = 56
+    full_size_masks: bool = True
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    gradient_clip_norm: float = 5.0
+    batch_size: int = 16
+    loss_weights: dict[str, float] = dataclasses.field(default_factory=lambda: {k: 1.0 for k in LOSS_NAMES})
+    seed: int = 0
+
+    def __post_init__(self):
+        if len(self.rpn_anchor_scales) != 5:
+            raise ConfigError(f"needs 5 anchor scales (P2..P6), got {len(self.rpn_anchor_scales)}", path="rpn_anchor_scales")
+        if self.image_size % 64:
+            raise ConfigError(f"image_size must be a multiple of 64 (P6 stride), got {self.image_size}", path="image_size")
+        if self.fpn_upsampling not in UPSAMPLING_MODES:
+            raise ConfigError(f"unknown fpn_upsampling {self.fpn_upsampling!r}; allowed: {UPSAMPLING_MODES}", path="fpn_upsampling")
+        unknown = set(self.loss_weights) - set(LOSS_NAMES)
+        if unknown:
+            raise ConfigError(f"unknown loss name(s) {sorted(unknown)}; allowed: {LOSS_NAMES}", path="loss_weights")
+        if self.num_classes < 1 or not 0 < self.roi_positive_ratio <= 1:
+            raise ConfigError("num_classes must be >= 1 and roi_positive_ratio in (0, 1]", path="num_classes")
+        if self.train_rois_per_image > self.post_nms_rois_training:
+            raise ConfigError("train_rois_per_image cannot exceed post_nms_rois_training", path="train_rois_per_image")
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> "MaskRCNNConfig":
+        """A 64-px, few-filter model for tests (same code path as the default)."""
+        base = dict(
+            image_size=64, num_classes=2, stem_filters=8, stage_filters=(8, 8, 16, 16), stage_blocks=(1, 1, 1, 1),
+            fpn_filters=16, rpn_anchor_scales=(8, 16, 32, 64, 128), rpn_filters=16, rpn_train_anchors_per_image=64,
+            pre_nms_limit=300, post_nms_rois_training=64, post_nms_rois_inference=32, train_rois_per_image=32,
+            head_fc_filters=32, mask_filters=16, mask_convs=2, detection_max_instances=8, max_gt_instances=4,
+            mini_mask_size=28, detection_min_confidence=0.5,
+        )
+        base.update(overrides)
+        return cls(**base)
+
+
+def _as_config(config) -> MaskRCNNConfig:
+    if isinstance(config, MaskRCNNConfig):
+        return config
+    fields = dict(config)
+    for f in dataclasses.fields(MaskRCNNConfig):
+        if f.name in fields and isinstance(fields[f.name], list):
+            fields[f.name] = tuple(fields[f.name])
+    return MaskRCNNConfig(**fields)
+
+
+@keras.saving.register_keras_serializable(package="tfmedseg")
+class MaskRCNN(keras.Model):
+    """Mask R-CNN from built parts; ``call`` = inference, ``fit`` = training (shared weights).
+
+    Args:
+        backbone: ``[B, S, S, C]`` -> ``{"C2".."C5"}`` functional model.
+        decoder: ``{"C2".."C5"}`` -> ``{"P2".."P6"}`` model (FPN or a replacement).
+        rpn_head: :class:`RPNHead` (or same contract).
+        box_head: :class:`BoxClassHead` (or same contract; ``uses_context`` -> gets ``C5``).
+        mask_head: :class:`MaskHead` (or same contract).
+        config: :class:`MaskRCNNConfig` or dict.
+
+    Call args:
+        images: ``float32 [B, S, S, C]``.
+
+    Returns:
+        Detection dict (see the module docstring).
+    """
+
+    def __init__(self, backbone, decoder, rpn_head, box_head, mask_head, config=None, **kwargs):
+        super().__init__(**kwargs)
+        self.config = cfg = _as_config(MaskRCNNConfig() if config is None else config)
+        shape = tuple(backbone.input.shape[1:])
+        if shape != (cfg.image_size, cfg.image_size, cfg.input_channels):
+            raise ModelBuildError(f"backbone input {shape} does not match the config image size/channels", path="backbone")
+        self.backbone, self.decoder = backbone, decoder
+        self.rpn_head, self.box_head, self.mask_head = rpn_head, box_head, mask_head
+        self.roi_align = MultilevelROIAlign(cfg.pool_size, 2, 5, cfg.roi_sampling_ratio, name="roi_align_classifier")
+        self.mask_roi_align = MultilevelROIAlign(cfg.mask_pool_size, 2, 5, cfg.roi_sampling_ratio, name="roi_align_mask")
+        self.anchors = multilevel_anchors(
+            cfg.image_size, (4, 8, 16, 32, 64), cfg.rpn_anchor_scales, cfg.rpn_anchor_ratios, cfg.rpn_anchor_stride, cfg.anchor_offset
+        )
+        self.input_spec_shape = (cfg.image_size, cfg.image_size, cfg.input_channels)
+        self._trackers = {k: keras.metrics.Mean(name=k) for k in ("loss",) + LOSS_NAMES}
+        self._build_heads()
+        self.built = True
+
+    def _build_heads(self):
+        """Create the head variables eagerly (one tiny forward pass per head)."""
+        pyramid = self.decoder.output
+        feats = [tf.zeros([1, *pyramid[f"P{l}"].shape[1:]]) for l in range(2, 7)]
+        logits, _ = self.rpn_head(feats)
+        if logits.shape[1] != len(self.anchors):
+            raise ModelBuildError(f"RPN predicts {logits.shape[1]} anchors, config gives {len(self.anchors)}", path="rpn_head")
+        c = pyramid["P2"].shape[-1]
+        roi = tf.zeros([1, 1, self.config.pool_size, self.config.pool_size, c])
+        if getattr(self.box_head, "uses_context", False):
+            self.box_head(roi, context=tf.zeros([1, *self.backbone.output["C5"].shape[1:]]))
+        else:
+            self.box_head(roi)
+        self.mask_head(tf.zeros([1, 1, self.config.mask_pool_size, self.config.mask_pool_size, c]))
+
+    # -- shared pieces -----------------------------------------------------------------------
+    def _features(self, images, training):
+        images = tf.convert_to_tensor(images, tf.float32)
+        got = tuple(images.shape[1:])
+        if len(got) != 3 or any(s is not None and s != e for s, e in zip(got, self.input_spec_shape)):
+            raise InvalidInputError(f"expected images [B, {', '.join(map(str, self.input_spec_shape))}], got {tuple(images.shape)}", path="images")
+        feats = self.backbone(images, training=training)
+        pyramid = self.decoder(feats, training=training)
+        return feats, [pyramid[f"P{l}"] for l in range(2, 7)]
+
+    def _classify(self, feats, rois_feats, training):
+        if getattr(self.box_head, "uses_context", False):
+            return self.box_head(rois_feats, context=feats["C5"], training=training)
+        return self.box_head(rois_feats, training=training)
+
+    def _proposals(self, rpn_logits, rpn_deltas, count):
+        cfg = self.config
+        return generate_proposals(
+            rpn_logits, rpn_deltas, self.anchors, (cfg.image_size,) * 2, cfg.pre_nms_limit, count, cfg.rpn_nms_threshold, cfg.rpn_bbox_std
+        )
+
+    # -- inference ---------------------------------------------------------------------------
+    @_no_autograph
+    def call(self, images, training=False):
+        cfg = self.config
+        feats, pyramid = self._features(images, training)
+        rpn_logits, rpn_deltas = self.rpn_head(pyramid)
+        proposals = self._proposals(rpn_logits, rpn_deltas, cfg.post_nms_rois_inference)
+        logits, deltas = self._classify(feats, self.roi_align(pyramid[:4], proposals), training)
+        det = self.detect(proposals, logits, deltas)
+        masks = self.mask_head(self.mask_roi_align(pyramid[:4], det["boxes"]), training=training)  # [B, D, S, S, K]
+        masks = tf.transpose(masks, [0, 1, 4, 2, 3])
+        det["mask_probs"] = tf.gather(masks, det["classes"], axis=2, batch_dims=2)
+        if cfg.full_size_masks:
+            full = paste_masks(det["mask_probs"], det["boxes"], (cfg.image_size,) * 2)
+            det["masks"] = tf.cast(full >= 0.5, tf.uint8)
+        return det
+
+    @_no_autograph
+    def detect(self, rois, class_logits, deltas) -> dict[str, tf.Tensor]:
+        """Detection layer: per ROI its top class (dropping background), class-specific box
+        refinement, score >= min confidence, per-class NMS, top ``detection_max_instances``.
+
+        Args:
+            rois: ``[B, R, 4]`` proposals (zero rows ignored).
+            class_logits: ``[B, R, K]``; deltas: ``[B, R, K, 4]``.
+        """
+        cfg = self.config
+        probs = tf.nn.softmax(class_logits, axis=-1)
+        top = tf.one_hot(tf.argmax(probs, axis=-1), cfg.num_classes + 1)
+        scores = (probs * top)[..., 1:] * tf.cast(box_area(rois) > 0, tf.float32)[..., None]
+        boxes = decode_boxes(deltas[:, :, 1:, :], rois[:, :, None, :], cfg.bbox_std)
+        boxes = clip_boxes(boxes, (cfg.image_size,) * 2)
+        return batched_nms(boxes, scores, cfg.detection_max_instances, cfg.detection_nms_threshold, cfg.detection_min_confidence)
+
+    # -- training ----------------------------------------------------------------------------
+    @_no_autograph
+    def compute_losses(self, images, gt_boxes, gt_classes, gt_masks, training: bool = True) -> dict[str, tf.Tensor]:
+        """The five Mask R-CNN losses of one replica's batch plus ``total`` (weighted sum + L2).
+
+        Args:
+            images: ``[B, S, S, C]``.
+            gt_boxes: ``[B, N, 4]`` pixels; gt_classes: ``[B, N]`` (``<= 0`` padding);
+            gt_masks: ``[B, N, M, M]`` box-relative masks in ``[0, 1]``.
+        """
+        cfg = self.config
+        feats, pyramid = self._features(images, training)
+        rpn_logits, rpn_deltas = self.rpn_head(pyramid)
+        rpn_t = rpn_targets(
+            self.anchors, gt_boxes, gt_classes, cfg.rpn_train_anchors_per_image, cfg.rpn_positive_fraction,
+            cfg.rpn_positive_iou, cfg.rpn_negative_iou, cfg.rpn_bbox_std, seed=cfg.seed,
+        )
+        out = {
+            "rpn_class_loss": det_losses.softmax_cross_entropy(rpn_t["labels"], rpn_logits, rpn_t["labels"] >= 0),
+            "rpn_bbox_loss": det_losses.smooth_l1(rpn_t["deltas"], rpn_deltas, rpn_t["labels"] == 1),
+        }
+        proposals = self._proposals(rpn_logits, rpn_deltas, cfg.post_nms_rois_training)
+        t = detection_targets(
+            proposals, gt_boxes, gt_classes, gt_masks, cfg.train_rois_per_image, cfg.roi_positive_ratio,
+            cfg.roi_positive_iou, self.mask_head_output_size, cfg.bbox_std, seed=cfg.seed + 1,
+        )
+        logits, deltas = self._classify(feats, self.roi_align(pyramid[:4], t["rois"]), training)
+        cls = t["class_targets"]
+        out["mrcnn_class_loss"] = det_losses.softmax_cross_entropy(cls, logits, t["valid"])
+        out["mrcnn_bbox_loss"] = det_losses.smooth_l1(t["box_targets"], tf.gather(deltas, cls, axis=2, batch_dims=2), t["positive"])
+        masks = self.mask_head(self.mask_roi_align(pyramid[:4], t["rois"]), training=training)
+        masks = tf.gather(tf.transpose(masks, [0, 1, 4, 2, 3]), cls, axis=2, batch_dims=2)
+        out["mrcnn_mask_loss"] = det_losses.binary_cross_entropy(t["mask_targets"], masks, t["positive"])
+        total = tf.add_n([cfg.loss_weights.get(k, 1.0) * out[k] for k in LOSS_NAMES])
+        if self.losses:
+            total = total + tf.add_n(self.losses)
+        out["total"] = total
+        return out
+
+    @property
+    def mask_head_output_size(self) -> int:
+        """Side of the predicted masks (``mask_pool_size``, doubled with ``mask_upsample``)."""
+        return self.config.mask_pool_size * (2 if self.config.mask_upsample else 1)
+
+    @_no_autograph
+    def train_step(self, data):
+        gt = _unpack(data)
+        with tf.GradientTape() as tape:
+            losses = self.compute_losses(gt["images"], gt["boxes"], gt["classes"], gt["masks"], training=True)
+            scaled = det_losses.scale_for_replicas(losses["total"])
+        grads = tape.gradient(scaled, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        return self._update(losses)
+
+    @_no_autograph
+    def test_step(self, data):
+        gt = _unpack(data)
+        return self._update(self.compute_losses(gt["images"], gt["boxes"], gt["classes"], gt["masks"], training=False))
+
+    def _update(self, losses):
+        self._trackers["loss"].update_state(losses["total"])
+        for k in LOSS_NAMES:
+            self._trackers[k].update_state(losses[k])
+        return {k: t.result() for k, t in self._trackers.items()}
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    def get_config(self):
+        ser = keras.saving.serialize_keras_object
+        return {
+            "name": self.name,
+            "backbone": ser(self.backbone),
+            "decoder": ser(self.decoder),
+            "rpn_head": ser(self.rpn_head),
+            "box_head": ser(self.box_head),
+            "mask_head": ser(self.mask_head),
+            "config": dataclasses.asdict(self.config),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        parts = {k: keras.saving.deserialize_keras_object(config.pop(k)) for k in ("backbone", "decoder", "rpn_head", "box_head", "mask_head")}
+        return cls(**parts, **config)
+
+
+def _unpack(data) -> dict:
+    if isinstance(data, dict):
+        gt = data
+    else:
+        gt = {"images": data[0], **data[1]} if isinstance(data[1], dict) else None
+    if gt is None or any(k not in gt for k in ("images", "boxes", "classes", "masks")):
+        raise InvalidInputError("training data must provide images, boxes, classes and masks", path="data")
+    return gt
+
+
+def prepare_ground_truth(boxes: Sequence[np.ndarray], classes: Sequence[np.ndarray], masks: Sequence[np.ndarray], config: MaskRCNNConfig) -> dict[str, np.ndarray]:
+    """Validate, pad and mini-mask per-image annotations for :meth:`MaskRCNN.fit`.
+
+    Args:
+        boxes: ``B`` arrays ``[N_i, 4]`` pixel boxes on the network input.
+        classes: ``B`` arrays ``[N_i]`` classes ``1..C``.
+        masks: ``B`` arrays ``[N_i, S, S]`` full-image instance masks.
+        config: Supplies ``image_size``, ``num_classes``, ``max_gt_instances``, ``mini_mask_size``.
+
+    Returns:
+        ``{"boxes" [B, N, 4], "classes" [B, N], "masks" [B, N, M, M], "count" [B]}``.
+
+    Raises:
+        InvalidInputError: Bad box/class (see ``validate_ground_truth``) or mask shape.
+    """
+    size = (config.image_size, config.image_size)
+    b, c, n = pad_ground_truth(boxes, classes, config.max_gt_instances, size, config.num_classes)
+    m = config.mini_mask_size
+    out_m = np.zeros((len(boxes), config.max_gt_instances, m, m), np.float32)
+    for i, mk in enumerate(masks):
+        mk = np.asarray(mk)
+        if mk.shape != (n[i], *size):
+            raise InvalidInputError(f"masks must have shape {(int(n[i]), *size)}, got {mk.shape}", path=f"image[{i}].masks")
+        out_m[i, : n[i]] = make_mini_masks(mk, b[i, : n[i]], m)
+    return {"boxes": b, "classes": c, "masks": out_m, "count": n}
+
+
+def build_mask_rcnn_parts(config: MaskRCNNConfig, weights: str | None = None) -> dict[str, Any]:
+    """The default parts: ResNet backbone, FPN, RPN head, box head, mask head (all built)."""
+    cfg = config
+    reg = keras.regularizers.L2(cfg.weight_decay) if cfg.weight_decay > 0 else None
+    backbone = build_resnet_backbone(
+        (cfg.image_size, cfg.image_size, cfg.input_channels), cfg.stem_filters, cfg.stage_filters, cfg.stage_blocks,
+        weights=weights, kernel_regularizer=reg,
+    )
+    return {
+        "backbone": backbone,
+        "decoder": build_fpn(backbone, cfg.fpn_filters, 2, 6, cfg.fpn_upsampling, reg),
+        "rpn_head": RPNHead(len(cfg.rpn_anchor_ratios), cfg.rpn_filters, cfg.weight_decay, name="rpn"),
+        "box_head": BoxClassHead(cfg.num_classes + 1, cfg.head_fc_filters, cfg.pool_size, cfg.weight_decay, name="box_head"),
+        "mask_head": MaskHead(cfg.num_classes + 1, cfg.mask_filters, cfg.mask_convs, cfg.mask_upsample, cfg.weight_decay, name="mask_head"),
+    }
+
+
+def make_mask_rcnn_optimizer(config: MaskRCNNConfig) -> keras.optimizers.Optimizer:
+    """Adam (Table 11: 1e-3) with global-norm gradient clipping (Matterport: 5.0; 0 = off)."""
+    clip = config.gradient_clip_norm if config.gradient_clip_norm > 0 else None
+    return keras.optimizers.Adam(learning_rate=config.learning_rate, global_clipnorm=clip)
+
+
+@register("mask_rcnn_r50_fpn")
+def build_mask_rcnn(config: MaskRCNNConfig | dict | None = None, weights: str | None = None, **overrides: Any) -> MaskRCNN:
+    """Mask R-CNN R50-FPN with the seed's defaults; ``overrides`` replace config fields.
+
+    Args:
+        config: :class:`MaskRCNNConfig` or dict; None = Table 11 defaults.
+        weights: None (from scratch, the seed) or a local keras.applications ResNet50 weights file.
+        **overrides: Config fields.
+
+    Returns:
+        An uncompiled :class:`MaskRCNN`; compile with ``make_mask_rcnn_optimizer(model.config)``.
+
+    Raises:
+        ConfigError: Unknown or invalid config field.
+    """
+    cfg = MaskRCNNConfig() if config is None else _as_config(config)
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(MaskRCNNConfig)}
+    if unknown:
+        raise ConfigError(f"unknown Mask R-CNN config field(s) {sorted(unknown)}", path=sorted(unknown)[0])
+    cfg = dataclasses.replace(cfg, **overrides)
+    return MaskRCNN(**build_mask_rcnn_parts(cfg, weights), config=cfg, name="mask_rcnn")
