@@ -96,3 +96,15 @@ def test_bad_arguments():
         RandomBrightnessContrast(contrast=(1.2, 0.8))
     with pytest.raises(InvalidInputError, match="float image"):
         RandomGaussianNoise(stddev=0.1)(np.zeros((1, 4, 4, 1), np.int32), training=True)
+
+
+def test_fast_normal_is_standard_normal():
+    import tensorflow as tf
+
+    from tfmedseg.augment._common import _normal
+
+    z = _normal(tf.constant([3, 4], tf.int64), 0, [101, 999]).numpy()  # odd size: last pair is cut
+    assert z.shape == (101, 999)
+    assert abs(z.mean()) < 0.01 and abs(z.std() - 1.0) < 0.01
+    np.testing.assert_allclose([(np.abs(z) < 1).mean(), (np.abs(z) < 2).mean()], [0.6827, 0.9545], atol=0.005)
+    assert np.abs(z).max() < 4.9

@@ -12,6 +12,7 @@ Every augmentation layer takes one of three input structures and returns the sam
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import keras
@@ -129,10 +130,39 @@ class RandomAugmentLayer(keras.layers.Layer):
         return config
 
 
+# Philox explicitly: "auto_select" compiles to a generator that runs ~50x slower under XLA on the
+# CPU (a 16x256x256 normal draw took ~0.9 s instead of ~30 ms).
+RNG_ALG = "philox"
+
+
+def _fold(seed: tf.Tensor, index: int) -> tf.Tensor:
+    """The independent sub-seed ``index`` of a stateless seed."""
+    return tf.random.experimental.stateless_fold_in(seed, index, alg=RNG_ALG)
+
+
 def _uniform(seed: tf.Tensor, index: int, shape, low, high) -> tf.Tensor:
     """Stateless uniform draws in [low, high) from sub-stream ``index`` of ``seed``."""
-    sub = tf.random.experimental.stateless_fold_in(seed, index)
-    return tf.random.stateless_uniform(shape, sub, minval=0.0, maxval=1.0) * (high - low) + low
+    u = tf.random.stateless_uniform(shape, _fold(seed, index), minval=0.0, maxval=1.0, alg=RNG_ALG)
+    return u * (high - low) + low
+
+
+def _normal(seed: tf.Tensor, index: int, shape) -> tf.Tensor:
+    """Stateless standard normal draws from sub-stream ``index`` of ``seed``.
+
+    Box-Muller on the two 16-bit halves of one Philox word gives two normals per 32 random bits:
+    2.4x less CPU than ``tf.random.stateless_normal`` (5 vs 12 ms for 16x256x256 here). The
+    16-bit uniforms bound ``|z|`` by 4.86 (tails beyond ~4.7 sigma, 3e-6 of the mass, are cut).
+    """
+    shape = tf.convert_to_tensor(shape, tf.int32)
+    n = tf.reduce_prod(shape)
+    bits = tf.random.stateless_uniform([(n + 1) // 2], _fold(seed, index), minval=None, maxval=None,
+                                       dtype=tf.int32, alg=RNG_ALG)
+    low = tf.cast(tf.bitwise.bitwise_and(bits, 0xFFFF), tf.float32)
+    high = tf.cast(tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 16), 0xFFFF), tf.float32)
+    radius = tf.sqrt(-2.0 * tf.math.log((low + 0.5) * (1.0 / 65536.0)))
+    angle = high * (2.0 * math.pi / 65536.0)
+    z = tf.concat([radius * tf.cos(angle), radius * tf.sin(angle)], axis=0)[:n]
+    return tf.reshape(z, shape)
 
 
 def _bernoulli(seed: tf.Tensor, index: int, shape, p: float) -> tf.Tensor:

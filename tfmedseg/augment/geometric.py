@@ -242,14 +242,9 @@ class RandomGeometric(RandomAugmentLayer):
         batch = tf.shape(image)[0]
         dtype = image.dtype
         work = image if dtype.is_floating else tf.cast(image, tf.float32)
-        if self.fill_value == "min":
-            fill = tf.reduce_min(work, axis=list(range(1, n + 1)))
-        else:
-            fill = tf.fill([batch, image.shape[-1]], tf.constant(self.fill_value, work.dtype))
-        if self.interpolation == "linear":
-            out = _grid.resample_linear(work, coords, fill)
-        else:
-            out = _grid.resample_nearest(work, coords, fill)
+        fill = tf.reduce_min(work, axis=list(range(1, n + 1))) if self.fill_value == "min" else self.fill_value
+        index = _grid.SamplingIndex(coords, spatial)
+        out = index.linear(work, fill) if self.interpolation == "linear" else index.nearest(work, fill)
         if not dtype.is_floating:
             out = tf.cast(tf.round(out), dtype)
         outs = [out]
@@ -258,12 +253,12 @@ class RandomGeometric(RandomAugmentLayer):
                 lfill = tf.one_hot(self.label_fill_value, label.shape[-1], dtype=label.dtype)
                 lfill = tf.tile(lfill[None], [batch, 1])
             else:
-                lfill = tf.fill([batch, label.shape[-1]], tf.cast(self.label_fill_value, label.dtype))
-            outs.append(_grid.resample_nearest(label, coords, lfill))
+                lfill = self.label_fill_value
+            outs.append(index.nearest(label, lfill))
         else:
             outs.append(None)
         if masks is not None:
-            outs.append(_grid.resample_nearest(masks, coords, tf.zeros([batch, masks.shape[-1]], masks.dtype)))
+            outs.append(index.nearest(masks, 0))
         else:
             outs.append(None)
         return tuple(outs)

@@ -16,6 +16,7 @@ from tfmedseg.augment._common import (
     _bernoulli,
     _check_probability,
     _check_range,
+    _normal,
     _per_sample_shape,
     _uniform,
 )
@@ -77,7 +78,7 @@ class RandomGaussianNoise(RandomAugmentLayer):
         else:
             std = tf.sqrt(_uniform(seed, 0, shape, 0.0, self.max_variance))
         std = std * _bernoulli(seed, 1, shape, self.probability)
-        noise = tf.random.stateless_normal(tf.shape(image), tf.random.experimental.stateless_fold_in(seed, 2))
+        noise = _normal(seed, 2, tf.shape(image))
         data[IMAGE_KEY] = image + tf.cast(noise * std, image.dtype)
         return data
 

@@ -1,0 +1,139 @@
+"""Augmentation throughput: tfmedseg's one-pass layers vs albumentations 2.0 on the CPU, one run.
+
+2D: 16 images 256x256x1 float32 + uint8 mask, affine (rotation +-15 deg, shear +-10 deg,
+translation +-16 px, zoom 0.875-1.125) + elastic on 10 % of images + Gaussian noise, the setting
+of ``perf-baselines.md`` section 5 (albumentations reached ~414 img/s median there).
+3D: tfmedseg only, [2, 64, 64, 64, 1] + label, same affine ranges about all axes, elastic 10 %.
+
+Every tfmedseg variant runs in a ``tf.function``: ``graph`` (plain TF ops), ``xla-core`` (the
+layer's default: grid + resampling compiled with XLA inside the graph) and ``xla-all`` (the whole
+function ``jit_compile=True``). Times are wall-clock per batch including the host sync; the
+ratios compare images/s (median-based) with albumentations' per-sample loop measured in the same
+run. Run: ``.venv/bin/python benchmarks/bench_augment.py [--batches 30]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import tfmedseg  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads)
+import numpy as np
+import tensorflow as tf
+
+from tfmedseg.augment import AugmentationPipeline, RandomGaussianNoise, RandomGeometric
+
+
+def _measure(fns: dict, batches: int, warmup: int = 2) -> dict:
+    """Wall and process-CPU seconds per call of every function, interleaved round-robin.
+
+    Interleaving makes every variant see the same background load; CPU time (all threads of
+    this process) is the steadier figure on a shared machine.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    wall = {k: [] for k in fns}
+    cpu = {k: [] for k in fns}
+    for _ in range(batches):
+        for name, fn in fns.items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            wall[name].append(time.perf_counter() - w0)
+            cpu[name].append(time.process_time() - c0)
+    return {k: (np.array(wall[k]), np.array(cpu[k])) for k in fns}
+
+
+def _albumentations(imgs: np.ndarray, masks: np.ndarray):
+    try:
+        import albumentations as A
+    except ImportError:
+        return None, None
+    aug = A.Compose([
+        A.Affine(rotate=(-15, 15), shear=(-10, 10), translate_px=(-16, 16), scale=(0.875, 1.125), p=1.0),
+        A.ElasticTransform(p=0.1),
+        A.GaussNoise(p=1.0),
+    ])
+
+    def run():
+        return [aug(image=imgs[i], mask=masks[i]) for i in range(len(imgs))]
+
+    return run, A.__version__
+
+
+def _pipeline(ndim: int, jit_core: bool, seed: int = 0) -> AugmentationPipeline:
+    return AugmentationPipeline([
+        RandomGeometric(ndim=ndim, rotation=15.0, shear=10.0, translation=16.0 if ndim == 2 else 8.0,
+                        scale=(0.875, 1.125), elastic_probability=0.1, elastic_magnitude=8.0 if ndim == 2 else 3.0,
+                        jit_compile=jit_core, seed=seed),
+        RandomGaussianNoise(stddev=0.1, seed=seed + 1),
+    ])
+
+
+def _ours(image: tf.Tensor, label: tf.Tensor, ndim: int, variant: str):
+    pipe = _pipeline(ndim, jit_core=variant == "xla-core")
+
+    @tf.function(jit_compile=variant == "xla-all")
+    def step(x, y):
+        out = pipe({"image": x, "label": y}, training=True)
+        return out["image"], out["label"]
+
+    def run():
+        a, b = step(image, label)
+        return a.numpy(), b.numpy()  # include the device -> host sync
+
+    return run
+
+
+def _row(name: str, times: tuple, items: int, ref: tuple | None) -> str:
+    wall, cpu = times
+    med, best, cmed = np.median(wall), wall.min(), np.median(cpu)
+    ratio = f"{(items / med) / ref[0]:7.2f}x {(items / cmed) / ref[1]:7.2f}x" if ref else ""
+    return (f"{name:34s} {best * 1e3:7.1f} {med * 1e3:7.1f} {cmed * 1e3:7.1f} "
+            f"{items / med:8.0f} {items / best:8.0f} {items / cmed:8.0f}  {ratio}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=30, help="timed batches per variant")
+    args = parser.parse_args()
+
+    rng = np.random.default_rng(0)
+    coarse = rng.random((16, 32, 32)) > 0.5
+    masks = np.repeat(np.repeat(coarse, 8, 1), 8, 2).astype(np.uint8)  # [16, 256, 256]
+    imgs = (masks * 0.6 + 0.2 + rng.normal(0, 0.05, masks.shape)).astype(np.float32)[..., None]
+
+    print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}")
+    cols = f"{'min ms':>7s} {'med ms':>7s} {'cpu ms':>7s} {'/s med':>8s} {'/s min':>8s} {'/s cpu':>8s}"
+    print(f"{'2D: 16 x 256x256x1 + mask':34s} {cols}  vs albu (wall med, cpu)")
+    albu, version = _albumentations(imgs, masks)
+    fns = {}
+    if albu is None:
+        print("albumentations not installed: pip install 'albumentations==2.0.*' (bench extra)")
+    else:
+        fns[f"albumentations {version} per sample"] = albu
+    image, label = tf.constant(imgs), tf.constant(masks.astype(np.int32))
+    for variant in ("graph", "xla-core", "xla-all"):
+        fns[f"tfmedseg 2D tf.function {variant}"] = _ours(image, label, 2, variant)
+    results = _measure(fns, args.batches)
+    ref = None
+    if albu is not None:
+        wall, cpu = next(iter(results.values()))
+        ref = (16 / np.median(wall), 16 / np.median(cpu))
+    for name, times in results.items():
+        print(_row(name, times, 16, ref))
+
+    vol = np.zeros((2, 64, 64, 64), np.int32)
+    vol[:, 16:48, 20:44, 12:52] = 1
+    image3 = tf.constant((vol * 0.6 + 0.2 + rng.normal(0, 0.05, vol.shape)).astype(np.float32)[..., None])
+    label3 = tf.constant(vol)
+    print(f"{'3D: 2 x 64^3 x1 + label (volumes)':34s} {cols}")
+    fns3 = {f"tfmedseg 3D tf.function {v}": _ours(image3, label3, 3, v) for v in ("graph", "xla-core", "xla-all")}
+    for name, times in _measure(fns3, max(5, args.batches // 2)).items():
+        print(_row(name, times, 2, None))
+    print("Goal (issue 4): tfmedseg 2D >= 2x albumentations' images/s on this CPU.")
+
+
+if __name__ == "__main__":
+    main()
