@@ -33,6 +33,7 @@ metadata, an output that cannot be created) prints one ``error: <file>: <cause>`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -172,16 +173,31 @@ def _load_keras(path: Path) -> Segmenter:
     def forward(x):
         return tf.cast(model(x, training=False), tf.float32)
 
+    # The largest-component step runs on the host (scipy, 26-connected as in the graph): the in-graph
+    # label propagation needs one 3x3x3 max-pool pass over the volume per voxel of component diameter.
+    graph_spec = dataclasses.replace(spec, largest_component_labels=())
+
     @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32, name="scan")])
     def segment(scan):
-        labels, _ = segment_volume(forward, scan, spec)
+        labels, _ = segment_volume(forward, scan, graph_spec)
         return labels
 
     def run(scan):
-        return segment(scan).numpy()
+        return _keep_largest_components(segment(scan).numpy(), spec.largest_component_labels)
 
     name = str(bundle.info.get("model_name") or (path.name if path.is_dir() else path.stem))
     return Segmenter(name, "keras", spec, path, run)
+
+
+def _keep_largest_components(labels: np.ndarray, which: tuple[int, ...]) -> np.ndarray:
+    """Voxels of each label in ``which`` outside its largest 26-connected component become background."""
+    from tfmedseg.inference.postprocess import largest_connected_component
+
+    for label in which:
+        mask = labels == label
+        if mask.any():
+            labels[mask & ~largest_connected_component(mask, connectivity=3)] = 0
+    return labels
 
 
 def load_segmenter(path: str | os.PathLike) -> Segmenter:

@@ -131,14 +131,19 @@ def window_to_uint8(values: np.ndarray, window: tuple[float, float] | None = DEF
     """
     values = np.asarray(values, dtype=np.float64)
     if window is None:
-        low, high = (np.percentile(values, [0.5, 99.5]) if values.size else (0.0, 1.0))
-        level, width = (low + high) / 2.0, max(float(high - low), 1e-6)
+        level, width = _percentile_window(values)
     else:
         level, width = float(window[0]), float(window[1])
         if not (np.isfinite(width) and width > 0 and np.isfinite(level)):
             raise InvalidInputError(f"window width must be positive and finite, got (level, width) = {tuple(window)}", path="window")
     scaled = np.clip((values - (level - width / 2.0)) / width, 0.0, 1.0) * 255.0
     return np.rint(scaled).astype(np.uint8)
+
+
+def _percentile_window(values: np.ndarray) -> tuple[float, float]:
+    """``(level, width)`` spanning the 0.5th-99.5th percentiles of ``values``."""
+    low, high = (np.percentile(values, [0.5, 99.5]) if np.size(values) else (0.0, 1.0))
+    return (float(low) + float(high)) / 2.0, max(float(high - low), 1e-6)
 
 
 def blend_overlay(
@@ -267,7 +272,10 @@ def write_overlay_series(
     if colors is None:
         top = int(label_stack.max()) if label_stack.size else 0
         colors = label_colors(label_names, max(top + 1, len(label_names or ())))
-    rgb = blend_overlay(window_to_uint8(image, window), label_stack, colors, opacity)
+    if window is None:  # one window for the whole series, so that slices stay comparable
+        window = _percentile_window(image)
+    if not 0.0 <= float(opacity) <= 1.0:
+        raise InvalidInputError(f"opacity must lie in [0, 1], got {opacity}", path="opacity")
     if series_number is None:
         series_number = int(source.meta.get("series_number") or 0) + 1000
     series_uid = _make_uid(uid_seed, "overlay-series", source.meta.get("series_uid"))
@@ -278,8 +286,9 @@ def write_overlay_series(
     try:
         for k, path in enumerate(files):
             ds = _read_dataset(path)
-            if (int(ds.Rows), int(ds.Columns)) != rgb.shape[1:3]:
-                raise InvalidInputError(f"Rows/Columns {(ds.Rows, ds.Columns)} do not match the series grid {rgb.shape[1:3]}", path=path)
+            if (int(ds.Rows), int(ds.Columns)) != image.shape[1:3]:
+                raise InvalidInputError(f"Rows/Columns {(ds.Rows, ds.Columns)} do not match the series grid {image.shape[1:3]}", path=path)
+            rgb = blend_overlay(window_to_uint8(image[k], window), label_stack[k], colors, opacity)  # one slice at a time
             source_class, source_uid = str(ds.SOPClassUID), str(ds.SOPInstanceUID)
             for keyword in _DROP_TAGS:
                 if keyword in ds:
@@ -306,7 +315,7 @@ def write_overlay_series(
             ds.BitsStored = 8
             ds.HighBit = 7
             ds.PixelRepresentation = 0
-            ds.PixelData = np.ascontiguousarray(rgb[k]).tobytes()
+            ds.PixelData = np.ascontiguousarray(rgb).tobytes()
             if "NumberOfFrames" in ds:
                 del ds.NumberOfFrames
             old_meta = getattr(ds, "file_meta", None)
