@@ -63,6 +63,15 @@ class BoxClassHead(keras.layers.Layer):
         self.logits = keras.layers.Dense(num_classes, kernel_regularizer=reg, name="mrcnn_class_logits")
         self.deltas = keras.layers.Dense(4 * num_classes, kernel_regularizer=reg, name="mrcnn_bbox_fc")
 
+    def build(self, input_shape):
+        s, c, f = input_shape[-2], input_shape[-1], self.fc_filters
+        self.conv1.build((None, s, s, c))
+        self.bn1.build((None, 1, 1, f))
+        self.conv2.build((None, 1, 1, f))
+        self.bn2.build((None, 1, 1, f))
+        self.logits.build((None, f))
+        self.deltas.build((None, f))
+
     def features(self, roi_features, training=False):
         """Shared ``[B * R, fc]`` representation (for heads that extend this one)."""
         x, b, r = _merge_rois(roi_features)
@@ -119,6 +128,17 @@ class MaskHead(keras.layers.Layer):
         self.bns = [keras.layers.BatchNormalization(name=f"mrcnn_mask_bn{i + 1}") for i in range(num_convs)]
         self.deconv = keras.layers.Conv2DTranspose(filters, 2, strides=2, activation="relu", kernel_regularizer=reg, name="mrcnn_mask_deconv") if upsample else None
         self.out = keras.layers.Conv2D(num_classes, 1, activation="sigmoid", kernel_regularizer=reg, name="mrcnn_mask")
+
+    def build(self, input_shape):
+        s, c = input_shape[-2], input_shape[-1]
+        for conv, bn in zip(self.convs, self.bns):
+            conv.build((None, s, s, c))
+            bn.build((None, s, s, self.filters))
+            c = self.filters
+        if self.deconv is not None:
+            self.deconv.build((None, s, s, c))
+            s *= 2
+        self.out.build((None, s, s, c))
 
     def call(self, roi_features, training=False):
         x, b, r = _merge_rois(roi_features)
