@@ -88,11 +88,21 @@ class Segmenter:
         try:
             labels = np.asarray(self._function(tf.constant(scan)))
         except (tf.errors.OpError, ValueError, TypeError) as exc:
-            message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            raise ServingError(f"the model failed on a scan of shape {scan.shape}: {type(exc).__name__}: {message}", path=self.path) from exc
+            raise ServingError(f"the model failed on a scan of shape {scan.shape}: {type(exc).__name__}: {_cause_line(exc)}",
+                               path=self.path) from exc
         if labels.shape != scan.shape:
             raise ServingError(f"the model returned labels of shape {labels.shape} for a scan of shape {scan.shape}", path=self.path)
         return labels.astype(np.uint8, copy=False)
+
+
+_NOISE_PREFIXES = ("Graph execution error", "Detected at node", "<stack traces", "Stack trace for op", "File ", "[[", "tf2xla")
+
+
+def _cause_line(exc: Exception) -> str:
+    """The informative line of a TensorFlow error (not its 'Graph execution error' header or stack)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(_NOISE_PREFIXES)]
+    return (useful or lines or [type(exc).__name__])[0][:300]
 
 
 def _highest_version(root: Path) -> Path | None:

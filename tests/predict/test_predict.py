@@ -186,6 +186,12 @@ def _bad_model_without_segment(root):
     return root
 
 
+def _spec_of(models):
+    from tfmedseg.export.spec import ServingSpec
+
+    return ServingSpec.from_dict(json.loads((models["run_dir"] / "serving_spec.json").read_text()))
+
+
 def _case(name, tmp_path, models, nifti_ct, dicom_ct):
     """(model, input, output, text the message must contain) for each bad-input case."""
     out = tmp_path / "out.nii.gz"
@@ -219,6 +225,17 @@ def _case(name, tmp_path, models, nifti_ct, dicom_ct):
         return copy, nifti_ct, out, "no metadata.json"
     if name == "model_without_segment_signature":
         return _bad_model_without_segment(tmp_path / "bad" / "1"), nifti_ct, out, "no 'segment' signature"
+    if name in ("spec_does_not_fit_model", "model_fails_on_scan"):
+        import dataclasses
+
+        from tfmedseg.export.run_dir import load_for_export, save_for_export
+
+        model = load_for_export(models["run_dir"]).model
+        spec = dataclasses.replace(_spec_of(models), context_slices=5) if name == "spec_does_not_fit_model" else \
+            dataclasses.replace(_spec_of(models), mode="3d_slab")  # feeds [B, 3, H, W, 1] to a 2D model
+        run = save_for_export(model, tmp_path / name, spec)
+        text = "model takes 3 input channels" if name == "spec_does_not_fit_model" else "the model failed on a scan of shape (6, 16, 20): InvalidArgumentError: "
+        return run, nifti_ct, out, text
     if name == "not_a_model":
         (tmp_path / "empty_model").mkdir()
         return tmp_path / "empty_model", dicom_ct, tmp_path / "res", "not a model"
@@ -228,6 +245,7 @@ def _case(name, tmp_path, models, nifti_ct, dicom_ct):
 @pytest.mark.parametrize("name", [
     "missing_input", "corrupt_nifti", "4d_nifti", "nan_voxels", "output_parent_is_a_file", "output_exists",
     "nifti_input_folder_output", "model_without_metadata", "model_without_segment_signature", "not_a_model",
+    "spec_does_not_fit_model", "model_fails_on_scan",
 ])
 def test_bad_input_is_one_clear_line_and_exit_2(name, models, nifti_ct, dicom_ct, tmp_path, capsys):
     model, inp, out, text = _case(name, tmp_path, models, nifti_ct, dicom_ct)
@@ -237,6 +255,7 @@ def test_bad_input_is_one_clear_line_and_exit_2(name, models, nifti_ct, dicom_ct
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
     assert text in lines[0], lines[0]
+    assert "Graph execution error" not in lines[0]  # the cause, not TensorFlow's header
     named = {"missing_input": inp, "corrupt_nifti": inp, "4d_nifti": inp, "nan_voxels": inp, "output_parent_is_a_file": out,
              "output_exists": out, "nifti_input_folder_output": out, "not_a_model": model}.get(name, model)
     assert str(named) in lines[0]
