@@ -45,13 +45,9 @@ def build():
     return keras.Model(inp, keras.layers.Conv2D(1, 1)(x))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("output_dir")
-    parser.add_argument("--hang-after-epoch", type=int, default=-1)
-    parser.add_argument("--strategy", default="default")
-    parser.add_argument("--epochs", type=int, default=4)
-    args = parser.parse_args()
+def run(output_dir, hang_after_epoch: int = -1, strategy: str = "default", epochs: int = 4, verbose=2) -> Path:
+    """Train; return the path of ``result.npz``."""
+    args = argparse.Namespace(output_dir=str(output_dir), hang_after_epoch=hang_after_epoch, strategy=strategy, epochs=epochs)
     steps = 2
     cfg = TrainConfig(
         optimizer="adam",
@@ -65,7 +61,7 @@ def main() -> None:
         output_dir=args.output_dir,
         tensorboard=False,
         seed=3,
-        verbose=2,
+        verbose=verbose,
     )
     out = Path(args.output_dir)
     extra = [_Hang(args.hang_after_epoch, out / "marker")] if args.hang_after_epoch >= 0 else []
@@ -79,12 +75,24 @@ def main() -> None:
     ds = ds.with_options(options)
     history = trainer.fit(ds)
     weights = {f"w{i}": np.asarray(v.numpy()) for i, v in enumerate(trainer.model.trainable_variables)}
+    result = trainer.output_dir / "result.npz"
     np.savez(
-        trainer.output_dir / "result.npz",
+        result,
         iterations=int(trainer.model.optimizer.iterations.numpy()),
         losses=np.asarray(history.history.get("loss", []), "float64"),
         **weights,
     )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("output_dir")
+    parser.add_argument("--hang-after-epoch", type=int, default=-1)
+    parser.add_argument("--strategy", default="default")
+    parser.add_argument("--epochs", type=int, default=4)
+    args = parser.parse_args()
+    run(args.output_dir, args.hang_after_epoch, args.strategy, args.epochs)
 
 
 if __name__ == "__main__":

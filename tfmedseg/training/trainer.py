@@ -198,9 +198,10 @@ class Trainer:
         previous = _set_policy(policy)
         try:
             with self.strategy.scope():
-                self.model = build_model()
+                # loss and optimizer first: bad arguments fail before the model is built
                 self.loss = get_loss(config.loss, **config.loss_kwargs)
                 self.optimizer = self._make_optimizer()
+                self.model = build_model()
                 self.model.compile(
                     optimizer=self.optimizer,
                     loss=self.loss,
