@@ -414,7 +414,12 @@ def predict_file(
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 ok, 2 user error)."""
-    parser = argparse.ArgumentParser(prog="python -m tfmedseg.predict", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tfmedseg.predict",
+        description="Segment your own scan (a NIfTI file or a DICOM folder) with a trained tfmedseg model.",
+        epilog="NIfTI input writes a uint8 label map; DICOM input writes <output>/overlay/ (RGB overlay series), "
+               "<output>/label.nii.gz and, with highdicom installed, <output>/seg.dcm. See docs/predict.md.",
+    )
     parser.add_argument("--model", type=Path, required=True, help="SavedModel version dir, run dir (model.keras) or .keras file")
     parser.add_argument("--input", type=Path, required=True, help="NIfTI file (.nii/.nii.gz) or a folder of DICOM files")
     parser.add_argument("--output", type=Path, required=True, help="NIfTI file for NIfTI input; folder (or .nii.gz) for DICOM input")
