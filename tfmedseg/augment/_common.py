@@ -146,23 +146,32 @@ def _uniform(seed: tf.Tensor, index: int, shape, low, high) -> tf.Tensor:
     return u * (high - low) + low
 
 
-def _normal(seed: tf.Tensor, index: int, shape) -> tf.Tensor:
-    """Stateless standard normal draws from sub-stream ``index`` of ``seed``.
+def _random_bits(seed: tf.Tensor, index: int, count) -> tf.Tensor:
+    """``count`` stateless random int32 words from sub-stream ``index`` of ``seed``."""
+    return tf.random.stateless_uniform([count], _fold(seed, index), minval=None, maxval=None, dtype=tf.int32,
+                                       alg=RNG_ALG)
 
-    Box-Muller on the two 16-bit halves of one Philox word gives two normals per 32 random bits:
+
+def _normal_from_bits(bits: tf.Tensor, shape) -> tf.Tensor:
+    """Standard normals of ``shape`` from ``ceil(prod(shape) / 2)`` random int32 words.
+
+    Box-Muller on the two 16-bit halves of each word gives two normals per 32 random bits:
     2.4x less CPU than ``tf.random.stateless_normal`` (5 vs 12 ms for 16x256x256 here). The
     16-bit uniforms bound ``|z|`` by 4.86 (tails beyond ~4.7 sigma, 3e-6 of the mass, are cut).
     """
     shape = tf.convert_to_tensor(shape, tf.int32)
-    n = tf.reduce_prod(shape)
-    bits = tf.random.stateless_uniform([(n + 1) // 2], _fold(seed, index), minval=None, maxval=None,
-                                       dtype=tf.int32, alg=RNG_ALG)
     low = tf.cast(tf.bitwise.bitwise_and(bits, 0xFFFF), tf.float32)
     high = tf.cast(tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 16), 0xFFFF), tf.float32)
     radius = tf.sqrt(-2.0 * tf.math.log((low + 0.5) * (1.0 / 65536.0)))
     angle = high * (2.0 * math.pi / 65536.0)
-    z = tf.concat([radius * tf.cos(angle), radius * tf.sin(angle)], axis=0)[:n]
+    z = tf.concat([radius * tf.cos(angle), radius * tf.sin(angle)], axis=0)[: tf.reduce_prod(shape)]
     return tf.reshape(z, shape)
+
+
+def _normal(seed: tf.Tensor, index: int, shape) -> tf.Tensor:
+    """Stateless standard normal draws from sub-stream ``index`` of ``seed`` (see ``_normal_from_bits``)."""
+    shape = tf.convert_to_tensor(shape, tf.int32)
+    return _normal_from_bits(_random_bits(seed, index, (tf.reduce_prod(shape) + 1) // 2), shape)
 
 
 def _bernoulli(seed: tf.Tensor, index: int, shape, p: float) -> tf.Tensor:

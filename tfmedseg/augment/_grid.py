@@ -235,12 +235,28 @@ class SamplingIndex:
             values = [v0 + (v1 - v0) * frac[a] for v0, v1 in zip(values[0::2], values[1::2])]
         return values[0]
 
-    def nearest(self, x: tf.Tensor, fill) -> tf.Tensor:
-        """Nearest samples ``[B, *S, C]`` of ``x`` (any dtype); ties (``.5``) round up."""
-        index = self.base
-        for a, f in enumerate(self.frac):
-            index = index + tf.cast(f >= 0.5, tf.int32) * self.strides[a]
-        return self._gather(self._table(x, fill), index)
+    def nearest(self, x: tf.Tensor, fill, select: bool = False) -> tf.Tensor:
+        """Nearest samples ``[B, *S, C]`` of ``x`` (any dtype); ties (``.5``) round up.
+
+        ``select=True`` gathers the ``2^n`` corners and picks one per axis with ``where``: more
+        gathers, but XLA fuses them into one loop, which is ~20 % faster under XLA on the CPU
+        than one standalone gather (slower without XLA).
+        """
+        table = self._table(x, fill)
+        if not select:
+            index = self.base
+            for a, f in enumerate(self.frac):
+                index = index + tf.cast(f >= 0.5, tf.int32) * self.strides[a]
+            return self._gather(table, index)
+        n = len(self.frac)
+        values = []
+        for corner in itertools.product((0, 1), repeat=n):
+            offset = sum(c * s for c, s in zip(corner, self.strides))
+            values.append(self._gather(table, self.base + offset if any(corner) else self.base))
+        for a in range(n - 1, -1, -1):
+            up = (self.frac[a] >= 0.5)[..., None]
+            values = [tf.where(up, v1, v0) for v0, v1 in zip(values[0::2], values[1::2])]
+        return values[0]
 
 
 def resample_linear(x: tf.Tensor, coords: list, fill) -> tf.Tensor:

