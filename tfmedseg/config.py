@@ -113,6 +113,8 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, *, source: str = "<dict
             kwargs[key] = _coerce(value, hints.get(key), dotted, source)
     try:
         return cls(**kwargs)
+    except ConfigError:
+        raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid value (in {source}): {exc}", path=prefix or cls.__name__) from exc
 
