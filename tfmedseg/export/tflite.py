@@ -1,8 +1,11 @@
 """TFLite conversion (float32, float16, full-integer int8) and a LiteRT runner.
 
-Two things the TFLite runtime cannot run are rewritten at export time into exact equivalents:
+Things the TFLite runtime cannot run are rewritten at export time into exact equivalents:
 
-* grouped ``Conv3D`` (our 3D depthwise convolutions): it converts but fails at run time
+* :class:`~tfmedseg.models.blocks.separable3d.DepthwiseConv3D` (the 3D depthwise convolution of every
+  3D registry model) is switched to its ``"unrolled"`` implementation (depth-shifted
+  ``DEPTHWISE_CONV_2D`` calls summed, TFLite builtins only) with the same weights;
+* a grouped ``Conv3D`` converts but fails at run time
   ("input->dims->data[4] != filter->dims->data[3]"), so each is replaced by a plain ``Conv3D`` whose
   kernel is the block-diagonal expansion of the grouped kernel (zeros between groups);
 * ``MaxPooling3D`` is not a TFLite builtin (and pip runtimes lack the Flex delegate): builders avoid it
@@ -38,31 +41,56 @@ def _block_diagonal_kernel(kernel: np.ndarray, groups: int) -> np.ndarray:
 
 
 def tflite_compatible_clone(model: Any) -> Any:
-    """A functional clone of ``model`` with TFLite-incompatible layers replaced by exact equivalents.
+    """A clone of ``model`` with TFLite-incompatible layers replaced by exact equivalents.
+
+    Two rewrites, in this order (``model`` itself is returned when neither applies):
+
+    1. every :class:`~tfmedseg.models.blocks.separable3d.DepthwiseConv3D` not yet ``"unrolled"`` is
+       switched to ``"unrolled"`` with :func:`~tfmedseg.models.blocks.separable3d.with_depthwise3d_implementation`
+       (a ``keras.Model`` subclass whose config names ``depthwise3d_implementation``, such as
+       :class:`~tfmedseg.models.segmentation.efficient.EfficientSegmenter`, is rebuilt from its config);
+    2. every grouped ``Conv3D`` becomes a plain ``Conv3D`` with a block-diagonal kernel.
+
+    Outputs agree with ``model`` to float32 round-off (different summation order).
+
+    Args:
+        model: A built Keras model.
+
+    Returns:
+        A Keras model that converts to TFLite builtins only.
 
     Raises:
-        ExportError: A layer with no TFLite equivalent (``MaxPooling3D``), named in the message.
+        ExportError: A layer with no TFLite equivalent (``MaxPooling3D``), named in the message, or a
+            model that cannot be cloned.
     """
     import keras
+
+    from tfmedseg.models.blocks.separable3d import with_depthwise3d_implementation
+
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.MaxPooling3D):
+            raise ExportError("MaxPooling3D has no TFLite builtin; build the model with strided convolutions", path=layer.name)
+    if any(_is_grouped_depthwise3d(layer) for layer in model.layers):
+        try:
+            model = with_depthwise3d_implementation(model, "unrolled")
+        except Exception as exc:
+            raise ExportError(f"cannot switch DepthwiseConv3D to 'unrolled' for TFLite: {type(exc).__name__}: {exc}",
+                              path=model.name) from exc
+    if not any(_is_grouped_conv3d(layer) for layer in model.layers):
+        return model
 
     grouped: dict[str, int] = {}
 
     def clone(layer):
-        if isinstance(layer, keras.layers.MaxPooling3D):
-            raise ExportError("MaxPooling3D has no TFLite builtin; build the model with strided convolutions", path=layer.name)
-        if isinstance(layer, keras.layers.Conv3D) and not isinstance(layer, keras.layers.Conv3DTranspose) and layer.groups > 1:
+        if _is_grouped_conv3d(layer):
             config = layer.get_config()
             grouped[layer.name] = config["groups"]
             config["groups"] = 1
             return keras.layers.Conv3D.from_config(config)
         return layer.__class__.from_config(layer.get_config())
 
-    if not any(_needs_rewrite(layer) for layer in model.layers):
-        return model
     try:
         cloned = keras.models.clone_model(model, clone_function=clone)
-    except ExportError:
-        raise
     except Exception as exc:
         raise ExportError(f"cannot clone the model for TFLite: {type(exc).__name__}: {exc}", path=model.name) from exc
     for old, new in zip(model.layers, cloned.layers):
@@ -73,12 +101,45 @@ def tflite_compatible_clone(model: Any) -> Any:
     return cloned
 
 
-def _needs_rewrite(layer: Any) -> bool:
+def _all_layers(model: Any) -> list[Any]:
+    """``model``'s layers, descending into nested models."""
     import keras
 
-    if isinstance(layer, keras.layers.MaxPooling3D):
-        return True
+    layers = []
+    for layer in model.layers:
+        layers.append(layer)
+        if isinstance(layer, keras.Model):
+            layers.extend(_all_layers(layer))
+    return layers
+
+
+def _is_grouped_depthwise3d(layer: Any) -> bool:
+    from tfmedseg.models.blocks.separable3d import DepthwiseConv3D
+
+    return isinstance(layer, DepthwiseConv3D) and layer.implementation != "unrolled"
+
+
+def _is_grouped_conv3d(layer: Any) -> bool:
+    import keras
+
     return isinstance(layer, keras.layers.Conv3D) and not isinstance(layer, keras.layers.Conv3DTranspose) and layer.groups > 1
+
+
+def _frozen_converter(model: Any) -> Any:
+    """A converter over ``model``'s forward pass with its variables folded into constants.
+
+    ``TFLiteConverter.from_keras_model`` first writes a temporary SavedModel and reloads it, which
+    took 9 s for a 2D and 38 s for a 3D seed-002 network here; freezing a concrete function gives
+    the same flatbuffer ops in 2-4 s. (An unfrozen ``from_concrete_functions`` keeps
+    ``READ_VARIABLE`` ops that fail at run time, ``../shared/specs/perf-baselines.md`` section 6.)
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32, name="image")
+    forward = tf.function(lambda image: model(image, training=False), input_signature=[spec])
+    frozen = convert_variables_to_constants_v2(forward.get_concrete_function())
+    return tf.lite.TFLiteConverter.from_concrete_functions([frozen])
 
 
 def convert_to_tflite(
@@ -88,14 +149,23 @@ def convert_to_tflite(
 ) -> bytes:
     """Convert a Keras model to a TFLite flatbuffer.
 
+    The model is passed through :func:`tflite_compatible_clone`, its forward pass (``training=False``)
+    is frozen into constants and converted with TFLite builtins only.
+
+    * ``"float32"``: outputs match Keras to float32 round-off (< 1e-6 measured).
+    * ``"float16"``: float16 weights, dequantised at load; float32 arithmetic.
+    * ``"int8"``: full-integer weights and activations calibrated on ``representative_data``;
+      float32 at the boundary. Operators without an int8 kernel (``CONV_3D``) stay float32 between
+      ``QUANTIZE``/``DEQUANTIZE`` pairs, so 3D models are only partly integer.
+
     Args:
-        model: Keras model (one input); it is first passed through :func:`tflite_compatible_clone`.
+        model: Keras model with one input ``[B, ...]`` (static non-batch dimensions).
         quantization: One of :data:`QUANTIZATIONS`.
         representative_data: For ``"int8"``: a callable returning an iterable of input batches
             (float32, the model's input shape, batch 1) drawn from the training pipeline.
 
     Returns:
-        The ``.tflite`` model bytes (float32 input and output in every variant).
+        The ``.tflite`` model bytes (float32 input ``image`` and float32 output in every variant).
 
     Raises:
         ExportError: Unknown quantization, int8 without representative data, or a conversion failure.
@@ -107,7 +177,12 @@ def convert_to_tflite(
     if quantization == "int8" and representative_data is None:
         raise ExportError("full-integer int8 needs representative_data (a few input batches)", path="representative_data")
     model = tflite_compatible_clone(model)
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if len(model.inputs) != 1:
+        raise ExportError(f"TFLite export expects a model with one input, got {len(model.inputs)}", path=model.name)
+    try:
+        converter = _frozen_converter(model)
+    except Exception as exc:
+        raise ExportError(f"cannot trace the model for TFLite: {type(exc).__name__}: {str(exc)[:500]}", path=model.name) from exc
     if quantization == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -129,21 +204,47 @@ def convert_to_tflite(
 class TFLiteRunner:
     """Run a ``.tflite`` model with LiteRT (``ai-edge-litert``), falling back to ``tf.lite``.
 
+    The interpreter uses LiteRT's default XNNPACK delegate. When XNNPACK fails to prepare a
+    graph (seen with the partly-integer int8 3D networks: "failed to create XNNPACK runtime"),
+    the runner retries with the builtin kernels only; :attr:`delegate` says which is in use.
+
     Args:
         model: Flatbuffer bytes or a ``.tflite`` path.
         num_threads: CPU threads for the interpreter.
+
+    Attributes:
+        delegate: ``"xnnpack"`` (default delegates applied) or ``"builtin"`` (reference kernels).
+
+    Raises:
+        ExportError: The model cannot be loaded or prepared by either interpreter set-up.
     """
 
     def __init__(self, model: bytes | str | os.PathLike, num_threads: int = 1):
         try:
-            from ai_edge_litert.interpreter import Interpreter
+            from ai_edge_litert import interpreter as litert
         except ImportError:  # pragma: no cover - the export extra installs it
             import tensorflow as tf
 
-            Interpreter = tf.lite.Interpreter
-        kwargs = {"model_content": model} if isinstance(model, (bytes, bytearray)) else {"model_path": os.fspath(model)}
-        self.interpreter = Interpreter(num_threads=num_threads, **kwargs)
-        self.interpreter.allocate_tensors()
+            litert = tf.lite
+            resolver = tf.lite.experimental.OpResolverType
+        else:
+            resolver = litert.OpResolverType
+        kwargs = {"model_content": bytes(model)} if isinstance(model, (bytes, bytearray)) else {"model_path": os.fspath(model)}
+        source = "model bytes" if "model_content" in kwargs else kwargs["model_path"]
+        try:
+            self.interpreter = litert.Interpreter(num_threads=num_threads, **kwargs)
+            self.interpreter.allocate_tensors()
+            self.delegate = "xnnpack"
+        except (RuntimeError, ValueError) as exc:
+            if "XNNPACK" not in str(exc):
+                raise ExportError(f"LiteRT cannot load the model: {exc}", path=source) from exc
+            try:
+                self.interpreter = litert.Interpreter(
+                    num_threads=num_threads, experimental_op_resolver_type=resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES, **kwargs)
+                self.interpreter.allocate_tensors()
+            except (RuntimeError, ValueError) as exc2:
+                raise ExportError(f"LiteRT cannot prepare the model: {exc2}", path=source) from exc2
+            self.delegate = "builtin"
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]
 
