@@ -1,0 +1,204 @@
+"""Seed-001 experiment: wiring helpers, a tiny end-to-end run, bad input through main(), the quick run (slow)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pydicom
+import pytest
+import tensorflow as tf
+import yaml
+
+from tfmedseg.datasets import load_dataset
+from tfmedseg.datasets.phantoms import ensure_phantoms
+from tfmedseg.errors import ConfigError
+from tfmedseg.experiments import bone_malignet as bm
+
+TINY = {
+    "validation_fraction": 0.34,
+    "crop_size": 64,
+    "score_threshold": 0.0,
+    "overlay_images": 2,
+    "ssd": {
+        "image_size": 64, "scales": [0.15, 0.3, 0.6, 0.9, 1.05], "steps": [8, 16, 32, 64], "offsets": [0.5] * 4,
+        "aspect_ratios": [[1.0, 2.0, 0.5]] * 4, "backbone_filters": [8, 8, 16, 16, 16], "fc_filters": 16,
+        "extra_filters": [[8, 16], [8, 16]], "max_detections": 10, "max_instances": 4,
+    },
+    "mask_rcnn": {
+        "image_size": 64, "stem_filters": 8, "stage_filters": [8, 8, 16, 16], "stage_blocks": [1, 1, 1, 1],
+        "fpn_filters": 16, "rpn_anchor_scales": [8, 16, 32, 64, 128], "rpn_filters": 16,
+        "rpn_train_anchors_per_image": 64, "pre_nms_limit": 300, "post_nms_rois_training": 64,
+        "post_nms_rois_inference": 32, "train_rois_per_image": 32, "head_fc_filters": 32, "mask_filters": 16,
+        "mask_convs": 2, "detection_max_instances": 8, "max_gt_instances": 16, "mini_mask_size": 28,
+        "detection_min_confidence": 0.0,
+    },
+    "ssd_stage": {"batch_size": 2, "steps_per_epoch": 2, "train": {"epochs": 1, "verbose": 0}},
+    "lesion_stage": {"batch_size": 2, "steps_per_epoch": 1, "train": {"epochs": 1, "verbose": 0}},
+}
+
+
+@pytest.fixture(scope="module")
+def phantom_root(tmp_path_factory):
+    """Six phantom patients (BS0003 and BS0006 unlabeled)."""
+    return ensure_phantoms("bone_scan", tmp_path_factory.mktemp("bone") / "bone_scan", 6, 0)
+
+
+@pytest.fixture(scope="module")
+def cases(phantom_root):
+    return load_dataset("bone_scan", phantom_root)
+
+
+def _config(**overrides):
+    from tfmedseg.config import from_dict
+
+    return from_dict(bm.BoneMaligNetConfig, {**TINY, **overrides})
+
+
+# ----------------------------------------------------------------------------- wiring helpers
+def test_split_is_by_patient_seeded_and_keeps_unlabeled_apart(cases):
+    train, val, unlabeled = bm.split_patients(cases, 0.34, seed=3)
+    again = bm.split_patients(cases, 0.34, seed=3)
+    assert [c.case_id for c in val] == [c.case_id for c in again[1]]
+    assert sorted(c.case_id for c in unlabeled) == ["BS0003", "BS0006"]
+    assert len(val) == 1 and len(train) == 3
+    assert not {c.case_id for c in train} & {c.case_id for c in val}
+    with pytest.raises(ConfigError, match="2 labeled"):
+        bm.split_patients(cases[2:3], 0.5, seed=0)
+
+
+def test_views_keep_only_chest_lesions_and_crop_maps_back(cases):
+    config = _config()
+    case = cases[0]  # BS0001: lesions in the skull, the chest and the lumbar spine
+    views = bm.collect_views([case], config)
+    assert [v.view for v in views] == ["anterior", "posterior"]
+    ant = views[0]
+    assert 0.0 <= ant.image.min() and ant.image.max() == pytest.approx(1.0)
+    all_ant = [i for i in case.instances if i.view == "anterior"]
+    box = case.meta["chest_boxes"]["anterior"]
+    inside = [i for i in all_ant if box[0] <= i.box[0] and i.box[2] <= box[2]]
+    assert len(ant.lesions) == len(inside) < len(all_ant)
+    sample, transform = bm.crop_sample(ant, 64)
+    assert sample.image.shape == (64, 64, 1) and len(sample.boxes) == len(ant.lesions)
+    back = transform.boxes_to_source(sample.boxes)
+    ref = np.array([i.box for i in ant.lesions], np.float32)
+    sy, sx = transform.scale
+    assert np.abs(back - ref).max() <= max(sy, sx) + 1e-4
+    assert list(sample.classes) == [bm.LESION_CLASSES.index(i.class_name) + 1 for i in ant.lesions]
+    unlabeled = bm.collect_views([cases[2]], config)
+    assert unlabeled[0].lesions is None and unlabeled[0].chest_box is None
+
+
+def test_patient_metastasis_counts_a_patient_once():
+    o = lambda tp=0, fp=0, fn=0, tn=0: {"tp": tp, "fp": fp, "fn": fn, "tn": tn}  # noqa: E731
+    per_image = [("a", o(tp=1)), ("a", o(fn=1)),   # metastatic, found on one view -> TP
+                 ("b", o(fn=1)), ("b", o(fn=1)),   # metastatic, missed -> FN
+                 ("c", o(fp=1)), ("c", o(tn=1)),   # not metastatic, a false alarm -> FP
+                 ("d", o(tn=1)), ("d", o(tn=1))]   # TN
+    m = bm._patient_metastasis(per_image)
+    assert (m["tp"], m["fp"], m["fn"], m["tn"]) == (1, 1, 1, 1)
+    assert m["sensitivity"] == 0.5 and m["specificity"] == 0.5 and m["accuracy"] == 0.5
+
+
+def test_config_checks():
+    with pytest.raises(ConfigError, match="crop_size"):
+        _config(crop_size=128)
+    with pytest.raises(ConfigError, match="unlabeled_per_batch"):
+        _config(unlabeled_per_batch=4)
+    with pytest.raises(ConfigError, match="iou_type"):
+        _config(iou_type="centre")
+
+
+# ----------------------------------------------------------------------------- end to end
+def test_tiny_run_end_to_end(phantom_root, cases, tmp_path):
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump(TINY))
+    out, export = tmp_path / "run", tmp_path / "saved_models"
+    argv = ["--config", str(cfg_path), "--data-dir", str(phantom_root), "--output-dir", str(out),
+            "--set", f"export_dir={export}", "--seed", "0"]
+    assert bm.main(argv) == 0
+    # per-view CSV: the validation patient's two views, reference lesions as counted from the loader
+    _, val, _ = bm.split_patients(cases, TINY["validation_fraction"], 0)
+    with open(out / "per_case.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["case"], r["view"]) for r in rows] == [(val[0].case_id, "anterior"), (val[0].case_id, "posterior")]
+    views = bm.collect_views(val, _config())
+    assert [int(r["lesions_ref"]) for r in rows] == [len(v.lesions) for v in views]
+    summary = json.loads((out / "summary.json").read_text())["summary"]
+    for key in ("chest_jaccard_min", "chest_jaccard_mean", "chest_jaccard_max", "lesion_precision",
+                "lesion_sensitivity", "lesion_f1", "metastasis_sensitivity", "metastasis_specificity"):
+        assert 0.0 <= summary[key] <= 1.0, key
+    assert summary["chest_jaccard_min"] <= summary["chest_jaccard_mean"] <= summary["chest_jaccard_max"]
+    assert summary["inference_seconds_per_image"] > 0 and summary["ssd_train_seconds"] > 0
+    text = (out / "summary.md").read_text()
+    for heading in ("Table 4-style", "Table 5-style", "Table 6-style", "Table 7-style", "box Jaccard", "s per image"):
+        assert heading in text
+    assert (out / "montage.png").stat().st_size > 0 and (out / "config.yaml").is_file()
+    for stage in ("ssd", "mask_rcnn"):
+        assert (out / stage / "best.weights.h5").is_file() and (out / stage / "last.weights.h5").is_file()
+        assert list((out / stage / "logs").rglob("events.*"))
+    assert list((out / "logs" / "predictions").rglob("events.*"))
+    # the exported inference models load and serve fixed-size detections
+    ssd = tf.saved_model.load(str(export / "bone_malignet_ssd" / "1"))
+    det = ssd.serve(tf.zeros([1, 64, 64, 1]))
+    assert tuple(det["boxes"].shape) == (1, 10, 4)
+    mrcnn = tf.saved_model.load(str(export / "bone_malignet_maskrcnn" / "1"))
+    out_m = mrcnn.serve(tf.zeros([2, 64, 64, 1]))
+    assert tuple(out_m["masks"].shape) == (2, 8, 64, 64) and out_m["masks"].dtype == tf.uint8
+
+
+# ----------------------------------------------------------------------------- bad input through main()
+def _copy(phantom_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(phantom_root, root)
+    return root
+
+
+def _main_error(root, tmp_path, capsys) -> str:
+    assert bm.main(["--data-dir", str(root), "--output-dir", str(tmp_path / "run")]) == 2
+    return capsys.readouterr().err
+
+
+def test_scan_with_one_view_missing(phantom_root, tmp_path, capsys):
+    root = _copy(phantom_root, tmp_path)
+    scan = root / "BS0002" / "wholebody.dcm"
+    ds = pydicom.dcmread(scan)
+    code = ds.DetectorInformationSequence[1].ViewCodeSequence[0]
+    code.CodeValue, code.CodeMeaning = "399067008", "Lateral projection"
+    ds.save_as(scan)
+    err = _main_error(root, tmp_path, capsys)
+    assert str(scan) in err and "posterior" in err
+
+
+def test_annotation_box_outside_the_image(phantom_root, tmp_path, capsys):
+    root = _copy(phantom_root, tmp_path)
+    path = root / "BS0004" / "annotation.json"
+    data = json.loads(path.read_text())
+    data["views"]["anterior"]["chest_box"] = [10, 10, 900, 100]
+    path.write_text(json.dumps(data))
+    err = _main_error(root, tmp_path, capsys)
+    assert str(path) in err and "outside" in err
+
+
+def test_unknown_lesion_class(phantom_root, tmp_path, capsys):
+    root = _copy(phantom_root, tmp_path)
+    path = root / "BS0001" / "annotation.json"
+    data = json.loads(path.read_text())
+    data["views"]["posterior"]["lesions"][0]["class"] = "benign"
+    path.write_text(json.dumps(data))
+    err = _main_error(root, tmp_path, capsys)
+    assert str(path) in err and "benign" in err and "malignant" in err
+
+
+# ----------------------------------------------------------------------------- quick configuration
+@pytest.mark.slow
+def test_quick_config_on_default_phantoms(tmp_path):
+    """The default command on the default phantoms (about 10 minutes on 2 cores)."""
+    out = tmp_path / "run"
+    assert bm.main(["--output-dir", str(out), "--cache-dir", str(tmp_path / "cache"),
+                    "--set", f"export_dir={tmp_path / 'saved_models'}"]) == 0
+    summary = json.loads((out / "summary.json").read_text())["summary"]
+    assert summary["chest_jaccard_mean"] >= 0.85
+    assert summary["lesion_f1"] >= 0.5
