@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
             config_cls=LiverCT2D3DConfig,
             default_config="liver_ct_2d3d_quick.yaml",
             phantom_dataset="lits",
-            default_phantom_cases=8,
+            default_phantom_cases=10,
         )
         run(ctx)
     except TfMedSegError as exc:

@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 ACTIVATIONS = ("relu", "relu6", "swish", "hard_swish", "sigmoid", "hard_sigmoid", "linear")
-BN_MOMENTUM = 0.99
+BN_MOMENTUM = 0.9  # PyTorch BatchNorm2d default (momentum 0.1), the framework the seed-002 thesis used; 0.99 left inference-mode statistics far behind on short CPU runs
 BN_EPSILON = 1e-3
 
 _CONV = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
