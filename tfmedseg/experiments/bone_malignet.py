@@ -81,12 +81,16 @@ class StageConfig:
         batch_size: Global batch size (Tables 10/11: 16).
         augmentation: Augmentation preset (``seed001_affine_bc``) or None. Its 16 px translation
             is scaled by ``input size / 320``.
+        augmentation_overrides: Layer class name -> arguments replacing the preset's (the SSD
+            stage turns rotation off: the box around a rotated chest box is taller than the chest,
+            which biases the detector's boxes outwards).
         train: Optimiser, epochs, callbacks (:class:`~tfmedseg.training.trainer.TrainConfig`).
         steps_per_epoch: Optimizer steps per epoch; None: one pass over the training images.
     """
 
     batch_size: int = 16
     augmentation: str | None = "seed001_affine_bc"
+    augmentation_overrides: dict = dataclasses.field(default_factory=lambda: {"RandomGeometric": {"rotation": 0.0}})
     train: TrainConfig = dataclasses.field(default_factory=_ssd_train)
     steps_per_epoch: int | None = None
 
@@ -131,7 +135,8 @@ class BoneMaligNetConfig:
     ssd: SSDConfig = dataclasses.field(default_factory=SSDConfig)
     mask_rcnn: MaskRCNNConfig = dataclasses.field(default_factory=MaskRCNNConfig)
     ssd_stage: StageConfig = dataclasses.field(default_factory=StageConfig)
-    lesion_stage: StageConfig = dataclasses.field(default_factory=lambda: StageConfig(train=_mrcnn_train()))
+    lesion_stage: StageConfig = dataclasses.field(
+        default_factory=lambda: StageConfig(augmentation_overrides={}, train=_mrcnn_train()))
     overlay_images: int = 8
     export_dir: str = "saved_models"
 
@@ -280,7 +285,9 @@ def _augmenter(stage: StageConfig, size: int, seed: int):
 
     if not stage.augmentation:
         return None
-    overrides = {"RandomGeometric": {"translation": 16.0 * size / 320.0}} if stage.augmentation == "seed001_affine_bc" else None
+    overrides = {k: dict(v) for k, v in stage.augmentation_overrides.items()}
+    if stage.augmentation == "seed001_affine_bc":
+        overrides["RandomGeometric"] = {"translation": 16.0 * size / 320.0, **overrides.get("RandomGeometric", {})}
     return build_preset(stage.augmentation, ndim=2, seed=seed, overrides=overrides)
 
 
