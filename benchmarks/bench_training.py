@@ -1,22 +1,37 @@
-"""Training throughput of a 2D and a 3D U-Net, as a fraction of the matmul peak measured in the same run.
+"""Training throughput of a 2D and a 3D U-Net vs PyTorch and the matmul peak, measured in one run.
 
 Each configuration runs in its own subprocess, because ``TF_ENABLE_ONEDNN_OPTS`` only acts
 before TensorFlow is imported:
 
-- ``base``: oneDNN on (the tfmedseg default), float32, no XLA;
-- ``onednn0``: oneDNN off (TensorFlow 2.21's default on AMD/AVX2 CPUs);
+- ``base``: oneDNN on (the tfmedseg default), float32, no XLA. For the 2D model this child also
+  times, interleaved step by step with ours (so every contender sees the same machine load):
+  the PyTorch peer (same architecture, NCHW, ``torch.set_num_threads(2)``, Adam, BCE with
+  logits), our network with a fused batch norm (``FusedBatchNormV3`` kernels, variant
+  ``fusedbn``), and a 4096^2 float32 matmul in TensorFlow and torch (the peak);
+- ``onednn0``: oneDNN off (TensorFlow 2.21's default on AMD CPUs);
 - ``xla``: ``jit_compile=True``;
 - ``bf16``: ``mixed_bfloat16`` policy.
 
 Models (perf-baselines section 3): the 2D U-Net has 4 encoder levels (16, 32, 64, 128) and a
 256 bottleneck, each level 2 x [Conv3x3 (no bias) - BN - ReLU], MaxPool, Conv2DTranspose(2, s2)
-+ concat, a 1x1 head: 1,945,233 parameters, batch 4 of 256x256x1. The 3D U-Net has the same
-structure with levels (8, 16, 32) and a 64 bottleneck on 64^3 patches, batch 1.
-FLOPs are analytic: ``2 * k^d * c_in * c_out * output voxels`` per convolution (input voxels for
-a transposed convolution), a training step counted as 3x the forward pass. The peak is the best
-of a float32 4096^2 TensorFlow matmul in the oneDNN-on child and numpy's matmul in the parent.
++ concat, a 1x1 head: 1,945,233 parameters (1,942,289 in torch, which keeps no BN moving
+statistics as parameters), batch 4 of 256x256x1. The 3D U-Net has the same structure with levels
+(8, 16, 32) and a 64 bottleneck on 64^3 patches, batch 1. FLOPs are analytic:
+``2 * k^d * c_in * c_out * output voxels`` per convolution (input voxels for a transposed
+convolution), a training step counted as 3x the forward pass. The peak is the best (min-time) of
+the matmuls timed in the same child, interleaved with the training steps.
 
-Run: ``.venv/bin/python benchmarks/bench_training.py [--steps 3] [--models 2d,3d] [--configs base,onednn0,xla,bf16]``
+torch runs with ``OMP_WAIT_POLICY=PASSIVE`` unless ``--omp-active``: on a machine shared with
+other processes, OpenMP's busy-waiting barriers made a torch step 3-5x slower in CPU seconds
+(measured 2026-11 on the 2-vCPU machine at load 7). ``torch_1thread`` (the same network and
+optimizer with one thread) bounds what torch would do with two perfectly used cores: half its
+time. No numpy matmul in the child: OpenBLAS' spinning threads would steal cores from the next step.
+
+Each step is timed on the wall clock and in process CPU seconds; ``GFLOP/s cpu`` is
+``FLOPs / (cpu seconds / threads)``, which is steadier than the wall clock when other processes
+share the cores.
+
+Run: ``.venv/bin/python benchmarks/bench_training.py [--steps 10] [--models 2d,3d] [--configs base,onednn0,xla,bf16]``
 """
 
 from __future__ import annotations
@@ -38,17 +53,52 @@ MODELS = {
     "2d": {"rank": 2, "size": 256, "batch": 4, "filters": (16, 32, 64, 128, 256)},
     "3d": {"rank": 3, "size": 64, "batch": 1, "filters": (8, 16, 32, 64)},
 }
+THREADS = 2
+MATMUL_N = 4096
 
 
-def _unet(keras, rank: int, size: int, filters):
+def _fused_bn_class(keras, tf):
+    """A batch norm on ``tf.compat.v1.nn.fused_batch_norm`` (one kernel forward, one backward)."""
+
+    class FusedBatchNorm(keras.layers.Layer):
+        def __init__(self, momentum=0.99, epsilon=1e-3, **kw):
+            super().__init__(**kw)
+            self.momentum, self.epsilon = momentum, epsilon
+
+        def build(self, shape):
+            c = shape[-1]
+            self.gamma = self.add_weight(shape=(c,), initializer="ones", name="gamma")
+            self.beta = self.add_weight(shape=(c,), initializer="zeros", name="beta")
+            self.moving_mean = self.add_weight(shape=(c,), initializer="zeros", trainable=False, name="moving_mean")
+            self.moving_variance = self.add_weight(shape=(c,), initializer="ones", trainable=False, name="moving_variance")
+
+        def call(self, x, training=False):
+            fmt = "NHWC" if len(x.shape) == 4 else "NDHWC"
+            if training:
+                y, mean, var = tf.compat.v1.nn.fused_batch_norm(
+                    x, self.gamma, self.beta, epsilon=self.epsilon, data_format=fmt, is_training=True)
+                m = self.momentum
+                self.moving_mean.assign(self.moving_mean * m + mean * (1 - m))
+                self.moving_variance.assign(self.moving_variance * m + var * (1 - m))
+                return y
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x, self.gamma, self.beta, mean=self.moving_mean, variance=self.moving_variance,
+                epsilon=self.epsilon, data_format=fmt, is_training=False)
+            return y
+
+    return FusedBatchNorm
+
+
+def _unet(keras, rank: int, size: int, filters, bn=None):
     conv = keras.layers.Conv2D if rank == 2 else keras.layers.Conv3D
     up = keras.layers.Conv2DTranspose if rank == 2 else keras.layers.Conv3DTranspose
     pool = keras.layers.MaxPooling2D if rank == 2 else keras.layers.MaxPooling3D
+    bn = bn or keras.layers.BatchNormalization
 
     def block(x, f):
         for _ in range(2):
             x = conv(f, 3, padding="same", use_bias=False)(x)
-            x = keras.layers.BatchNormalization()(x)
+            x = bn()(x)
             x = keras.layers.ReLU()(x)
         return x
 
@@ -65,6 +115,49 @@ def _unet(keras, rank: int, size: int, filters):
         x = block(x, f)
     out = keras.layers.Activation("linear", dtype="float32")(conv(1, 1)(x))
     return keras.Model(inp, out)
+
+
+def _torch_unet(torch, filters, in_ch: int = 1):
+    """The same 2D U-Net in PyTorch (NCHW; BN eps 1e-3 and momentum 0.01 as Keras' 0.99)."""
+    nn = torch.nn
+
+    def block(cin, f):
+        layers = []
+        for c in (cin, f):
+            layers += [nn.Conv2d(c, f, 3, padding=1, bias=False), nn.BatchNorm2d(f, eps=1e-3, momentum=0.01), nn.ReLU()]
+        return nn.Sequential(*layers)
+
+    class UNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            chans, c = [], in_ch
+            self.down = nn.ModuleList()
+            for f in filters[:-1]:
+                self.down.append(block(c, f))
+                chans.append(f)
+                c = f
+            self.bottom = block(c, filters[-1])
+            c = filters[-1]
+            self.ups, self.dec = nn.ModuleList(), nn.ModuleList()
+            for f in reversed(filters[:-1]):
+                self.ups.append(nn.ConvTranspose2d(c, f, 2, stride=2))
+                self.dec.append(block(2 * f, f))
+                c = f
+            self.head = nn.Conv2d(c, 1, 1)
+            self.pool = nn.MaxPool2d(2)
+
+        def forward(self, x):
+            skips = []
+            for blk in self.down:
+                x = blk(x)
+                skips.append(x)
+                x = self.pool(x)
+            x = self.bottom(x)
+            for up, dec, skip in zip(self.ups, self.dec, reversed(skips)):
+                x = dec(torch.cat([up(x), skip], 1))
+            return self.head(x)
+
+    return UNet()
 
 
 def _forward_flops(keras, model) -> float:
@@ -87,124 +180,183 @@ def _forward_flops(keras, model) -> float:
     return total
 
 
-def child(model_name: str, config_name: str, steps: int) -> dict:
-    """Time ``steps`` training steps (after 1 warm-up) in this process; return the figures."""
+def _timed(fn):
+    w0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w0, time.process_time() - c0
+
+
+def child(model_name: str, config_name: str, steps: int, peer: bool) -> dict:
+    """Time ``steps`` rounds (after 2 warm-up rounds) of every contender, interleaved; return the figures."""
     import tfmedseg  # noqa: F401  (sets the oneDNN default before TensorFlow)
     import keras
     import numpy as np
     import tensorflow as tf
 
     cfg, spec = CONFIGS[config_name], MODELS[model_name]
-    n = 4096
-    a, b = tf.random.normal([n, n]), tf.random.normal([n, n])
-    mm = tf.function(lambda: tf.reduce_sum(tf.linalg.matmul(a, b)))
-    mm().numpy()
-    mm_times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        mm().numpy()
-        mm_times.append(time.perf_counter() - t0)
-    matmul_gflops = 2 * n**3 / min(mm_times) / 1e9
-
-    if cfg["bf16"]:
-        keras.config.set_dtype_policy("mixed_bfloat16")
-    model = _unet(keras, spec["rank"], spec["size"], spec["filters"])
-    keras.config.set_dtype_policy("float32")
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.BinaryCrossentropy(from_logits=True), jit_compile=cfg["xla"])
-    shape = (spec["batch"],) + (spec["size"],) * spec["rank"] + (1,)
+    keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
+    shape = (spec["batch"],) + (spec["size"],) * spec["rank"] + (1,)
     x = rng.normal(size=shape).astype("float32")
     y = (x > 0.5).astype("float32")
-    ds = tf.data.Dataset.from_tensors((x, y)).repeat()
+    xt_, yt_ = tf.constant(x), tf.constant(y)
 
-    times: list[float] = []
+    n = MATMUL_N
+    a, b = tf.random.normal([n, n]), tf.random.normal([n, n])
+    mm = tf.function(lambda: tf.reduce_sum(tf.linalg.matmul(a, b)))
+    contenders = {"matmul_tf": lambda: mm().numpy()}
+    flops = {"matmul_tf": 2.0 * n**3}
+    params = {}
+    first = {}
 
-    class Timer(keras.callbacks.Callback):
-        def on_train_batch_begin(self, batch, logs=None):
-            self.t0 = time.perf_counter()
+    def keras_contender(name, bn=None):
+        if cfg["bf16"]:
+            keras.config.set_dtype_policy("mixed_bfloat16")
+        model = _unet(keras, spec["rank"], spec["size"], spec["filters"], bn=bn)
+        keras.config.set_dtype_policy("float32")
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                      jit_compile=cfg["xla"])
+        t0 = time.perf_counter()
+        model.train_on_batch(xt_, yt_)  # traces and compiles
+        first[name] = time.perf_counter() - t0
+        contenders[name] = lambda: model.train_on_batch(xt_, yt_)
+        flops[name] = 3 * _forward_flops(keras, model) * spec["batch"]
+        params[name] = int(model.count_params())
 
-        def on_train_batch_end(self, batch, logs=None):
-            times.append(time.perf_counter() - self.t0)
+    keras_contender("keras")
+    if peer:
+        keras_contender("keras_fusedbn", bn=_fused_bn_class(keras, tf))
+    if peer and spec["rank"] == 2:
+        import torch
 
-    t0 = time.perf_counter()
-    model.fit(ds, steps_per_epoch=steps + 1, epochs=1, verbose=0, callbacks=[Timer()])
-    total = time.perf_counter() - t0
-    timed = times[1:]
-    step = float(np.median(timed))
-    flops = 3 * _forward_flops(keras, model) * spec["batch"]
-    return {
-        "model": model_name,
-        "config": config_name,
-        "params": int(model.count_params()),
-        "first_step_s": times[0],
-        "step_s_median": step,
-        "step_s_min": float(min(timed)),
-        "images_per_s": spec["batch"] / step,
-        "gflop_per_step": flops / 1e9,
-        "gflops": flops / step / 1e9,
-        "tf_matmul_gflops": matmul_gflops,
-        "wall_s": total,
-    }
+        torch.set_num_threads(THREADS)
+        torch.manual_seed(0)
+        net = _torch_unet(torch, spec["filters"]).train()
+        opt = torch.optim.Adam(net.parameters(), 1e-3)
+        loss_fn = torch.nn.BCEWithLogitsLoss()
+        tx = torch.from_numpy(np.moveaxis(x, -1, 1).copy())
+        ty = torch.from_numpy(np.moveaxis(y, -1, 1).copy())
+        ta, tb = torch.randn(n, n), torch.randn(n, n)
 
+        def torch_step():
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(net(tx), ty)
+            loss.backward()
+            opt.step()
+            return float(loss)
 
-def _numpy_matmul_gflops(n: int = 4096) -> float:
-    import numpy as np
+        t0 = time.perf_counter()
+        torch_step()
+        first["torch"] = time.perf_counter() - t0
+        def torch_step_1thread():
+            torch.set_num_threads(1)
+            try:
+                return torch_step()
+            finally:
+                torch.set_num_threads(THREADS)
 
-    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    a @ a
-    best = min(_time(lambda: a @ a) for _ in range(3))
-    return 2 * n**3 / best / 1e9
+        contenders["torch"] = torch_step
+        contenders["torch_1thread"] = torch_step_1thread
+        contenders["matmul_torch"] = lambda: float((ta @ tb)[0, 0])
+        flops["torch"] = flops["torch_1thread"] = flops["keras"]
+        flops["matmul_torch"] = 2.0 * n**3
+        params["torch"] = sum(p.numel() for p in net.parameters())
 
-
-def _time(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+    for _ in range(2):  # warm-up rounds
+        for fn in contenders.values():
+            fn()
+    wall = {k: [] for k in contenders}
+    cpu = {k: [] for k in contenders}
+    load = [os.getloadavg()[0]]
+    for _ in range(steps):
+        for k, fn in contenders.items():
+            w, c = _timed(fn)
+            wall[k].append(w)
+            cpu[k].append(c)
+    load.append(os.getloadavg()[0])
+    out = {"model": model_name, "config": config_name, "batch": spec["batch"], "params": params,
+           "first_step_s": first, "load_avg": load, "threads": THREADS, "contenders": {}}
+    for k in contenders:
+        w, c = np.array(wall[k]), np.array(cpu[k])
+        out["contenders"][k] = {
+            "wall_min": float(w.min()), "wall_med": float(np.median(w)), "cpu_med": float(np.median(c)),
+            "gflop": flops[k] / 1e9,
+        }
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per configuration (after 1 warm-up)")
+    parser.add_argument("--steps", type=int, default=10, help="timed rounds per configuration (after 2 warm-up rounds)")
     parser.add_argument("--models", default="2d,3d")
     parser.add_argument("--configs", default="base,onednn0,xla,bf16")
+    parser.add_argument("--no-peer", action="store_true", help="skip torch and the fused-BN variant in 'base'")
+    parser.add_argument("--omp-active", action="store_true",
+                        help="leave OpenMP's busy-wait default for torch (PASSIVE is set otherwise: see docstring)")
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(child(args.child[0], args.child[1], args.steps)))
+        peer = args.child[1] == "base" and not args.no_peer
+        print("RESULT " + json.dumps(child(args.child[0], args.child[1], args.steps, peer)))
         return
 
-    np_peak = _numpy_matmul_gflops()
-    print(f"numpy matmul 4096^2 float32: {np_peak:.1f} GFLOP/s")
+    print(f"{os.cpu_count()} CPUs, load average at start {os.getloadavg()[0]:.2f}, {THREADS} threads per framework")
     results = []
     for model_name in args.models.split(","):
         for config_name in args.configs.split(","):
-            env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=CONFIGS[config_name]["onednn"], TF_CPP_MIN_LOG_LEVEL="2")
-            proc = subprocess.run(
-                [sys.executable, __file__, "--child", model_name, config_name, "--steps", str(args.steps)],
-                env=env,
-                capture_output=True,
-                text=True,
-            )
+            env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=CONFIGS[config_name]["onednn"], TF_CPP_MIN_LOG_LEVEL="2",
+                       OMP_NUM_THREADS=str(THREADS))
+            if not args.omp_active:
+                env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+            cmd = [sys.executable, __file__, "--child", model_name, config_name, "--steps", str(args.steps)]
+            proc = subprocess.run(cmd + (["--no-peer"] if args.no_peer else []), env=env, capture_output=True, text=True)
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
             if line is None:
-                print(f"{model_name}/{config_name}: failed\n{proc.stderr[-2000:]}")
+                print(f"{model_name}/{config_name}: failed\n{proc.stderr[-3000:]}")
                 continue
             res = json.loads(line[7:])
             results.append(res)
-            print(f"{model_name}/{config_name}: {res['step_s_median']:.3f} s/step, {res['images_per_s']:.2f} img/s, {res['gflops']:.1f} GFLOP/s", flush=True)
+            _print_child(res)
+    _print_summary(results)
 
-    peak = max([np_peak] + [r["tf_matmul_gflops"] for r in results if r["config"] == "base"])
-    print(f"\npeak (best matmul measured in this run): {peak:.1f} GFLOP/s")
-    header = f"{'model':5} {'config':8} {'params':>9} {'GF/step':>8} {'1st step s':>10} {'s/step med':>10} {'s/step min':>10} {'img/s':>7} {'GFLOP/s':>8} {'% peak':>7} {'vs base':>8}"
-    print(header)
+
+def _print_child(res: dict) -> None:
+    c = res["contenders"]
+    peak = max(v["gflop"] / v["wall_min"] for k, v in c.items() if k.startswith("matmul"))
+    peak_cpu = max(v["gflop"] / (v["cpu_med"] / THREADS) for k, v in c.items() if k.startswith("matmul"))
+    print(f"\n{res['model']}/{res['config']}  (load avg {res['load_avg'][0]:.2f} -> {res['load_avg'][1]:.2f}; "
+          f"params {res['params']}; first step s {', '.join(f'{k} {v:.1f}' for k, v in res['first_step_s'].items())})")
+    print(f"{'contender':14s} {'GF/call':>8s} {'s min':>7s} {'s med':>7s} {'cpu s med':>9s} {'GF/s min':>8s} "
+          f"{'GF/s med':>8s} {'GF/s cpu':>8s} {'%peak min':>9s} {'%peak cpu':>9s} {'img/s':>6s}")
+    for k, v in c.items():
+        threads = 1 if k.endswith("1thread") else THREADS
+        g_min, g_med, g_cpu = v["gflop"] / v["wall_min"], v["gflop"] / v["wall_med"], v["gflop"] / (v["cpu_med"] / threads)
+        img = f"{res['batch'] / v['wall_med']:6.2f}" if not k.startswith("matmul") else ""
+        print(f"{k:14s} {v['gflop']:8.1f} {v['wall_min']:7.3f} {v['wall_med']:7.3f} {v['cpu_med']:9.3f} {g_min:8.1f} "
+              f"{g_med:8.1f} {g_cpu:8.1f} {100 * g_min / peak:8.1f}% {100 * g_cpu / peak_cpu:8.1f}% {img}")
+    print(f"peak (best matmul, min time; threads={THREADS}) {peak:.1f} GFLOP/s; cpu-time based {peak_cpu:.1f} GFLOP/s")
+    if "torch" in c:
+        t, t1 = c["torch"], c["torch_1thread"]
+        for k in ("keras", "keras_fusedbn"):
+            if k in c:
+                o = c[k]
+                print(f"{k} / torch (2 threads) step time: median {o['wall_med'] / t['wall_med']:.2f}x, "
+                      f"min {o['wall_min'] / t['wall_min']:.2f}x, cpu {o['cpu_med'] / t['cpu_med']:.2f}x  (goal <= 0.9x)")
+                print(f"{k} / torch ideal 2-thread (1-thread time / 2): min {o['wall_min'] / (t1['wall_min'] / 2):.2f}x, "
+                      f"cpu-time {o['cpu_med'] / t1['cpu_med']:.2f}x  (a lower bound for torch on an idle machine)")
+
+
+def _print_summary(results: list) -> None:
+    if not results:
+        return
+    print("\nSummary (step time median, ratio to oneDNN-on float32 'keras' of the same model)")
     for r in results:
         base = next((b for b in results if b["model"] == r["model"] and b["config"] == "base"), r)
-        print(
-            f"{r['model']:5} {r['config']:8} {r['params']:9d} {r['gflop_per_step']:8.1f} {r['first_step_s']:10.2f} {r['step_s_median']:10.3f} "
-            f"{r['step_s_min']:10.3f} {r['images_per_s']:7.2f} {r['gflops']:8.1f} {100 * r['gflops'] / peak:6.1f}% "
-            f"{r['step_s_median'] / base['step_s_median']:7.2f}x"
-        )
-    print("(vs base: step-time ratio to oneDNN-on float32 without XLA; > 1 is slower)")
+        bk = base["contenders"]["keras"]["wall_med"]
+        for k, v in r["contenders"].items():
+            if k.startswith("matmul"):
+                continue
+            print(f"{r['model']:3s} {r['config']:8s} {k:14s} {v['wall_med']:7.3f} s  {v['wall_med'] / bk:5.2f}x")
 
 
 if __name__ == "__main__":
