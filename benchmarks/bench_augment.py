@@ -9,7 +9,11 @@ Every tfmedseg variant runs in a ``tf.function``: ``graph`` (plain TF ops), ``xl
 layer's default: grid + resampling compiled with XLA inside the graph) and ``xla-all`` (the whole
 function ``jit_compile=True``). Times are wall-clock per batch including the host sync; the
 ratios compare images/s (median-based) with albumentations' per-sample loop measured in the same
-run. Run: ``.venv/bin/python benchmarks/bench_augment.py [--batches 30]``.
+run. The reference model is the 2D U-Net of ``bench_training.py`` (1.95 M parameters, oneDNN on,
+float32, Adam, BCE) trained with ``train_on_batch`` on the same batch of 16 x 256x256, timed every
+``--train-every`` rounds among the pipelines; the pipeline's batches/s divided by its steps/s is
+how many times over the pipeline could feed it (issue 4 goal: >= 2x).
+Run: ``.venv/bin/python benchmarks/bench_augment.py [--batches 30] [--train-every 5]``.
 """
 
 from __future__ import annotations
@@ -25,24 +29,42 @@ import tensorflow as tf
 from tfmedseg.augment import AugmentationPipeline, RandomGaussianNoise, RandomGeometric
 
 
-def _measure(fns: dict, batches: int, warmup: int = 2) -> dict:
+def _measure(fns: dict, batches: int, warmup: int = 2, every: dict | None = None) -> dict:
     """Wall and process-CPU seconds per call of every function, interleaved round-robin.
 
     Interleaving makes every variant see the same background load; CPU time (all threads of
-    this process) is the steadier figure on a shared machine.
+    this process) is the steadier figure on a shared machine. ``every[name] = k`` runs that
+    function only every k-th round (a slow training step among fast pipelines).
     """
-    for fn in fns.values():
-        for _ in range(warmup):
+    every = every or {}
+    for name, fn in fns.items():
+        for _ in range(1 if name in every else warmup):
             fn()
     wall = {k: [] for k in fns}
     cpu = {k: [] for k in fns}
-    for _ in range(batches):
+    for i in range(batches):
         for name, fn in fns.items():
+            if i % every.get(name, 1):
+                continue
             w0, c0 = time.perf_counter(), time.process_time()
             fn()
             wall[name].append(time.perf_counter() - w0)
             cpu[name].append(time.process_time() - c0)
     return {k: (np.array(wall[k]), np.array(cpu[k])) for k in fns}
+
+
+def _train_step(imgs: np.ndarray, masks: np.ndarray):
+    """One training step of bench_training.py's 2D U-Net (1.95 M parameters) or 3D U-Net on this batch."""
+    import keras
+
+    from bench_training import MODELS, _unet
+
+    keras.utils.set_random_seed(0)
+    rank = masks.ndim - 1
+    model = _unet(keras, rank, imgs.shape[1], MODELS["2d" if rank == 2 else "3d"]["filters"])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    x, y = tf.constant(imgs), tf.constant(masks[..., None].astype(np.float32))
+    return lambda: model.train_on_batch(x, y)
 
 
 def _albumentations(imgs: np.ndarray, masks: np.ndarray):
@@ -97,6 +119,8 @@ def _row(name: str, times: tuple, items: int, ref: tuple | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=30, help="timed batches per variant")
+    parser.add_argument("--train-every", type=int, default=5,
+                        help="time one reference training step every N rounds (0: none)")
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
@@ -116,23 +140,52 @@ def main() -> None:
     image, label = tf.constant(imgs), tf.constant(masks.astype(np.int32))
     for variant in ("graph", "xla-core", "xla-all"):
         fns[f"tfmedseg 2D tf.function {variant}"] = _ours(image, label, 2, variant)
-    results = _measure(fns, args.batches)
+    step_name = "reference U-Net train step (1 batch)"
+    every = {}
+    if args.train_every > 0:
+        fns[step_name] = _train_step(imgs, masks)
+        every[step_name] = args.train_every
+    load0 = os.getloadavg()[0]
+    results = _measure(fns, args.batches, every=every)
+    print(f"(interleaved; load average {load0:.1f} -> {os.getloadavg()[0]:.1f}; "
+          f"{len(results[step_name][0]) if every else 0} training steps among {args.batches} rounds)")
     ref = None
     if albu is not None:
         wall, cpu = next(iter(results.values()))
         ref = (16 / np.median(wall), 16 / np.median(cpu))
     for name, times in results.items():
-        print(_row(name, times, 16, ref))
+        print(_row(name, times, 16, ref if name != step_name else None))
+    if every:
+        sw, sc = results[step_name]
+        print(f"\nPipeline batches/s / reference training steps/s (same batch of 16 x 256x256; goal >= 2x):")
+        print(f"{'pipeline':34s} {'wall med':>9s} {'wall min':>9s} {'cpu med':>8s}")
+        for name, (w, c) in results.items():
+            if name != step_name:
+                print(f"{name:34s} {np.median(sw) / np.median(w):8.1f}x {sw.min() / w.min():8.1f}x "
+                      f"{np.median(sc) / np.median(c):7.1f}x")
 
     vol = np.zeros((2, 64, 64, 64), np.int32)
     vol[:, 16:48, 20:44, 12:52] = 1
-    image3 = tf.constant((vol * 0.6 + 0.2 + rng.normal(0, 0.05, vol.shape)).astype(np.float32)[..., None])
-    label3 = tf.constant(vol)
-    print(f"{'3D: 2 x 64^3 x1 + label (volumes)':34s} {cols}")
+    img3 = (vol * 0.6 + 0.2 + rng.normal(0, 0.05, vol.shape)).astype(np.float32)[..., None]
+    image3, label3 = tf.constant(img3), tf.constant(vol)
+    print(f"\n{'3D: 2 x 64^3 x1 + label (volumes)':34s} {cols}")
     fns3 = {f"tfmedseg 3D tf.function {v}": _ours(image3, label3, 3, v) for v in ("graph", "xla-core", "xla-all")}
-    for name, times in _measure(fns3, max(5, args.batches // 2)).items():
+    step3 = "reference 3D U-Net train step"
+    every3 = {}
+    if args.train_every > 0:
+        fns3[step3] = _train_step(img3, vol)
+        every3[step3] = args.train_every
+    results3 = _measure(fns3, max(5, args.batches // 2), every=every3)
+    for name, times in results3.items():
         print(_row(name, times, 2, None))
-    print("Goal (issue 4): tfmedseg 2D >= 2x albumentations' images/s on this CPU.")
+    if every3:
+        sw, sc = results3[step3]
+        print(f"3D pipeline batches/s / 3D U-Net (bench_training, levels 8-64) steps/s on the same 2 volumes:")
+        for name, (w, c) in results3.items():
+            if name != step3:
+                print(f"{name:34s} {np.median(sw) / np.median(w):8.1f}x {sw.min() / w.min():8.1f}x "
+                      f"{np.median(sc) / np.median(c):7.1f}x")
+    print("Goals (issue 4): tfmedseg 2D >= 2x albumentations' images/s on this CPU; pipeline >= 2x the step rate.")
 
 
 if __name__ == "__main__":
