@@ -79,6 +79,10 @@ class StageConfig:
         train: Optimisation settings.
         steps_per_epoch: Optimizer steps per epoch; None: every training slice once (seed 002).
         validation_steps: Validation batches per epoch; None: every validation slice once.
+        order: Training epoch order: ``volume`` (seed 002: every slice once, volume by volume in
+            random order), ``uniform``, or ``foreground`` (``foreground_fraction`` of the samples
+            centred on a slice with target voxels).
+        foreground_fraction: Share of foreground samples for ``order: foreground``.
     """
 
     model: str = "mobilenetv2_2d"
@@ -88,6 +92,8 @@ class StageConfig:
     train: TrainConfig = dataclasses.field(default_factory=_seed002_train)
     steps_per_epoch: int | None = None
     validation_steps: int | None = None
+    order: str = "volume"
+    foreground_fraction: float = 0.5
 
 
 @dataclasses.dataclass
@@ -185,13 +191,14 @@ def _stage_inputs(stage: StageConfig) -> tuple[int, str]:
     return (3, "3d_slab") if stage.model.endswith("_3d") else (2, "2.5d")
 
 
-def _dataset(stage: StageConfig, arrays: list, batch_size: int, seed: int, epochs: int | None):
+def _dataset(stage: StageConfig, arrays: list, batch_size: int, seed: int, epochs: int | None, order: str = "volume"):
     from tfmedseg.data.pipelines import slab3d_dataset, stack25d_dataset
 
     rank, _ = _stage_inputs(stage)
+    kwargs = dict(order=order, seed=seed, epochs=epochs, foreground_fraction=stage.foreground_fraction)
     if rank == 3:
-        return slab3d_dataset(arrays, batch_size, n_in=8, n_out=4, order="volume", seed=seed, epochs=epochs)
-    return stack25d_dataset(arrays, batch_size, n_slices=9, order="volume", seed=seed, epochs=epochs)
+        return slab3d_dataset(arrays, batch_size, n_in=8, n_out=4, **kwargs)
+    return stack25d_dataset(arrays, batch_size, n_slices=9, **kwargs)
 
 
 def _units_per_epoch(stage: StageConfig, arrays: list) -> int:
@@ -231,7 +238,7 @@ def train_stage(name: str, stage: StageConfig, train_arrays: list, val_arrays: l
         return AugmentedModel(net, augmentation, name=f"{name}_training")
 
     trainer = Trainer(train_cfg, build)
-    train_ds = _dataset(stage, train_arrays, batch, seed, None)
+    train_ds = _dataset(stage, train_arrays, batch, seed, None, stage.order)
     val_ds = _dataset(stage, val_arrays, min(batch, max(1, val_units)), seed + 1, None)
     start = time.perf_counter()
     history = trainer.fit(train_ds, validation_data=val_ds)
