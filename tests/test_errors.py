@@ -30,3 +30,14 @@ def test_message_names_path_and_cause(cls, base):
 
 def test_message_without_path():
     assert str(errors.ConfigError("bad")) == "bad"
+
+
+def test_report_user_errors_turns_user_errors_into_exit_code_2(capsys):
+    def fail():
+        raise errors.InvalidInputError("contains NaN voxels", path="scan.nii")
+
+    assert errors.report_user_errors(fail) == 2
+    assert capsys.readouterr().err == "error: scan.nii: contains NaN voxels\n"
+    assert errors.report_user_errors(lambda: None) == 0
+    with pytest.raises(ZeroDivisionError):  # a bug is not a user error: it keeps its traceback
+        errors.report_user_errors(lambda: 1 / 0)

@@ -45,7 +45,7 @@ from typing import Any, Callable
 import numpy as np
 
 import tfmedseg  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads)
-from tfmedseg.errors import ExportError, InvalidInputError, ServingError, TfMedSegError
+from tfmedseg.errors import ExportError, InvalidInputError, ServingError, TfMedSegError, report_user_errors
 from tfmedseg.export.spec import ServingSpec
 from tfmedseg.io.volume import Volume
 
@@ -435,17 +435,12 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse prints its own one-line usage error
         return int(exc.code or 0)
-    try:
-        predict_file(
-            args.model, args.input, args.output, modality=args.modality, series_uid=args.series_uid,
-            series_number=args.series_number, opacity=args.opacity,
-            window=tuple(args.window) if args.window else "auto", dicom_seg=not args.no_dicom_seg,
-            overwrite=args.overwrite,
-        )
-    except TfMedSegError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return report_user_errors(lambda: predict_file(
+        args.model, args.input, args.output, modality=args.modality, series_uid=args.series_uid,
+        series_number=args.series_number, opacity=args.opacity,
+        window=tuple(args.window) if args.window else "auto", dicom_seg=not args.no_dicom_seg,
+        overwrite=args.overwrite,
+    ))
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ import numpy as np
 
 import tfmedseg  # noqa: F401  (oneDNN on before TensorFlow loads)
 from tfmedseg.datasets.case import LESION_CLASSES
-from tfmedseg.errors import ConfigError, InvalidInputError, TfMedSegError
+from tfmedseg.errors import ConfigError, InvalidInputError
 from tfmedseg.models.detection.mask_rcnn import MaskRCNNConfig
 from tfmedseg.models.detection.ssd import SSDConfig
 from tfmedseg.training.trainer import TrainConfig
@@ -659,23 +659,19 @@ def run(ctx) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tfmedseg.experiments.cli import parse_experiment_args
+    """Command-line entry point; returns the exit code."""
+    from tfmedseg.experiments.cli import experiment_main
 
-    try:
-        ctx = parse_experiment_args(
-            argv,
+    return experiment_main(
+        argv,
+        run,
             prog="tfmedseg.experiments.bone_malignet",
             description="Seed 001: SSD chest detector, chest crop, Mask R-CNN lesion instances on bone scans.",
             config_cls=BoneMaligNetConfig,
             default_config="bone_malignet_quick.yaml",
             phantom_dataset="bone_scan",
             default_phantom_cases=36,
-        )
-        run(ctx)
-    except TfMedSegError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    )
 
 
 if __name__ == "__main__":

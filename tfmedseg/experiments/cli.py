@@ -23,9 +23,16 @@ from typing import Any, Callable
 import numpy as np
 
 from tfmedseg.config import load_config, save_config
-from tfmedseg.errors import ConfigError, DatasetLayoutError
+from tfmedseg.errors import ConfigError, DatasetLayoutError, report_user_errors
 
-__all__ = ["ExperimentContext", "build_parser", "parse_experiment_args", "default_cache_dir", "set_global_seed"]
+__all__ = [
+    "ExperimentContext",
+    "build_parser",
+    "parse_experiment_args",
+    "experiment_main",
+    "default_cache_dir",
+    "set_global_seed",
+]
 
 #: Root of the repository's ``experiments/`` YAML configs (also looked up relative to the CWD).
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "experiments"
@@ -147,3 +154,19 @@ def parse_experiment_args(
     output_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, output_dir / "config.yaml")
     return ExperimentContext(config, Path(data_dir), output_dir, args.seed, used_phantoms)
+
+
+def experiment_main(argv: list[str] | None, run: Callable[[ExperimentContext], Any], **parse_kwargs: Any) -> int:
+    """The whole ``main`` of an experiment module: parse the shared options, ``run``, exit code.
+
+    Args:
+        argv: Command-line arguments (``None``: ``sys.argv[1:]``).
+        run: The experiment, called with the :class:`ExperimentContext`.
+        **parse_kwargs: Keyword arguments of :func:`parse_experiment_args` (``prog``,
+            ``description``, ``config_cls``, ``default_config``, ``phantom_dataset``,
+            ``default_phantom_cases``).
+
+    Returns:
+        0, or 2 after a one-line ``error: ...`` message for a user error (bad config, data, model).
+    """
+    return report_user_errors(lambda: run(parse_experiment_args(argv, **parse_kwargs)))

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 import tfmedseg  # noqa: F401  (oneDNN on before TensorFlow loads)
-from tfmedseg.errors import ConfigError, TfMedSegError
+from tfmedseg.errors import ConfigError
 from tfmedseg.training.trainer import TrainConfig
 
 __all__ = ["StageConfig", "LiverCT2D3DConfig", "run", "main"]
@@ -420,23 +420,19 @@ def run(ctx) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tfmedseg.experiments.cli import parse_experiment_args
+    """Command-line entry point; returns the exit code."""
+    from tfmedseg.experiments.cli import experiment_main
 
-    try:
-        ctx = parse_experiment_args(
-            argv,
+    return experiment_main(
+        argv,
+        run,
             prog="tfmedseg.experiments.liver_ct_2d3d",
             description="Seed 002: LiTS liver-then-tumour cascade with efficient 2.5D/3D networks.",
             config_cls=LiverCT2D3DConfig,
             default_config="liver_ct_2d3d_quick.yaml",
             phantom_dataset="lits",
             default_phantom_cases=10,
-        )
-        run(ctx)
-    except TfMedSegError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    )
 
 
 if __name__ == "__main__":

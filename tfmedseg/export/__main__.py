@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 import tfmedseg  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads)
-from tfmedseg.errors import TfMedSegError
+from tfmedseg.errors import TfMedSegError, report_user_errors
 
 FORMATS = ("savedmodel", "tflite", "all")
 
@@ -81,29 +81,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default=None, help="model name (default: the output's parent directory name)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing version directory")
     args = parser.parse_args(argv)
+    return report_user_errors(lambda: export(args))
+
+
+def export(args: argparse.Namespace) -> None:
+    """Run the export the parsed command line asks for."""
     from tfmedseg.export.run_dir import load_for_export
     from tfmedseg.export.savedmodel import export_savedmodel
 
-    try:
-        bundle = load_for_export(args.model)
-        name = args.name or args.output.parent.name
-        print(f"exporting {args.model} as {name!r} to {args.output}")
-        if args.format in ("savedmodel", "all"):
-            export_savedmodel(bundle.model, args.output, spec=bundle.spec, model_name=name, metadata=bundle.info,
-                              overwrite=args.overwrite)
-            print(f"  SavedModel with signatures serving_default, predict_bytes, segment, segment_bytes")
-        else:
-            args.output.mkdir(parents=True, exist_ok=True)
-        if args.format in ("tflite", "all"):
-            report = export_tflite(bundle, args.output)
-            meta_path = args.output / "metadata.json"
-            meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"model_name": name, **bundle.info}
-            meta["tflite"] = report
-            meta_path.write_text(json.dumps(meta, indent=2, default=str))
-    except TfMedSegError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    bundle = load_for_export(args.model)
+    name = args.name or args.output.parent.name
+    print(f"exporting {args.model} as {name!r} to {args.output}")
+    if args.format in ("savedmodel", "all"):
+        export_savedmodel(bundle.model, args.output, spec=bundle.spec, model_name=name, metadata=bundle.info,
+                          overwrite=args.overwrite)
+        print("  SavedModel with signatures serving_default, predict_bytes, segment, segment_bytes")
+    else:
+        args.output.mkdir(parents=True, exist_ok=True)
+    if args.format in ("tflite", "all"):
+        report = export_tflite(bundle, args.output)
+        meta_path = args.output / "metadata.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"model_name": name, **bundle.info}
+        meta["tflite"] = report
+        meta_path.write_text(json.dumps(meta, indent=2, default=str))
 
 
 if __name__ == "__main__":
