@@ -1,9 +1,9 @@
 """tfmedseg: five published medical-imaging segmentation and detection systems in TF 2 / Keras 3.
 
 Importing ``tfmedseg`` before TensorFlow turns on oneDNN (``TF_ENABLE_ONEDNN_OPTS=1``) unless the
-user has set that variable: TF 2.21 leaves oneDNN off on AMD/AVX2 CPUs, and with it on a 2D U-Net
-training step is 1.36x and 3D sliding-window inference 4x faster on our reference CPU (see
-``docs/performance.md``). Set ``TF_ENABLE_ONEDNN_OPTS=0`` before importing to opt out. The variable
+user has set that variable: TF 2.21 leaves oneDNN off on AMD CPUs, and with it on a 2D U-Net
+training step was 1.36x-2.4x and 3D sliding-window inference 4x-18x faster on the CPUs we measured
+(see ``docs/performance.md``). Set ``TF_ENABLE_ONEDNN_OPTS=0`` before importing to opt out. The variable
 has no effect when TensorFlow was imported first.
 """
 
