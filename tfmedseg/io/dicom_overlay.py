@@ -47,6 +47,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tfmedseg.errors import InvalidInputError
+from tfmedseg.io._atomic import atomic_file, commit_dir
 from tfmedseg.io.volume import Volume
 
 __all__ = [
@@ -329,25 +330,12 @@ def write_overlay_series(
             name = filename.format(index=k)
             ds.save_as(tmp / name, enforce_file_format=True)
             written.append(name)
-        _commit_dir(tmp, out_dir, overwrite)
+        commit_dir(tmp, out_dir, overwrite)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return [out_dir / name for name in written]
 
-
-def _commit_dir(tmp: Path, out_dir: Path, overwrite: bool) -> None:
-    """Move a completed temporary directory into place (atomic rename)."""
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise InvalidInputError("output path exists and is not a directory", path=out_dir)
-        if any(out_dir.iterdir()):
-            if not overwrite:
-                raise InvalidInputError("output directory exists and is not empty (pass overwrite=True)", path=out_dir)
-            shutil.rmtree(out_dir)
-        else:
-            out_dir.rmdir()
-    os.replace(tmp, out_dir)
 
 
 def _segment_codes(name: str) -> tuple[Any, Any]:
@@ -447,13 +435,6 @@ def write_segmentation_dicom_seg(
     except (ValueError, TypeError, AttributeError, KeyError) as exc:  # highdicom's checks of the source images
         raise InvalidInputError(f"cannot build a DICOM-SEG from this series: {type(exc).__name__}: {str(exc)[:300]}",
                                 path=source.meta.get("path")) from exc
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".dcm", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path, ".dcm") as tmp:
         seg.save_as(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

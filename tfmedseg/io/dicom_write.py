@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from tfmedseg.errors import InvalidInputError
+from tfmedseg.io._atomic import atomic_file, commit_dir
 from tfmedseg.io.volume import CANONICAL_AXCODES, Volume
 
 __all__ = ["write_dicom_series", "write_nm_spect", "SOP_CLASS_UIDS", "WRITE_MODALITIES"]
@@ -203,23 +204,6 @@ def _study_tags(
     tags.setdefault("FrameOfReferenceUID", _make_uid(uid_seed, "frame_of_reference"))
     tags.pop("PatientWeight", None)
     return tags
-
-
-def _commit_dir(tmp: Path, out_dir: Path, overwrite: bool) -> None:
-    """Move a completed temporary directory into place (atomic rename)."""
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise InvalidInputError("output path exists and is not a directory", path=out_dir)
-        if any(out_dir.iterdir()):
-            if not overwrite:
-                raise InvalidInputError("output directory exists and is not empty (pass overwrite=True)", path=out_dir)
-            trash = Path(tempfile.mkdtemp(prefix=".tmp-old-", dir=out_dir.parent))
-            os.replace(out_dir, trash / "old")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(trash, ignore_errors=True)
-            return
-        out_dir.rmdir()
-    os.replace(tmp, out_dir)
 
 
 def _pet_tags(
@@ -438,7 +422,7 @@ def write_dicom_series(
             name = filename.format(index=k)
             ds.save_as(tmp / name, enforce_file_format=True)
             names.append(name)
-        _commit_dir(tmp, out_dir, overwrite)
+        commit_dir(tmp, out_dir, overwrite)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -572,14 +556,7 @@ def write_nm_spect(
     ds = _base_dataset(SOP_CLASS_UIDS["NM"], sop_uid, "NM", tags)
     ds.InstanceNumber = 1
     _set_pixels(ds, stored)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".dcm", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path, ".dcm") as tmp:
         ds.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 

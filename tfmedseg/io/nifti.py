@@ -10,13 +10,13 @@ scaling are changed), so a label map overlays its image exactly in ITK-SNAP or 3
 from __future__ import annotations
 
 import os
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from tfmedseg.errors import InvalidInputError
+from tfmedseg.io._atomic import atomic_file
 from tfmedseg.io.volume import Volume, spacing_from_affine, to_canonical
 
 __all__ = ["read_nifti", "write_nifti", "is_nifti_path"]
@@ -163,14 +163,7 @@ def write_nifti(
         for field in _GEOMETRY_FIELDS:
             image.header[field] = header[field]
         image.header["cal_min"], image.header["cal_max"] = 0.0, 0.0  # the image's display window does not apply
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if str(path).lower().endswith(".gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path, suffix) as tmp:
         nib.save(image, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

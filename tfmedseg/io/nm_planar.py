@@ -35,13 +35,13 @@ Example:
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tfmedseg.errors import InvalidInputError
+from tfmedseg.io._atomic import atomic_file
 from tfmedseg.io.dicom import _pixels
 from tfmedseg.io.dicom_write import SOP_CLASS_UIDS, _base_dataset, _ds_str, _make_uid, _set_pixels
 from tfmedseg.io.volume import Volume
@@ -313,13 +313,6 @@ def write_nm_wholebody(
     ds = _base_dataset(SOP_CLASS_UIDS["NM"], _make_uid(uid_seed, "wb-instance", series_uid), "NM", tags)
     ds.InstanceNumber = 1
     _set_pixels(ds, np.stack([ant, post[:, ::-1]]))  # posterior stored as seen from behind
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".dcm", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path, ".dcm") as tmp:
         ds.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
