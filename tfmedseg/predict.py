@@ -45,7 +45,7 @@ from typing import Any, Callable
 import numpy as np
 
 import tfmedseg  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads)
-from tfmedseg.errors import ExportError, InvalidInputError, ServingError, TfMedSegError, report_user_errors
+from tfmedseg.errors import ExportError, InvalidInputError, ServingError, report_user_errors
 from tfmedseg.export.spec import ServingSpec
 from tfmedseg.io.volume import Volume
 

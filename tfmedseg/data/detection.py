@@ -29,7 +29,6 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfmedseg.data import sampling
 from tfmedseg.data.pipelines import build_dataset
 from tfmedseg.errors import InvalidInputError
 

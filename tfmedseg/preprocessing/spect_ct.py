@@ -22,7 +22,6 @@ hot-spot pixels is below ``high``. The adjustment stretches R and G linearly so 
 
 from __future__ import annotations
 
-from typing import Sequence
 
 import numpy as np
 
