@@ -95,3 +95,27 @@ def test_crop_box_inverse_mapping():
         crop_box(img, (200, 200, 300, 300))
     summary = box_jaccard_summary([[0, 0, 10, 10], [0, 0, 10, 10]], [[0, 0, 10, 10], [0, 0, 10, 20]])
     assert summary["min"] == 0.5 and summary["max"] == 1.0 and summary["mean"] == 0.75
+
+
+def test_ssd_near_miss_anchors_are_ignored_not_mined_as_negatives(trained):
+    """A wide object no anchor covers at IoU 0.5 (the quick chest box): only its best anchor is
+    positive, and the anchors overlapping it by 0.3-0.5 are ignored (``ssd_keras`` neg_iou_limit
+    0.3); as negatives they were the hardest ones and kept the class loss near its start value."""
+    from tfmedseg.models.detection.box_coder import decode_boxes
+    from tfmedseg.models.detection.matching import box_iou
+
+    model = trained[0]
+    assert (model.config.positive_iou, model.config.negative_iou) == (0.5, 0.3)
+    gt = np.array([[[14.0, 4.0, 30.0, 60.0], [0.0, 0.0, 0.0, 0.0]]], np.float32)
+    labels, targets = model.anchor_targets(gt, np.array([[1, 0]], np.int32))
+    labels = labels.numpy()[0]
+    iou = box_iou(model.anchors, gt[0, :1]).numpy()[:, 0]
+    assert iou.max() < 0.5
+    best = np.flatnonzero(iou >= iou.max() - 1e-6)  # two mirror-image anchors tie
+    np.testing.assert_array_equal(np.flatnonzero(labels == 1), best)
+    near = (iou >= 0.3) & (labels != 1)
+    assert near.sum() == 6
+    np.testing.assert_array_equal(labels[near], -1)
+    np.testing.assert_array_equal(labels[iou < 0.3], 0)
+    decoded = decode_boxes(targets[0, best[0]], model.anchors[best[0]], model.config.variances).numpy()
+    np.testing.assert_allclose(decoded, gt[0, 0], atol=1e-3)

@@ -6,7 +6,8 @@ SSD (Liu et al., 2016, "SSD: Single Shot MultiBox Detector") as in the Keras ref
 maps (64, 32, 16, 8, 4, 2, 1 cells at 512 px); every map has a 3x3 class head and a 3x3 box head.
 Anchors: Table 10 scales ``[0.07, 0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 1.05]``, steps
 ``[8, ..., 512]``, offsets 0.5, ``ssd_keras`` aspect ratios and ``two_boxes_for_ar1``; variances
-``(0.1, 0.1, 0.2, 0.2)``. Loss: softmax CE with 3:1 hard-negative mining + smooth-L1 on
+``(0.1, 0.1, 0.2, 0.2)``; matching IoU 0.5 positive / 0.3 negative (in between: ignored), plus
+each object's best anchor. Loss: softmax CE with 3:1 hard-negative mining + smooth-L1 on
 positives, normalised by the positives; Adam 1e-3 with L2 5e-4 on conv kernels; NMS IoU 0.45.
 
 :class:`SSD` is one model with two faces sharing the weights: ``model(images)`` returns padded
@@ -66,7 +67,10 @@ class SSDConfig:
         fc_filters: ``fc6`` / ``fc7`` widths (1024).
         extra_filters: ``(1x1, 3x3 stride 2)`` widths of each extra block; ``L - 2`` blocks.
         l2_norm_scale: Initial scale of the ``conv4_3`` L2 normalisation (20).
-        positive_iou, negative_iou: Anchor matching thresholds.
+        positive_iou, negative_iou: Anchor matching thresholds (``ssd_keras``: 0.5 / 0.3). Anchors
+            whose best IoU lies in between are ignored: with ``negative_iou = positive_iou`` the
+            near misses of an object (IoU 0.3-0.5, as good as its only matched anchor when no
+            anchor reaches 0.5) become the hardest negatives and the class loss cannot fall.
         neg_pos_ratio: Hard-negative mining ratio (3).
         nms_iou: NMS IoU threshold (Table 10 "IoU threshold": 0.45).
         score_threshold: Minimum class score kept by NMS (``ssd_keras`` 0.01).
@@ -89,7 +93,7 @@ class SSDConfig:
     extra_filters: tuple[tuple[int, int], ...] = ((256, 512), (128, 256), (128, 256), (128, 256), (128, 256))
     l2_norm_scale: float = 20.0
     positive_iou: float = 0.5
-    negative_iou: float = 0.5
+    negative_iou: float = 0.3
     neg_pos_ratio: float = 3.0
     nms_iou: float = 0.45
     score_threshold: float = 0.01
@@ -266,6 +270,24 @@ class SSD(keras.Model):
 
     # -- training --------------------------------------------------------------------------
     @_no_autograph
+    def anchor_targets(self, gt_boxes, gt_classes) -> tuple[tf.Tensor, tf.Tensor]:
+        """Per-anchor training targets of a padded ground-truth batch.
+
+        Args:
+            gt_boxes: ``[B, N, 4]`` padded pixel boxes.
+            gt_classes: ``[B, N]`` classes ``1..C``; ``<= 0`` = padding.
+
+        Returns:
+            ``(labels int32 [B, A], box_targets float32 [B, A, 4])``: labels are the matched class
+            (``>= 1``), ``0`` background (best IoU < ``negative_iou``) or ``-1`` ignored; the
+            targets are encoded deltas, meaningful where ``labels > 0``.
+        """
+        cfg = self.config
+        match = assign_targets(self.anchors, gt_boxes, gt_classes, cfg.positive_iou, cfg.negative_iou, True)
+        labels = tf.where(match["labels"] == 1, match["matched_classes"], match["labels"])
+        return labels, encode_boxes(match["matched_boxes"], self.anchors[None], cfg.variances)
+
+    @_no_autograph
     def compute_losses(self, images, gt_boxes, gt_classes, training: bool = True) -> dict[str, tf.Tensor]:
         """Per-replica losses ``{"class_loss", "box_loss", "total"}`` (total adds L2 decay).
 
@@ -276,10 +298,8 @@ class SSD(keras.Model):
         """
         cfg = self.config
         raw = self.network(images, training=training)
-        match = assign_targets(self.anchors, gt_boxes, gt_classes, cfg.positive_iou, cfg.negative_iou, True)
-        labels = tf.where(match["labels"] == 1, match["matched_classes"], match["labels"])
+        labels, targets = self.anchor_targets(gt_boxes, gt_classes)
         cls_loss = det_losses.ssd_hard_negative_loss(labels, raw["class_logits"], cfg.neg_pos_ratio)
-        targets = encode_boxes(match["matched_boxes"], self.anchors[None], cfg.variances)
         box_loss = det_losses.smooth_l1(targets, raw["box_deltas"], tf.cast(labels > 0, tf.float32))
         total = cls_loss + box_loss
         if self.losses:
