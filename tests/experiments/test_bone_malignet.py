@@ -91,6 +91,27 @@ def test_views_keep_only_chest_lesions_and_crop_maps_back(cases):
     assert unlabeled[0].lesions is None and unlabeled[0].chest_box is None
 
 
+
+def test_quick_ssd_anchors_cover_the_squashed_chest_box(cases):
+    """The quick SSD has several anchors at IoU >= 0.5 on every resized chest box (with the former
+    scales 0.2/0.35 at strides 16/32 the best anchor reached 0.40, so each view had one forced
+    positive whose near misses were all the hard negatives)."""
+    from pathlib import Path
+
+    from tfmedseg.config import load_config
+    from tfmedseg.models.detection.anchors import feature_sizes, ssd_anchors
+    from tfmedseg.models.detection.matching import box_iou
+
+    quick = Path(bm.__file__).resolve().parents[2] / "experiments" / "bone_malignet_quick.yaml"
+    s = load_config(bm.BoneMaligNetConfig, quick).ssd
+    anchors = ssd_anchors(s.image_size, feature_sizes(s.image_size, s.steps), s.scales, s.steps, s.offsets,
+                          s.aspect_ratios, s.two_boxes_for_ar1)
+    views = [v for v in bm.collect_views(cases, _config()) if v.chest_box is not None]
+    _, boxes = bm._ssd_arrays(views, s.image_size)
+    iou = box_iou(anchors, boxes[:, 0]).numpy()  # [A, views]
+    assert len(views) == 8 and iou.max(axis=0).min() > 0.55
+    assert (iou >= 0.5).sum(axis=0).min() >= 4
+
 def test_patient_metastasis_counts_a_patient_once():
     o = lambda tp=0, fp=0, fn=0, tn=0: {"tp": tp, "fp": fp, "fn": fn, "tn": tn}  # noqa: E731
     per_image = [("a", o(tp=1)), ("a", o(fn=1)),   # metastatic, found on one view -> TP
