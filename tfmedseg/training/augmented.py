@@ -38,6 +38,12 @@ class AugmentedModel(keras.Model):
         self.network = network
         self.augmentation = augmentation
 
+    def build(self, input_shape=None):
+        """The wrapper has no weights of its own; the network is built with its input shape."""
+        if not self.network.built and input_shape is not None:
+            self.network.build(input_shape)
+        self.built = True
+
     def call(self, inputs, training=False):
         return self.network(inputs, training=training)
 
