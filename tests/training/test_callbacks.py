@@ -95,3 +95,16 @@ def test_overlay_panels_2d_and_3d():
     assert out.shape == (6, 4, 12, 3)
     # slices 2, 4, 6 are chosen: the first one of each sample carries class 2 (green tint)
     assert out[0, :, 4:8, 1].min() >= 0.45 * 255 and np.array_equal(out[1, :, 4:8], out[1, :, :4])
+
+
+def test_overlay_panels_3d_slab_shows_the_labelled_middle_slices():
+    vol = np.zeros((1, 8, 4, 4, 1), "float32")
+    vol[0, :, 0, 0, 0] = np.arange(8)  # slice index written into the image
+    vol[0, :, 1, 1, 0] = 10.0  # keep the min-max range fixed
+    lab = np.zeros((1, 4, 4, 4, 1), "int64")  # labels of slices 2..5
+    probs = np.zeros((1, 4, 4, 4, 2), "float32")
+    probs[..., 0] = 1
+    out = overlay_panels(vol, lab, probs, num_slices=2)
+    assert out.shape == (2, 4, 12, 3)
+    shown = np.round(out[:, 0, 0, 0] / 255.0 * 10).astype(int)
+    np.testing.assert_array_equal(shown, [3, 4])  # the inner two of the labelled slices 2..5

@@ -364,7 +364,8 @@ def overlay_panels(image, label, prediction, num_slices: int = 3, from_logits: b
     Args:
         image: ``[B, H, W, C]`` or ``[B, D, H, W, C]`` input; channel 0 is shown, min-max scaled per
             sample.
-        label: Same spatial shape: one-hot ``[..., K]``, binary ``[..., 1]`` or integer ``[...]``.
+        label: Same spatial shape (or, for 3D slabs, the middle ``D'`` slices): one-hot ``[..., K]``,
+            binary ``[..., 1]`` or integer ``[...]``.
         prediction: Model output, ``[..., K]`` (argmax) or ``[..., 1]`` (thresholded at 0 for
             logits, 0.5 for probabilities).
         num_slices: For 3D, the number of axial slices (evenly spaced along ``D``) per sample.
@@ -378,6 +379,11 @@ def overlay_panels(image, label, prediction, num_slices: int = 3, from_logits: b
     lab = _label_map(label, False, image.ndim)
     pred = _label_map(prediction, from_logits, image.ndim)
     gray = image[..., 0]
+    if gray.ndim == 4 and lab.size < gray.size:
+        # 3D slabs (seed 002: 8 input slices, labels for the middle 4): show the labelled slices.
+        depth = lab.size // (gray.shape[0] * gray.shape[2] * gray.shape[3])
+        start = (gray.shape[1] - depth) // 2
+        gray = gray[:, start : start + depth]
     if gray.ndim == 4:  # 3D: pick slices along D
         d = gray.shape[1]
         idx = np.unique(np.linspace(0, d - 1, num_slices + 2)[1:-1].round().astype(int)) if d > 2 else np.arange(d)
