@@ -80,7 +80,7 @@ def build_parser(prog: str, description: str, default_config: str | os.PathLike 
     parser.add_argument("--config", type=Path, default=None,
                         help=f"YAML config file (default: {default_config})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config field, e.g. --set train.epochs=2 (repeatable)")
+                        help="override one config field, e.g. --set section.key=value (repeatable; see --config for the keys)")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="dataset root in its real on-disk layout; default: generated phantoms")
     parser.add_argument("--output-dir", type=Path, default=None,
