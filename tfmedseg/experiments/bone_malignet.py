@@ -665,12 +665,12 @@ def main(argv: list[str] | None = None) -> int:
     return experiment_main(
         argv,
         run,
-            prog="tfmedseg.experiments.bone_malignet",
-            description="Seed 001: SSD chest detector, chest crop, Mask R-CNN lesion instances on bone scans.",
-            config_cls=BoneMaligNetConfig,
-            default_config="bone_malignet_quick.yaml",
-            phantom_dataset="bone_scan",
-            default_phantom_cases=36,
+        prog="tfmedseg.experiments.bone_malignet",
+        description="Seed 001: SSD chest detector, chest crop, Mask R-CNN lesion instances on bone scans.",
+        config_cls=BoneMaligNetConfig,
+        default_config="bone_malignet_quick.yaml",
+        phantom_dataset="bone_scan",
+        default_phantom_cases=36,
     )
 
 

@@ -426,12 +426,12 @@ def main(argv: list[str] | None = None) -> int:
     return experiment_main(
         argv,
         run,
-            prog="tfmedseg.experiments.liver_ct_2d3d",
-            description="Seed 002: LiTS liver-then-tumour cascade with efficient 2.5D/3D networks.",
-            config_cls=LiverCT2D3DConfig,
-            default_config="liver_ct_2d3d_quick.yaml",
-            phantom_dataset="lits",
-            default_phantom_cases=10,
+        prog="tfmedseg.experiments.liver_ct_2d3d",
+        description="Seed 002: LiTS liver-then-tumour cascade with efficient 2.5D/3D networks.",
+        config_cls=LiverCT2D3DConfig,
+        default_config="liver_ct_2d3d_quick.yaml",
+        phantom_dataset="lits",
+        default_phantom_cases=10,
     )
 
 
