@@ -125,3 +125,33 @@ def test_segment_volume_removes_small_liver_islands():
 def test_bad_specs_name_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=key):
         ServingSpec(**kwargs)
+
+
+@pytest.mark.parametrize("density", [0.3, 0.55, 0.75])
+def test_component_ids_partition_equals_scipy(density, rng):
+    from tfmedseg.export.graph import connected_component_ids
+
+    mask = rng.random((9, 17, 15)) < density
+    ref, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+    ids = connected_component_ids(tf.constant(mask)).numpy()
+    assert ids.dtype == np.int32 and (ids[~mask] == 0).all()
+    # same partition: a one-to-one map between our ids and scipy's labels
+    pairs = set(zip(ref[mask].tolist(), ids[mask].tolist()))
+    assert len(pairs) == n == len({b for _, b in pairs})
+
+
+def test_component_ids_of_a_long_snake_and_a_large_volume():
+    from tfmedseg.export.graph import connected_component_ids
+
+    snake = np.zeros((1, 41, 41), bool)  # a serpentine path of ~800 voxels: many plain propagation rounds
+    for r in range(0, 41, 2):
+        snake[0, r, :] = True
+        snake[0, r + 1 if r + 1 < 41 else r, 40 if (r // 2) % 2 == 0 else 0] = True
+    ids = connected_component_ids(tf.constant(snake)).numpy()
+    assert len(np.unique(ids[snake])) == 1
+    big = np.zeros((64, 512, 520), bool)  # 17.0M voxels > 2**24: ids must stay exact
+    big[:, :, :260] = True
+    big[:, :, 261:] = True
+    ids = connected_component_ids(tf.constant(big)).numpy()
+    assert len(np.unique(ids[:, :, :260])) == 1 and len(np.unique(ids[:, :, 261:])) == 1
+    assert ids[0, 0, 0] != ids[0, 0, 300]

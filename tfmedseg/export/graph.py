@@ -123,20 +123,36 @@ def probabilities_to_labels(probs: tf.Tensor, threshold: float = 0.5) -> tf.Tens
     return tf.cast(tf.argmax(probs, axis=-1), tf.uint8)
 
 
-def connected_component_ids(mask: tf.Tensor) -> tf.Tensor:
-    """26-connected component ids of a boolean ``[D, H, W]`` mask (in-graph; float32, 0 = background).
+def _neighbourhood_max(x: tf.Tensor) -> tf.Tensor:
+    """Maximum over each voxel's 3x3x3 neighbourhood (itself included) of an int ``[D, H, W]`` tensor,
+    zero outside; separable, so exact for integers (no float rounding of large ids)."""
+    p = tf.pad(x, [[1, 1], [0, 0], [0, 0]])
+    x = tf.maximum(tf.maximum(p[:-2], p[1:-1]), p[2:])
+    p = tf.pad(x, [[0, 0], [1, 1], [0, 0]])
+    x = tf.maximum(tf.maximum(p[:, :-2], p[:, 1:-1]), p[:, 2:])
+    p = tf.pad(x, [[0, 0], [0, 0], [1, 1]])
+    return tf.maximum(tf.maximum(p[:, :, :-2], p[:, :, 1:-1]), p[:, :, 2:])
 
-    Every foreground voxel starts with its own id; ids are spread with 3x3x3 max pooling restricted
-    to the foreground until nothing changes, so each component ends up carrying its largest id.
+
+def connected_component_ids(mask: tf.Tensor) -> tf.Tensor:
+    """26-connected component ids of a boolean ``[D, H, W]`` mask (in-graph; int32, 0 = background).
+
+    Every foreground voxel starts with its own 1-based flat index as id. Each round spreads the
+    largest id over the 3x3x3 neighbourhood (restricted to the foreground) and then jumps: a voxel
+    takes the id currently held by the voxel its id points to. Ids only ever travel inside a
+    component and grow, so every component ends with its largest flat index; the jumps make long
+    components converge in far fewer rounds than plain propagation (one round per voxel of path).
     """
     mask = tf.cast(mask, tf.bool)
     size = tf.size(mask)
-    fg = tf.cast(mask, tf.float32)
-    ids = tf.reshape(tf.range(1, size + 1, dtype=tf.float32), tf.shape(mask)) * fg
+    zeros = tf.zeros(tf.shape(mask), tf.int32)
+    ids = tf.where(mask, tf.reshape(tf.range(1, size + 1, dtype=tf.int32), tf.shape(mask)), zeros)
 
     def step(current):
-        pooled = tf.nn.max_pool3d(current[None, ..., None], 3, 1, "SAME")[0, ..., 0]
-        return pooled * fg
+        spread = tf.where(mask, _neighbourhood_max(current), zeros)
+        table = tf.concat([[0], tf.reshape(spread, [-1])], axis=0)  # table[k] = id now held by voxel k - 1
+        jumped = tf.reshape(tf.gather(table, tf.reshape(spread, [-1])), tf.shape(mask))
+        return tf.maximum(spread, jumped)
 
     def cond(current, previous):
         return tf.reduce_any(tf.not_equal(current, previous))
@@ -154,7 +170,7 @@ def largest_component(mask: tf.Tensor) -> tf.Tensor:
     final = connected_component_ids(mask)
     values = tf.boolean_mask(final, mask)
     unique, _, counts = tf.unique_with_counts(values)
-    best = tf.cond(tf.size(unique) > 0, lambda: tf.gather(unique, tf.argmax(counts)), lambda: tf.constant(-1.0))
+    best = tf.cond(tf.size(unique) > 0, lambda: tf.gather(unique, tf.argmax(counts)), lambda: tf.constant(-1))
     return tf.logical_and(mask, tf.equal(final, best))
 
 
