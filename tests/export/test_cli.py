@@ -24,7 +24,9 @@ def run_dir(tmp_path_factory):
     spec = ServingSpec(mode="2.5d", input_size=(16, 16), context_slices=3, labels=("background", "liver", "tumour"))
     rep = np.random.default_rng(0).random((4, 16, 16, 3), dtype=np.float32)
     path = tmp_path_factory.mktemp("run")
-    save_for_export(model, path, spec, info={"seed": "002", "config_hash": "abc"}, representative=rep)
+    labels = np.argmax(model.predict(rep, verbose=0), axis=-1)[..., None]  # "ground truth" = Keras' own masks
+    save_for_export(model, path, spec, info={"seed": "002", "config_hash": "abc"}, representative=rep,
+                    representative_labels=labels)
     return path, model
 
 
@@ -33,6 +35,7 @@ def test_run_dir_round_trip(run_dir):
     bundle = load_for_export(path)
     assert bundle.spec.labels == ("background", "liver", "tumour")
     assert bundle.info["config_hash"] == "abc" and bundle.representative.shape == (4, 16, 16, 3)
+    assert bundle.representative_labels.shape == (4, 16, 16, 1)
     x = bundle.representative
     np.testing.assert_allclose(bundle.model.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
 
@@ -46,6 +49,9 @@ def test_export_all_writes_savedmodel_tflite_and_report(run_dir, tmp_path, capsy
     assert set(meta["tflite"]) == {"float32", "float16", "int8"}
     assert meta["tflite"]["float32"]["max_abs_diff"] < 1e-4
     assert meta["tflite"]["float32"]["dice_vs_keras"] == 1.0
+    assert meta["tflite"]["float32"]["keras_dice_vs_truth"] == 1.0  # the labels were Keras' own masks
+    assert meta["tflite"]["float32"]["dice_vs_truth"] == 1.0 and meta["tflite"]["float32"]["dice_drop_vs_keras"] == 0.0
+    assert meta["tflite"]["int8"]["dice_drop_vs_keras"] == pytest.approx(1.0 - meta["tflite"]["int8"]["dice_vs_truth"])
     for q in ("float32", "float16", "int8"):
         assert (out / f"model_{q}.tflite").stat().st_size > 0
     loaded = tf.saved_model.load(str(out))

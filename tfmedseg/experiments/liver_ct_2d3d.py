@@ -405,9 +405,11 @@ def run(ctx) -> dict[str, Any]:
     for name, net, stage, image_key in (("liver", liver_net, config.liver, "image"), ("tumour", tumour_net, config.tumour, "tumour_input")):
         specs[name] = _stage_spec(stage, config, ("background", name))
         samples = _dataset(stage, arrays(val_cases, image_key, name), 1, ctx.seed, 1)
-        representative = np.concatenate([np.asarray(x) for x, _ in samples.take(8)])
+        batches = list(samples.take(8))
         save_for_export(net, out / f"{name}_model", specs[name],
-                        {**info, "stage": name, "model": stage.model, "variant": stage.variant}, representative=representative)
+                        {**info, "stage": name, "model": stage.model, "variant": stage.variant},
+                        representative=np.concatenate([np.asarray(x) for x, _ in batches]),
+                        representative_labels=np.concatenate([np.asarray(y) for _, y in batches]))
     model_root = Path(config.export_dir) / config.export_name
     path = export_cascade_savedmodel(
         liver_net, tumour_net, model_root / str(next_version(model_root)), liver_spec=specs["liver"],

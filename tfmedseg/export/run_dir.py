@@ -6,7 +6,9 @@ A run directory that can be exported holds:
 ``serving_spec.json``    :class:`~tfmedseg.export.spec.ServingSpec` of that model
 ``export_info.json``     optional extras for ``metadata.json`` (seed, config hash, metrics)
 ``representative.npz``   optional input samples (array ``inputs``, ``[N, *model input]``) drawn from the
-                         training pipeline, used for full-integer int8 calibration and TFLite checks
+                         training pipeline, used for full-integer int8 calibration and TFLite checks, and
+                         optionally their reference labels (array ``labels``, ``[N, *model output
+                         spatial]`` integers) for the Dice of each conversion against ground truth
 
 :func:`save_for_export` writes it (every experiment calls it at the end), :func:`load_for_export`
 reads it back (the export CLI calls it).
@@ -28,13 +30,15 @@ __all__ = ["save_for_export", "load_for_export", "ExportBundle"]
 
 
 class ExportBundle:
-    """What :func:`load_for_export` returns: model, spec, info and representative inputs."""
+    """What :func:`load_for_export` returns: model, spec, info, representative inputs and labels."""
 
-    def __init__(self, model: Any, spec: ServingSpec, info: dict[str, Any], representative: np.ndarray | None):
+    def __init__(self, model: Any, spec: ServingSpec, info: dict[str, Any], representative: np.ndarray | None,
+                 representative_labels: np.ndarray | None = None):
         self.model = model
         self.spec = spec
         self.info = info
         self.representative = representative
+        self.representative_labels = representative_labels
 
 
 def save_for_export(
@@ -43,6 +47,7 @@ def save_for_export(
     spec: ServingSpec,
     info: dict[str, Any] | None = None,
     representative: np.ndarray | None = None,
+    representative_labels: np.ndarray | None = None,
 ) -> Path:
     """Write the export contract files into ``run_dir`` (each file written atomically)."""
     run_dir = Path(run_dir)
@@ -54,7 +59,10 @@ def save_for_export(
     _write_json(run_dir / "export_info.json", info or {})
     if representative is not None:
         tmp = run_dir / ".representative.tmp.npz"
-        np.savez_compressed(tmp, inputs=np.asarray(representative, np.float32))
+        arrays = {"inputs": np.asarray(representative, np.float32)}
+        if representative_labels is not None:
+            arrays["labels"] = np.asarray(representative_labels)
+        np.savez_compressed(tmp, **arrays)
         os.replace(tmp, run_dir / "representative.npz")
     return run_dir
 
@@ -86,16 +94,20 @@ def load_for_export(path: str | os.PathLike) -> ExportBundle:
         info_path = path / "export_info.json"
         info = _read_json(info_path) if info_path.is_file() else {}
         rep_path = path / "representative.npz"
-        representative = np.load(rep_path)["inputs"] if rep_path.is_file() else None
+        representative, labels = None, None
+        if rep_path.is_file():
+            with np.load(rep_path) as data:
+                representative = data["inputs"]
+                labels = data["labels"] if "labels" in data.files else None
     elif path.suffix == ".keras" and path.is_file():
-        model_path, spec, info, representative = path, ServingSpec(), {}, None
+        model_path, spec, info, representative, labels = path, ServingSpec(), {}, None, None
     else:
         raise ExportError("expected a run directory or a .keras file", path=path)
     try:
         model = keras.saving.load_model(model_path, compile=False)
     except Exception as exc:
         raise ExportError(f"cannot load the model: {type(exc).__name__}: {str(exc)[:300]}", path=model_path) from exc
-    return ExportBundle(model, spec, info, representative)
+    return ExportBundle(model, spec, info, representative, labels)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
