@@ -130,7 +130,7 @@ def _cross_entropy_map(t, logits_or_p, from_logits: bool, activation: str):
         return -ops.sum(t * logp, axis=-1)
     if from_logits:
         z = logits_or_p
-        bce = ops.maximum(z, 0.0) - z * t + ops.log1p(ops.exp(-ops.abs(z)))
+        bce = -(t * ops.log_sigmoid(z) + (1.0 - t) * ops.log_sigmoid(-z))
     else:
         p = ops.clip(logits_or_p, eps, 1.0 - eps)
         bce = -(t * ops.log(p) + (1.0 - t) * ops.log(1.0 - p))
@@ -287,7 +287,7 @@ class BCEWithLogitsLoss(keras.losses.Loss):
         t = ops.cast(y, "float32")
         if len(t.shape) == len(z.shape) - 1:
             t = ops.expand_dims(t, -1)
-        log_sig_neg = ops.log1p(ops.exp(-ops.abs(z))) + ops.maximum(-z, 0.0)  # -log sigmoid(z)
+        log_sig_neg = -ops.log_sigmoid(z)
         bce = (1.0 - t) * z + (1.0 + (self.pos_weight - 1.0) * t) * log_sig_neg
         return ops.mean(ops.reshape(bce, (ops.shape(z)[0], -1)), axis=-1)
 
@@ -327,8 +327,7 @@ class WeightedCrossEntropyLoss(_SegLoss):
             eps = keras.config.epsilon()
             if self.from_logits:
                 z = raw
-                log_p = -(ops.log1p(ops.exp(-ops.abs(z))) + ops.maximum(-z, 0.0))
-                log_q = -(ops.log1p(ops.exp(-ops.abs(z))) + ops.maximum(z, 0.0))
+                log_p, log_q = ops.log_sigmoid(z), ops.log_sigmoid(-z)
             else:
                 log_p = ops.log(ops.clip(p, eps, 1.0))
                 log_q = ops.log(ops.clip(1.0 - p, eps, 1.0))
@@ -380,8 +379,7 @@ class FocalLoss(_SegLoss):
         else:
             if self.from_logits:
                 z = raw
-                log_p = -(ops.log1p(ops.exp(-ops.abs(z))) + ops.maximum(-z, 0.0))
-                log_q = -(ops.log1p(ops.exp(-ops.abs(z))) + ops.maximum(z, 0.0))
+                log_p, log_q = ops.log_sigmoid(z), ops.log_sigmoid(-z)
             else:
                 log_p = ops.log(ops.clip(p, eps, 1.0))
                 log_q = ops.log(ops.clip(1.0 - p, eps, 1.0))
