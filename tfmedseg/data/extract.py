@@ -12,7 +12,7 @@ import numpy as np
 
 from tfmedseg.errors import InvalidInputError
 
-__all__ = ["take_slices", "stack_25d", "slab_3d", "slice_2d", "patch_3d"]
+__all__ = ["take_slices", "stack_25d", "slab_3d", "patch_3d"]
 
 
 def take_slices(array: np.ndarray, indices: np.ndarray, pad_value: float = 0) -> np.ndarray:
@@ -63,11 +63,6 @@ def slab_3d(image: np.ndarray, label: np.ndarray, z0: int, n_in: int = 8, n_out:
     x = take_slices(image, np.arange(z0 - ctx, z0 + n_out + ctx), pad_value)
     y = take_slices(label, np.arange(z0, z0 + n_out), 0)
     return x, y[..., None].astype(np.int32)
-
-
-def slice_2d(image: np.ndarray, label: np.ndarray, z: int):
-    """Full 2D slice (seeds 000, 003): ``x [H, W, C]``, ``y [H, W, 1]``."""
-    return image[z].copy(), label[z][..., None].astype(np.int32)
 
 
 def patch_3d(image: np.ndarray, label: np.ndarray, center: Sequence[int], patch_size: Sequence[int], pad_value: float = 0.0):

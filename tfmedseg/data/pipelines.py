@@ -207,23 +207,13 @@ def slice2d_dataset(
     epochs: int | None = None,
     foreground_fraction: float = 0.5,
 ) -> tf.data.Dataset:
-    """Seeds 000 / 003: full 2D slices, each slice on its own.
+    """Seeds 000 / 003: full 2D slices, each slice on its own (a 2.5D stack of one slice).
 
     Returns:
         Dataset of ``(x [B, H, W, C] float32, y [B, H, W, 1] int32)``.
     """
-    cases = _labeled_cases(cases)
-    h, w, c = _common_inplane(cases)
-    units = [np.arange(case.depth) for case in cases]
-    order_fn = _slice_order_fn(cases, units, order, foreground_fraction)
-    order_fn(sampling.epoch_rng(seed, 0))
-
-    def fn(row):
-        case = cases[row[0]]
-        return extract.slice_2d(case.image, case.label, int(row[1]))
-
-    specs = [tf.TensorSpec([h, w, c], tf.float32), tf.TensorSpec([h, w, 1], tf.int32)]
-    return build_dataset(order_fn, 2, fn, specs, batch_size, seed, epochs, sum(len(u) for u in units))
+    return stack25d_dataset(cases, batch_size, n_slices=1, order=order, seed=seed, epochs=epochs,
+                            foreground_fraction=foreground_fraction)
 
 
 def patch3d_dataset(
