@@ -36,9 +36,7 @@ import argparse
 import dataclasses
 import json
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -47,6 +45,7 @@ import numpy as np
 import tfmedseg  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads)
 from tfmedseg.errors import ExportError, InvalidInputError, ServingError, report_user_errors
 from tfmedseg.export.spec import ServingSpec
+from tfmedseg.io._atomic import atomic_dir
 from tfmedseg.io.volume import Volume
 
 __all__ = ["Segmenter", "load_segmenter", "read_input", "segment_scan", "predict_file", "main", "MODEL_KINDS"]
@@ -303,17 +302,6 @@ def _check_output(path: Path, overwrite: bool) -> None:
         raise InvalidInputError(f"cannot create the output: {ancestor} is not writable", path=path)
 
 
-def _commit(staging: Path, output: Path, overwrite: bool) -> None:
-    if output.exists():
-        if not overwrite and (not output.is_dir() or any(output.iterdir())):
-            raise InvalidInputError("output exists already (pass --overwrite to replace it)", path=output)
-        if output.is_dir():
-            shutil.rmtree(output)
-        else:
-            output.unlink()
-    os.replace(staging, output)
-
-
 def predict_file(
     model: str | os.PathLike | Segmenter,
     input_path: str | os.PathLike,
@@ -381,9 +369,7 @@ def predict_file(
         _check_output(output, overwrite)
         written.append(write_nifti(labels, output, reference=volume, dtype=np.uint8))
     else:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".tmp-predict-", dir=output.parent))
-        try:
+        with atomic_dir(output, overwrite, prefix=".tmp-predict-") as staging:
             write_overlay_series(
                 volume, labels, staging / "overlay", label_names=names, opacity=opacity, window=window,
                 series_number=series_number, series_description=f"{segmenter.name} overlay", uid_seed=uid_seed,
@@ -403,10 +389,6 @@ def predict_file(
                         print("note: nothing segmented; no DICOM-SEG written")
             elif dicom_seg:
                 print("note: highdicom is not installed; no DICOM-SEG written (pip install highdicom)")
-            _commit(staging, output, overwrite)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
         written.extend(sorted(p for p in output.rglob("*") if p.is_file()))
     print(f"wrote {output}" + (f" ({len(written)} files)" if len(written) > 1 else ""))
     return {"labels": labels, "volume": volume, "written": written, "counts": count_map}

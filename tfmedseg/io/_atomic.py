@@ -15,7 +15,7 @@ from typing import Iterator
 
 from tfmedseg.errors import InvalidInputError
 
-__all__ = ["atomic_file", "commit_dir"]
+__all__ = ["atomic_file", "atomic_dir", "commit_dir"]
 
 
 @contextlib.contextmanager
@@ -38,15 +38,34 @@ def atomic_file(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
             os.unlink(tmp)
 
 
+@contextlib.contextmanager
+def atomic_dir(out_dir: str | os.PathLike, overwrite: bool = False, prefix: str = ".tmp-") -> Iterator[Path]:
+    """Yield a staging directory beside ``out_dir``; it becomes ``out_dir`` when the block succeeds
+    (:func:`commit_dir`) and is removed otherwise."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=out_dir.parent))
+    try:
+        yield tmp
+        commit_dir(tmp, out_dir, overwrite)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def commit_dir(tmp: Path, out_dir: Path, overwrite: bool) -> None:
     """Move a completed temporary directory ``tmp`` into place as ``out_dir`` (atomic rename).
 
     Raises:
-        InvalidInputError: ``out_dir`` is a file, or a non-empty directory and not ``overwrite``.
+        InvalidInputError: ``out_dir`` exists as a file or a non-empty directory and not ``overwrite``.
     """
     if out_dir.exists():
         if not out_dir.is_dir():
-            raise InvalidInputError("output path exists and is not a directory", path=out_dir)
+            if not overwrite:
+                raise InvalidInputError("output path exists and is not a directory", path=out_dir)
+            out_dir.unlink()
+            os.replace(tmp, out_dir)
+            return
         if any(out_dir.iterdir()):
             if not overwrite:
                 raise InvalidInputError("output directory exists and is not empty (pass overwrite=True)", path=out_dir)

@@ -38,8 +38,6 @@ Example:
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -47,7 +45,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tfmedseg.errors import InvalidInputError
-from tfmedseg.io._atomic import atomic_file, commit_dir
+from tfmedseg.io._atomic import atomic_dir, atomic_file
 from tfmedseg.io.volume import Volume
 
 __all__ = [
@@ -281,10 +279,8 @@ def write_overlay_series(
         series_number = int(source.meta.get("series_number") or 0) + 1000
     series_uid = _make_uid(uid_seed, "overlay-series", source.meta.get("series_uid"))
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out_dir.parent))
     written = []
-    try:
+    with atomic_dir(out_dir, overwrite) as tmp:
         for k, path in enumerate(files):
             ds = _read_dataset(path)
             if (int(ds.Rows), int(ds.Columns)) != image.shape[1:3]:
@@ -330,10 +326,6 @@ def write_overlay_series(
             name = filename.format(index=k)
             ds.save_as(tmp / name, enforce_file_format=True)
             written.append(name)
-        commit_dir(tmp, out_dir, overwrite)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return [out_dir / name for name in written]
 
 

@@ -13,15 +13,13 @@ reference; per-slice ``NM`` series written by :func:`write_dicom_series` are rea
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tfmedseg.errors import InvalidInputError
-from tfmedseg.io._atomic import atomic_file, commit_dir
+from tfmedseg.io._atomic import atomic_dir, atomic_file
 from tfmedseg.io.volume import CANONICAL_AXCODES, Volume
 
 __all__ = ["write_dicom_series", "write_nm_spect", "SOP_CLASS_UIDS", "WRITE_MODALITIES"]
@@ -401,10 +399,8 @@ def write_dicom_series(
     elif modality == "CT":
         tags["KVP"] = ""
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out_dir.parent))
     names = []
-    try:
+    with atomic_dir(out_dir, overwrite) as tmp:
         for k in range(stored.shape[0]):
             sop_uid = _make_uid(series_uid, "instance", k)
             ds = _base_dataset(SOP_CLASS_UIDS[modality], sop_uid, modality, tags)
@@ -422,10 +418,6 @@ def write_dicom_series(
             name = filename.format(index=k)
             ds.save_as(tmp / name, enforce_file_format=True)
             names.append(name)
-        commit_dir(tmp, out_dir, overwrite)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return [out_dir / name for name in names]
 
 
