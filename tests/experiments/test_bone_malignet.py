@@ -102,7 +102,7 @@ def test_quick_ssd_anchors_cover_the_squashed_chest_box(cases):
     from tfmedseg.models.detection.anchors import feature_sizes, ssd_anchors
     from tfmedseg.models.detection.matching import box_iou
 
-    quick = Path(bm.__file__).resolve().parents[2] / "experiments" / "bone_malignet_quick.yaml"
+    quick = Path(bm.__file__).resolve().parents[1] / "configs" / "bone_malignet_quick.yaml"
     s = load_config(bm.BoneMaligNetConfig, quick).ssd
     anchors = ssd_anchors(s.image_size, feature_sizes(s.image_size, s.steps), s.scales, s.steps, s.offsets,
                           s.aspect_ratios, s.two_boxes_for_ar1)

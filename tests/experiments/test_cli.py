@@ -75,3 +75,48 @@ def test_help_exits_cleanly(capsys):
         _parse(["--help"], [])
     assert info.value.code == 0
     assert "--data-dir" in capsys.readouterr().out
+
+
+def test_configs_ship_in_the_package_and_resolve_by_name(tmp_path, monkeypatch):
+    from tfmedseg.experiments import cli
+
+    assert cli.CONFIG_DIR.name == "configs" and cli.CONFIG_DIR.parent.name == "tfmedseg"
+    names = cli.available_configs("liver_ct_2d3d")
+    assert names["quick"].name == "liver_ct_2d3d_quick.yaml" and names["paper"].name == "liver_ct_2d3d.yaml"
+    monkeypatch.chdir(tmp_path)  # names never depend on the working directory
+    assert cli.resolve_config_path("quick", "liver_ct_2d3d") == names["quick"]
+    assert cli.resolve_config_path("paper", "bone_malignet").name == "bone_malignet.yaml"
+    assert cli.resolve_config_path("liver_ct_2d3d_quick.yaml", "bone_malignet") == names["quick"]
+    assert cli.resolve_config_path("liver_ct_2d3d_quick", None) == names["quick"]
+    own = tmp_path / "quick"  # an existing path wins over a name
+    own.write_text("lr: 0.1\n")
+    assert cli.resolve_config_path("quick", "liver_ct_2d3d").resolve() == own
+    with pytest.raises(ConfigError, match="config names: paper, quick"):
+        cli.resolve_config_path("nonsense", "liver_ct_2d3d")
+    with pytest.raises(ConfigError, match="not a file"):
+        cli.resolve_config_path(str(tmp_path), "liver_ct_2d3d")
+
+
+def test_config_by_name_and_help_lists_names(tmp_path, capsys):
+    from tfmedseg.experiments import cli
+
+    cdir = tmp_path / "configs"
+    cdir.mkdir()
+    (cdir / "demo.yaml").write_text("epochs: 300\n")
+    (cdir / "demo_quick.yaml").write_text("epochs: 1\n")
+    (cdir / "demo_table2.yaml").write_text("epochs: 5\n")
+    import unittest.mock
+
+    with unittest.mock.patch.object(cli, "CONFIG_DIR", cdir):
+        assert list(cli.available_configs("demo")) == ["paper", "quick", "table2"]
+        for name, epochs in (("quick", 1), ("paper", 300), ("table2", 5)):
+            ctx = _parse(["--config", name, "--output-dir", str(tmp_path / "o")], [])
+            assert ctx.config.epochs == epochs
+        assert _parse(["--output-dir", str(tmp_path / "o")], [], default_config="quick").config.epochs == 1
+        with pytest.raises(SystemExit):
+            _parse(["--help"], [], default_config="quick")
+    out = capsys.readouterr().out
+    assert "(default: quick)" in " ".join(out.split())
+    for line in ("paper   demo.yaml", "quick   demo_quick.yaml", "table2  demo_table2.yaml"):
+        assert line in out
+    assert "-v, --verbose" in out and "-q, --quiet" in out

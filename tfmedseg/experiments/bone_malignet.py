@@ -1,6 +1,6 @@
 """Seed 001 (first version): SSD chest detector -> chest crop -> Mask R-CNN lesion instances.
 
-``python -m tfmedseg.experiments.bone_malignet [--config experiments/bone_malignet.yaml] [--data-dir DIR]``
+``python -m tfmedseg.experiments.bone_malignet [--config quick|paper|FILE] [--data-dir DIR]``
 
 Wiring only (the pieces live in the shared tree):
 

@@ -1,14 +1,21 @@
 """The command line shared by every ``python -m tfmedseg.experiments.<name>`` module.
 
-Each experiment module declares its config dataclass, its default YAML config and its phantom
-dataset, and calls :func:`parse_experiment_args`. The user gets the same options everywhere:
+Each experiment module declares its config dataclass, its default config and its phantom
+dataset, and calls :func:`experiment_main`. The user gets the same options everywhere:
 
-``--config FILE``      YAML file overriding the config defaults (default: the quick phantom config)
+``--config NAME|FILE`` the YAML config: a name (``quick``: the phantom config ``<experiment>_quick.yaml``;
+                       ``paper``: the seed's settings ``<experiment>.yaml``; ``<x>``:
+                       ``<experiment>_<x>.yaml``; ``--help`` lists them), a file name under
+                       ``tfmedseg/configs/``, or a path (default: ``quick``)
 ``--set KEY=VALUE``    override one config field (repeatable), e.g. ``--set train.epochs=2``
 ``--data-dir DIR``     dataset root in the dataset's real on-disk layout; when absent, phantoms are
                        generated (once) into ``--cache-dir`` and used
 ``--output-dir DIR``   where logs, checkpoints, reports and the resolved config go
 ``--seed N``           global random seed (numpy, Python, TensorFlow)
+``-v`` / ``-q``        more output (debug lines, TensorFlow's start-up logging) / less (warnings only)
+
+The YAML configs ship inside the package (``tfmedseg/configs/``, package data), so names resolve
+the same from a source checkout, an editable install or an installed wheel.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import numpy as np
 
 from tfmedseg.config import load_config, save_config
 from tfmedseg.errors import ConfigError, DatasetLayoutError, report_user_errors
+from tfmedseg.logs import add_verbosity_options, configure_logging
 
 __all__ = [
     "ExperimentContext",
@@ -32,10 +40,14 @@ __all__ = [
     "experiment_main",
     "default_cache_dir",
     "set_global_seed",
+    "available_configs",
+    "resolve_config_path",
+    "experiment_name",
+    "CONFIG_DIR",
 ]
 
-#: Root of the repository's ``experiments/`` YAML configs (also looked up relative to the CWD).
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "experiments"
+#: The YAML configs shipped with the package (``experiments/`` in a source checkout links here).
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 @dataclasses.dataclass
@@ -74,11 +86,53 @@ def set_global_seed(seed: int) -> None:
         pass
 
 
+def experiment_name(prog: str) -> str:
+    """``tfmedseg.experiments.liver_ct_2d3d`` -> ``liver_ct_2d3d``."""
+    return prog.rsplit(".", 1)[-1]
+
+
+def available_configs(experiment: str, config_dir: Path | None = None) -> dict[str, Path]:
+    """The config names of ``experiment``, sorted: ``paper`` -> ``<experiment>.yaml``, ``quick`` ->
+    ``<experiment>_quick.yaml``, ``<x>`` -> ``<experiment>_<x>.yaml`` (files in ``tfmedseg/configs/``)."""
+    config_dir = CONFIG_DIR if config_dir is None else config_dir
+    found: dict[str, Path] = {}
+    if not config_dir.is_dir():
+        return found
+    for path in sorted(config_dir.glob(f"{experiment}*.yaml")):
+        if path.stem == experiment:
+            found["paper"] = path
+        elif path.stem.startswith(experiment + "_"):
+            found[path.stem[len(experiment) + 1:]] = path
+    return dict(sorted(found.items()))
+
+
+def _config_display_name(experiment: str, config: str | os.PathLike | None) -> str:
+    """The name under which ``config`` (a name or a file name) appears in ``--help``."""
+    if config is None:
+        return "the config defaults"
+    for name, path in available_configs(experiment).items():
+        if str(config) in (name, path.name):
+            return name
+    return str(config)
+
+
+def _configs_epilog(experiment: str) -> str:
+    names = available_configs(experiment)
+    if not names:
+        return ""
+    width = max(len(n) for n in names)
+    lines = [f"  {name:<{width}}  {path.name}" for name, path in names.items()]
+    return "configs (--config NAME; also any file under tfmedseg/configs/, or a path):\n" + "\n".join(lines)
+
+
 def build_parser(prog: str, description: str, default_config: str | os.PathLike | None) -> argparse.ArgumentParser:
     """The shared argument parser; experiments may add their own options to it."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--config", type=Path, default=None,
-                        help=f"YAML config file (default: {default_config})")
+    experiment = experiment_name(prog)
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=_configs_epilog(experiment),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=None, metavar="NAME|FILE",
+                        help=f"config name (listed below) or YAML file "
+                             f"(default: {_config_display_name(experiment, default_config)})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config field, e.g. --set section.key=value (repeatable; see --config for the keys)")
     parser.add_argument("--data-dir", type=Path, default=None,
@@ -90,20 +144,38 @@ def build_parser(prog: str, description: str, default_config: str | os.PathLike 
     parser.add_argument("--phantom-cases", type=int, default=None,
                         help="number of phantom cases to generate when --data-dir is absent")
     parser.add_argument("--seed", type=int, default=0, help="global random seed (default 0)")
+    add_verbosity_options(parser)
     return parser
 
 
-def resolve_config_path(path: str | os.PathLike | None) -> Path | None:
-    """A config given by file name is looked up as given, then under the repo's ``experiments/``."""
-    if path is None:
+def resolve_config_path(config: str | os.PathLike | None, experiment: str | None = None) -> Path | None:
+    """The YAML file ``--config`` names: an existing path; else a config name of ``experiment``
+    (:func:`available_configs`: ``quick``, ``paper``, ...); else a file under ``tfmedseg/configs/``
+    (``liver_ct_2d3d_quick.yaml`` or ``liver_ct_2d3d_quick``).
+
+    Raises:
+        ConfigError: Nothing found (the message lists the experiment's config names), or the path
+            is not a file.
+    """
+    if config is None:
         return None
-    path = Path(path)
+    path = Path(config)
     if path.is_file():
         return path
-    candidate = CONFIG_DIR / path.name
-    if candidate.is_file():
-        return candidate
-    raise ConfigError("config file does not exist", path=path)
+    text = str(config)
+    names = available_configs(experiment) if experiment else {}
+    if text in names:
+        return names[text]
+    if path.name == text:  # a bare name: look it up among the shipped configs
+        for candidate in (CONFIG_DIR / text, CONFIG_DIR / f"{text}.yaml"):
+            if candidate.is_file():
+                return candidate
+    if path.exists():
+        raise ConfigError("config is not a file", path=path)
+    hint = f" (config names: {', '.join(names)})" if names else ""
+    raise ConfigError(f"config file does not exist and is not a config name{hint}", path=path)
+
+
 
 
 def parse_experiment_args(
@@ -124,7 +196,8 @@ def parse_experiment_args(
         prog: Program name shown by ``--help``.
         description: One-paragraph description shown by ``--help``.
         config_cls: The experiment's config dataclass.
-        default_config: YAML used when ``--config`` is absent (name under ``experiments/``).
+        default_config: Config used when ``--config`` is absent: a name (``"quick"``) or a file name
+            under ``tfmedseg/configs/``.
         phantom_dataset: Phantom generator name (``"lits"``, ``"hecktor"``, ...).
         default_phantom_cases: Cases to generate when ``--data-dir`` is absent.
         prepare_phantoms: ``f(dataset, out_dir, cases, seed) -> root``; default
@@ -136,7 +209,8 @@ def parse_experiment_args(
     """
     parser = build_parser(prog, description, default_config)
     args = parser.parse_args(argv)
-    config_path = resolve_config_path(args.config if args.config is not None else default_config)
+    configure_logging(args)
+    config_path = resolve_config_path(args.config if args.config is not None else default_config, experiment_name(prog))
     config = load_config(config_cls, config_path, args.overrides)
     set_global_seed(args.seed)
     used_phantoms = args.data_dir is None
@@ -150,7 +224,7 @@ def parse_experiment_args(
         data_dir = args.data_dir
         if not data_dir.is_dir():
             raise DatasetLayoutError("--data-dir is not a directory", path=data_dir)
-    output_dir = args.output_dir or Path("runs") / prog.rsplit(".", 1)[-1]
+    output_dir = args.output_dir or Path("runs") / experiment_name(prog)
     output_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, output_dir / "config.yaml")
     return ExperimentContext(config, Path(data_dir), output_dir, args.seed, used_phantoms)

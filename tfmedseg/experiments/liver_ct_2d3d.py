@@ -1,6 +1,6 @@
 """Seed 002: LiTS liver-then-tumour cascade with efficient 2.5D / 3D networks.
 
-``python -m tfmedseg.experiments.liver_ct_2d3d [--config experiments/liver_ct_2d3d.yaml] [--data-dir LiTS]``
+``python -m tfmedseg.experiments.liver_ct_2d3d [--config quick|paper|FILE] [--data-dir LiTS]``
 
 Wiring only (the pieces live in the shared tree):
 
