@@ -45,7 +45,7 @@ import numpy as np
 import tfmedseg  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads)
 from tfmedseg.errors import ExportError, InvalidInputError, ServingError, report_user_errors
 from tfmedseg.export.spec import ServingSpec
-from tfmedseg.io._atomic import atomic_dir
+from tfmedseg.io._atomic import OUTPUT_MARKER, atomic_dir, check_output_not_input
 from tfmedseg.io.volume import Volume
 
 __all__ = ["Segmenter", "load_segmenter", "read_input", "segment_scan", "predict_file", "main", "MODEL_KINDS"]
@@ -289,10 +289,33 @@ def _mm(values) -> str:
     return " x ".join(f"{v:.3g}" for v in values)
 
 
-def _check_output(path: Path, overwrite: bool) -> None:
-    """Fail before any work when ``path`` exists (without overwrite) or its parent cannot be created."""
-    if path.exists() and not overwrite and (not path.is_dir() or any(path.iterdir())):
-        raise InvalidInputError("output exists already (pass --overwrite to replace it)", path=path)
+def _check_output(path: Path, overwrite: bool, nifti_out: bool) -> None:
+    """Fail before any work when ``path`` exists and may not be replaced, or cannot be created.
+
+    ``overwrite`` replaces only an output of ours: a label map written by tfmedseg (NIfTI
+    ``descrip``) or a folder carrying :data:`~tfmedseg.io._atomic.OUTPUT_MARKER`.
+    """
+    from tfmedseg.io._atomic import OUTPUT_MARKER, has_marker
+    from tfmedseg.io.nifti import written_by_tfmedseg
+
+    if os.path.lexists(path):
+        if nifti_out:
+            if path.is_dir() or path.is_symlink():
+                raise InvalidInputError("output exists and is not a regular file; choose another --output", path=path)
+            if not overwrite:
+                raise InvalidInputError("output exists already (pass --overwrite to replace a label map written by tfmedseg)", path=path)
+            if not written_by_tfmedseg(path):
+                raise InvalidInputError("output exists and is not a label map written by tfmedseg; refusing to replace it "
+                                        "(remove it yourself or choose another --output)", path=path)
+        else:
+            if path.is_symlink() or not path.is_dir():
+                raise InvalidInputError("output exists and is not a directory; choose another --output", path=path)
+            if any(path.iterdir()):
+                if not overwrite:
+                    raise InvalidInputError("output exists already (pass --overwrite to replace an output of tfmedseg)", path=path)
+                if not has_marker(path):
+                    raise InvalidInputError(f"output folder holds files tfmedseg did not write (no {OUTPUT_MARKER}); refusing to "
+                                            "replace it (remove it yourself or choose another --output)", path=path)
     ancestor = path.parent
     while not ancestor.exists():
         ancestor = ancestor.parent
@@ -349,7 +372,8 @@ def predict_file(
         raise InvalidInputError("for a NIfTI input, --output must be a .nii or .nii.gz file", path=output)
     if not 0.0 <= opacity <= 1.0:
         raise InvalidInputError(f"opacity must lie in [0, 1], got {opacity}", path="--opacity")
-    _check_output(output, overwrite)
+    check_output_not_input(output, [input_path], key=str(output))
+    _check_output(output, overwrite, nifti_out)
     volume = read_input(input_path, modality=modality, series_uid=series_uid)
     print(f"input: {input_path} ({volume.meta.get('format')}, {volume.modality}), shape {volume.shape}, spacing {_mm(volume.spacing)} mm")
     segmenter = model if isinstance(model, Segmenter) else load_segmenter(model)
@@ -366,10 +390,10 @@ def predict_file(
 
     written: list[Path] = []
     if nifti_out:
-        _check_output(output, overwrite)
+        _check_output(output, overwrite, nifti_out)
         written.append(write_nifti(labels, output, reference=volume, dtype=np.uint8))
     else:
-        with atomic_dir(output, overwrite, prefix=".tmp-predict-") as staging:
+        with atomic_dir(output, overwrite, kind="predict") as staging:
             write_overlay_series(
                 volume, labels, staging / "overlay", label_names=names, opacity=opacity, window=window,
                 series_number=series_number, series_description=f"{segmenter.name} overlay", uid_seed=uid_seed,
@@ -389,7 +413,7 @@ def predict_file(
                         print("note: nothing segmented; no DICOM-SEG written")
             elif dicom_seg:
                 print("note: highdicom is not installed; no DICOM-SEG written (pip install highdicom)")
-        written.extend(sorted(p for p in output.rglob("*") if p.is_file()))
+        written.extend(sorted(p for p in output.rglob("*") if p.is_file() and p.name != OUTPUT_MARKER))
     print(f"wrote {output}" + (f" ({len(written)} files)" if len(written) > 1 else ""))
     return {"labels": labels, "volume": volume, "written": written, "counts": count_map}
 
@@ -412,7 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, nargs=2, metavar=("LEVEL", "WIDTH"), default=None,
                         help="DICOM: grey window of the overlay (default 40 400 for CT, percentiles otherwise)")
     parser.add_argument("--no-dicom-seg", action="store_true", help="DICOM: do not write seg.dcm even when highdicom is installed")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output written by tfmedseg (a label map of ours, or a folder with "
+                             ".tfmedseg-output.json); foreign files and the input itself are never replaced")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse prints its own one-line usage error

@@ -23,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from tfmedseg.errors import ExportError
+from tfmedseg.errors import ExportError, InvalidInputError
 from tfmedseg.export.spec import ServingSpec
+from tfmedseg.io._atomic import atomic_file
+from tfmedseg.io.npz import load_npz
 
 __all__ = ["save_for_export", "load_for_export", "ExportBundle"]
 
@@ -52,25 +54,22 @@ def save_for_export(
     """Write the export contract files into ``run_dir`` (each file written atomically)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / ".model.tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, run_dir / "model.keras")
+    with atomic_file(run_dir / "model.keras", ".keras") as tmp:
+        model.save(tmp)
     _write_json(run_dir / "serving_spec.json", spec.to_dict())
     _write_json(run_dir / "export_info.json", info or {})
     if representative is not None:
-        tmp = run_dir / ".representative.tmp.npz"
         arrays = {"inputs": np.asarray(representative, np.float32)}
         if representative_labels is not None:
             arrays["labels"] = np.asarray(representative_labels)
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, run_dir / "representative.npz")
+        with atomic_file(run_dir / "representative.npz", ".npz") as tmp:
+            np.savez_compressed(tmp, **arrays)
     return run_dir
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    with atomic_file(path, ".json") as tmp:
+        Path(tmp).write_text(json.dumps(data, indent=2, default=str))
 
 
 def load_for_export(path: str | os.PathLike) -> ExportBundle:
@@ -96,9 +95,12 @@ def load_for_export(path: str | os.PathLike) -> ExportBundle:
         rep_path = path / "representative.npz"
         representative, labels = None, None
         if rep_path.is_file():
-            with np.load(rep_path) as data:
-                representative = data["inputs"]
-                labels = data["labels"] if "labels" in data.files else None
+            try:
+                data = load_npz(rep_path, required=("inputs",))
+            except InvalidInputError as exc:
+                raise ExportError(exc.reason, path=rep_path) from exc
+            representative = data["inputs"]
+            labels = data.get("labels")
     elif path.suffix == ".keras" and path.is_file():
         model_path, spec, info, representative, labels = path, ServingSpec(), {}, None, None
     else:

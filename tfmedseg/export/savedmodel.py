@@ -20,16 +20,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
 
 import tfmedseg
-from tfmedseg.errors import ExportError
+from tfmedseg.errors import ExportError, InvalidInputError
 from tfmedseg.export.graph import probabilities_to_labels, segment_cascade, segment_volume
 from tfmedseg.export.spec import ServingSpec
+from tfmedseg.io._atomic import OUTPUT_MARKER, commit_dir, has_marker, make_staging_dir, write_marker
 
 __all__ = [
     "SegmentationServingModule",
@@ -121,6 +121,15 @@ def next_version(model_root: str | os.PathLike) -> int:
     return max(versions, default=0) + 1
 
 
+def _legacy_export(export_dir: Path) -> bool:
+    """A version directory of an older tfmedseg (before the output marker): our metadata.json."""
+    try:
+        info = json.loads((export_dir / "metadata.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and "package_version" in info and (export_dir / "saved_model.pb").is_file()
+
+
 def _write_export(module: tf.Module, signatures: dict[str, Any], export_dir: Path, info: dict[str, Any],
                   overwrite: bool, name: str) -> Path:
     """Save ``module`` into a staging sibling of ``export_dir`` and rename it into place."""
@@ -128,17 +137,24 @@ def _write_export(module: tf.Module, signatures: dict[str, Any], export_dir: Pat
         raise ExportError("the export directory must end in an integer version (TF Serving layout: <name>/<version>)", path=export_dir)
     if export_dir.exists() and not overwrite:
         raise ExportError("version directory exists already (pass overwrite=True or pick a new version)", path=export_dir)
-    export_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}-", dir=export_dir.parent))
+    if export_dir.exists() and not has_marker(export_dir):
+        if _legacy_export(export_dir):  # written by an older tfmedseg: metadata.json of ours
+            write_marker(export_dir, "savedmodel")
+    if export_dir.exists() and any(export_dir.iterdir()) and not has_marker(export_dir):
+        raise ExportError(f"version directory was not written by tfmedseg (no {OUTPUT_MARKER}); refusing to replace it", path=export_dir)
+    staging = make_staging_dir(export_dir)
     try:
         tf.saved_model.save(module, str(staging), signatures=signatures)
         info = {"package_version": tfmedseg.__version__, "signatures": sorted(signatures), **info}
         (staging / "metadata.json").write_text(json.dumps(info, indent=2, default=str))
-        if export_dir.exists():
-            shutil.rmtree(export_dir)
-        os.replace(staging, export_dir)
+        write_marker(staging, "savedmodel")
+        commit_dir(staging, export_dir, overwrite)
     except ExportError:
         raise
+    except InvalidInputError as exc:
+        raise ExportError(exc.reason, path=exc.path) from exc
+    except OSError as exc:
+        raise ExportError(f"cannot write the SavedModel: {exc.strerror or exc}", path=export_dir) from exc
     except Exception as exc:  # tracing errors come from deep inside TF: name the model instead
         raise ExportError(f"SavedModel export failed: {type(exc).__name__}: {exc}", path=name) from exc
     finally:

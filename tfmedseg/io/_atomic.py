@@ -1,78 +1,280 @@
-"""Atomic writes: a file or a directory appears under its final name only when complete.
+"""Safe outputs: atomic writes, our own marker, stale staging cleanup, inputs never overwritten.
 
-Every writer in :mod:`tfmedseg.io` goes through these two helpers, so an interrupted run never
-leaves a partial NIfTI, DICOM file or half-written series behind.
+Every writer of tfmedseg goes through these helpers, so that
+
+* a file or a directory appears under its final name only when complete (staged beside it and
+  renamed);
+* staging is visible (``<name>.tfmedseg-partial-<host>-<pid>-<random>``, never a hidden file that
+  could keep patient data unnoticed) and a stale one left by a killed process (SIGKILL, power
+  loss) of this host is removed by the next write into the same folder;
+* outputs get the permissions of the user's umask, like any other tool (no forced 0600/0700);
+* a directory we write carries :data:`OUTPUT_MARKER`, and ``overwrite`` replaces only a directory
+  that carries it: a folder of someone else's files is never deleted;
+* :func:`check_output_not_input` refuses an output that is, contains or sits inside an input.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import secrets
 import shutil
-import tempfile
+import socket
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from tfmedseg.errors import InvalidInputError
 
-__all__ = ["atomic_file", "atomic_dir", "commit_dir"]
+__all__ = [
+    "atomic_file",
+    "atomic_dir",
+    "commit_dir",
+    "OUTPUT_MARKER",
+    "STAGING_TAG",
+    "write_marker",
+    "has_marker",
+    "staging_path",
+    "clean_stale_staging",
+    "make_staging_dir",
+    "check_output_not_input",
+    "current_umask",
+]
+
+#: File written into every output directory of ours; ``overwrite`` only replaces such directories.
+OUTPUT_MARKER = ".tfmedseg-output.json"
+#: Infix of staging names: ``<final name>.tfmedseg-partial-<host>-<pid>-<random>``.
+STAGING_TAG = ".tfmedseg-partial-"
+
+
+def _host() -> str:
+    name = "".join(c for c in socket.gethostname() if c.isalnum())[:24]
+    return name or "host"
+
+
+def current_umask() -> int:
+    """The process umask (read from ``/proc`` where possible, so that no thread sees it change)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def staging_path(final: str | os.PathLike) -> Path:
+    """A fresh, unused staging name beside ``final`` (visible; names this host and process)."""
+    final = Path(final)
+    return final.with_name(f"{final.name}{STAGING_TAG}{_host()}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return True
+    return True
+
+
+def clean_stale_staging(directory: str | os.PathLike) -> list[Path]:
+    """Remove staging entries in ``directory`` left by dead processes of this host.
+
+    Only names with :data:`STAGING_TAG` written by this host are considered, and only when the
+    process that made them no longer runs; everything else is left alone.
+
+    Returns:
+        The removed paths.
+    """
+    directory = Path(directory)
+    removed: list[Path] = []
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return removed
+    prefix = f"{STAGING_TAG}{_host()}-"
+    for entry in entries:
+        name = entry.name
+        at = name.rfind(prefix)
+        if at <= 0:
+            continue
+        pid_text = name[at + len(prefix):].split("-", 1)[0]
+        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+        removed.append(entry)
+    return removed
+
+
+def make_staging_dir(final: str | os.PathLike) -> Path:
+    """Create a staging directory beside ``final`` (parents created, stale staging removed)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_staging(final.parent)
+    tmp = staging_path(final)
+    tmp.mkdir()  # mode 0o777 & ~umask
+    return tmp
 
 
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
-    """Yield a temporary name beside ``path``; rename it to ``path`` when the block succeeds.
+    """Yield a staging name beside ``path``; rename it to ``path`` when the block succeeds.
+
+    The staged file is created with mode ``0o666 & ~umask``.
 
     Args:
         path: Final file path; its parent directories are created.
-        suffix: Suffix of the temporary name (``".nii.gz"``: some writers choose the format by it).
+        suffix: Suffix of the staging name (``".nii.gz"``: some writers choose the format by it).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    clean_stale_staging(path.parent)
+    tmp = Path(f"{staging_path(path)}{suffix}")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        yield tmp
+        yield str(tmp)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.unlink(tmp)
 
 
+def write_marker(directory: str | os.PathLike, kind: str = "output") -> Path:
+    """Write :data:`OUTPUT_MARKER` (no patient data: tool, kind, version) into ``directory``."""
+    from tfmedseg import __version__
+
+    marker = Path(directory) / OUTPUT_MARKER
+    marker.write_text(json.dumps({"written_by": "tfmedseg", "kind": kind, "version": __version__}) + "\n")
+    return marker
+
+
+def has_marker(directory: str | os.PathLike) -> bool:
+    """True when ``directory`` holds our :data:`OUTPUT_MARKER` (it was written by tfmedseg)."""
+    return (Path(directory) / OUTPUT_MARKER).is_file()
+
+
 @contextlib.contextmanager
-def atomic_dir(out_dir: str | os.PathLike, overwrite: bool = False, prefix: str = ".tmp-") -> Iterator[Path]:
+def atomic_dir(out_dir: str | os.PathLike, overwrite: bool = False, prefix: str = "", *, kind: str = "output",
+               marker: bool = True) -> Iterator[Path]:
     """Yield a staging directory beside ``out_dir``; it becomes ``out_dir`` when the block succeeds
-    (:func:`commit_dir`) and is removed otherwise."""
+    (:func:`commit_dir`, with our marker written into it) and is removed otherwise.
+
+    Args:
+        out_dir: Final directory.
+        overwrite: Replace an existing ``out_dir`` that we wrote (it carries :data:`OUTPUT_MARKER`).
+        prefix: Unused (kept for compatibility); staging names are :func:`staging_path`.
+        kind: Recorded in the marker (``"predict"``, ``"savedmodel"``...).
+        marker: Write :data:`OUTPUT_MARKER` into the directory. DICOM series folders are written
+            without it (tools that read every file of a series folder would trip on it); such a
+            folder is replaced only when it holds nothing but DICOM files.
+    """
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=out_dir.parent))
+    _check_replaceable(out_dir, overwrite)  # fail before any work
+    tmp = make_staging_dir(out_dir)
     try:
         yield tmp
+        if marker:
+            write_marker(tmp, kind)
         commit_dir(tmp, out_dir, overwrite)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _check_replaceable(out_dir: Path, overwrite: bool) -> None:
+    """Raise unless ``out_dir`` is absent, an empty directory, or (``overwrite``) a directory of ours."""
+    if not os.path.lexists(out_dir):
+        return
+    if out_dir.is_symlink() or not out_dir.is_dir():
+        raise InvalidInputError("output path exists and is not a directory; remove it or choose another output", path=out_dir)
+    if not any(out_dir.iterdir()):
+        return
+    if not overwrite:
+        raise InvalidInputError("output directory exists and is not empty (pass --overwrite / overwrite=True to replace an output of ours)", path=out_dir)
+    if not has_marker(out_dir) and not _only_dicom_files(out_dir):
+        raise InvalidInputError(
+            f"output directory holds files tfmedseg did not write (no {OUTPUT_MARKER}); refusing to replace it: "
+            "remove it yourself or choose another output",
+            path=out_dir,
+        )
+
+
+def _only_dicom_files(directory: Path) -> bool:
+    """True for a folder holding only DICOM files (128-byte preamble + ``DICM``), e.g. a series we wrote."""
+    for entry in directory.iterdir():
+        if entry.is_symlink() or not entry.is_file():
+            return False
+        try:
+            with open(entry, "rb") as f:
+                head = f.read(132)
+        except OSError:
+            return False
+        if head[128:132] != b"DICM":
+            return False
+    return True
+
+
 def commit_dir(tmp: Path, out_dir: Path, overwrite: bool) -> None:
-    """Move a completed temporary directory ``tmp`` into place as ``out_dir`` (atomic rename).
+    """Move a completed staging directory ``tmp`` into place as ``out_dir`` (atomic rename).
 
     Raises:
-        InvalidInputError: ``out_dir`` exists as a file or a non-empty directory and not ``overwrite``.
+        InvalidInputError: ``out_dir`` exists as a file, or as a non-empty directory and not
+            ``overwrite``, or (``overwrite``) as a directory without our marker.
     """
+    tmp, out_dir = Path(tmp), Path(out_dir)
+    _check_replaceable(out_dir, overwrite)
     if out_dir.exists():
-        if not out_dir.is_dir():
-            if not overwrite:
-                raise InvalidInputError("output path exists and is not a directory", path=out_dir)
-            out_dir.unlink()
-            os.replace(tmp, out_dir)
-            return
-        if any(out_dir.iterdir()):
-            if not overwrite:
-                raise InvalidInputError("output directory exists and is not empty (pass overwrite=True)", path=out_dir)
-            trash = Path(tempfile.mkdtemp(prefix=".tmp-old-", dir=out_dir.parent))
-            os.replace(out_dir, trash / "old")
+        if not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        else:
+            trash = staging_path(out_dir)
+            os.replace(out_dir, trash)
             os.replace(tmp, out_dir)
             shutil.rmtree(trash, ignore_errors=True)
             return
-        out_dir.rmdir()
     os.replace(tmp, out_dir)
+
+
+def _resolved(path: str | os.PathLike) -> Path:
+    return Path(os.path.abspath(path)).resolve()
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+def check_output_not_input(output: str | os.PathLike, inputs: Iterable[str | os.PathLike], *, key: str | None = None) -> None:
+    """Refuse an output that is an input, contains one, or sits inside an input directory.
+
+    Paths are compared after resolving symbolic links; an existing output file that is the same
+    file as an input (hard link) is refused too.
+
+    Raises:
+        InvalidInputError: Naming the output and the input it would overwrite.
+    """
+    out = _resolved(output)
+    for source in inputs:
+        if source is None:
+            continue
+        src = _resolved(source)
+        same = _inside(out, src) if Path(source).is_dir() else out == src
+        if not same and os.path.exists(out) and os.path.exists(src):
+            with contextlib.suppress(OSError):
+                same = os.path.samefile(out, src)
+        if same:
+            what = "is or sits inside" if Path(source).is_dir() else "is"
+            raise InvalidInputError(f"output {what} the input {source}; choose an output outside the input", path=key or output)
+        if _inside(src, out):
+            raise InvalidInputError(f"output contains the input {source}; choose an output outside the input", path=key or output)
+

@@ -145,9 +145,17 @@ def _read_instance(path: Path) -> tuple[Any | None, str | None]:
     return ds, None
 
 
+def _ignored(path: Path, root: Path) -> bool:
+    """Hidden files/folders (ours: markers, old staging) and tfmedseg staging are never instances."""
+    from tfmedseg.io._atomic import STAGING_TAG
+
+    parts = path.relative_to(root).parts
+    return any(part.startswith(".") or STAGING_TAG in part for part in parts)
+
+
 def _list_files(directory: Path, recursive: bool) -> list[Path]:
     iterator = directory.rglob("*") if recursive else directory.iterdir()
-    return sorted(p for p in iterator if p.is_file() and not p.name.startswith(".tmp-"))
+    return sorted(p for p in iterator if p.is_file() and not _ignored(p, directory))
 
 
 def _scan_directory(directory: Path, recursive: bool) -> tuple[dict[str, list[tuple[Path, Any]]], list[str]]:
@@ -156,8 +164,12 @@ def _scan_directory(directory: Path, recursive: bool) -> tuple[dict[str, list[tu
     if not directory.is_dir():
         raise InvalidInputError("expected a directory of DICOM files, got a file", path=directory)
     files = _list_files(directory, recursive)
+    if not files and not recursive:
+        subfolders = sorted(p.name for p in directory.iterdir() if p.is_dir() and not _ignored(p, directory))
+        if subfolders:  # PACS exports put each series in its own folder: search them
+            files = _list_files(directory, True)
     if not files:
-        raise InvalidInputError("directory is empty (no DICOM files)", path=directory)
+        raise InvalidInputError("directory is empty (no DICOM files, also in its subfolders)", path=directory)
     series: dict[str, list[tuple[Path, Any]]] = {}
     skipped: list[str] = []
     for path in files:

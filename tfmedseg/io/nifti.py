@@ -19,7 +19,10 @@ from tfmedseg.errors import InvalidInputError
 from tfmedseg.io._atomic import atomic_file
 from tfmedseg.io.volume import Volume, spacing_from_affine, to_canonical
 
-__all__ = ["read_nifti", "write_nifti", "is_nifti_path"]
+__all__ = ["read_nifti", "write_nifti", "is_nifti_path", "written_by_tfmedseg", "DESCRIP_MARKER"]
+
+#: ``descrip`` of every NIfTI file tfmedseg writes (how ``--overwrite`` recognises its own outputs).
+DESCRIP_MARKER = b"written by tfmedseg"
 
 _SUFFIXES = (".nii", ".nii.gz")
 _GEOMETRY_FIELDS = (
@@ -31,6 +34,17 @@ _GEOMETRY_FIELDS = (
 def is_nifti_path(path: str | os.PathLike) -> bool:
     """True when ``path`` ends in ``.nii`` or ``.nii.gz``."""
     return str(path).lower().endswith(_SUFFIXES)
+
+
+def written_by_tfmedseg(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a NIfTI file whose header ``descrip`` says tfmedseg wrote it."""
+    import nibabel as nib
+
+    try:
+        header = nib.load(str(path)).header
+        return bytes(np.asarray(header["descrip"]).tobytes()).rstrip(b"\0").startswith(DESCRIP_MARKER)
+    except Exception:  # noqa: BLE001 - anything unreadable is not ours
+        return False
 
 
 def read_nifti(path: str | os.PathLike, modality: str = "OT", *, allow_nan: bool = False) -> Volume:
@@ -163,6 +177,7 @@ def write_nifti(
         for field in _GEOMETRY_FIELDS:
             image.header[field] = header[field]
         image.header["cal_min"], image.header["cal_max"] = 0.0, 0.0  # the image's display window does not apply
+    image.header["descrip"] = DESCRIP_MARKER
     suffix = ".nii.gz" if str(path).lower().endswith(".gz") else ".nii"
     with atomic_file(path, suffix) as tmp:
         nib.save(image, tmp)

@@ -29,11 +29,11 @@ import importlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from tfmedseg.io._atomic import make_staging_dir
 from tfmedseg.errors import ConfigError, DatasetLayoutError
 
 __all__ = ["generate", "ensure_phantoms", "PHANTOM_DATASETS", "MANIFEST_NAME", "COMPLETE_MARKER", "case_rng"]
@@ -146,8 +146,10 @@ def ensure_phantoms(dataset: str, out_dir: str | os.PathLike, cases: int = 4, se
         if (info.get("dataset"), info.get("cases"), info.get("seed")) != (dataset, int(cases), int(seed)):
             raise DatasetLayoutError(f"holds other phantoms ({info}); remove it or choose another directory", path=out_dir)
         shutil.rmtree(out_dir)  # same arguments, older generator version
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        tmp = make_staging_dir(out_dir)  # also removes staging left by a killed run
+    except OSError as exc:
+        raise DatasetLayoutError(f"cannot create the phantom dataset here: {exc.strerror or exc}", path=out_dir) from exc
     try:
         generate(dataset, tmp, cases=cases, seed=seed)
         info = {"dataset": dataset, "cases": int(cases), "seed": int(seed), "generator_version": GENERATOR_VERSION}
