@@ -40,8 +40,8 @@ def smp_counts(archs=ARCHS, encoders=ENCODERS) -> dict:
     for encoder in encoders:
         for arch in archs:
             model = getattr(smp, _SMP_CLASS[arch])(encoder_name=encoder, encoder_weights=None, in_channels=3, classes=1).eval()
-            called = set()
-            hooks = [m.register_forward_hook(lambda mod, i, o: called.add(id(mod))) for m in model.modules()]
+            called: set[int] = set()
+            hooks = [m.register_forward_hook(lambda mod, i, o, seen=called: seen.add(id(mod))) for m in model.modules()]
             with torch.no_grad():
                 model(torch.zeros(1, 3, 64, 64))
             for h in hooks:

@@ -93,9 +93,9 @@ def test_mfab_matches_numpy_reference(rng):
     x = rng.normal(size=(2, 2, 2, 6)).astype("float32")
     s = rng.normal(size=(2, 4, 4, 32)).astype("float32")
     y = keras.ops.convert_to_numpy(model([x, s]))
-    get = lambda n: [np.asarray(w) for w in model.get_layer(n).get_weights()]  # noqa: E731
-    relu = lambda a: np.maximum(a, 0)  # noqa: E731
-    sigmoid = lambda a: 1 / (1 + np.exp(-a))  # noqa: E731
+    get = lambda n: [np.asarray(w) for w in model.get_layer(n).get_weights()]
+    relu = lambda a: np.maximum(a, 0)
+    sigmoid = lambda a: 1 / (1 + np.exp(-a))
 
     def cbr(a, n):
         return relu(_bn_np(_conv_np(a, get(f"{n}_conv")[0]), *get(f"{n}_bn")))
@@ -115,7 +115,7 @@ def test_mfab_matches_numpy_reference(rng):
 @pytest.fixture(scope="module")
 def tiny_models():
     """The three architectures on a ResNet-18 encoder, one grey input channel, 32x32, 2 classes."""
-    kw = dict(encoder="resnet18", input_shape=(32, 32, 1), classes=2, decoder_channels=(16, 8, 8, 8, 4))
+    kw = {"encoder": "resnet18", "input_shape": (32, 32, 1), "classes": 2, "decoder_channels": (16, 8, 8, 8, 4)}
     return {
         "unet": registry.build("unet", **kw),
         "unet_plus_plus": registry.build("unet_plus_plus", deep_supervision=True, **kw),

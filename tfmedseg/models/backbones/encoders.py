@@ -38,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
@@ -46,7 +46,7 @@ import numpy as np
 from tfmedseg.errors import ModelBuildError
 from tfmedseg.models.backbones.resnet34 import RESNET_BLOCKS, build_basic_resnet
 
-__all__ = ["EncoderSpec", "ENCODERS", "available_encoders", "encoder_channels", "build_encoder"]
+__all__ = ["ENCODERS", "EncoderSpec", "available_encoders", "build_encoder", "encoder_channels"]
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 
@@ -27,7 +27,7 @@ __all__ = ["RESNET_BLOCKS", "apply_basic_block", "build_basic_resnet"]
 
 #: Basic blocks per stage.
 RESNET_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
-_BN = dict(momentum=0.9, epsilon=1e-5)  # PyTorch BatchNorm2d defaults
+_BN = {"momentum": 0.9, "epsilon": 1e-5}  # PyTorch BatchNorm2d defaults
 
 
 def _conv(x, filters: int, kernel: int, stride: int, name: str):

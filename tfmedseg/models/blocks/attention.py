@@ -27,10 +27,10 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-__all__ = ["PositionAttention", "apply_conv_bn_relu", "apply_squeeze_excite_gate", "apply_mfab", "BN_KWARGS"]
+__all__ = ["BN_KWARGS", "PositionAttention", "apply_conv_bn_relu", "apply_mfab", "apply_squeeze_excite_gate"]
 
 #: PyTorch BatchNorm2d defaults (smp's decoders).
-BN_KWARGS = dict(momentum=0.9, epsilon=1e-5)
+BN_KWARGS = {"momentum": 0.9, "epsilon": 1e-5}
 
 
 @keras.saving.register_keras_serializable(package="tfmedseg")

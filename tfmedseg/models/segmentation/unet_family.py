@@ -31,17 +31,21 @@ Example:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 
 from tfmedseg.errors import ModelBuildError
 from tfmedseg.models.backbones.encoders import build_encoder, encoder_channels
-from tfmedseg.models.blocks.attention import PositionAttention, apply_conv_bn_relu, apply_mfab
+from tfmedseg.models.blocks.attention import (
+    PositionAttention,
+    apply_conv_bn_relu,
+    apply_mfab,
+)
 from tfmedseg.models.registry import register
 
-__all__ = ["unet", "unet_plus_plus", "manet", "decode", "decoder_parameter_count", "unet_decoder", "unet_plus_plus_decoder", "manet_decoder", "DECODER_CHANNELS"]
+__all__ = ["DECODER_CHANNELS", "decode", "decoder_parameter_count", "manet", "manet_decoder", "unet", "unet_decoder", "unet_plus_plus", "unet_plus_plus_decoder"]
 
 #: smp's default decoder widths (deep to shallow).
 DECODER_CHANNELS = (256, 128, 64, 32, 16)
