@@ -69,3 +69,38 @@ def check_weights_path(weights) -> None:
             "weights file (no download)",
             path=os.fspath(weights) if isinstance(weights, (str, os.PathLike)) else repr(weights),
         )
+
+
+def resolve_application_weights(value, cache_file: str, option: str) -> str | None:
+    """A config's ``backbone_weights`` value -> a local weights file or None.
+
+    Args:
+        value: None / ``"none"`` / ``""`` (from scratch), ``"imagenet"`` (the keras.applications
+            ImageNet file, which must already sit in the Keras cache ``$KERAS_HOME/models``: tfmedseg
+            never downloads), or the path of a local weights file.
+        cache_file: File name of the keras.applications weights in the Keras cache.
+        option: The config key, named in errors (``ssd.backbone_weights``).
+
+    Returns:
+        The weights file path, or None.
+
+    Raises:
+        ConfigError: ``imagenet`` without the cached file, or a path that is not a file.
+    """
+    from tfmedseg.errors import ConfigError
+
+    if value is None or str(value).strip().lower() in ("", "none", "null", "scratch"):
+        return None
+    if str(value).lower() == "imagenet":
+        home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+        cached = os.path.join(home, "models", cache_file)
+        if os.path.isfile(cached):
+            return cached
+        raise ConfigError(
+            f"'imagenet' needs the ImageNet weights file {cached} and tfmedseg runs offline (no download): "
+            f"set {option} to a local keras.applications weights file, or to none to train from scratch",
+            path=option,
+        )
+    if not os.path.isfile(os.fspath(value)):
+        raise ConfigError(f"weights file {value!r} does not exist (use imagenet, a local file or none)", path=option)
+    return os.fspath(value)

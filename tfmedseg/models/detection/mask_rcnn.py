@@ -65,6 +65,9 @@ __all__ = [
 ]
 
 LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss")
+# eq. 34: the ladder FPN's unsupervised cost (weight lambda_us = 1), present with such a decoder
+UNSUPERVISED_LOSS = "denoising_loss"
+VIEW_COUNTS = ("labeled_views", "unlabeled_views")
 
 
 @dataclasses.dataclass
@@ -150,9 +153,10 @@ class MaskRCNNConfig:
             raise ConfigError(f"image_size must be a multiple of 64 (P6 stride), got {self.image_size}", path="image_size")
         if self.fpn_upsampling not in UPSAMPLING_MODES:
             raise ConfigError(f"unknown fpn_upsampling {self.fpn_upsampling!r}; allowed: {UPSAMPLING_MODES}", path="fpn_upsampling")
-        unknown = set(self.loss_weights) - set(LOSS_NAMES)
+        unknown = set(self.loss_weights) - set(LOSS_NAMES) - {UNSUPERVISED_LOSS}
         if unknown:
-            raise ConfigError(f"unknown loss name(s) {sorted(unknown)}; allowed: {LOSS_NAMES}", path="loss_weights")
+            raise ConfigError(f"unknown loss name(s) {sorted(unknown)}; allowed: {LOSS_NAMES + (UNSUPERVISED_LOSS,)}",
+                              path="loss_weights")
         if self.num_classes < 1 or not 0 < self.roi_positive_ratio <= 1:
             raise ConfigError("num_classes must be >= 1 and roi_positive_ratio in (0, 1]", path="num_classes")
         if self.train_rois_per_image > self.post_nms_rois_training:
@@ -215,13 +219,26 @@ class MaskRCNN(keras.Model):
             cfg.image_size, (4, 8, 16, 32, 64), cfg.rpn_anchor_scales, cfg.rpn_anchor_ratios, cfg.rpn_anchor_stride, cfg.anchor_offset
         )
         self.input_spec_shape = (cfg.image_size, cfg.image_size, cfg.input_channels)
-        self._trackers = {k: keras.metrics.Mean(name=k) for k in ("loss",) + LOSS_NAMES}
+        self._trackers = {k: keras.metrics.Mean(name=k) for k in ("loss",) + self.loss_names}
+        # views per epoch (Sum metrics reset each epoch): shows how many unlabeled views training consumed
+        self._trackers.update({k: keras.metrics.Sum(name=k) for k in VIEW_COUNTS})
         self._build_heads()
         self.built = True
 
+    @property
+    def has_unsupervised_loss(self) -> bool:
+        """True when the decoder adds an unsupervised cost (ladder FPN, ``ladder()`` method)."""
+        return bool(getattr(self.decoder, "has_unsupervised_loss", False))
+
+    @property
+    def loss_names(self) -> tuple[str, ...]:
+        """:data:`LOSS_NAMES`, plus ``denoising_loss`` with a ladder decoder."""
+        return LOSS_NAMES + ((UNSUPERVISED_LOSS,) if self.has_unsupervised_loss else ())
+
     def _build_heads(self):
         """Create the head variables eagerly (one tiny forward pass per head)."""
-        pyramid = self.decoder.output
+        zeros = {k: tf.zeros([1, *v.shape[1:]]) for k, v in self.backbone.output.items()}
+        pyramid = self.decoder(zeros)
         feats = [tf.zeros([1, *pyramid[f"P{l}"].shape[1:]]) for l in range(2, 7)]
         logits, _ = self.rpn_head(feats)
         if logits.shape[1] != len(self.anchors):
@@ -235,14 +252,19 @@ class MaskRCNN(keras.Model):
         self.mask_head(tf.zeros([1, 1, self.config.mask_pool_size, self.config.mask_pool_size, c]))
 
     # -- shared pieces -----------------------------------------------------------------------
-    def _features(self, images, training):
+    def _features(self, images, training, with_unsupervised: bool = False):
         images = tf.convert_to_tensor(images, tf.float32)
         got = tuple(images.shape[1:])
         if len(got) != 3 or any(s is not None and s != e for s, e in zip(got, self.input_spec_shape)):
             raise InvalidInputError(f"expected images [B, {', '.join(map(str, self.input_spec_shape))}], got {tuple(images.shape)}", path="images")
         feats = self.backbone(images, training=training)
-        pyramid = self.decoder(feats, training=training)
-        return feats, [pyramid[f"P{l}"] for l in range(2, 7)]
+        if with_unsupervised and self.has_unsupervised_loss:
+            out = self.decoder.ladder(feats, training=training)
+            pyramid, cost = out["pyramid"], out["denoising_cost"]
+        else:
+            pyramid, cost = self.decoder(feats, training=training), None
+        levels = [pyramid[f"P{l}"] for l in range(2, 7)]
+        return (feats, levels, cost) if with_unsupervised else (feats, levels)
 
     def _classify(self, feats, rois_feats, training):
         if getattr(self.box_head, "uses_context", False):
@@ -291,24 +313,33 @@ class MaskRCNN(keras.Model):
 
     # -- training ----------------------------------------------------------------------------
     @_no_autograph
-    def compute_losses(self, images, gt_boxes, gt_classes, gt_masks, training: bool = True) -> dict[str, tf.Tensor]:
+    def compute_losses(self, images, gt_boxes, gt_classes, gt_masks, training: bool = True, labeled=None) -> dict[str, tf.Tensor]:
         """The five Mask R-CNN losses of one replica's batch plus ``total`` (weighted sum + L2).
+
+        With a ladder decoder, also ``denoising_loss`` (eq. 30, on every image) and the RPN/heads
+        read the noisy pyramid when ``training``. The supervised losses are masked per sample to
+        the labeled images (eq. 34-35): a batch of unlabeled images only gives 0 for all five.
 
         Args:
             images: ``[B, S, S, C]``.
             gt_boxes: ``[B, N, 4]`` pixels; gt_classes: ``[B, N]`` (``<= 0`` padding);
             gt_masks: ``[B, N, M, M]`` box-relative masks in ``[0, 1]``.
+            labeled: ``bool [B]`` (None: all labeled).
         """
         cfg = self.config
-        feats, pyramid = self._features(images, training)
+        feats, pyramid, unsup = self._features(images, training, with_unsupervised=True)
+        if labeled is None:
+            lab = tf.ones([tf.shape(gt_boxes)[0]], tf.float32)
+        else:
+            lab = tf.cast(tf.reshape(labeled, [-1]), tf.float32)
         rpn_logits, rpn_deltas = self.rpn_head(pyramid)
         rpn_t = rpn_targets(
             self.anchors, gt_boxes, gt_classes, cfg.rpn_train_anchors_per_image, cfg.rpn_positive_fraction,
             cfg.rpn_positive_iou, cfg.rpn_negative_iou, cfg.rpn_bbox_std, seed=cfg.seed,
         )
         out = {
-            "rpn_class_loss": det_losses.softmax_cross_entropy(rpn_t["labels"], rpn_logits, rpn_t["labels"] >= 0),
-            "rpn_bbox_loss": det_losses.smooth_l1(rpn_t["deltas"], rpn_deltas, rpn_t["labels"] == 1),
+            "rpn_class_loss": det_losses.softmax_cross_entropy(rpn_t["labels"], rpn_logits, _masked(rpn_t["labels"] >= 0, lab)),
+            "rpn_bbox_loss": det_losses.smooth_l1(rpn_t["deltas"], rpn_deltas, _masked(rpn_t["labels"] == 1, lab)),
         }
         proposals = self._proposals(rpn_logits, rpn_deltas, cfg.post_nms_rois_training)
         t = detection_targets(
@@ -317,15 +348,20 @@ class MaskRCNN(keras.Model):
         )
         logits, deltas = self._classify(feats, self.roi_align(pyramid[:4], t["rois"]), training)
         cls = t["class_targets"]
-        out["mrcnn_class_loss"] = det_losses.softmax_cross_entropy(cls, logits, t["valid"])
-        out["mrcnn_bbox_loss"] = det_losses.smooth_l1(t["box_targets"], tf.gather(deltas, cls, axis=2, batch_dims=2), t["positive"])
+        positive = _masked(t["positive"], lab)
+        out["mrcnn_class_loss"] = det_losses.softmax_cross_entropy(cls, logits, _masked(t["valid"], lab))
+        out["mrcnn_bbox_loss"] = det_losses.smooth_l1(t["box_targets"], tf.gather(deltas, cls, axis=2, batch_dims=2), positive)
         masks = self.mask_head(self.mask_roi_align(pyramid[:4], t["rois"]), training=training)
         masks = tf.gather(tf.transpose(masks, [0, 1, 4, 2, 3]), cls, axis=2, batch_dims=2)
-        out["mrcnn_mask_loss"] = det_losses.binary_cross_entropy(t["mask_targets"], masks, t["positive"])
-        total = tf.add_n([cfg.loss_weights.get(k, 1.0) * out[k] for k in LOSS_NAMES])
+        out["mrcnn_mask_loss"] = det_losses.binary_cross_entropy(t["mask_targets"], masks, positive)
+        if unsup is not None:
+            out[UNSUPERVISED_LOSS] = unsup
+        total = tf.add_n([cfg.loss_weights.get(k, 1.0) * out[k] for k in self.loss_names])
         if self.losses:
             total = total + tf.add_n(self.losses)
         out["total"] = total
+        out["labeled_views"] = tf.reduce_sum(lab)
+        out["unlabeled_views"] = tf.cast(tf.size(lab), tf.float32) - out["labeled_views"]
         return out
 
     @property
@@ -337,7 +373,8 @@ class MaskRCNN(keras.Model):
     def train_step(self, data):
         gt = _unpack(data)
         with tf.GradientTape() as tape:
-            losses = self.compute_losses(gt["images"], gt["boxes"], gt["classes"], gt["masks"], training=True)
+            losses = self.compute_losses(gt["images"], gt["boxes"], gt["classes"], gt["masks"], training=True,
+                                         labeled=gt.get("labeled"))
             scaled = det_losses.scale_for_replicas(losses["total"])
         grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
@@ -346,11 +383,12 @@ class MaskRCNN(keras.Model):
     @_no_autograph
     def test_step(self, data):
         gt = _unpack(data)
-        return self._update(self.compute_losses(gt["images"], gt["boxes"], gt["classes"], gt["masks"], training=False))
+        return self._update(self.compute_losses(gt["images"], gt["boxes"], gt["classes"], gt["masks"], training=False,
+                                                labeled=gt.get("labeled")))
 
     def _update(self, losses):
         self._trackers["loss"].update_state(losses["total"])
-        for k in LOSS_NAMES:
+        for k in self.loss_names + VIEW_COUNTS:
             self._trackers[k].update_state(losses[k])
         return {k: t.result() for k, t in self._trackers.items()}
 
@@ -375,6 +413,12 @@ class MaskRCNN(keras.Model):
         config = dict(config)
         parts = {k: keras.saving.deserialize_keras_object(config.pop(k)) for k in ("backbone", "decoder", "rpn_head", "box_head", "mask_head")}
         return cls(**parts, **config)
+
+
+def _masked(weights, labeled) -> tf.Tensor:
+    """``weights [B, ...]`` (bool or float) times the per-sample ``labeled [B]`` flag."""
+    w = tf.cast(weights, tf.float32)
+    return w * tf.reshape(labeled, tf.concat([[-1], tf.ones([tf.rank(w) - 1], tf.int32)], 0))
 
 
 def _unpack(data) -> dict:

@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmedseg.errors import ConfigError, InvalidInputError, ModelBuildError
+from tfmedseg.models.backbones._weights import resolve_application_weights
 from tfmedseg.models.backbones.vgg import VGG16_FILTERS, build_vgg16_backbone
 from tfmedseg.models.detection import losses as det_losses
 from tfmedseg.models.detection.anchors import num_anchors_per_location, ssd_anchors
@@ -44,6 +45,8 @@ from tfmedseg.models.registry import register
 # Plain tensor code without data-dependent Python control flow: skipping AutoGraph's source
 # conversion cuts the first (tracing) step of fit/export by about half.
 _no_autograph = tf.autograph.experimental.do_not_convert
+
+VGG16_NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 __all__ = ["SSDConfig", "L2Normalization", "SSD", "build_ssd", "make_ssd_optimizer"]
 
@@ -77,6 +80,10 @@ class SSDConfig:
         max_detections: Boxes per image after NMS (``ssd_keras`` top_k 200).
         learning_rate, weight_decay, batch_size: Table 10 (Adam 1e-3, L2 5e-4, 16).
         max_instances: ``N_max`` of the padded ground truth.
+        backbone_weights: VGG-16 initialisation: None (from scratch), ``"imagenet"`` (the seed,
+            section 4.1 / Appendix B: the keras.applications ImageNet file from the Keras cache;
+            offline without it -> ConfigError naming ``ssd.backbone_weights``), or a local
+            keras.applications VGG16 notop weights file.
     """
 
     image_size: int = 512
@@ -102,6 +109,7 @@ class SSDConfig:
     weight_decay: float = 5e-4
     batch_size: int = 16
     max_instances: int = 10
+    backbone_weights: str | None = None
 
     def __post_init__(self):
         levels = 2 + len(self.extra_filters)
@@ -379,7 +387,8 @@ def build_ssd(config: SSDConfig | dict | None = None, weights: str | None = None
 
     Args:
         config: :class:`SSDConfig` or dict; None = defaults.
-        weights: None (from scratch) or a local ``keras.applications`` VGG16 notop weights file.
+        weights: A local ``keras.applications`` VGG16 notop weights file; None: use
+            ``config.backbone_weights``.
         **overrides: Config fields (``image_size=320``, ...).
 
     Returns:
@@ -393,6 +402,8 @@ def build_ssd(config: SSDConfig | dict | None = None, weights: str | None = None
     if unknown:
         raise ConfigError(f"unknown SSD config field(s) {sorted(unknown)}", path=sorted(unknown)[0])
     cfg = dataclasses.replace(cfg, **overrides)
+    if weights is None:
+        weights = resolve_application_weights(cfg.backbone_weights, VGG16_NOTOP_FILE, "ssd.backbone_weights")
     reg = keras.regularizers.L2(cfg.weight_decay) if cfg.weight_decay > 0 else None
     backbone = build_vgg16_backbone(
         (cfg.image_size, cfg.image_size, cfg.input_channels), cfg.backbone_filters, weights=weights, kernel_regularizer=reg

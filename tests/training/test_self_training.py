@@ -1,0 +1,56 @@
+"""Table 8's pseudo-label filters on hand-built teacher predictions."""
+
+import numpy as np
+import pytest
+
+from tfmedseg.errors import ConfigError
+from tfmedseg.training.self_training import filter_pseudo_labels
+
+
+def _pred(*scores):
+    n = len(scores)
+    return {"scores": np.array(scores, np.float32), "classes": np.arange(1, n + 1, dtype=np.int32),
+            "boxes": np.arange(4 * n, dtype=np.float32).reshape(n, 4), "masks": np.zeros((n, 3, 3), bool),
+            "case_id": "p"}
+
+
+PREDICTIONS = [
+    _pred(0.95, 0.92),        # image 0: all > 0.9
+    _pred(0.95, 0.83, 0.6),   # image 1: 0.6 below the teacher's 0.7; 0.83 between 0.8 and 0.85
+    _pred(0.88, 0.86),        # image 2: between 0.85 and 0.9
+    _pred(),                  # image 3: no lesion
+    _pred(0.81, 0.75),        # image 4: 0.75 <= 0.8
+]
+
+# threshold -> (image-level (images, lesions, kept ids), lesion-level (images, lesions))
+EXPECTED = {
+    None: ((5, 8, [0, 1, 2, 3, 4]), (5, 8)),
+    0.8: ((4, 6, [0, 1, 2, 3]), (5, 7)),
+    0.85: ((3, 4, [0, 2, 3]), (5, 5)),
+    0.9: ((2, 2, [0, 3]), (5, 3)),
+}
+
+
+@pytest.mark.parametrize("threshold", [None, 0.8, 0.85, 0.9])
+def test_filters_at_each_threshold(threshold):
+    (n_img, n_les, ids), (l_img, l_les) = EXPECTED[threshold]
+    kept, counts = filter_pseudo_labels(PREDICTIONS, threshold, "image")
+    assert counts == {"images": n_img, "lesions": n_les}
+    assert [i for i, _ in kept] == ids
+    for _, pred in kept:
+        assert np.all(pred["scores"] >= 0.7) and (threshold is None or np.all(pred["scores"] > threshold))
+    kept, counts = filter_pseudo_labels(PREDICTIONS, threshold, "lesion")
+    assert counts == {"images": l_img, "lesions": l_les}
+    img1 = dict(kept)[1]
+    expected_scores = [s for s in (0.95, 0.83) if threshold is None or s > threshold]
+    np.testing.assert_allclose(img1["scores"], expected_scores)
+    # boxes, classes and masks follow the kept scores; other entries are copied
+    assert len(img1["boxes"]) == len(img1["classes"]) == len(img1["masks"]) == len(expected_scores)
+    assert img1["classes"].tolist() == [1, 2][: len(expected_scores)] and img1["case_id"] == "p"
+
+
+def test_bad_filter_settings():
+    with pytest.raises(ConfigError, match="filter"):
+        filter_pseudo_labels(PREDICTIONS, 0.8, "patient")
+    with pytest.raises(ConfigError, match="threshold"):
+        filter_pseudo_labels(PREDICTIONS, 1.5, "image")
