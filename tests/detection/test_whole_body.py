@@ -50,7 +50,7 @@ def test_instances_in_view_coordinates_and_savedmodel_round_trip(pipeline, tmp_p
         assert np.all(boxes[i, n[i]:] == 0)
     assert out["masks"].shape == (2, model.lesion_model.config.detection_max_instances, *VIEW)
     m = out["masks"].numpy()
-    ys, xs = np.nonzero(m[0, 0])
+    ys = np.nonzero(m[0, 0])[0]
     if len(ys):
         assert ys.min() >= np.floor(boxes[0, 0, 0]) and ys.max() < np.ceil(boxes[0, 0, 2])
     path = export_whole_body_savedmodel(model, tmp_path / "bone_malignet" / "1", class_names=("a", "b"))
