@@ -8,8 +8,10 @@ Things the TFLite runtime cannot run are rewritten at export time into exact equ
 * a grouped ``Conv3D`` converts but fails at run time
   ("input->dims->data[4] != filter->dims->data[3]"), so each is replaced by a plain ``Conv3D`` whose
   kernel is the block-diagonal expansion of the grouped kernel (zeros between groups);
-* ``MaxPooling3D`` is not a TFLite builtin (and pip runtimes lack the Flex delegate): builders avoid it
-  and :func:`tflite_compatible_clone` raises a clear :class:`~tfmedseg.errors.ExportError` if it is met.
+* ``MaxPooling3D`` is not a TFLite builtin (and pip runtimes lack the Flex delegate): a
+  non-overlapping one (``strides == pool_size``, ``"valid"``, e.g. the seed-004 U-Nets' 2x2x2 pooling)
+  becomes the exact :class:`~tfmedseg.models.blocks.resampling.ReshapeMaxPooling` (reshape +
+  reduce_max per axis); any other raises a clear :class:`~tfmedseg.errors.ExportError`.
 
 Dynamic-range int8 is deliberately not offered: it was measured 4x slower than float32 on our CPU
 (``../shared/specs/perf-baselines.md`` section 6); full-integer int8 runs at float32 speed, 4x smaller.
@@ -43,13 +45,15 @@ def _block_diagonal_kernel(kernel: np.ndarray, groups: int) -> np.ndarray:
 def tflite_compatible_clone(model: Any) -> Any:
     """A clone of ``model`` with TFLite-incompatible layers replaced by exact equivalents.
 
-    Two rewrites, in this order (``model`` itself is returned when neither applies):
+    Three rewrites (``model`` itself is returned when none applies):
 
     1. every :class:`~tfmedseg.models.blocks.separable3d.DepthwiseConv3D` not yet ``"unrolled"`` is
        switched to ``"unrolled"`` with :func:`~tfmedseg.models.blocks.separable3d.with_depthwise3d_implementation`
        (a ``keras.Model`` subclass whose config names ``depthwise3d_implementation``, such as
        :class:`~tfmedseg.models.segmentation.efficient.EfficientSegmenter`, is rebuilt from its config);
-    2. every grouped ``Conv3D`` becomes a plain ``Conv3D`` with a block-diagonal kernel.
+    2. every grouped ``Conv3D`` becomes a plain ``Conv3D`` with a block-diagonal kernel;
+    3. every non-overlapping ``MaxPooling3D`` becomes a
+       :class:`~tfmedseg.models.blocks.resampling.ReshapeMaxPooling` (identical values).
 
     Outputs agree with ``model`` to float32 round-off (different summation order).
 
@@ -60,23 +64,27 @@ def tflite_compatible_clone(model: Any) -> Any:
         A Keras model that converts to TFLite builtins only.
 
     Raises:
-        ExportError: A layer with no TFLite equivalent (``MaxPooling3D``), named in the message, or a
+        ExportError: A layer with no TFLite equivalent (an overlapping or padded ``MaxPooling3D``),
+            named in the message, or a
             model that cannot be cloned.
     """
     import keras
 
+    from tfmedseg.models.blocks.resampling import ReshapeMaxPooling
     from tfmedseg.models.blocks.separable3d import with_depthwise3d_implementation
 
     for layer in _all_layers(model):
-        if isinstance(layer, keras.layers.MaxPooling3D):
-            raise ExportError("MaxPooling3D has no TFLite builtin; build the model with strided convolutions", path=layer.name)
+        if isinstance(layer, keras.layers.MaxPooling3D) and not _is_reshape_poolable(layer):
+            raise ExportError("MaxPooling3D has no TFLite builtin and only non-overlapping 'valid' pooling "
+                              f"(strides == pool_size) is rewritten; got pool_size={layer.pool_size}, "
+                              f"strides={layer.strides}, padding={layer.padding!r}", path=layer.name)
     if any(_is_grouped_depthwise3d(layer) for layer in model.layers):
         try:
             model = with_depthwise3d_implementation(model, "unrolled")
         except Exception as exc:
             raise ExportError(f"cannot switch DepthwiseConv3D to 'unrolled' for TFLite: {type(exc).__name__}: {exc}",
                               path=model.name) from exc
-    if not any(_is_grouped_conv3d(layer) for layer in model.layers):
+    if not any(_is_grouped_conv3d(layer) or isinstance(layer, keras.layers.MaxPooling3D) for layer in model.layers):
         return model
 
     grouped: dict[str, int] = {}
@@ -87,6 +95,8 @@ def tflite_compatible_clone(model: Any) -> Any:
             grouped[layer.name] = config["groups"]
             config["groups"] = 1
             return keras.layers.Conv3D.from_config(config)
+        if isinstance(layer, keras.layers.MaxPooling3D):
+            return ReshapeMaxPooling(tuple(layer.pool_size), name=layer.name)
         return layer.__class__.from_config(layer.get_config())
 
     try:
@@ -123,6 +133,10 @@ def _is_grouped_conv3d(layer: Any) -> bool:
     import keras
 
     return isinstance(layer, keras.layers.Conv3D) and not isinstance(layer, keras.layers.Conv3DTranspose) and layer.groups > 1
+
+
+def _is_reshape_poolable(layer: Any) -> bool:
+    return tuple(layer.pool_size) == tuple(layer.strides) and layer.padding == "valid"
 
 
 def _frozen_converter(model: Any) -> Any:
