@@ -93,7 +93,7 @@ class SEUNet(nn.Module):
     def __init__(self, cin=2, n_cls=2, f=24, r=2):
         super().__init__()
         n_out = 1 if n_cls == 2 else n_cls
-        k3 = dict(kernel_size=3, stride=1, padding=1)
+        k3 = {"kernel_size": 3, "stride": 1, "padding": 1}
         w = [f, 2 * f, 4 * f, 8 * f, 16 * f]
         self.left = nn.ModuleList([nn.Sequential(RESseNormConv3d(cin, f, r, kernel_size=7, stride=1, padding=3),
                                                  RESseNormConv3d(f, f, r, **k3))])
@@ -126,7 +126,7 @@ class BaselineUNet(nn.Module):
     def __init__(self, cin=2, n_cls=2, f=24):
         super().__init__()
         n_out = 1 if n_cls == 2 else n_cls
-        k3 = dict(kernel_size=3, stride=1, padding=1)
+        k3 = {"kernel_size": 3, "stride": 1, "padding": 1}
         w = [f, 2 * f, 4 * f, 8 * f]
         self.left = nn.ModuleList([nn.Sequential(BasicConv3d(cin if lvl == 0 else w[lvl - 1], w[lvl], **k3),
                                                  BasicConv3d(w[lvl], w[lvl], **k3)) for lvl in range(4)])

@@ -120,7 +120,7 @@ def test_recurrent_conv_applies_the_shared_conv_steps_plus_one_times(steps):
     assert len(calls) == steps + 1
     assert len(layer.trainable_weights) == 3  # one kernel (no bias: affine norm) + gamma + beta, shared
     layer.conv.call = original
-    f = lambda t: layer.unit(t).numpy()  # noqa: E731
+    f = lambda t: layer.unit(t).numpy()
     expected = f(x)
     for _ in range(steps):
         expected = f(x + expected)
@@ -155,7 +155,7 @@ def test_linear_upsampling_matches_half_pixel_interpolation():
     for axis, factor in zip((1, 2, 3), (2, 4, 8)):
         n = expected.shape[axis]
         src = (np.arange(n * factor) + 0.5) / factor - 0.5  # np.interp clamps at both ends
-        expected = np.apply_along_axis(lambda v: np.interp(src, np.arange(n), v), axis, expected)
+        expected = np.apply_along_axis(lambda v, s=src, m=n: np.interp(s, np.arange(m), v), axis, expected)
     np.testing.assert_allclose(y, expected, atol=1e-5)
     one = LinearUpsampling(2)(np.array([[[0.0], [4.0]]], np.float32)).numpy()[0, :, 0]
     np.testing.assert_allclose(one, [0.0, 1.0, 3.0, 4.0])

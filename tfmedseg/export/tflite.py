@@ -21,13 +21,14 @@ Inputs and outputs stay float32 in every variant.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
 from tfmedseg.errors import ExportError
 
-__all__ = ["QUANTIZATIONS", "tflite_compatible_clone", "convert_to_tflite", "TFLiteRunner"]
+__all__ = ["QUANTIZATIONS", "TFLiteRunner", "convert_to_tflite", "tflite_compatible_clone"]
 
 QUANTIZATIONS = ("float32", "float16", "int8")
 
@@ -148,7 +149,9 @@ def _frozen_converter(model: Any) -> Any:
     ``READ_VARIABLE`` ops that fail at run time, ``../shared/specs/perf-baselines.md`` section 6.)
     """
     import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
 
     spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32, name="image")
     forward = tf.function(lambda image: model(image, training=False), input_signature=[spec])

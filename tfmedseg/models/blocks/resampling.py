@@ -20,13 +20,13 @@ Example:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["ReshapeMaxPooling", "LinearUpsampling", "linear_upsampling_indices"]
+__all__ = ["LinearUpsampling", "ReshapeMaxPooling", "linear_upsampling_indices"]
 
 
 def _factors(value, rank: int, argument: str) -> tuple[int, ...]:

@@ -28,7 +28,11 @@ from __future__ import annotations
 
 import keras
 
-from tfmedseg.models.blocks.se_norm import NORMALIZATIONS, SE_NORMALIZATIONS, make_normalization
+from tfmedseg.models.blocks.se_norm import (
+    NORMALIZATIONS,
+    SE_NORMALIZATIONS,
+    make_normalization,
+)
 
 __all__ = ["RecurrentConv", "apply_rrcnn"]
 

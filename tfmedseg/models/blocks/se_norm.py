@@ -39,20 +39,20 @@ Example:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 from keras import ops
 
 __all__ = [
+    "INSTANCE_NORM_EPSILON",
     "NORMALIZATIONS",
     "SE_NORMALIZATIONS",
-    "INSTANCE_NORM_EPSILON",
-    "SENormalization",
     "InstanceNormalization",
-    "make_normalization",
+    "SENormalization",
     "apply_norm_conv",
     "apply_residual_se_unit",
+    "make_normalization",
 ]
 
 #: Normalisation kinds of :func:`make_normalization`: SE norm over instance or batch statistics

@@ -12,7 +12,7 @@ and applies two units; a 1x1x1 conv to ``classes`` and a softmax close it. The p
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 

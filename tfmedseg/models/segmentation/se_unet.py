@@ -39,33 +39,37 @@ Example:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 
 from tfmedseg.errors import ModelBuildError
 from tfmedseg.models.blocks.resampling import LinearUpsampling
 from tfmedseg.models.blocks.rrcnn import apply_rrcnn
-from tfmedseg.models.blocks.se_norm import NORMALIZATIONS, apply_norm_conv, apply_residual_se_unit
+from tfmedseg.models.blocks.se_norm import (
+    NORMALIZATIONS,
+    apply_norm_conv,
+    apply_residual_se_unit,
+)
 from tfmedseg.models.registry import register
 
-__all__ = ["se_unet", "rrse_unet", "RRSE_VARIANTS", "RRCNN_PLACEMENTS", "check_input_shape"]
+__all__ = ["RRCNN_PLACEMENTS", "RRSE_VARIANTS", "check_input_shape", "rrse_unet", "se_unet"]
 
 RRCNN_PLACEMENTS = ("after", "replace")
 #: Seed 004 Table 5 (all instance norm, batch 1, rotation + mirroring).
 RRSE_VARIANTS = {
     # 10 filters, RRCNN after the last conv of all 5 encoder and all 4 decoder levels, no upsampling pathway
-    "t5_row1": dict(base_filters=10, encoder_rrcnn_levels=(0, 1, 2, 3, 4), decoder_rrcnn_levels=(0, 1, 2, 3),
-                    rrcnn_placement="after", upsampling_pathway=False),
+    "t5_row1": {"base_filters": 10, "encoder_rrcnn_levels": (0, 1, 2, 3, 4), "decoder_rrcnn_levels": (0, 1, 2, 3),
+                    "rrcnn_placement": "after", "upsampling_pathway": False},
     # 16 filters, RRCNN after the last conv of all 5 encoder levels, no upsampling pathway
-    "t5_row2": dict(base_filters=16, encoder_rrcnn_levels=(0, 1, 2, 3, 4), decoder_rrcnn_levels=(),
-                    rrcnn_placement="after", upsampling_pathway=False),
+    "t5_row2": {"base_filters": 16, "encoder_rrcnn_levels": (0, 1, 2, 3, 4), "decoder_rrcnn_levels": (),
+                    "rrcnn_placement": "after", "upsampling_pathway": False},
     # 16 filters, upsampling pathway, RRCNN after encoder levels 1-4 (not the lowest: "GPU limit")
-    "t5_row3": dict(base_filters=16, encoder_rrcnn_levels=(0, 1, 2, 3), decoder_rrcnn_levels=(),
-                    rrcnn_placement="after", upsampling_pathway=True),
+    "t5_row3": {"base_filters": 16, "encoder_rrcnn_levels": (0, 1, 2, 3), "decoder_rrcnn_levels": (),
+                    "rrcnn_placement": "after", "upsampling_pathway": True},
     # 16 filters, upsampling pathway, the last conv of all 5 encoder levels replaced by an RRCNN
-    "t5_row4": dict(base_filters=16, encoder_rrcnn_levels=(0, 1, 2, 3, 4), decoder_rrcnn_levels=(),
-                    rrcnn_placement="replace", upsampling_pathway=True),
+    "t5_row4": {"base_filters": 16, "encoder_rrcnn_levels": (0, 1, 2, 3, 4), "decoder_rrcnn_levels": (),
+                    "rrcnn_placement": "replace", "upsampling_pathway": True},
 }
 _POOL = {2: keras.layers.MaxPooling2D, 3: keras.layers.MaxPooling3D}
 _UPCONV = {2: keras.layers.Conv2DTranspose, 3: keras.layers.Conv3DTranspose}
@@ -144,8 +148,8 @@ def se_unet(input_shape: Sequence[int] = (144, 144, 144, 2), classes: int = 2, b
     rank = len(shape) - 1
     f = int(base_filters)
     widths = [f * 2 ** level for level in range(5)]
-    kw = dict(norm=norm, reduction=reduction)
-    rr_kwargs = dict(steps=rrcnn_steps, norm=rrcnn_norm, reduction=reduction)
+    kw = {"norm": norm, "reduction": reduction}
+    rr_kwargs = {"steps": rrcnn_steps, "norm": rrcnn_norm, "reduction": reduction}
 
     image = keras.Input(shape, name="image")
     skips = []
