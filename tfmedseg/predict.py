@@ -361,9 +361,16 @@ def predict_file(
     Raises:
         TfMedSegError: Any user error, naming the file.
     """
+    from tfmedseg.inference.bone_scan import is_whole_body_model, predict_bone_scan
     from tfmedseg.io.dicom_overlay import highdicom_available, write_overlay_series, write_segmentation_dicom_seg
     from tfmedseg.io.nifti import write_nifti
 
+    if not isinstance(model, Segmenter) and is_whole_body_model(model):  # seed 001: NM DICOM -> lesion instances
+        result = predict_bone_scan(model, input_path, output, overwrite=overwrite)
+        for view, v in result["instances"]["views"].items():
+            print(f"{view}: chest score {v['chest_score']:.2f}, {len(v['lesions'])} lesion(s)")
+        print(f"wrote {output} ({len(result['written'])} files)")
+        return result
     input_path, output = Path(input_path), Path(output)
     nifti_out = str(output).lower().endswith(_NIFTI_SUFFIXES)
     if not input_path.exists():
@@ -422,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 ok, 2 user error)."""
     parser = argparse.ArgumentParser(
         prog="python -m tfmedseg.predict",
-        description="Segment your own scan (a NIfTI file or a DICOM folder) with a trained tfmedseg model.",
+        description="Segment your own scan (a NIfTI file or a DICOM folder) with a trained tfmedseg model; with the "
+                    "seed-001 whole-body SavedModel, a bone-scan NM DICOM file -> instances.json + overlay PNGs.",
         epilog="NIfTI input writes a uint8 label map; DICOM input writes <output>/overlay/ (RGB overlay series), "
                "<output>/label.nii.gz and, with highdicom installed, <output>/seg.dcm. See docs/predict.md.",
     )

@@ -30,6 +30,13 @@ def pipeline():
     return model, views
 
 
+@pytest.fixture(scope="module")
+def exported(pipeline, tmp_path_factory):
+    model, _ = pipeline
+    root = tmp_path_factory.mktemp("export")
+    return export_whole_body_savedmodel(model, root / "bone_malignet" / "1", class_names=("malignant", "degenerative"))
+
+
 def test_percentile_normalise_matches_numpy():
     x = np.random.default_rng(1).gamma(2.0, 30.0, (2, 17, 9)).astype(np.float32)
     got = percentile_normalise(x, 99.5).numpy()
@@ -38,7 +45,7 @@ def test_percentile_normalise_matches_numpy():
         np.testing.assert_allclose(got[i], np.clip((x[i] - lo) / (hi - lo), 0, 1), atol=1e-5)
 
 
-def test_instances_in_view_coordinates_and_savedmodel_round_trip(pipeline, tmp_path):
+def test_instances_in_view_coordinates_and_savedmodel_round_trip(pipeline, exported):
     model, views = pipeline
     out = model(views)
     n = out["num_detections"].numpy()
@@ -53,12 +60,36 @@ def test_instances_in_view_coordinates_and_savedmodel_round_trip(pipeline, tmp_p
     ys = np.nonzero(m[0, 0])[0]
     if len(ys):
         assert ys.min() >= np.floor(boxes[0, 0, 0]) and ys.max() < np.ceil(boxes[0, 0, 2])
-    path = export_whole_body_savedmodel(model, tmp_path / "bone_malignet" / "1", class_names=("a", "b"))
+    path = exported
     meta = json.loads((path / "metadata.json").read_text())
-    assert meta["class_names"] == ["a", "b"] and meta["inputs"]["views"]["shape"] == [None, *VIEW]
+    assert meta["class_names"] == ["malignant", "degenerative"] and meta["inputs"]["views"]["shape"] == [None, *VIEW]
     served = tf.saved_model.load(str(path)).signatures["serving_default"](views=tf.constant(views))
     np.testing.assert_array_equal(served["num_detections"].numpy(), n)
     np.testing.assert_allclose(served["boxes"].numpy(), boxes, atol=1.0)
     np.testing.assert_array_equal(served["classes"].numpy(), out["classes"].numpy())
     np.testing.assert_allclose(served["scores"].numpy(), out["scores"].numpy(), atol=1e-4)
     assert np.mean(served["masks"].numpy() != m) < 1e-3
+
+
+def test_predict_on_a_bone_scan_nm_dicom(exported, tmp_path):
+    from tfmedseg.io.nm_planar import write_nm_wholebody
+    from tfmedseg.predict import main
+
+    export = exported
+    rng = np.random.default_rng(5)
+    big = rng.poisson(20.0, (2, 2 * VIEW[0], 2 * VIEW[1])).astype(np.float32)  # other size: resized in and out
+    dcm = write_nm_wholebody(big[0], big[1], tmp_path / "scan.dcm", uid_seed="t")
+    out = tmp_path / "pred"
+    assert main(["--model", str(export), "--input", str(dcm), "--output", str(out)]) == 0
+    data = json.loads((out / "instances.json").read_text())
+    assert set(data["views"]) == {"anterior", "posterior"}
+    ant = data["views"]["anterior"]
+    assert ant["shape"] == [2 * VIEW[0], 2 * VIEW[1]] and ant["lesions"]
+    for lesion in ant["lesions"]:
+        y0, x0, y1, x1 = lesion["box"]
+        assert 0 <= y0 <= y1 <= 2 * VIEW[0] and 0 <= x0 <= x1 <= 2 * VIEW[1]
+        assert lesion["class_name"] in ("malignant", "degenerative")
+    from PIL import Image
+
+    assert Image.open(out / "overlay_anterior.png").size == (2 * VIEW[1], 2 * VIEW[0])
+    assert main(["--model", str(export), "--input", str(dcm), "--output", str(out)]) == 2  # exists, no --overwrite

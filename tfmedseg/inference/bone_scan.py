@@ -1,0 +1,125 @@
+"""Predict lesion instances on a whole-body bone-scan NM DICOM with the exported seed-001 model.
+
+The SavedModel (:func:`tfmedseg.export.whole_body.export_whole_body_savedmodel`) does everything
+in its graph; this module reads the two views (:func:`tfmedseg.io.nm_planar.read_nm_wholebody`),
+resizes each to the model's view size when it differs (boxes and masks are mapped back), calls the
+``serving_default`` signature and writes, atomically into one output folder:
+
+* ``instances.json``: per view the chest box/score and every lesion (class name, score, box in the
+  DICOM view's pixels ``y0, x0, y1, x1``, mask area in pixels);
+* ``overlay_<view>.png``: the view in grey with the lesion masks coloured by class and the chest
+  box in yellow.
+
+Used by ``python -m tfmedseg.predict --model <savedmodel version dir> --input scan.dcm --output DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfmedseg.errors import InvalidInputError
+
+__all__ = ["CLASS_COLOURS", "is_whole_body_model", "predict_bone_scan"]
+
+log = logging.getLogger(__name__)
+
+CLASS_COLOURS = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180))
+
+
+def is_whole_body_model(path: str | os.PathLike) -> bool:
+    """True for a SavedModel version directory written by ``export_whole_body_savedmodel``."""
+    meta = Path(path) / "metadata.json"
+    try:
+        info = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and str(info.get("task", "")).startswith("whole-body bone-scan view")
+
+
+def _overlay(image: np.ndarray, lesions: list[dict], masks: np.ndarray, chest_box) -> np.ndarray:
+    """``uint8 [H, W, 3]``: grey view, class-coloured masks (50 %), yellow chest box."""
+    hi = float(np.percentile(image, 99.5)) or 1.0
+    grey = (np.clip(image / hi, 0, 1) * 255).astype(np.uint8)
+    rgb = np.repeat(grey[..., None], 3, axis=-1).astype(np.float32)
+    for lesion, mask in zip(lesions, masks):
+        colour = np.array(CLASS_COLOURS[(lesion["class_id"] - 1) % len(CLASS_COLOURS)], np.float32)
+        rgb[mask] = 0.5 * rgb[mask] + 0.5 * colour
+    rgb = rgb.astype(np.uint8)
+    if chest_box is not None:
+        h, w = image.shape
+        y0, x0, y1, x1 = (round(v) for v in chest_box)
+        y0, x0, y1, x1 = max(y0, 0), max(x0, 0), min(max(y1 - 1, 0), h - 1), min(max(x1 - 1, 0), w - 1)
+        rgb[y0, x0:x1 + 1] = rgb[y1, x0:x1 + 1] = (255, 255, 0)
+        rgb[y0:y1 + 1, x0] = rgb[y0:y1 + 1, x1] = (255, 255, 0)
+    return rgb
+
+
+def predict_bone_scan(model_dir: str | os.PathLike, input_path: str | os.PathLike, output: str | os.PathLike,
+                      *, overwrite: bool = False) -> dict[str, Any]:
+    """Run the exported two-stage model on both views of a whole-body NM DICOM file.
+
+    Args:
+        model_dir: SavedModel version directory (``metadata.json`` with the view size and classes).
+        input_path: Two-frame NM DICOM file (anterior + posterior).
+        output: Output folder (``instances.json``, ``overlay_anterior.png``, ``overlay_posterior.png``).
+        overwrite: Replace an existing output folder written by tfmedseg.
+
+    Returns:
+        ``{"instances": the JSON dict, "written": [paths]}``.
+
+    Raises:
+        InvalidInputError: Unreadable/non-NM input (names the file) or a model folder that is not
+            a whole-body export.
+    """
+    import tensorflow as tf
+    from PIL import Image
+
+    from tfmedseg.io._atomic import atomic_dir, check_output_not_input
+    from tfmedseg.io.nm_planar import read_nm_wholebody
+
+    model_dir, input_path, output = Path(model_dir), Path(input_path), Path(output)
+    if not is_whole_body_model(model_dir):
+        raise InvalidInputError("not a whole-body bone-scan SavedModel (metadata.json task)", path=model_dir)
+    info = json.loads((model_dir / "metadata.json").read_text())
+    check_output_not_input(output, [input_path, model_dir], key=str(output))
+    views = read_nm_wholebody(input_path)
+    h, w = (int(v) for v in info["inputs"]["views"]["shape"][1:])
+    names = list(info.get("class_names") or [])
+    serve = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+    result: dict[str, Any] = {"input": str(input_path), "model": str(model_dir), "views": {}}
+    drawings = {}
+    for view, volume in views.items():
+        counts = np.asarray(volume.array, np.float32)
+        vh, vw = counts.shape
+        resized = tf.image.resize(counts[None, ..., None], (h, w), method="bilinear")[..., 0] if (vh, vw) != (h, w) \
+            else tf.constant(counts[None])
+        out = {k: v.numpy()[0] for k, v in serve(views=resized).items()}
+        n = int(out["num_detections"])
+        scale = np.array([vh / h, vw / w, vh / h, vw / w], np.float32)
+        masks = out["masks"][:n].astype(bool)
+        if (vh, vw) != (h, w) and n:
+            masks = tf.image.resize(masks.transpose(1, 2, 0).astype(np.float32), (vh, vw), method="nearest").numpy()
+            masks = masks.transpose(2, 0, 1) > 0.5
+        lesions = []
+        for k in range(n):
+            cid = int(out["classes"][k])
+            lesions.append({"class_id": cid, "class_name": names[cid - 1] if 0 < cid <= len(names) else str(cid),
+                            "score": float(out["scores"][k]), "box": [float(v) for v in out["boxes"][k] * scale],
+                            "mask_pixels": int(masks[k].sum())})
+        chest = [float(v) for v in out["chest_box"] * scale] if float(out["chest_score"]) > 0 else None
+        result["views"][view] = {"chest_box": chest, "chest_score": float(out["chest_score"]), "lesions": lesions,
+                                 "shape": [vh, vw]}
+        drawings[view] = _overlay(counts, lesions, masks, chest)
+        log.info("%s: %d lesion(s)", view, n)
+    with atomic_dir(output, overwrite, kind="predict") as staging:
+        (staging / "instances.json").write_text(json.dumps(result, indent=2))
+        for view, rgb in drawings.items():
+            Image.fromarray(rgb).save(staging / f"overlay_{view}.png")
+    written = sorted(p for p in output.iterdir() if p.suffix in (".json", ".png"))
+    return {"instances": result, "written": written}
