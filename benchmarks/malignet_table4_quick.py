@@ -83,13 +83,19 @@ def main() -> None:
     cases = load_dataset("bone_scan", root)
     train, val, unl = bm.split_patients(cases, config.validation_fraction, args.seed)
     tr_views, va_views = bm.collect_views(train, config), bm.collect_views(val, config)
-    un_views = [v for v in bm.collect_views(unl, config) if v.chest_box is not None]
+    un_views = bm.collect_views(unl, config)
+    # the unlabeled phantoms have no reference chest box: crop them at the training views' mean
+    # relative chest box (the experiment uses the SSD's predicted boxes instead)
+    rel = np.mean([np.asarray(v.chest_box) / np.tile(v.image.shape, 2) for v in tr_views], axis=0)
+    for v in un_views:
+        if v.chest_box is None:
+            v.chest_box = tuple(float(x) for x in rel * np.tile(v.image.shape, 2))
     size = config.crop_size
     tr = [bm.crop_sample(v, size)[0] for v in tr_views]
     va = [bm.crop_sample(v, size)[0] for v in va_views]
     un = [bm.crop_sample(v, size)[0] for v in un_views]
     print(f"{len(cases)} patients: {len(train)} train ({len(tr)} views), {len(val)} validation ({len(va)} views), "
-          f"{len(unl)} unlabeled ({len(un)} views with a chest box)", flush=True)
+          f"{len(unl)} unlabeled ({len(un)} views)", flush=True)
     refs = []
     for s in va:
         refs.append([{"class_name": LESION_CLASSES[int(c) - 1], "box": tuple(b), "mask": m.astype(bool)}
