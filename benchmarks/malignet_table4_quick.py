@@ -71,6 +71,7 @@ def main() -> None:
     from tfmedseg.datasets.case import LESION_CLASSES
     from tfmedseg.datasets.phantoms import ensure_phantoms
     from tfmedseg.experiments import bone_malignet as bm
+    from tfmedseg.metrics.confusion import format_confusion
     from tfmedseg.metrics.instances import compute_instance_metrics
     from tfmedseg.models.detection.malignet import MaligNetConfig, build_malignet
     from tfmedseg.models.detection.mask_rcnn import make_mask_rcnn_optimizer
@@ -78,7 +79,7 @@ def main() -> None:
     cfg_path = Path(bm.__file__).resolve().parents[1] / "configs" / "bone_malignet_quick.yaml"
     config = from_dict(bm.BoneMaligNetConfig, yaml.safe_load(cfg_path.read_text()))
     mcfg = config.mask_rcnn
-    cache = Path(os.environ.get("TFMEDSEG_CACHE", "/tmp/tfmedseg_cache")) / "bone_scan_t4"
+    cache = Path(os.environ.get("TFMEDSEG_CACHE", "/tmp/tfmedseg_cache")) / f"bone_scan_{args.cases}"
     root = ensure_phantoms("bone_scan", cache, args.cases, 0)
     cases = load_dataset("bone_scan", root)
     train, val, unl = bm.split_patients(cases, config.validation_fraction, args.seed)
@@ -132,7 +133,9 @@ def main() -> None:
             "f1": met["weighted"]["f1"], "localization_f1": met["localization"]["f1"],
             "denoising_loss": hist.get("denoising_loss"), "unlabeled_views": hist.get("unlabeled_views"),
             "labeled_views": hist.get("labeled_views"), "loss": hist.get("loss"),
+            "confusion": np.asarray(met["confusion"]).tolist(),
         }
+        print(format_confusion(met["confusion"], LESION_CLASSES), flush=True)
         print(f"== {row}: F1 {met['weighted']['f1']:.3f} (P {met['weighted']['precision']:.3f}, S "
               f"{met['weighted']['sensitivity']:.3f}), localisation F1 {met['localization']['f1']:.3f}, "
               f"{infer_s * 1000:.1f} ms/view, train {train_s:.0f} s", flush=True)

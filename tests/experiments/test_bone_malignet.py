@@ -127,19 +127,59 @@ def test_config_checks():
     with pytest.raises(ConfigError, match="crop_size"):
         _config(crop_size=128)
     with pytest.raises(ConfigError, match="unlabeled_per_batch"):
-        _config(unlabeled_per_batch=4)
+        _config(unlabeled_per_batch=4)  # Mask R-CNN has no unsupervised loss
+    with pytest.raises(ConfigError, match="unlabeled_per_batch"):
+        _config(unlabeled_per_batch=1, lesion_model="malignet", malignet={"ladder_fpn": False})
+    assert _config(unlabeled_per_batch=1, lesion_model="malignet").unlabeled_per_batch == 1
+    with pytest.raises(ConfigError, match="lesion_crop_boxes"):
+        _config(lesion_crop_boxes="manual")
+    with pytest.raises(ConfigError, match="lesion_model"):
+        _config(lesion_model="yolo")
+
+
+def test_paper_config_matches_tables_10_and_11():
+    from pathlib import Path
+
+    from tfmedseg.config import load_config
+
+    cfg = load_config(bm.BoneMaligNetConfig, Path(bm.__file__).resolve().parents[1] / "configs" / "bone_malignet.yaml")
+    ssd, m, g = cfg.ssd, cfg.mask_rcnn, cfg.malignet
+    # Table 10 (SSD chest detector)
+    assert (ssd.image_size, cfg.ssd_stage.batch_size, cfg.ssd_stage.train.optimizer) == (512, 16, "adam")
+    assert cfg.ssd_stage.train.learning_rate == 1e-3 and ssd.weight_decay == 5e-4 and ssd.nms_iou == 0.45
+    assert ssd.scales == (0.07, 0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 1.05)
+    assert ssd.steps == (8, 16, 32, 64, 128, 256, 512) and ssd.offsets == (0.5,) * 7
+    assert ssd.backbone_weights == "imagenet"  # section 4.1 / Appendix B: ImageNet VGG-16, fine-tuned
+    # Table 11 (MaligNet, final column) and L1254 (lambda_us = 1, from scratch)
+    assert m.image_size == cfg.crop_size == 320 and m.stage_blocks == (3, 4, 6, 3)
+    assert all(m.loss_weights[k] == 1.0 for k in ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss",
+                                                  "mrcnn_bbox_loss", "mrcnn_mask_loss"))
+    assert g.noise_stddev == 0.03 and g.unsupervised_weight == 1.0 and g.ladder_fpn and g.global_features
+    assert g.upsampling == "bicubic" and cfg.lesion_model == "malignet"
+    assert cfg.lesion_stage.batch_size == 16 and cfg.lesion_stage.train.optimizer == "adam"
+    assert cfg.lesion_stage.train.learning_rate == 1e-3 and m.weight_decay == 1e-4
+    assert m.rpn_nms_threshold == 0.7 and m.train_rois_per_image == 200
+    assert m.rpn_anchor_scales == (32, 64, 128, 256, 512) and m.rpn_anchor_ratios == (0.5, 1.0, 2.0)
+    assert m.rpn_anchor_stride == 1 and m.rpn_train_anchors_per_image == 256
+    assert m.max_gt_instances == 100 and m.detection_min_confidence == 0.7 == cfg.score_threshold
+    # section 1 / L821: every batch mixes unlabeled views; section 6.2: crops at the SSD's boxes
+    assert 0 < cfg.unlabeled_per_batch < cfg.lesion_stage.batch_size and cfg.lesion_crop_boxes == "predicted"
     with pytest.raises(ConfigError, match="iou_type"):
         _config(iou_type="centre")
 
 
 # ----------------------------------------------------------------------------- end to end
-def test_tiny_run_end_to_end(phantom_root, cases, tmp_path):
+def test_tiny_run_end_to_end(phantom_root, cases, tmp_path, capsys):
+    # MaligNet (ladder FPN + global features) with one unlabeled view per batch of 2, crops at the SSD's boxes
     cfg_path = tmp_path / "tiny.yaml"
-    cfg_path.write_text(yaml.safe_dump(TINY))
+    cfg_path.write_text(yaml.safe_dump({**TINY, "lesion_model": "malignet", "unlabeled_per_batch": 1,
+                                        "lesion_crop_boxes": "predicted", "malignet": {"global_filters": 8}}))
     out, export = tmp_path / "run", tmp_path / "saved_models"
     argv = ["--config", str(cfg_path), "--data-dir", str(phantom_root), "--output-dir", str(out),
             "--set", f"export_dir={export}", "--seed", "0"]
     assert bm.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "unlabeled: " in printed and "MaligNet" in printed
     # per-view CSV: the validation patient's two views, reference lesions as counted from the loader
     _, val, _ = bm.split_patients(cases, TINY["validation_fraction"], 0)
     with open(out / "per_case.csv") as fh:
@@ -168,6 +208,9 @@ def test_tiny_run_end_to_end(phantom_root, cases, tmp_path):
     mrcnn = tf.saved_model.load(str(export / "bone_malignet_maskrcnn" / "1"))
     out_m = mrcnn.serve(tf.zeros([2, 64, 64, 1]))
     assert tuple(out_m["masks"].shape) == (2, 8, 64, 64) and out_m["masks"].dtype == tf.uint8
+    # the servable whole-body model (its reload is tested in tests/detection/test_whole_body.py)
+    meta = json.loads((export / "bone_malignet" / "1" / "metadata.json").read_text())
+    assert meta["class_names"] == list(bm.LESION_CLASSES) and (export / "bone_malignet" / "1" / "saved_model.pb").is_file()
 
 
 # ----------------------------------------------------------------------------- bad input through main()

@@ -41,6 +41,7 @@ import numpy as np
 import tfmedseg  # noqa: F401  (oneDNN on before TensorFlow loads)
 from tfmedseg.datasets.case import LESION_CLASSES
 from tfmedseg.errors import ConfigError, InvalidInputError
+from tfmedseg.models.detection.malignet import MaligNetConfig
 from tfmedseg.models.detection.mask_rcnn import MaskRCNNConfig
 from tfmedseg.models.detection.ssd import SSDConfig
 from tfmedseg.training.trainer import TrainConfig
@@ -59,7 +60,8 @@ __all__ = [
 ]
 
 VIEWS = ("anterior", "posterior")
-LESION_MODELS = ("mask_rcnn",)
+LESION_MODELS = ("mask_rcnn", "malignet")
+CROP_BOXES = ("reference", "predicted")
 
 
 def _ssd_train() -> TrainConfig:
@@ -111,9 +113,14 @@ class BoneMaligNetConfig:
             mask lies inside the chest box.
         score_threshold: Evaluation confidence (seed: 0.7, the detection minimum confidence).
         iou_threshold: Lesion match IoU (seed: 0.5); ``iou_type`` ``mask`` (seed) or ``box``.
-        unlabeled_per_batch: Unlabeled images per Mask R-CNN batch (needs a model with an
-            unsupervised loss, the ladder FPN; 0 for the baseline).
-        lesion_model: Stage-2 model (``mask_rcnn``; MaligNet comes later).
+        unlabeled_per_batch: Unlabeled views per lesion-stage batch (needs the ladder FPN's
+            unsupervised loss: ``lesion_model: malignet`` with ``malignet.ladder_fpn``); they are
+            cropped at the SSD's predicted chest boxes.
+        lesion_crop_boxes: Chest boxes of the lesion stage's training crops: ``reference`` or
+            ``predicted`` (the SSD's, seed section 6.2).
+        lesion_model: Stage-2 model: ``mask_rcnn`` or ``malignet`` (its ``malignet.ladder_fpn`` /
+            ``malignet.global_features`` switches give Table 4's rows).
+        malignet: :class:`~tfmedseg.models.detection.malignet.MaligNetConfig`.
         ssd / mask_rcnn: Model configs (Tables 10 / 11).
         ssd_stage / lesion_stage: Training settings of the two stages.
         overlay_images: Views drawn in the montage and the TensorBoard prediction images.
@@ -132,6 +139,8 @@ class BoneMaligNetConfig:
     iou_type: str = "mask"
     unlabeled_per_batch: int = 0
     lesion_model: str = "mask_rcnn"
+    lesion_crop_boxes: str = "reference"
+    malignet: MaligNetConfig = dataclasses.field(default_factory=MaligNetConfig)
     ssd: SSDConfig = dataclasses.field(default_factory=SSDConfig)
     mask_rcnn: MaskRCNNConfig = dataclasses.field(default_factory=MaskRCNNConfig)
     ssd_stage: StageConfig = dataclasses.field(default_factory=StageConfig)
@@ -153,9 +162,11 @@ class BoneMaligNetConfig:
             raise ConfigError(f"unknown iou_type {self.iou_type!r}; allowed: ('mask', 'box')", path="iou_type")
         if self.lesion_model not in LESION_MODELS:
             raise ConfigError(f"unknown lesion_model {self.lesion_model!r}; allowed: {LESION_MODELS}", path="lesion_model")
-        if self.unlabeled_per_batch:
-            raise ConfigError("the Mask R-CNN baseline has no unsupervised loss, so unlabeled images cannot be mixed "
-                              "into its batches; keep 0 until the ladder FPN", path="unlabeled_per_batch")
+        if self.unlabeled_per_batch and not (self.lesion_model == "malignet" and self.malignet.ladder_fpn):
+            raise ConfigError("unlabeled views only train through the ladder FPN's denoising cost: set lesion_model: "
+                              "malignet (with malignet.ladder_fpn) or keep 0", path="unlabeled_per_batch")
+        if self.lesion_crop_boxes not in CROP_BOXES:
+            raise ConfigError(f"unknown {self.lesion_crop_boxes!r}; allowed: {CROP_BOXES}", path="lesion_crop_boxes")
         if not 0.0 < self.validation_fraction < 1.0:
             raise ConfigError(f"must be in (0, 1), got {self.validation_fraction}", path="validation_fraction")
         if not 0.0 < self.intensity_percentile <= 100.0:
@@ -307,15 +318,19 @@ def _ssd_dataset(images, boxes, batch_size: int, seed: int, augment=None):
     return ds.map(fn, num_parallel_calls=1, deterministic=True).prefetch(2)
 
 
-def _lesion_dataset(samples, batch_size: int, config: BoneMaligNetConfig, seed: int, augment=None, epochs=None):
-    """Padded crops -> (augmented) -> ``{"images", "boxes", "classes", "masks" (mini masks)}``."""
+def _lesion_dataset(samples, batch_size: int, config: BoneMaligNetConfig, seed: int, augment=None, epochs=None,
+                    unlabeled=()):
+    """Padded crops (+ ``unlabeled_per_batch`` unlabeled ones) -> (augmented) -> ``{"images", "boxes",
+    "classes", "masks" (mini masks), "labeled" (1/0 per view)}``."""
     import tensorflow as tf
 
     from tfmedseg.data.detection import detection_dataset
     from tfmedseg.models.detection.roi import aligned_crop
 
     mcfg = config.mask_rcnn
-    ds = detection_dataset(samples, (), batch_size, 0, max_instances=mcfg.max_gt_instances, seed=seed, epochs=epochs)
+    u = config.unlabeled_per_batch if unlabeled else 0
+    ds = detection_dataset(samples, unlabeled if u else (), batch_size, u, max_instances=mcfg.max_gt_instances, seed=seed,
+                           epochs=epochs)
     m = mcfg.mini_mask_size
 
     def fn(batch):
@@ -330,17 +345,19 @@ def _lesion_dataset(samples, batch_size: int, config: BoneMaligNetConfig, seed: 
         boxes = tf.reshape(tf.cast(data["boxes"], tf.float32), [-1, 4])
         mini = aligned_crop(flat, boxes, tf.range(b * n), m)
         return {"images": data["image"], "boxes": data["boxes"], "classes": data["classes"],
-                "masks": tf.reshape(mini, [b, n, m, m])}
+                "masks": tf.reshape(mini, [b, n, m, m]), "labeled": tf.cast(batch["labeled"], tf.float32)}
 
     return ds.map(fn, num_parallel_calls=1, deterministic=True).prefetch(2)
 
 
 # ----------------------------------------------------------------------------- models
 def build_lesion_model(config: BoneMaligNetConfig):
-    """The stage-2 model. Seam for MaligNet: replace the ``decoder`` (ladder FPN) or the
-    ``box_head`` (global-feature classifier, ``uses_context = True``) of the default parts."""
+    """The stage-2 model: Mask R-CNN, or MaligNet / a Table 4 ablation (``config.malignet`` switches)."""
+    from tfmedseg.models.detection.malignet import build_malignet
     from tfmedseg.models.detection.mask_rcnn import MaskRCNN, build_mask_rcnn_parts
 
+    if config.lesion_model == "malignet":
+        return build_malignet(config.mask_rcnn, config.malignet)
     parts = build_mask_rcnn_parts(config.mask_rcnn)
     return MaskRCNN(**parts, config=config.mask_rcnn, name="mask_rcnn")
 
@@ -614,7 +631,7 @@ def run(ctx) -> dict[str, Any]:
     train_cases, val_cases, unlabeled = split_patients(cases, config.validation_fraction, ctx.seed)
     train_views, val_views = collect_views(train_cases, config), collect_views(val_cases, config)
     print(f"{len(cases)} patients from {ctx.data_dir}: {len(train_cases)} train, {len(val_cases)} validation, "
-          f"{len(unlabeled)} unlabeled (not used by the Mask R-CNN baseline); {len(train_views)} + {len(val_views)} views")
+          f"{len(unlabeled)} unlabeled; {len(train_views)} + {len(val_views)} views")
 
     timings: dict[str, dict[str, float]] = {}
     # stage 1: chest detector on whole-body views
@@ -627,19 +644,31 @@ def run(ctx) -> dict[str, Any]:
     ssd, timings["ssd"] = _train("ssd", config.ssd_stage, lambda: build_ssd(config.ssd), ssd_train, ssd_val,
                                  max(1, len(x_tr) // sb), max(1, len(x_va) // min(sb, len(x_va))), out, ctx.seed)
 
-    # stage 2: lesion instances on reference chest crops
-    train_samples = [crop_sample(v, config.crop_size)[0] for v in train_views]
+    # stage 2: lesion instances on chest crops (reference or SSD boxes; unlabeled views: SSD boxes)
+    from tfmedseg.inference.bone_scan import predicted_chest_boxes
+
+    unl_views = collect_views(unlabeled, config) if config.unlabeled_per_batch else []
+    boxes = [None] * len(train_views)
+    if config.lesion_crop_boxes == "predicted" or unl_views:
+        boxes = predicted_chest_boxes(ssd, [v.image for v in train_views + unl_views], s)
+    unl_samples = [crop_sample(v, config.crop_size, b)[0] for v, b in zip(unl_views, boxes[len(train_views):]) if b]
+    if unl_views:
+        print(f"unlabeled: {len(unl_samples)} of {len(unl_views)} views with a predicted chest box, "
+              f"{config.unlabeled_per_batch} per batch of {config.lesion_stage.batch_size}")
+    train_samples = [crop_sample(v, config.crop_size, b if config.lesion_crop_boxes == "predicted" else None)[0]
+                     for v, b in zip(train_views, boxes)]
     val_samples = [crop_sample(v, config.crop_size)[0] for v in val_views]
     lb = min(config.lesion_stage.batch_size, len(train_samples))
     vb = min(lb, len(val_samples))
     les_train = _lesion_dataset(train_samples, lb, config, ctx.seed,
-                                _augmenter(config.lesion_stage, config.crop_size, ctx.seed + 10))
+                                _augmenter(config.lesion_stage, config.crop_size, ctx.seed + 10), unlabeled=unl_samples)
     les_val = _lesion_dataset(val_samples, vb, config, ctx.seed + 1)
     mrcnn, timings["mask_rcnn"] = _train("mask_rcnn", config.lesion_stage, lambda: build_lesion_model(config), les_train,
                                          les_val, max(1, len(train_samples) // lb), max(1, len(val_samples) // vb), out,
                                          ctx.seed + 1)
 
-    model_name = (f"SSD{config.ssd.image_size} + Mask R-CNN {config.crop_size} "
+    model_name = (f"SSD{config.ssd.image_size} + {'MaligNet' if config.lesion_model == 'malignet' else 'Mask R-CNN'} "
+                  f"{config.crop_size} "
                   f"(ResNet {'-'.join(map(str, config.mask_rcnn.stage_blocks))} x{config.mask_rcnn.stem_filters})")
     rows, metrics, overlays = evaluate(val_views, ssd, mrcnn, config, model_name, out / "logs")
     paths = write_report(out, rows, layout=report_layout(), group_by="model", overlays=overlays,
@@ -655,6 +684,15 @@ def run(ctx) -> dict[str, Any]:
         root = Path(config.export_dir) / name
         path = export_detector(model, root / str(next_version(root)))
         print(f"exported {name} to {path} (endpoint serve)")
+    from tfmedseg.export.whole_body import export_whole_body_savedmodel
+    from tfmedseg.models.detection.two_stage import WholeBodyLesionModel
+
+    whole = WholeBodyLesionModel(ssd, mrcnn, val_views[0].image.shape, config.intensity_percentile, config.crop_margin,
+                                 name="bone_malignet")
+    root = Path(config.export_dir) / "bone_malignet"
+    path = export_whole_body_savedmodel(whole, root / str(next_version(root)), class_names=LESION_CLASSES,
+                                        metadata={"config_hash": config_hash(config), "lesion_f1": summary["lesion_f1"]})
+    print(f"exported the whole-body model to {path} (serving_default: views [B, H, W] counts -> lesion instances)")
     return summary
 
 

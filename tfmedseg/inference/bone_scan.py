@@ -123,3 +123,32 @@ def predict_bone_scan(model_dir: str | os.PathLike, input_path: str | os.PathLik
             Image.fromarray(rgb).save(staging / f"overlay_{view}.png")
     written = sorted(p for p in output.iterdir() if p.suffix in (".json", ".png"))
     return {"instances": result, "written": written}
+
+
+def predicted_chest_boxes(ssd, images, detector_size: int, batch_size: int = 16) -> list:
+    """The SSD's top chest box of each whole-body view, in the view's pixels (seed section 6.2).
+
+    Args:
+        ssd: ``images [B, S, S, 1] -> detections`` callable (an :class:`SSD`).
+        images: Views ``[H_i, W_i]`` in [0, 1].
+        detector_size: ``S``, the SSD input side (views are resized, aspect not kept).
+        batch_size: Views per SSD call.
+
+    Returns:
+        ``(y0, x0, y1, x1)`` per view, or None where the SSD found nothing (or a box under 1 px).
+    """
+    from tfmedseg.preprocessing.resample import resize_array
+
+    out: list = []
+    for start in range(0, len(images), batch_size):
+        part = images[start:start + batch_size]
+        x = np.stack([resize_array(im, (detector_size, detector_size), "linear") for im in part])[..., None]
+        det = ssd(x.astype(np.float32), training=False)
+        n, boxes = np.asarray(det["num_detections"]), np.asarray(det["boxes"])
+        for k, im in enumerate(part):
+            h, w = im.shape
+            scale = np.array([h, w, h, w], np.float32) / detector_size
+            box = boxes[k, 0] * scale
+            ok = n[k] > 0 and box[2] - box[0] >= 1.0 and box[3] - box[1] >= 1.0
+            out.append(tuple(float(v) for v in box) if ok else None)
+    return out
