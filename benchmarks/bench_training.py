@@ -31,7 +31,14 @@ Each step is timed on the wall clock and in process CPU seconds; ``GFLOP/s cpu``
 ``FLOPs / (cpu seconds / threads)``, which is steadier than the wall clock when other processes
 share the cores.
 
+``--builders NAME,...`` instead times the package's registered builders (and ``resnet50``, the
+backbone of seeds 001/003) twice each, interleaved step by step in one child: built with Keras'
+``BatchNormalization`` and with tfmedseg's ``FusedBatchNormalization`` (``batch_norm(fused=...)``
+via ``normalization.FUSED_DEFAULT``), trained with ``train_on_batch`` on the shapes of
+:data:`BUILDER_INPUTS`; it prints the fused / Keras step-time ratios (median, min, CPU).
+
 Run: ``.venv/bin/python benchmarks/bench_training.py [--steps 10] [--models 2d,3d] [--configs base,onednn0,xla,bf16]``
+or ``.venv/bin/python benchmarks/bench_training.py --builders all [--steps 10]``
 """
 
 from __future__ import annotations
@@ -55,6 +62,16 @@ MODELS = {
 }
 THREADS = 2
 MATMUL_N = 4096
+BUILDER_INPUTS = {  # builder name -> (build kwargs, batch size)
+    "mobilenetv2_2d": ({"input_shape": (128, 128, 5)}, 8),
+    "mobilenetv3_2d": ({"input_shape": (128, 128, 5)}, 8),
+    "shufflenetv2_2d": ({"input_shape": (128, 128, 5)}, 8),
+    "mobilenetv2_3d": ({"input_shape": (8, 128, 128, 1)}, 2),
+    "mobilenetv3_3d": ({"input_shape": (8, 128, 128, 1)}, 2),
+    "shufflenetv2_3d": ({"input_shape": (8, 128, 128, 1)}, 2),
+    "dsts_3d": ({"input_shape": (8, 128, 128, 1)}, 2),
+    "resnet50": ({"input_shape": (160, 160, 1)}, 2),
+}
 
 
 def _fused_bn_class(keras, tf):
@@ -285,6 +302,97 @@ def child(model_name: str, config_name: str, steps: int, peer: bool) -> dict:
     return out
 
 
+def _build_for_bench(name: str, fused: bool):
+    """Build ``name`` with the fused or Keras batch norm; returns (model, batch, input array, target array)."""
+    import keras
+    import numpy as np
+
+    from tfmedseg.models import registry
+    from tfmedseg.models.blocks import normalization
+
+    kwargs, batch = BUILDER_INPUTS.get(name, ({}, 2))
+    normalization.FUSED_DEFAULT = fused
+    keras.utils.set_random_seed(0)
+    try:
+        if name == "resnet50":
+            from tfmedseg.models.backbones.resnet import build_resnet_backbone
+
+            backbone = build_resnet_backbone(**kwargs)
+            pooled = keras.layers.GlobalAveragePooling2D()(backbone.output["C5"])
+            model = keras.Model(backbone.inputs, keras.layers.Dense(2, activation="softmax")(pooled))
+        else:
+            model = registry.build(name, **kwargs)
+    finally:
+        normalization.FUSED_DEFAULT = True
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, *model.inputs[0].shape[1:])).astype("float32")
+    out = model.outputs[0]
+    labels = rng.integers(0, out.shape[-1], size=(batch, *out.shape[1:-1]))
+    y = np.eye(out.shape[-1], dtype="float32")[labels]
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.CategoricalCrossentropy())
+    return model, batch, x, y
+
+
+def builders_child(names: list[str], steps: int) -> dict:
+    """Time each builder with Keras' BN and with the fused BN, interleaved; return the figures."""
+    import tfmedseg  # noqa: F401
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from tfmedseg.models.blocks.normalization import FusedBatchNormalization
+
+    contenders, info = {}, {}
+    for name in names:
+        for fused in (False, True):
+            model, batch, x, y = _build_for_bench(name, fused)
+            n_fused = sum(isinstance(l, FusedBatchNormalization) for l in model._flatten_layers())
+            n_bn = sum(isinstance(l, keras.layers.BatchNormalization) for l in model._flatten_layers())
+            xt, yt = tf.constant(x), tf.constant(y)
+            model.train_on_batch(xt, yt)  # trace
+            key = f"{name}/{'fused' if fused else 'keras'}"
+            contenders[key] = (lambda m=model, a=xt, b=yt: m.train_on_batch(a, b))
+            info[key] = {"batch": batch, "bn_layers": n_bn, "fused_layers": n_fused, "params": int(model.count_params())}
+    for fn in contenders.values():
+        fn()
+    wall = {k: [] for k in contenders}
+    cpu = {k: [] for k in contenders}
+    load = [os.getloadavg()[0]]
+    for _ in range(steps):
+        for name in names:  # keras and fused of one builder back to back, alternating which goes first
+            pair = [f"{name}/keras", f"{name}/fused"]
+            for k in (pair if _ % 2 == 0 else pair[::-1]):
+                w, c = _timed(contenders[k])
+                wall[k].append(w)
+                cpu[k].append(c)
+    load.append(os.getloadavg()[0])
+    out = {"load_avg": load, "contenders": {}}
+    for k in contenders:
+        w, c = np.array(wall[k]), np.array(cpu[k])
+        out["contenders"][k] = {**info[k], "wall_min": float(w.min()), "wall_med": float(np.median(w)),
+                                "cpu_med": float(np.median(c)),
+                                "ratio_samples": []}
+    for name in names:
+        kw, fu = np.array(wall[f"{name}/keras"]), np.array(wall[f"{name}/fused"])
+        out["contenders"][f"{name}/fused"]["paired_ratio_med"] = float(np.median(fu / kw))
+    return out
+
+
+def _print_builders(res: dict) -> None:
+    c = res["contenders"]
+    print(f"load avg {res['load_avg'][0]:.2f} -> {res['load_avg'][1]:.2f}")
+    print(f"{'builder':18s} {'batch':>5s} {'BN':>4s} {'keras s med':>11s} {'fused s med':>11s} {'med':>6s} {'min':>6s} "
+          f"{'cpu':>6s} {'paired':>6s}  (fused / keras step time)")
+    for key in c:
+        if not key.endswith("/keras"):
+            continue
+        name = key[:-6]
+        k, f = c[key], c[f"{name}/fused"]
+        print(f"{name:18s} {k['batch']:5d} {f['fused_layers']:4d} {k['wall_med']:11.3f} {f['wall_med']:11.3f} "
+              f"{f['wall_med'] / k['wall_med']:5.2f}x {f['wall_min'] / k['wall_min']:5.2f}x "
+              f"{f['cpu_med'] / k['cpu_med']:5.2f}x {f['paired_ratio_med']:5.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10, help="timed rounds per configuration (after 2 warm-up rounds)")
@@ -293,8 +401,17 @@ def main() -> None:
     parser.add_argument("--no-peer", action="store_true", help="skip torch and the fused-BN variant in 'base'")
     parser.add_argument("--omp-active", action="store_true",
                         help="leave OpenMP's busy-wait default for torch (PASSIVE is set otherwise: see docstring)")
+    parser.add_argument("--builders", help="comma-separated builder names (or 'all'): fused vs Keras batch norm")
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.builders:
+        names = list(BUILDER_INPUTS) if args.builders == "all" else args.builders.split(",")
+        print(f"{os.cpu_count()} CPUs, load average at start {os.getloadavg()[0]:.2f}; "
+              f"{args.steps} interleaved rounds after 1 warm-up")
+        res = builders_child(names, args.steps)
+        _print_builders(res)
+        print("RESULT " + json.dumps(res))
+        return
     if args.child:
         peer = args.child[1] == "base" and not args.no_peer
         print("RESULT " + json.dumps(child(args.child[0], args.child[1], args.steps, peer)))

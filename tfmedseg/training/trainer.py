@@ -88,7 +88,9 @@ class TrainConfig:
             ``swa_bn_steps`` training batches recompute BatchNorm statistics at the end
             (default ``steps_per_epoch``).
         mixed_precision: One of ``PRECISION_NAMES`` (``float32``, ``mixed_float16``,
-            ``mixed_bfloat16``, ``auto`` = float16 on GPU, float32 on CPU).
+            ``mixed_bfloat16``, ``auto``: bfloat16 where the CPU or GPU computes it natively,
+            float16 on older GPUs, float32 on other CPUs; see
+            :func:`tfmedseg.training.strategy.resolve_precision`).
         clipnorm: Clip each gradient to this L2 norm (None = off); ``global_clipnorm`` clips the
             global norm.
         jit_compile: Compile the train step with XLA.

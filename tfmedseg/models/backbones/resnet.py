@@ -24,6 +24,7 @@ import keras
 
 from tfmedseg.errors import ModelBuildError
 from tfmedseg.models.backbones._weights import check_weights_path, copy_application_weights
+from tfmedseg.models.blocks.normalization import batch_norm
 
 __all__ = ["RESNET50_BLOCKS", "apply_bottleneck_block", "build_resnet_backbone"]
 
@@ -48,7 +49,7 @@ def apply_bottleneck_block(x, filters: int, stride: int = 1, conv_shortcut: bool
     conv = lambda f, k, s, n: keras.layers.Conv2D(  # noqa: E731
         f, k, strides=s, padding="same" if k > 1 else "valid", kernel_regularizer=regularizer, name=f"{name}_{n}_conv"
     )
-    bn = lambda n: keras.layers.BatchNormalization(epsilon=_EPS, name=f"{name}_{n}_bn")  # noqa: E731
+    bn = lambda n: batch_norm(epsilon=_EPS, name=f"{name}_{n}_bn")  # noqa: E731
     if conv_shortcut:
         shortcut = bn(0)(conv(4 * filters, 1, stride, 0)(x))
     else:
@@ -98,7 +99,7 @@ def build_resnet_backbone(
     inputs = keras.Input(tuple(input_shape), name="image")
     x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
     x = keras.layers.Conv2D(stem_filters, 7, strides=2, kernel_regularizer=kernel_regularizer, name="conv1_conv")(x)
-    x = keras.layers.BatchNormalization(epsilon=_EPS, name="conv1_bn")(x)
+    x = batch_norm(epsilon=_EPS, name="conv1_bn")(x)
     x = keras.layers.Activation("relu", name="conv1_relu")(x)
     x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)
     x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)

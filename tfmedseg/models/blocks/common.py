@@ -17,6 +17,8 @@ Activation names accepted by :func:`apply_activation` (tuple :data:`ACTIVATIONS`
 
 Example:
     >>> import keras
+
+from tfmedseg.models.blocks.normalization import batch_norm
     >>> from tfmedseg.models.blocks import common
     >>> x = keras.Input((16, 16, 8))
     >>> y = common.apply_conv_bn_act(x, 12, kernel_size=3, strides=2, name="stem")
@@ -30,6 +32,8 @@ from typing import Sequence
 
 import keras
 
+from tfmedseg.models.blocks.normalization import batch_norm
+
 __all__ = [
     "ACTIVATIONS",
     "spatial_rank",
@@ -41,6 +45,7 @@ __all__ = [
     "apply_squeeze_excite",
     "BN_MOMENTUM",
     "BN_EPSILON",
+    "batch_norm",
 ]
 
 ACTIVATIONS = ("relu", "relu6", "swish", "hard_swish", "sigmoid", "hard_sigmoid", "linear")
@@ -148,7 +153,7 @@ def apply_conv_bn_act(x, filters: int, kernel_size: int | Sequence[int] = 1,
         Tensor with ``filters`` channels, spatial size divided by ``strides`` (ceil).
     """
     x = apply_conv(x, filters, kernel_size, strides, use_bias=False, name=f"{name}_conv")
-    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn")(x)
+    x = batch_norm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn")(x)
     return apply_activation(x, activation, name=f"{name}_act")
 
 

@@ -43,15 +43,15 @@ def _inverted_residual(x, filters, kernel_size, strides, expand_ratio, se_ratio,
                                      name=f"{name}_expand")
     x = common.apply_depthwise_conv(x, kernel_size, strides, name=f"{name}_dwconv",
                                     implementation=implementation)
-    x = keras.layers.BatchNormalization(momentum=common.BN_MOMENTUM, epsilon=common.BN_EPSILON,
-                                        name=f"{name}_dw_bn")(x)
+    x = common.batch_norm(momentum=common.BN_MOMENTUM, epsilon=common.BN_EPSILON,
+                          name=f"{name}_dw_bn")(x)
     x = common.apply_activation(x, activation, name=f"{name}_dw_act")
     if se_ratio > 0:
         x = common.apply_squeeze_excite(x, max(1, int(c_in * se_ratio)), activation=se_activation,
                                         gate=se_gate, name=f"{name}_se")
     x = common.apply_conv(x, filters, 1, name=f"{name}_project_conv")
-    x = keras.layers.BatchNormalization(momentum=common.BN_MOMENTUM, epsilon=common.BN_EPSILON,
-                                        name=f"{name}_project_bn")(x)
+    x = common.batch_norm(momentum=common.BN_MOMENTUM, epsilon=common.BN_EPSILON,
+                          name=f"{name}_project_bn")(x)
     if all(s == 1 for s in strides) and c_in == filters:
         x = keras.layers.Add(name=f"{name}_add")([x, inputs])
     return x

@@ -224,15 +224,15 @@ def apply_dsts_block(x, filters: int, kernel_size: int = 3, strides: int | Seque
         x = keras.layers.Concatenate(name=f"{name}_concat")([temporal, spatial])
     else:
         x = keras.layers.Add(name=f"{name}_merge_add")([temporal, spatial])
-    x = keras.layers.BatchNormalization(momentum=common.BN_MOMENTUM, epsilon=common.BN_EPSILON,
-                                        name=f"{name}_dw_bn")(x)
+    x = common.batch_norm(momentum=common.BN_MOMENTUM, epsilon=common.BN_EPSILON,
+                          name=f"{name}_dw_bn")(x)
     x = common.apply_activation(x, activation, name=f"{name}_dw_act")
     if se_ratio > 0:
         x = common.apply_squeeze_excite(x, max(1, int(c_in * se_ratio)), activation="relu",
                                         gate="sigmoid", name=f"{name}_se")
     x = common.apply_conv(x, filters, 1, name=f"{name}_project_conv")
-    x = keras.layers.BatchNormalization(momentum=common.BN_MOMENTUM, epsilon=common.BN_EPSILON,
-                                        name=f"{name}_project_bn")(x)
+    x = common.batch_norm(momentum=common.BN_MOMENTUM, epsilon=common.BN_EPSILON,
+                          name=f"{name}_project_bn")(x)
     if strides == (1, 1, 1) and c_in == filters:
         x = keras.layers.Add(name=f"{name}_add")([x, inputs])
     return x

@@ -87,7 +87,7 @@ class ChannelSplit(keras.layers.Layer):
 
 
 def _bn(x, name):
-    return keras.layers.BatchNormalization(momentum=common.BN_MOMENTUM, epsilon=common.BN_EPSILON, name=name)(x)
+    return common.batch_norm(momentum=common.BN_MOMENTUM, epsilon=common.BN_EPSILON, name=name)(x)
 
 
 def apply_shufflenet_v2_unit(x, filters: int, kernel_size: int | Sequence[int] = 3,

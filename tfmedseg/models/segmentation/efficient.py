@@ -223,7 +223,7 @@ def stage_configs(family: str, rank: int, variant: str = "default") -> tuple[Sta
 
 
 def _bn(x, name):
-    return keras.layers.BatchNormalization(momentum=common.BN_MOMENTUM, epsilon=common.BN_EPSILON, name=name)(x)
+    return common.batch_norm(momentum=common.BN_MOMENTUM, epsilon=common.BN_EPSILON, name=name)(x)
 
 
 def _upsample(x, factors, rank, name):
