@@ -14,7 +14,8 @@ Equivalence with Keras' layer (tested in ``tests/models/test_normalization.py``)
 * training mode: outputs and gradients equal within 1e-5; the moving statistics are updated
   with the *population* (biased) batch variance exactly like Keras (the kernel returns the
   Bessel-corrected variance, which is scaled back by ``(n - 1) / n``);
-* inference mode: the same ``(x - mean) / sqrt(var + eps) * gamma + beta``;
+* inference mode (and a frozen layer) runs Keras' own code, so exported graphs (SavedModel,
+  TFLite float and int8) are the ones a Keras BN gives: the BN folds into the convolution;
 * 5D inputs ``[B, D, H, W, C]`` are reshaped to ``[B, D * H, W, C]`` for the kernel (the
   statistics are per channel over every other axis, so the result is the same);
 * anything the fused kernel cannot do (a channel axis other than the last, a mask,
@@ -62,7 +63,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
     (``float16``/``bfloat16`` inputs are normalised in float32 like Keras' layer and the output
     is cast to the layer's compute dtype).
 
-    An ``epsilon`` below 1.001e-5 is raised to 1.001e-5 on the fused path (cuDNN's limit, as
+    An ``epsilon`` below 1.001e-5 is raised to 1.001e-5 in training mode (cuDNN's limit, as
     ``tf.nn.fused_batch_norm`` does); Keras' default is 1e-3.
     """
 
@@ -79,7 +80,9 @@ class BatchNormalization(keras.layers.BatchNormalization):
         )
 
     def call(self, inputs, training=None, mask=None):
-        if not self._fusable(inputs, mask):
+        if not (training and self.trainable) or not self._fusable(inputs, mask):
+            # Inference (and frozen layers): Keras' x * a + b, which converters fold into the
+            # preceding convolution (SavedModel, TFLite float and int8 export exactly as before).
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
 
@@ -91,26 +94,18 @@ class BatchNormalization(keras.layers.BatchNormalization):
         channels = x.shape[-1]
         gamma = tf.cast(self.gamma, "float32") if self.scale else tf.ones([channels], "float32")
         beta = tf.cast(self.beta, "float32") if self.center else tf.zeros([channels], "float32")
-        epsilon = max(float(self.epsilon), _MIN_EPSILON)
-        if training and self.trainable:
-            y, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-                x=x, scale=gamma, offset=beta, mean=tf.constant([], "float32"),
-                variance=tf.constant([], "float32"), epsilon=epsilon, exponential_avg_factor=1.0,
-                data_format="NHWC", is_training=True,
-            )
-            # The kernel returns the Bessel-corrected variance; Keras tracks the population one.
-            count = tf.cast(tf.size(x) // channels, "float32")
-            variance = variance * (tf.maximum(count - 1.0, 1.0) / tf.maximum(count, 1.0))
-            m = self.momentum
-            self.moving_mean.assign(self.moving_mean * m + tf.cast(mean, self.moving_mean.dtype) * (1.0 - m))
-            self.moving_variance.assign(
-                self.moving_variance * m + tf.cast(variance, self.moving_variance.dtype) * (1.0 - m))
-        else:
-            y, _, _, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-                x=x, scale=gamma, offset=beta, mean=tf.cast(self.moving_mean, "float32"),
-                variance=tf.cast(self.moving_variance, "float32"), epsilon=epsilon,
-                exponential_avg_factor=1.0, data_format="NHWC", is_training=False,
-            )
+        y, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+            x=x, scale=gamma, offset=beta, mean=tf.constant([], "float32"),
+            variance=tf.constant([], "float32"), epsilon=max(float(self.epsilon), _MIN_EPSILON),
+            exponential_avg_factor=1.0, data_format="NHWC", is_training=True,
+        )
+        # The kernel returns the Bessel-corrected variance; Keras tracks the population one.
+        count = tf.cast(tf.size(x) // channels, "float32")
+        variance = variance * (tf.maximum(count - 1.0, 1.0) / tf.maximum(count, 1.0))
+        m = self.momentum
+        self.moving_mean.assign(self.moving_mean * m + tf.cast(mean, self.moving_mean.dtype) * (1.0 - m))
+        self.moving_variance.assign(
+            self.moving_variance * m + tf.cast(variance, self.moving_variance.dtype) * (1.0 - m))
         if shape is not None:
             y = tf.reshape(y, shape)
         return tf.cast(y, self.compute_dtype) if y.dtype != self.compute_dtype else y
