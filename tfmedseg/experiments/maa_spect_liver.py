@@ -1,0 +1,199 @@
+"""Seed 000: liver and tumour segmentation on 99mTc-MAA SPECT/CT (MA-Net / UNet++ / U-Net), TLR and SIRT doses.
+
+Stages per fold of the seed's 3-fold patient split (Table 6, :func:`~tfmedseg.data.folds.contiguous_fold`):
+(a) liver model on the CT window (L 30 / W 150) after the abdominal crop, inverse crop to the CT grid;
+(b) tumour model on the SPECT/CT RGB display images, R,G histogram adjustment for abnormal studies;
+(c) combined liver + tumour model (2 sigmoid channels) on the CT + SPECT/CT fusion (0.5 / 0.5, SSIM
+matching). Table 8 recipe: Adam 1e-4, Dice loss, batch 16, 50 epochs. Per test patient: DSC / IoU,
+TLR from the original SPECT counts on the predicted masks (GTM partial-volume corrected), volumes,
+partition-model activity and doses, a JSON + Markdown + PNG report. Prints the rows in the layout of
+the seed table named by ``table`` with the 3-fold mean; exports the liver and tumour networks.
+
+Usage:
+    python -m tfmedseg.experiments.maa_spect_liver [--config quick|paper|table16|...] [--data-dir DIR]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfmedseg.clinical.maa_evaluation import DosimetrySettings
+from tfmedseg.training.trainer import TrainConfig
+
+logger = logging.getLogger(__name__)
+STAGES = ("liver", "tumour", "combined")
+
+
+def _seed_recipe() -> TrainConfig:  # Table 8
+    return TrainConfig(optimizer="adam", learning_rate=1e-4, loss="dice", epochs=50, image_every_epochs=0,
+                       loss_kwargs={"from_logits": False, "activation": "sigmoid", "batch_dice": True})
+
+
+@dataclasses.dataclass
+class StageConfig:
+    """One network: smp-style architecture and encoder, its training recipe."""
+
+    enabled: bool = True
+    arch: str = "manet"
+    encoder: str = "timm-efficientnet-b6"
+    encoder_weights: str | None = None
+    encoder_depth: int = 5
+    decoder_channels: list = dataclasses.field(default_factory=lambda: [256, 128, 64, 32, 16])
+    batch_size: int = 16
+    steps_per_epoch: int | None = None
+    flip: bool = False
+    train: TrainConfig = dataclasses.field(default_factory=_seed_recipe)
+
+
+@dataclasses.dataclass
+class MaaSpectConfig:
+    """Seed 000 experiment (defaults: the paper's Table 16 setting)."""
+
+    table: str = "16"
+    row: str = "MA-Net timm-EfficientNet-B6 + cropping + R,G adjustment"
+    paper: dict = dataclasses.field(default_factory=dict)
+    folds: list = dataclasses.field(default_factory=lambda: [1, 2, 3])
+    max_cases: int = 0
+    validation_fraction: float = 0.1
+    size: int = 256
+    crop: bool = True
+    ct_channels: int = 3
+    window_level: float = 30.0
+    window_width: float = 150.0
+    adjust_rg: bool = True
+    fusion_weights: list = dataclasses.field(default_factory=lambda: [0.5, 0.5])
+    match: str = "ssim"
+    liver: StageConfig = dataclasses.field(default_factory=StageConfig)
+    tumour: StageConfig = dataclasses.field(default_factory=StageConfig)
+    combined: StageConfig = dataclasses.field(default_factory=StageConfig)
+    dosimetry: DosimetrySettings = dataclasses.field(default_factory=DosimetrySettings)
+    export: bool = True
+
+
+def _stage_arrays(prepared: dict, ids: list, stage: str, ct_channels: int) -> tuple[np.ndarray, np.ndarray]:
+    parts = [prepared[i] for i in ids]
+    if stage == "liver":
+        x, y = np.concatenate([p.ct for p in parts]), np.concatenate([p.ct_masks[..., :1] for p in parts])
+        return np.repeat(x, ct_channels, axis=-1), y
+    if stage == "tumour":
+        return np.concatenate([p.display for p in parts]), np.concatenate([p.display_masks[..., 1:] for p in parts])
+    both = np.concatenate([p.fused_masks for p in parts])
+    return np.concatenate([p.fused for p in parts]), np.stack([both[..., 0] & ~both[..., 1], both[..., 1]], -1)
+
+
+def _train(name: str, sc: StageConfig, prepared: dict, train_ids: list, val_ids: list, cfg, out: Path, seed: int):
+    from tfmedseg.data.arrays import image_mask_dataset
+    from tfmedseg.models import registry
+    from tfmedseg.training.trainer import Trainer
+
+    stage = name.split("_")[-1]
+    x, y = _stage_arrays(prepared, train_ids, stage, cfg.ct_channels)
+    xv, yv = _stage_arrays(prepared, val_ids, stage, cfg.ct_channels)
+    steps = sc.steps_per_epoch or max(1, len(x) // sc.batch_size)
+    tc = dataclasses.replace(sc.train, steps_per_epoch=steps, validation_steps=max(1, -(-len(xv) // sc.batch_size)),
+                             output_dir=str(out / name), seed=seed)
+
+    def build():
+        return registry.build(sc.arch, encoder=sc.encoder, encoder_weights=sc.encoder_weights, classes=y.shape[-1],
+                              encoder_depth=sc.encoder_depth,
+                              decoder_channels=tuple(sc.decoder_channels), input_shape=x.shape[1:], activation="sigmoid")
+
+    logger.info("stage %s: %d training / %d validation images, %d steps per epoch", name, len(x), len(xv), steps)
+    trainer = Trainer(tc, build)
+    trainer.fit(image_mask_dataset(x, y, sc.batch_size, seed=seed, flip=sc.flip),
+                validation_data=image_mask_dataset(xv, yv, sc.batch_size, seed=seed + 1, shuffle=False))
+    return trainer.model, (x[:8], y[:8])
+
+
+def run(ctx) -> dict[str, Any]:
+    """Train and evaluate every configured fold; returns the summary."""
+    from tfmedseg.clinical.maa_evaluation import evaluate_patient
+    from tfmedseg.clinical.maa_report import write_patient_report
+    from tfmedseg.clinical.maa_tables import format_results, seed_table_17
+    from tfmedseg.data.folds import contiguous_fold, validation_split
+    from tfmedseg.datasets import load_dataset
+    from tfmedseg.preprocessing.maa_inputs import prepare_maa_inputs
+    from tfmedseg.progress import progress
+
+    cfg = ctx.config
+    out = Path(ctx.output_dir)
+    cases = load_dataset("maa_spect", ctx.data_dir)
+    cases = cases[: cfg.max_cases] if cfg.max_cases else cases
+    kwargs = {"size": cfg.size, "level": cfg.window_level, "width": cfg.window_width, "adjust_rg": cfg.adjust_rg,
+              "fusion_weights": tuple(cfg.fusion_weights), "match": cfg.match, "crop": cfg.crop}
+    prepared = {c.case_id: prepare_maa_inputs(c.images["ct"].array, c.meta["display"], np.asarray(c.label.array), **kwargs)
+                for c in progress(cases, desc="preparing patients")}
+    stages = [s for s in STAGES if getattr(cfg, s).enabled]
+    rows, times, exported = [], {s: [0.0, 0] for s in stages}, {}
+    for fold in cfg.folds:
+        train_idx, test_idx = contiguous_fold(len(cases), int(fold))
+        train_ids, val_ids = validation_split([cases[i].case_id for i in train_idx], cfg.validation_fraction, ctx.seed + fold)
+        models, samples = {}, {}
+        for stage in stages:
+            models[stage], samples[stage] = _train(f"fold{fold}_{stage}", getattr(cfg, stage), prepared, train_ids, val_ids,
+                                                   cfg, out, ctx.seed + 100 * fold)
+        for i in progress(test_idx, desc=f"fold {fold}: test patients"):
+            case = cases[i]
+            result = evaluate_patient(case, prepared[case.case_id], models, cfg.dosimetry)
+            rows.append({"fold": fold, **result.row})
+            write_patient_report(out / f"fold{fold}" / "patients", case.case_id, result.record, result.ct_hu,
+                                 result.spect_on_ct, result.liver, result.tumour)
+            for stage in stages:
+                times[stage][0] += result.seconds[stage]
+                times[stage][1] += result.images[stage]
+        exported = {"models": models, "samples": samples, "fold": fold}
+    text, summary = format_results(cfg.table, cfg.row, rows, stages, paper=cfg.paper)
+    text += "\n" + seed_table_17({s: t / max(1, n) for s, (t, n) in times.items()})
+    (out / "summary.md").write_text(text)
+    print(text)
+    if cfg.export:
+        summary["export"] = _export(exported, cfg, out)
+    (out / "summary.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=2, default=str))
+    return summary
+
+
+def _export(exported: dict, cfg, out: Path) -> dict:
+    """Export contract (model.keras + spec + representative samples) of the last fold's liver and
+    tumour networks; ``python -m tfmedseg.export <dir>`` writes SavedModel + TFLite and the table."""
+    from tfmedseg.export.run_dir import save_for_export
+    from tfmedseg.export.spec import IntensitySpec, ServingSpec
+
+    dirs = {}
+    for stage in ("liver", "tumour"):
+        if stage in exported.get("models", {}):
+            x, y = exported["samples"][stage]
+            intensity = IntensitySpec(low=cfg.window_level - cfg.window_width / 2, high=cfg.window_level + cfg.window_width / 2)
+            spec = ServingSpec(mode="2d", input_size=(cfg.size, cfg.size), labels=("background", stage), threshold=0.5,
+                               intensity=intensity if stage == "liver" else IntensitySpec(kind="none"))
+            info = {"seed": "000", "stage": stage, "fold": exported["fold"], "arch": getattr(cfg, stage).arch,
+                    "encoder": getattr(cfg, stage).encoder}
+            path = save_for_export(exported["models"][stage], out / "export" / stage, spec, info,
+                                   representative=x, representative_labels=y[..., 0].astype(np.int32))
+            dirs[stage] = str(path)
+    return dirs
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code."""
+    from tfmedseg.experiments.cli import experiment_main
+
+    return experiment_main(
+        argv,
+        run,
+        prog="tfmedseg.experiments.maa_spect_liver",
+        description="Seed 000: liver / tumour segmentation on 99mTc-MAA SPECT/CT (MA-Net), TLR and SIRT doses.",
+        config_cls=MaaSpectConfig,
+        default_config="maa_spect_liver_quick.yaml",
+        phantom_dataset="maa_spect",
+        default_phantom_cases=12,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
