@@ -9,7 +9,10 @@ history) and the MaligNet / Mask R-CNN inference-time ratio.
     PYTHONPATH=. nice -n 10 python benchmarks/malignet_table4_quick.py --epochs 30 --out /tmp/t4
 
 Rows: ``mask_rcnn`` (ResNet + FPN), ``global`` (+ global features), ``lfpn`` (+ LFPN),
-``malignet`` (both), ``malignet_unlabeled`` (both + unlabeled views, 2 per batch of 4).
+``malignet`` (both), ``malignet_unlabeled`` (both + unlabeled views, 2 per batch of 4),
+``self_training`` (Table 8: the previous row is the teacher; its predictions on the unlabeled crops
+at confidence >= 0.7, image-level filter > ``--st-threshold``, become labeled samples; the student,
+same variant, retrains from scratch on labeled + pseudo-labeled crops).
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ def main() -> None:
     p.add_argument("--rows", default="mask_rcnn,malignet,malignet_unlabeled")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--st-threshold", type=float, default=0.85)
+    p.add_argument("--st-filter", default="image")
     args = p.parse_args()
 
     import keras
@@ -75,6 +80,10 @@ def main() -> None:
     from tfmedseg.metrics.instances import compute_instance_metrics
     from tfmedseg.models.detection.malignet import MaligNetConfig, build_malignet
     from tfmedseg.models.detection.mask_rcnn import make_mask_rcnn_optimizer
+    from tfmedseg.training.self_training import (
+        filter_pseudo_labels,
+        pseudo_label_samples,
+    )
 
     cfg_path = Path(bm.__file__).resolve().parents[1] / "configs" / "bone_malignet_quick.yaml"
     config = from_dict(bm.BoneMaligNetConfig, yaml.safe_load(cfg_path.read_text()))
@@ -104,12 +113,32 @@ def main() -> None:
     x_va = np.stack([s.image for s in va]).astype(np.float32)
     results = {}
     args.out.mkdir(parents=True, exist_ok=True)
+    teacher = None
     for row in args.rows.split(","):
-        ladder, glob, u = ROWS[row]
+        labeled = tr
+        if row == "self_training":
+            if teacher is None:
+                raise SystemExit("self_training needs a trained row before it (the teacher)")
+            t_row, t_model = teacher
+            ladder, glob, u = ROWS[t_row]
+            x_un = np.stack([s.image for s in un]).astype(np.float32)
+            preds = []
+            for i in range(len(x_un)):
+                o = {k: v.numpy()[0] for k, v in t_model(x_un[i:i + 1], training=False).items()}
+                n = int(o["num_detections"])
+                preds.append({"scores": o["scores"][:n], "classes": o["classes"][:n], "boxes": o["boxes"][:n],
+                              "masks": o["masks"][:n]})
+            kept, counts = filter_pseudo_labels(preds, args.st_threshold, args.st_filter, mcfg.detection_min_confidence)
+            labeled = tr + pseudo_label_samples(kept, un)
+            print(f"self-training (teacher {t_row}): {sum(len(p['scores']) for p in preds)} predicted lesions on "
+                  f"{len(un)} unlabeled crops; {args.st_filter}-level > {args.st_threshold} keeps {counts['images']} "
+                  f"images, {counts['lesions']} lesions", flush=True)
+        else:
+            ladder, glob, u = ROWS[row]
         keras.utils.set_random_seed(args.seed)
         batch = 4
-        ds = _dataset(tr, un, batch, u, mcfg, args.seed)
-        steps = max(1, len(tr) // (batch - u))
+        ds = _dataset(labeled, un, batch, u, mcfg, args.seed)
+        steps = max(1, len(labeled) // (batch - u))
         model = build_malignet(mcfg, MaligNetConfig(ladder_fpn=ladder, global_features=glob))
         model.compile(optimizer=make_mask_rcnn_optimizer(mcfg), jit_compile=False)
         t0 = time.perf_counter()
@@ -144,6 +173,7 @@ def main() -> None:
             print(f"   denoising cost epoch 1 {d[0]:.4f} -> last {d[-1]:.4f}; unlabeled views/epoch "
                   f"{hist['unlabeled_views'][0]:.0f}, labeled {hist['labeled_views'][0]:.0f}", flush=True)
         (args.out / "table4_quick.json").write_text(json.dumps(results, indent=2))
+        teacher = (row, model)
     print("\n| Row | Mean P | Mean S | Mean F1 | loc F1 | ms/view |\n|---|---|---|---|---|---|")
     for row, r in results.items():
         print(f"| {row} | {r['precision']:.3f} | {r['sensitivity']:.3f} | {r['f1']:.3f} | {r['localization_f1']:.3f} | "

@@ -54,3 +54,17 @@ def test_bad_filter_settings():
         filter_pseudo_labels(PREDICTIONS, 0.8, "patient")
     with pytest.raises(ConfigError, match="threshold"):
         filter_pseudo_labels(PREDICTIONS, 1.5, "image")
+
+
+def test_pseudo_label_samples_become_labeled_training_samples():
+    from tfmedseg.data.detection import DetectionSample, pad_instances
+    from tfmedseg.training.self_training import pseudo_label_samples
+
+    samples = [DetectionSample(f"u{i}", np.zeros((3, 3), np.float32)) for i in range(5)]
+    kept, _ = filter_pseudo_labels(PREDICTIONS, 0.85, "image")
+    student = pseudo_label_samples(kept, samples)
+    assert [s.sample_id for s in student] == ["u0#pseudo", "u2#pseudo", "u3#pseudo"]
+    assert all(s.is_labeled for s in student)
+    padded = pad_instances(student[0], 4)
+    assert int(padded["num_instances"]) == 2 and padded["classes"][:2].tolist() == [1, 2]
+    assert int(pad_instances(student[2], 4)["num_instances"]) == 0  # no lesion: a negative image

@@ -33,7 +33,7 @@ import numpy as np
 
 from tfmedseg.errors import ConfigError
 
-__all__ = ["FILTER_LEVELS", "confident_predictions", "filter_pseudo_labels", "select_instances"]
+__all__ = ["FILTER_LEVELS", "confident_predictions", "filter_pseudo_labels", "pseudo_label_samples", "select_instances"]
 
 FILTER_LEVELS = ("lesion", "image")
 
@@ -93,3 +93,29 @@ def filter_pseudo_labels(predictions: Sequence[dict], threshold: float | None, l
         kept.append((index, pred))
         lesions += len(np.asarray(pred["scores"]))
     return kept, {"images": len(kept), "lesions": lesions}
+
+
+def pseudo_label_samples(kept: Sequence[tuple[int, dict]], samples: Sequence) -> list:
+    """Turn filtered predictions into labeled detection samples for the student.
+
+    Args:
+        kept: ``filter_pseudo_labels``' first output: ``(index into samples, prediction)`` with
+            ``boxes [N, 4]`` (pixels of the sample image), ``classes [N]`` (1-based) and ``masks
+            [N, H, W]`` (full-size, thresholded) per prediction.
+        samples: The unlabeled :class:`~tfmedseg.data.detection.DetectionSample` s predicted.
+
+    Returns:
+        :class:`~tfmedseg.data.detection.DetectionSample` s with the pseudo-labels (``sample_id``
+        suffixed ``#pseudo``); an image without kept lesions becomes a lesion-free labeled image.
+    """
+    from tfmedseg.data.detection import DetectionSample
+
+    out = []
+    for index, pred in kept:
+        src = samples[index]
+        h, w = src.image.shape[:2]
+        n = len(np.asarray(pred["scores"]))
+        masks = np.asarray(pred.get("masks", np.zeros((n, h, w), np.uint8))).reshape(n, h, w)
+        out.append(DetectionSample(f"{src.sample_id}#pseudo", src.image, np.asarray(pred["boxes"], np.float32).reshape(n, 4),
+                                   (masks > 0).astype(np.uint8), np.asarray(pred["classes"], np.int32).reshape(n)))
+    return out
