@@ -362,8 +362,8 @@ def predict_file(
         TfMedSegError: Any user error, naming the file.
     """
     from tfmedseg.inference.bone_scan import is_whole_body_model, predict_bone_scan
-    from tfmedseg.io.dicom_overlay import highdicom_available, write_overlay_series, write_segmentation_dicom_seg
     from tfmedseg.io.nifti import write_nifti
+    from tfmedseg.io.segmentation_outputs import write_dicom_outputs
 
     if not isinstance(model, Segmenter) and is_whole_body_model(model):  # seed 001: NM DICOM -> lesion instances
         result = predict_bone_scan(model, input_path, output, overwrite=overwrite)
@@ -401,25 +401,10 @@ def predict_file(
         written.append(write_nifti(labels, output, reference=volume, dtype=np.uint8))
     else:
         with atomic_dir(output, overwrite, kind="predict") as staging:
-            write_overlay_series(
-                volume, labels, staging / "overlay", label_names=names, opacity=opacity, window=window,
-                series_number=series_number, series_description=f"{segmenter.name} overlay", uid_seed=uid_seed,
-            )
-            write_nifti(labels, staging / "label.nii.gz", reference=volume, dtype=np.uint8)
-            if dicom_seg and highdicom_available():
-                seg_number = None if series_number is None else series_number + 1000
-                try:
-                    seg_path = write_segmentation_dicom_seg(
-                        volume, labels, staging / "seg.dcm", label_names=names, algorithm_name=segmenter.name,
-                        series_number=seg_number, series_description=f"{segmenter.name} segmentation", uid_seed=uid_seed,
-                    )
-                except InvalidInputError as exc:  # the overlay and label map are still written
-                    print(f"note: no DICOM-SEG written: {exc}")
-                else:
-                    if seg_path is None:
-                        print("note: nothing segmented; no DICOM-SEG written")
-            elif dicom_seg:
-                print("note: highdicom is not installed; no DICOM-SEG written (pip install highdicom)")
+            notes = write_dicom_outputs(volume, labels, staging, label_names=names, name=segmenter.name, opacity=opacity,
+                                        window=window, series_number=series_number, uid_seed=uid_seed, dicom_seg=dicom_seg)
+        for note in notes:
+            print(f"note: {note}")
         written.extend(sorted(p for p in output.rglob("*") if p.is_file() and p.name != OUTPUT_MARKER))
     print(f"wrote {output}" + (f" ({len(written)} files)" if len(written) > 1 else ""))
     return {"labels": labels, "volume": volume, "written": written, "counts": count_map}
