@@ -139,8 +139,8 @@ def run(ctx) -> dict[str, Any]:
     from tfmedseg.datasets import load_dataset
     from tfmedseg.export.petct import export_petct_savedmodel
     from tfmedseg.export.run_dir import save_for_export
-    from tfmedseg.export.spec import IntensitySpec, ServingSpec
     from tfmedseg.export.savedmodel import next_version
+    from tfmedseg.export.spec import IntensitySpec, ServingSpec
     from tfmedseg.inference.petct import (
         petct_case_metrics,
         predict_cube,
