@@ -108,6 +108,9 @@ def _train(name: str, sc: StageConfig, prepared: dict, train_ids: list, val_ids:
     trainer = Trainer(tc, build)
     trainer.fit(image_mask_dataset(x, y, sc.batch_size, seed=seed, flip=sc.flip),
                 validation_data=image_mask_dataset(xv, yv, sc.batch_size, seed=seed + 1, shuffle=False))
+    best = Path(tc.output_dir) / "best.weights.h5"
+    if best.is_file():  # the epoch of lowest validation loss
+        trainer.model.load_weights(best)
     fg = np.flatnonzero(y.reshape(len(y), -1).any(1))  # representative export samples: slices with target
     pick = fg[np.linspace(0, len(fg) - 1, min(8, len(fg))).astype(int)] if len(fg) else np.arange(min(8, len(x)))
     return trainer.model, (x[pick], y[pick])
