@@ -86,7 +86,7 @@ def _prepare(job: dict) -> dict:
     import numpy as np
 
     from tfmedseg.export.savedmodel import export_savedmodel
-    from tfmedseg.export.spec import ServingSpec
+    from tfmedseg.inference.spec import ServingSpec
     from tfmedseg.export.tflite import TFLiteRunner, convert_to_tflite
 
     name, shape, out = job["model"], tuple(job["shape"]), job["dir"]

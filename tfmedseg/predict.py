@@ -11,7 +11,7 @@ Models (``--model``):
   the whole pipeline; a model root ``saved_models/<name>`` picks its highest version;
 * a training run directory (``model.keras`` + ``serving_spec.json``) or a ``.keras`` file (with a
   ``serving_spec.json`` beside it, or a 2D/2.5D model whose context is read from its input
-  channels): the same in-graph pipeline (:func:`tfmedseg.export.graph.segment_volume`) around the
+  channels): the same in-graph pipeline (:func:`tfmedseg.inference.graph.segment_volume`) around the
   Keras model.
 
 When the serving spec names a voxel spacing (``spacing_mm``), the scan is resampled to it (linear),
@@ -44,7 +44,7 @@ import numpy as np
 
 import tfmedseg  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads)
 from tfmedseg.errors import ExportError, InvalidInputError, ServingError, report_user_errors
-from tfmedseg.export.spec import ServingSpec
+from tfmedseg.inference.spec import ServingSpec
 from tfmedseg.io._atomic import OUTPUT_MARKER, atomic_dir, check_output_not_input
 from tfmedseg.io.volume import Volume
 
@@ -62,7 +62,7 @@ class Segmenter:
     Attributes:
         name: Model name (metadata ``model_name``, else the directory / file name).
         kind: One of :data:`MODEL_KINDS`.
-        spec: The model's :class:`~tfmedseg.export.spec.ServingSpec` (labels, spacing, ...).
+        spec: The model's :class:`~tfmedseg.inference.spec.ServingSpec` (labels, spacing, ...).
         path: Where the model was loaded from.
     """
 
@@ -166,7 +166,7 @@ def _infer_spec(model: Any, path: Path) -> ServingSpec:
 def _load_keras(path: Path) -> Segmenter:
     import tensorflow as tf
 
-    from tfmedseg.export.graph import segment_volume
+    from tfmedseg.inference.graph import segment_volume
     from tfmedseg.export.run_dir import load_for_export
 
     bundle = load_for_export(path)

@@ -174,7 +174,8 @@ def test_ircadb_missing_liver_mask(ircadb_copy):
 
 
 def test_ircadb_non_binary_mask(ircadb_copy):
-    from tfmedseg.io.dicom import read_dicom_series, write_dicom_series
+    from tfmedseg.io.dicom import read_dicom_series
+    from tfmedseg.io.dicom_write import write_dicom_series
 
     folder = ircadb_copy / "3Dircadb1.1"
     ct = read_dicom_series(folder / "PATIENT_DICOM")
@@ -187,7 +188,7 @@ def test_ircadb_non_binary_mask(ircadb_copy):
 
 
 def test_ircadb_mask_on_other_grid(ircadb_copy):
-    from tfmedseg.io.dicom import write_dicom_series
+    from tfmedseg.io.dicom_write import write_dicom_series
     from tfmedseg.io.volume import Volume, canonical_affine
 
     target = ircadb_copy / "3Dircadb1.1" / "MASKS_DICOM" / "livertumor02"
@@ -222,7 +223,8 @@ def test_maa_mask_on_other_grid(maa_copy):
 
 
 def test_maa_spect_other_frame_of_reference(maa_copy):
-    from tfmedseg.io.dicom import read_dicom_series, write_nm_spect
+    from tfmedseg.io.dicom import read_dicom_series
+    from tfmedseg.io.dicom_write import write_nm_spect
 
     spect_dir = maa_copy / "MAA001" / "SPECT"
     spect = read_dicom_series(spect_dir)

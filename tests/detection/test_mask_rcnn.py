@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 
 from tfmedseg.errors import ConfigError, InvalidInputError
+from tfmedseg.export.savedmodel import export_detector
 from tfmedseg.models import registry
-from tfmedseg.models.detection.export import export_detector
 from tfmedseg.models.detection.mask_rcnn import (
     LOSS_NAMES,
     MaskRCNN,

@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 
 from tfmedseg.errors import ConfigError, InvalidInputError
+from tfmedseg.export.savedmodel import export_detector
 from tfmedseg.models import registry
 from tfmedseg.models.detection.crop import box_jaccard_summary, crop_box, crop_top_detection
-from tfmedseg.models.detection.export import export_detector
 from tfmedseg.models.detection.matching import pad_ground_truth
 from tfmedseg.models.detection.ssd import SSD, SSDConfig, build_ssd, make_ssd_optimizer
 

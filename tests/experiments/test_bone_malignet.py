@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 import yaml
 
+from tfmedseg.data import views as dv
 from tfmedseg.datasets import load_dataset
 from tfmedseg.datasets.phantoms import ensure_phantoms
 from tfmedseg.errors import ConfigError
@@ -57,16 +58,16 @@ def _config(**overrides):
     return from_dict(bm.BoneMaligNetConfig, {**TINY, **overrides})
 
 
-# ----------------------------------------------------------------------------- wiring helpers
+# ----------------------------------------------------------------------------- library pieces on bone-scan phantoms
 def test_split_is_by_patient_seeded_and_keeps_unlabeled_apart(cases):
-    train, val, unlabeled = bm.split_patients(cases, 0.34, seed=3)
-    again = bm.split_patients(cases, 0.34, seed=3)
+    train, val, unlabeled = dv.split_patients(cases, 0.34, seed=3)
+    again = dv.split_patients(cases, 0.34, seed=3)
     assert [c.case_id for c in val] == [c.case_id for c in again[1]]
     assert sorted(c.case_id for c in unlabeled) == ["BS0003", "BS0006"]
     assert len(val) == 1 and len(train) == 3
     assert not {c.case_id for c in train} & {c.case_id for c in val}
     with pytest.raises(ConfigError, match="2 labeled"):
-        bm.split_patients(cases[2:3], 0.5, seed=0)
+        dv.split_patients(cases[2:3], 0.5, seed=0)
 
 
 def test_views_keep_only_chest_lesions_and_crop_maps_back(cases):
@@ -80,7 +81,7 @@ def test_views_keep_only_chest_lesions_and_crop_maps_back(cases):
     box = case.meta["chest_boxes"]["anterior"]
     inside = [i for i in all_ant if box[0] <= i.box[0] and i.box[2] <= box[2]]
     assert len(ant.lesions) == len(inside) < len(all_ant)
-    sample, transform = bm.crop_sample(ant, 64)
+    sample, transform = dv.crop_sample(ant, 64, bm.LESION_CLASSES)
     assert sample.image.shape == (64, 64, 1) and len(sample.boxes) == len(ant.lesions)
     back = transform.boxes_to_source(sample.boxes)
     ref = np.array([i.box for i in ant.lesions], np.float32)
@@ -107,21 +108,10 @@ def test_quick_ssd_anchors_cover_the_squashed_chest_box(cases):
     anchors = ssd_anchors(s.image_size, feature_sizes(s.image_size, s.steps), s.scales, s.steps, s.offsets,
                           s.aspect_ratios, s.two_boxes_for_ar1)
     views = [v for v in bm.collect_views(cases, _config()) if v.chest_box is not None]
-    _, boxes = bm._ssd_arrays(views, s.image_size)
+    _, boxes = dv.view_box_targets(views, s.image_size)
     iou = box_iou(anchors, boxes[:, 0]).numpy()  # [A, views]
     assert len(views) == 8 and iou.max(axis=0).min() > 0.55
     assert (iou >= 0.5).sum(axis=0).min() >= 4
-
-def test_patient_metastasis_counts_a_patient_once():
-    o = lambda tp=0, fp=0, fn=0, tn=0: {"tp": tp, "fp": fp, "fn": fn, "tn": tn}  # noqa: E731
-    per_image = [("a", o(tp=1)), ("a", o(fn=1)),   # metastatic, found on one view -> TP
-                 ("b", o(fn=1)), ("b", o(fn=1)),   # metastatic, missed -> FN
-                 ("c", o(fp=1)), ("c", o(tn=1)),   # not metastatic, a false alarm -> FP
-                 ("d", o(tn=1)), ("d", o(tn=1))]   # TN
-    m = bm._patient_metastasis(per_image)
-    assert (m["tp"], m["fp"], m["fn"], m["tn"]) == (1, 1, 1, 1)
-    assert m["sensitivity"] == 0.5 and m["specificity"] == 0.5 and m["accuracy"] == 0.5
-
 
 def test_config_checks():
     with pytest.raises(ConfigError, match="crop_size"):
@@ -181,7 +171,7 @@ def test_tiny_run_end_to_end(phantom_root, cases, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "unlabeled: " in printed and "MaligNet" in printed
     # per-view CSV: the validation patient's two views, reference lesions as counted from the loader
-    _, val, _ = bm.split_patients(cases, TINY["validation_fraction"], 0)
+    _, val, _ = dv.split_patients(cases, TINY["validation_fraction"], 0)
     with open(out / "per_case.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["case"], r["view"]) for r in rows] == [(val[0].case_id, "anterior"), (val[0].case_id, "posterior")]

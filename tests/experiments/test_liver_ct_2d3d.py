@@ -49,7 +49,7 @@ def test_tiny_run_end_to_end(tmp_path):
 
 
 def test_bad_configuration_fails_before_training(tmp_path, capsys):
-    assert liver_ct_2d3d.main(["--set", "combination=multiply", "--output-dir", str(tmp_path)]) == 2
+    assert liver_ct_2d3d.main(["--set", "cascade.combination=multiply", "--output-dir", str(tmp_path)]) == 2
     assert "combination" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="inplane_size"):
         liver_ct_2d3d.LiverCT2D3DConfig(inplane_size=0)

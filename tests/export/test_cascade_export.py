@@ -10,11 +10,12 @@ import pytest
 import tensorflow as tf
 from scipy import ndimage
 
-from tfmedseg.export.graph import drop_low_peak_components
+from tfmedseg.errors import ConfigError
 from tfmedseg.export.savedmodel import CASCADE_SIGNATURES, export_cascade_savedmodel
-from tfmedseg.export.spec import ServingSpec
 from tfmedseg.inference.cascade import CascadeStage, predict_cascade
+from tfmedseg.inference.graph import drop_low_peak_components
 from tfmedseg.inference.postprocess import drop_low_confidence_components
+from tfmedseg.inference.spec import CascadeConfig, ServingSpec
 
 
 def _threshold_model(threshold: float, sharpness: float = 40.0):
@@ -44,7 +45,7 @@ def cascade(tmp_path_factory):
     spec = ServingSpec(mode="2.5d", context_slices=3, input_size=(16, 16), batch_size=4)
     path = export_cascade_savedmodel(liver, tumour, tmp_path_factory.mktemp("sm") / "cascade" / "1",
                                      liver_spec=spec, tumour_spec=spec, model_name="cascade",
-                                     tumour_component_threshold=0.9)
+                                     cascade=CascadeConfig(tumour_component_threshold=0.9))
     return liver, tumour, spec, path
 
 
@@ -58,9 +59,16 @@ def test_served_cascade_equals_host_cascade(cascade):
     assert sorted(loaded.signatures) == sorted(CASCADE_SIGNATURES)
     served = loaded.signatures["segment"](scan=tf.constant(ct))["labels"].numpy()
     host = predict_cascade(ct, CascadeStage(tf.function(liver), spec), CascadeStage(tf.function(tumour), spec),
-                           tumour_component_threshold=0.9)
+                           CascadeConfig(tumour_component_threshold=0.9))
     np.testing.assert_array_equal(served, host.labels)
     assert (served[2:4, 9:11, 9:11] == 2).all() and served[3, 29, 29] == 0
     meta = json.loads((path / "metadata.json").read_text())
     assert meta["labels"] == ["background", "liver", "tumour"]
-    assert meta["cascade"]["tumour_component_threshold"] == 0.9
+    assert meta["cascade"]["tumour_component_threshold"] == 0.9 and meta["cascade"]["combination"] == "mask"
+
+
+def test_cascade_config_checks_its_values():
+    with pytest.raises(ConfigError, match="combination"):
+        CascadeConfig(combination="multiply")
+    with pytest.raises(ConfigError, match="liver_threshold"):
+        CascadeConfig(liver_threshold=1.5)

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from tfmedseg.export.__main__ import main
 from tfmedseg.export.run_dir import load_for_export, save_for_export
-from tfmedseg.export.spec import ServingSpec
+from tfmedseg.inference.spec import ServingSpec
 
 
 @pytest.fixture(scope="module")

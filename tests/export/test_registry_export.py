@@ -26,8 +26,8 @@ import tensorflow as tf
 from tfmedseg.datasets.phantoms import case_rng
 from tfmedseg.datasets.phantoms.abdomen import make_abdomen
 from tfmedseg.export.savedmodel import SIGNATURES, export_savedmodel
-from tfmedseg.export.spec import ServingSpec
 from tfmedseg.export.tflite import TFLiteRunner, convert_to_tflite, tflite_compatible_clone
+from tfmedseg.inference.spec import ServingSpec
 from tfmedseg.models import registry
 from tfmedseg.models.blocks.separable3d import DepthwiseConv3D
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from tfmedseg.errors import ExportError
 from tfmedseg.export.savedmodel import SIGNATURES, export_savedmodel, next_version
-from tfmedseg.export.spec import ServingSpec
+from tfmedseg.inference.spec import ServingSpec
 
 SPEC = ServingSpec(mode="2.5d", input_size=(16, 16), context_slices=3, labels=("background", "liver", "tumour"),
                    largest_component_labels=(1,), batch_size=4)

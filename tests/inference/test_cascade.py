@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tfmedseg.export.spec import ServingSpec
 from tfmedseg.inference.cascade import CascadeStage, predict_cascade
+from tfmedseg.inference.spec import CascadeConfig, ServingSpec
 
 
 def _threshold_stage(low, high, context):
@@ -27,7 +27,7 @@ def test_cascade_keeps_largest_liver_and_tumour_inside_it():
     liver = _threshold_stage(0.55, 1.0, 3)
     # Tumour stage sees the masked CT (0 outside the liver): bright inside the liver.
     tumour = _threshold_stage(0.8, 1.0, 3)
-    result = predict_cascade(ct, liver, tumour, tumour_component_threshold=0.5)
+    result = predict_cascade(ct, liver, tumour, CascadeConfig(tumour_component_threshold=0.5))
     labels = result.labels
     assert labels.dtype == np.uint8 and labels.shape == ct.shape
     assert (labels[3, 28:31, 28:31] == 0).all()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tfmedseg.datasets.case import Instance
+from tfmedseg.datasets.case import LESION_CLASSES, Instance
 from tfmedseg.errors import InvalidInputError
 from tfmedseg.metrics import (
     box_iou,
@@ -119,7 +119,7 @@ def test_instance_metrics_per_class_weighted_and_confusion():
         [_inst("malignant", (0, 0, 10, 9), 0.95), _inst("post_trauma", (60, 60, 70, 70), 0.9),
          _inst("malignant", (40, 40, 50, 50), 0.5)],
     ]
-    out = compute_instance_metrics(preds, refs, score_threshold=0.7)
+    out = compute_instance_metrics(preds, refs, LESION_CLASSES, score_threshold=0.7)
     # the 0.5-score prediction is ignored -> the reference at (40,40) is missed
     loc = out["localization"]
     assert (loc["tp"], loc["fp"], loc["fn"]) == (3, 1, 1)
@@ -133,7 +133,7 @@ def test_instance_metrics_per_class_weighted_and_confusion():
     conf = out["confusion"]
     assert conf[0, 0] == 2 and conf[2, 0] == 1 and conf.sum() == 3  # degenerative predicted as malignant
     with pytest.raises(InvalidInputError, match="class_name"):
-        compute_instance_metrics([[_inst("tumour", (0, 0, 1, 1))]], [[]])
+        compute_instance_metrics([[_inst("tumour", (0, 0, 1, 1))]], [[]], LESION_CLASSES)
 
 
 def test_mask_iou_used_when_masks_present():
@@ -143,11 +143,11 @@ def test_mask_iou_used_when_masks_present():
     m2[0:4, 0:2] = True
     ref = Instance(view="anterior", class_name="malignant", box=(0, 0, 4, 4), mask=m1)
     pred = Instance(view="anterior", class_name="malignant", box=(0, 0, 4, 4), mask=m2)
-    out = compute_instance_metrics([[pred]], [[ref]])
+    out = compute_instance_metrics([[pred]], [[ref]], LESION_CLASSES)
     assert out["localization"]["tp"] == 1  # mask IoU 0.5 >= 0.5 (box IoU would be 1.0 too)
     pred.mask = m2 & (np.arange(10)[None, :] < 1)
-    assert compute_instance_metrics([[pred]], [[ref]])["localization"]["tp"] == 0  # mask IoU 0.25
-    assert compute_instance_metrics([[pred]], [[ref]], use="box")["localization"]["tp"] == 1
+    assert compute_instance_metrics([[pred]], [[ref]], LESION_CLASSES)["localization"]["tp"] == 0  # mask IoU 0.25
+    assert compute_instance_metrics([[pred]], [[ref]], LESION_CLASSES, use="box")["localization"]["tp"] == 1
 
 
 def test_metastasis_image_level():
@@ -189,3 +189,33 @@ def test_keras_dice_metric_equals_global_dice():
     assert float(m2.result()) == pytest.approx(expect, rel=1e-6)
     m3 = DiceMetric.from_config(m2.get_config())
     assert m3.class_id == 2
+
+
+def test_patient_metastasis_counts_a_patient_once():
+    from tfmedseg.metrics.instances import compute_patient_metastasis
+
+    o = lambda tp=0, fp=0, fn=0, tn=0: {"tp": tp, "fp": fp, "fn": fn, "tn": tn}  # noqa: E731
+    per_image = [("a", o(tp=1)), ("a", o(fn=1)),   # metastatic, found on one view -> TP
+                 ("b", o(fn=1)), ("b", o(fn=1)),   # metastatic, missed -> FN
+                 ("c", o(fp=1)), ("c", o(tn=1)),   # not metastatic, a false alarm -> FP
+                 ("d", o(tn=1)), ("d", o(tn=1))]   # TN
+    m = compute_patient_metastasis(per_image)
+    assert (m["tp"], m["fp"], m["fn"], m["tn"]) == (1, 1, 1, 1)
+    assert m["sensitivity"] == 0.5 and m["specificity"] == 0.5 and m["accuracy"] == 0.5
+
+
+def test_confusion_scores_and_image_row():
+    from tfmedseg.metrics.instances import compute_confusion_scores, compute_image_scores
+
+    conf = np.array([[3, 1], [0, 4]])
+    out = compute_confusion_scores(conf, ("malignant", "post_trauma"))
+    assert out["malignant"]["accuracy"] == pytest.approx(7 / 8) and out["malignant"]["specificity"] == 1.0
+    assert out["post_trauma"]["specificity"] == pytest.approx(3 / 4)
+    assert np.isnan(compute_confusion_scores(np.zeros((2, 2)), ("a", "b"))["a"]["accuracy"])
+    ref = _inst("malignant", (0, 0, 4, 4))
+    pred = _inst("malignant", (0, 0, 4, 4), 0.9)
+    row = compute_image_scores([pred], [ref], (0, 0, 10, 10), (0, 0, 10, 5), classes=LESION_CLASSES)
+    assert row["chest_jaccard"] == pytest.approx(0.5) and (row["tp"], row["fp"], row["fn"]) == (1, 0, 0)
+    assert row["metastasis_outcome"] == "tp" and row["metastasis_pred"] == 1 and row["tp_malignant"] == 1
+    empty = compute_image_scores([], [ref], None, (0, 0, 10, 5), classes=LESION_CLASSES)
+    assert empty["chest_jaccard"] == 0.0 and empty["metastasis_outcome"] == "fn"

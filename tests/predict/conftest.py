@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import tfmedseg  # noqa: F401  (before TensorFlow)
-from tfmedseg.export.spec import ServingSpec
+from tfmedseg.inference.spec import ServingSpec
 
 LIVER_HU, TUMOUR_HU, AIR_HU = 70.0, 180.0, -1000.0
 SPACING = (2.5, 0.8, 0.8)

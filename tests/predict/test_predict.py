@@ -187,7 +187,7 @@ def _bad_model_without_segment(root):
 
 
 def _spec_of(models):
-    from tfmedseg.export.spec import ServingSpec
+    from tfmedseg.inference.spec import ServingSpec
 
     return ServingSpec.from_dict(json.loads((models["run_dir"] / "serving_spec.json").read_text()))
 

@@ -18,7 +18,7 @@ from standin import StandInServer  # noqa: E402
 
 from tfmedseg.errors import ServingError  # noqa: E402
 from tfmedseg.export.savedmodel import export_savedmodel  # noqa: E402
-from tfmedseg.export.spec import ServingSpec  # noqa: E402
+from tfmedseg.inference.spec import ServingSpec  # noqa: E402
 from tfmedseg.serving.client import ServingClient  # noqa: E402
 
 SPEC = ServingSpec(mode="2.5d", input_size=(16, 16), context_slices=3, labels=("background", "liver", "tumour"),

@@ -26,7 +26,7 @@ import math
 import numpy as np
 
 from tfmedseg.errors import InvalidInputError
-from tfmedseg.metrics._validate import as_array, as_binary, check_finite, check_same_shape, check_spacing
+from tfmedseg.validation import as_array, as_binary, check_finite, check_same_shape, check_spacing
 
 __all__ = [
     "DOSE_GY_KG_PER_GBQ",

@@ -38,6 +38,7 @@ __all__ = [
     "build_parser",
     "parse_experiment_args",
     "experiment_main",
+    "make_main",
     "default_cache_dir",
     "set_global_seed",
     "available_configs",
@@ -244,3 +245,15 @@ def experiment_main(argv: list[str] | None, run: Callable[[ExperimentContext], A
         0, or 2 after a one-line ``error: ...`` message for a user error (bad config, data, model).
     """
     return report_user_errors(lambda: run(parse_experiment_args(argv, **parse_kwargs)))
+
+
+def make_main(run: Callable[[ExperimentContext], Any], **parse_kwargs: Any) -> Callable[[list[str] | None], int]:
+    """An experiment module's ``main(argv=None) -> exit code``: :func:`experiment_main` bound to its
+    ``run`` and its :func:`parse_experiment_args` keywords (``prog``, ``description``, ``config_cls``,
+    ``default_config``, ``phantom_dataset``, ``default_phantom_cases``)."""
+
+    def main(argv: list[str] | None = None) -> int:
+        """Command-line entry point; returns the exit code."""
+        return experiment_main(argv, run, **parse_kwargs)
+
+    return main

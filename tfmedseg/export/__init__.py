@@ -5,6 +5,6 @@ and the command line ``python -m tfmedseg.export``.
 """
 
 from tfmedseg.export.run_dir import load_for_export, save_for_export
-from tfmedseg.export.spec import IntensitySpec, ServingSpec
+from tfmedseg.inference.spec import IntensitySpec, ServingSpec
 
 __all__ = ["IntensitySpec", "ServingSpec", "save_for_export", "load_for_export"]

@@ -21,9 +21,9 @@ FORMATS = ("savedmodel", "tflite", "all")
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    inter = float(np.logical_and(a, b).sum())
-    total = float(a.sum() + b.sum())
-    return 1.0 if total == 0 else 2.0 * inter / total
+    from tfmedseg.metrics.overlap import compute_dice
+
+    return float(compute_dice(a, b))
 
 
 def _labels(probs: np.ndarray, threshold: float) -> np.ndarray:

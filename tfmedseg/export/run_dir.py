@@ -3,7 +3,7 @@
 A run directory that can be exported holds:
 
 ``model.keras``          the inference model (no augmentation layers), Keras 3 format
-``serving_spec.json``    :class:`~tfmedseg.export.spec.ServingSpec` of that model
+``serving_spec.json``    :class:`~tfmedseg.inference.spec.ServingSpec` of that model
 ``export_info.json``     optional extras for ``metadata.json`` (seed, config hash, metrics)
 ``representative.npz``   optional input samples (array ``inputs``, ``[N, *model input]``) drawn from the
                          training pipeline, used for full-integer int8 calibration and TFLite checks, and
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from tfmedseg.errors import ExportError, InvalidInputError
-from tfmedseg.export.spec import ServingSpec
+from tfmedseg.inference.spec import ServingSpec
 from tfmedseg.io._atomic import atomic_file
 from tfmedseg.io.npz import load_npz
 

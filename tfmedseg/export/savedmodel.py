@@ -8,7 +8,7 @@ Signatures (all names are a stable serving contract):
 ``predict_bytes``    ``image_bytes`` string (raw little-endian float32) + ``shape`` int64 -> same
 ``segment``          ``scan`` float32 ``[D, H, W]`` raw (HU / counts) -> ``labels`` uint8 ``[D, H, W]``;
                      preprocessing, slicing/windowing, model, argmax and largest-component
-                     post-processing all run inside the graph (:mod:`tfmedseg.export.graph`)
+                     post-processing all run inside the graph (:mod:`tfmedseg.inference.graph`)
 ``segment_bytes``    ``scan_bytes`` string + ``shape`` int64 ``[3]`` -> ``labels``
 
 The bytes variants exist because a JSON list of a 512x512x100 volume is far too slow: a client
@@ -27,15 +27,17 @@ import tensorflow as tf
 
 import tfmedseg
 from tfmedseg.errors import ExportError, InvalidInputError
-from tfmedseg.export.graph import probabilities_to_labels, segment_cascade, segment_volume
-from tfmedseg.export.spec import ServingSpec
+from tfmedseg.inference.graph import probabilities_to_labels, segment_cascade, segment_volume
+from tfmedseg.inference.spec import CascadeConfig, ServingSpec
 from tfmedseg.io._atomic import OUTPUT_MARKER, commit_dir, has_marker, make_staging_dir, write_marker
 
 __all__ = [
     "SegmentationServingModule",
     "CascadeServingModule",
+    "DetectionServingModule",
     "export_savedmodel",
     "export_cascade_savedmodel",
+    "export_detector",
     "next_version",
     "SIGNATURES",
     "CASCADE_SIGNATURES",
@@ -44,6 +46,17 @@ __all__ = [
 SIGNATURES = ("serving_default", "predict_bytes", "segment", "segment_bytes")
 #: A cascade has no single model input: its default signature is the raw-scan one.
 CASCADE_SIGNATURES = ("serving_default", "segment", "segment_bytes")
+
+
+def _scan_bytes_signature(segment) -> Any:
+    """``segment_bytes``: ``scan_bytes`` (raw little-endian float32) + ``shape`` int64 ``[3]`` -> ``segment``."""
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.string, name="scan_bytes"),
+                                  tf.TensorSpec([3], tf.int64, name="shape")])
+    def segment_bytes(scan_bytes, shape):
+        return segment(tf.ensure_shape(_decode(scan_bytes, shape), [None, None, None]))
+
+    return segment_bytes
 
 
 def _decode(raw: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
@@ -94,15 +107,10 @@ class SegmentationServingModule(tf.Module):
             labels, _ = segment_volume(forward, scan, spec)
             return {"labels": labels}
 
-        @tf.function(input_signature=[tf.TensorSpec([], tf.string, name="scan_bytes"),
-                                      tf.TensorSpec([3], tf.int64, name="shape")])
-        def segment_bytes(scan_bytes, shape):
-            return segment(tf.ensure_shape(_decode(scan_bytes, shape), [None, None, None]))
-
         self.serve = serve
         self.predict_bytes = predict_bytes
         self.segment = segment
-        self.segment_bytes = segment_bytes
+        self.segment_bytes = _scan_bytes_signature(segment)
 
     def signatures(self) -> dict[str, Any]:
         """The concrete functions keyed by signature name."""
@@ -131,9 +139,9 @@ def _legacy_export(export_dir: Path) -> bool:
 
 
 def _write_export(module: tf.Module, signatures: dict[str, Any], export_dir: Path, info: dict[str, Any],
-                  overwrite: bool, name: str) -> Path:
+                  overwrite: bool, name: str, versioned: bool = True) -> Path:
     """Save ``module`` into a staging sibling of ``export_dir`` and rename it into place."""
-    if not export_dir.name.isdigit():
+    if versioned and not export_dir.name.isdigit():
         raise ExportError("the export directory must end in an integer version (TF Serving layout: <name>/<version>)", path=export_dir)
     if export_dir.exists() and not overwrite:
         raise ExportError("version directory exists already (pass overwrite=True or pick a new version)", path=export_dir)
@@ -219,8 +227,7 @@ class CascadeServingModule(tf.Module):
     """
 
     def __init__(self, liver_model: Any, tumour_model: Any, liver_spec: ServingSpec, tumour_spec: ServingSpec,
-                 combination: str = "mask", liver_threshold: float = 0.5, tumour_threshold: float = 0.5,
-                 tumour_component_threshold: float = 0.8):
+                 cascade: CascadeConfig = CascadeConfig()):
         super().__init__(name="tfmedseg_cascade")
         self.liver_model = liver_model
         self.tumour_model = tumour_model
@@ -233,17 +240,11 @@ class CascadeServingModule(tf.Module):
 
         @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32, name="scan")])
         def segment(scan):
-            labels = segment_cascade(liver_forward, tumour_forward, scan, liver_spec, tumour_spec, combination,
-                                     liver_threshold, tumour_threshold, tumour_component_threshold)
+            labels = segment_cascade(liver_forward, tumour_forward, scan, liver_spec, tumour_spec, cascade)
             return {"labels": labels}
 
-        @tf.function(input_signature=[tf.TensorSpec([], tf.string, name="scan_bytes"),
-                                      tf.TensorSpec([3], tf.int64, name="shape")])
-        def segment_bytes(scan_bytes, shape):
-            return segment(tf.ensure_shape(_decode(scan_bytes, shape), [None, None, None]))
-
         self.segment = segment
-        self.segment_bytes = segment_bytes
+        self.segment_bytes = _scan_bytes_signature(segment)
 
     def signatures(self) -> dict[str, Any]:
         """The concrete functions keyed by signature name."""
@@ -259,33 +260,87 @@ def export_cascade_savedmodel(
     liver_spec: ServingSpec,
     tumour_spec: ServingSpec,
     model_name: str,
-    combination: str = "mask",
-    liver_threshold: float = 0.5,
-    tumour_threshold: float = 0.5,
-    tumour_component_threshold: float = 0.8,
+    cascade: CascadeConfig = CascadeConfig(),
     metadata: dict[str, Any] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Export a liver model and a tumour model as one cascade SavedModel (:class:`CascadeServingModule`).
+    """Export a liver model and a tumour model as one cascade SavedModel (:class:`CascadeServingModule`)
+    with the combination and thresholds of ``cascade`` (written to ``metadata.json`` under ``"cascade"``).
 
     Raises:
-        ExportError: As :func:`export_savedmodel`; also an unknown ``combination``.
+        ExportError: As :func:`export_savedmodel`.
     """
-    if combination not in ("mask", "add"):
-        raise ExportError(f"unknown combination {combination!r}; allowed: ('mask', 'add')", path="combination")
     try:
-        module = CascadeServingModule(liver_model, tumour_model, liver_spec, tumour_spec, combination,
-                                      liver_threshold, tumour_threshold, tumour_component_threshold)
+        module = CascadeServingModule(liver_model, tumour_model, liver_spec, tumour_spec, cascade)
         signatures = module.signatures()
     except Exception as exc:
         raise ExportError(f"cannot trace the cascade: {type(exc).__name__}: {exc}", path=model_name) from exc
     info = {
         "model_name": model_name,
-        "cascade": {"combination": combination, "liver_threshold": liver_threshold, "tumour_threshold": tumour_threshold,
-                    "tumour_component_threshold": tumour_component_threshold},
+        "cascade": {k: v for k, v in cascade.to_dict().items() if k != "min_tumour_voxels"},
         "labels": ["background", "liver", "tumour"],
         "serving_spec": liver_spec.to_dict(),
         "tumour_serving_spec": tumour_spec.to_dict(),
         **(metadata or {}),
     }
     return _write_export(module, signatures, Path(export_dir), info, overwrite, model_name)
+
+
+class DetectionServingModule(tf.Module):
+    """A detector's inference path as one ``serve`` function (= ``serving_default``).
+
+    ``serve``: ``images`` float32 ``[B, H, W, C]`` -> the detector's output dict (padded, fixed-size
+    tensors: ``boxes``, ``scores``, ``classes``, ``num_detections``, and ``masks`` for Mask R-CNN).
+
+    Args:
+        model: A built detector exposing ``input_spec_shape`` (``(H, W, C)``), e.g.
+            :class:`~tfmedseg.models.detection.ssd.SSD` or :class:`~tfmedseg.models.detection.mask_rcnn.MaskRCNN`.
+    """
+
+    def __init__(self, model: Any):
+        super().__init__(name="tfmedseg_detector")
+        self.model = model
+
+        @tf.function(input_signature=[tf.TensorSpec([None, *model.input_spec_shape], tf.float32, name="images")])
+        def serve(images):
+            return model(images, training=False)
+
+        self.serve = serve
+
+    def signatures(self) -> dict[str, Any]:
+        """The concrete functions keyed by signature name."""
+        serve = self.serve.get_concrete_function()
+        return {"serving_default": serve, "serve": serve}
+
+
+def export_detector(model: Any, path: str | os.PathLike, *, model_name: str | None = None,
+                    metadata: dict[str, Any] | None = None) -> str:
+    """Export a detector's inference path (:class:`DetectionServingModule`) with a ``metadata.json``.
+
+    It loads with ``tf.saved_model.load(path).serve(images)`` and runs in TF Serving without any
+    tfmedseg code. The export is staged and renamed into place like :func:`export_savedmodel`; an
+    existing SavedModel at ``path`` is replaced.
+
+    Args:
+        model: A built detector exposing ``input_spec_shape`` (``(H, W, C)``).
+        path: Output directory (``<root>/<name>/<version>`` for TF Serving; any name is accepted).
+        model_name: Name recorded in the metadata (default: the model's name).
+        metadata: Extra metadata.
+
+    Returns:
+        The output path as a string.
+
+    Raises:
+        ExportError: The model has no fixed input shape, or tracing/writing fails.
+    """
+    shape = getattr(model, "input_spec_shape", None)
+    if shape is None:
+        raise ExportError("model has no input_spec_shape (H, W, C); build it with a fixed image size", path=os.fspath(path))
+    name = model_name or getattr(model, "name", "detector")
+    try:
+        module = DetectionServingModule(model)
+        signatures = module.signatures()
+    except Exception as exc:
+        raise ExportError(f"cannot trace the detector: {type(exc).__name__}: {exc}", path=name) from exc
+    info = {"model_name": name, "input_shape": [None, *shape], **(metadata or {})}
+    return os.fspath(_write_export(module, signatures, Path(path), info, True, name, versioned=False))

@@ -6,7 +6,7 @@ the CT combined with that liver mask (``"mask"``: CT x liver, ``"add"``: CT + li
 components whose maximum probability is below a threshold and keeps tumour inside the liver.
 
 Slicing, in-plane resizing (e.g. 512 -> 256 and back) and batching are the same TF code the
-exported raw-scan signature runs (:func:`tfmedseg.export.graph.predict_volume_probabilities`), so
+exported raw-scan signature runs (:func:`tfmedseg.inference.graph.predict_volume_probabilities`), so
 a served model and this function give the same answer. Components are 26-connected (3x3x3), as
 in the in-graph post-processing.
 """
@@ -19,8 +19,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from tfmedseg.export.graph import predict_volume_probabilities
-from tfmedseg.export.spec import ServingSpec
+from tfmedseg.inference.graph import predict_volume_probabilities
 from tfmedseg.inference.postprocess import (
     combine_labels,
     drop_low_confidence_components,
@@ -28,10 +27,11 @@ from tfmedseg.inference.postprocess import (
     remove_small_components,
     restrict_to_mask,
 )
+from tfmedseg.inference.spec import CascadeConfig, ServingSpec
 from tfmedseg.preprocessing.cascade import combine
 from tfmedseg.preprocessing.intensity import hu_to_unit
 
-__all__ = ["CascadeStage", "CascadeResult", "predict_stage", "predict_cascade"]
+__all__ = ["CascadeConfig", "CascadeStage", "CascadeResult", "predict_stage", "predict_cascade"]
 
 
 @dataclasses.dataclass
@@ -63,13 +63,9 @@ def predict_cascade(
     ct_hu: np.ndarray,
     liver: CascadeStage,
     tumour: CascadeStage,
+    cascade: CascadeConfig = CascadeConfig(),
     *,
     hu_window: tuple[float, float] = (-200.0, 200.0),
-    combination: str = "mask",
-    liver_threshold: float = 0.5,
-    tumour_threshold: float = 0.5,
-    tumour_component_threshold: float = 0.8,
-    min_tumour_voxels: int = 0,
 ) -> CascadeResult:
     """Run the two-stage cascade on a CT volume in HU.
 
@@ -77,21 +73,18 @@ def predict_cascade(
         ct_hu: ``[D, H, W]`` CT in HU on the canonical grid.
         liver: Liver stage.
         tumour: Tumour stage (trained on the combined input).
+        cascade: Combination (:func:`tfmedseg.preprocessing.cascade.combine`) and thresholds
+            (:class:`~tfmedseg.inference.spec.CascadeConfig`).
         hu_window: Seed 002 clamp, mapped to [0, 1].
-        combination: ``"mask"`` or ``"add"`` (:func:`tfmedseg.preprocessing.cascade.combine`).
-        liver_threshold: Liver probability threshold before the largest component.
-        tumour_threshold: Tumour probability threshold.
-        tumour_component_threshold: Tumour components whose maximum probability is below it are
-            dropped (seed 002 L848).
-        min_tumour_voxels: Tumour components smaller than this are dropped (0: keep all).
     """
     unit = hu_to_unit(np.asarray(ct_hu, np.float32), *hu_window)
     liver_p = predict_stage(liver, unit)
-    liver_mask = largest_connected_component(liver_p > liver_threshold, connectivity=3)
-    tumour_p = predict_stage(tumour, combine(unit, liver_mask.astype(np.float32), combination))
-    tumour_mask = tumour_p > tumour_threshold
-    tumour_mask = drop_low_confidence_components(tumour_mask, np.clip(tumour_p, 0.0, 1.0), tumour_component_threshold, connectivity=3)
-    if min_tumour_voxels > 0:
-        tumour_mask = remove_small_components(tumour_mask, min_tumour_voxels, connectivity=3)
+    liver_mask = largest_connected_component(liver_p > cascade.liver_threshold, connectivity=3)
+    tumour_p = predict_stage(tumour, combine(unit, liver_mask.astype(np.float32), cascade.combination))
+    tumour_mask = tumour_p > cascade.tumour_threshold
+    tumour_mask = drop_low_confidence_components(tumour_mask, np.clip(tumour_p, 0.0, 1.0),
+                                                 cascade.tumour_component_threshold, connectivity=3)
+    if cascade.min_tumour_voxels > 0:
+        tumour_mask = remove_small_components(tumour_mask, cascade.min_tumour_voxels, connectivity=3)
     tumour_mask = restrict_to_mask(tumour_mask, liver_mask)
     return CascadeResult(combine_labels(liver_mask, tumour_mask), liver_p.astype(np.float32), tumour_p.astype(np.float32))

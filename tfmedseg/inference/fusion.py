@@ -30,7 +30,7 @@ import numpy as np
 from keras import ops
 
 from tfmedseg.errors import ConfigError, InvalidInputError
-from tfmedseg.metrics._validate import as_array, check_finite
+from tfmedseg.validation import as_array, check_finite
 
 __all__ = [
     "FORMULATIONS",

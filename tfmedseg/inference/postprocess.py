@@ -10,7 +10,7 @@ import numpy as np
 from scipy import ndimage
 
 from tfmedseg.errors import ConfigError, InvalidInputError
-from tfmedseg.metrics._validate import as_array, as_binary, check_finite, check_same_shape
+from tfmedseg.validation import as_array, as_binary, check_finite, check_same_shape
 
 __all__ = [
     "largest_connected_component",

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from tfmedseg.errors import ConfigError, InvalidInputError
-from tfmedseg.metrics._validate import as_array, check_finite
+from tfmedseg.validation import as_array, check_finite
 
 __all__ = ["slice_stack", "predict_slices", "paste_crop", "resize_to_shape"]
 

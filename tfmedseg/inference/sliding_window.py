@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from tfmedseg.errors import ConfigError, InvalidInputError
-from tfmedseg.metrics._validate import as_array, check_finite
+from tfmedseg.validation import as_array, check_finite
 
 __all__ = [
     "BLEND_MODES",

@@ -51,14 +51,7 @@ import numpy as np
 from tfmedseg.errors import InvalidInputError
 from tfmedseg.io.volume import Volume, spacing_from_affine, to_canonical
 
-__all__ = [
-    "read_dicom_series",
-    "write_dicom_series",
-    "write_nm_spect",
-    "list_dicom_series",
-    "SOP_CLASS_UIDS",
-    "WRITE_MODALITIES",
-]
+__all__ = ["read_dicom_series", "list_dicom_series"]  # the writers: tfmedseg.io.dicom_write
 
 _PREAMBLE_MAGIC_OFFSET = 128
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -621,6 +614,3 @@ def read_dicom_series(
     volume_modality = "SEG" if labels else dicom_modality
     return Volume(canonical, spacing_from_affine(affine), affine, volume_modality, meta)
 
-
-# The writers live in dicom_write; re-exported so that ``tfmedseg.io.dicom`` is the one DICOM API.
-from tfmedseg.io.dicom_write import SOP_CLASS_UIDS, WRITE_MODALITIES, write_dicom_series, write_nm_spect  # noqa: E402

@@ -6,17 +6,23 @@ conventions for empty masks.
 """
 
 from tfmedseg.metrics.instances import (
+    binary_scores,
     box_iou,
     compute_box_jaccard,
+    compute_confusion_scores,
     compute_instance_metrics,
     compute_metastasis_detection,
+    compute_patient_metastasis,
     match_instances,
 )
 from tfmedseg.metrics.lesions import (
+    DETECTION_CRITERIA,
     SIZE_GROUPS,
     LesionMatch,
     compute_dice_by_lesion_size,
     compute_lesion_detection,
+    lesion_detection_counts,
+    lesion_detection_summary,
     lesion_size_group,
     match_lesions,
 )
@@ -38,13 +44,16 @@ from tfmedseg.metrics.surface import (
 )
 
 __all__ = [
+    "DETECTION_CRITERIA",
     "DiceMetric",
     "LITS_LARGE",
     "LesionMatch",
     "SIZE_GROUPS",
+    "binary_scores",
     "box_iou",
     "compute_assd",
     "compute_box_jaccard",
+    "compute_confusion_scores",
     "compute_dice",
     "compute_dice_by_lesion_size",
     "compute_global_dice",
@@ -56,9 +65,12 @@ __all__ = [
     "compute_metastasis_detection",
     "compute_mssd",
     "compute_overlap_counts",
+    "compute_patient_metastasis",
     "compute_rvd",
     "compute_surface_distances",
     "compute_voe",
+    "lesion_detection_counts",
+    "lesion_detection_summary",
     "lesion_size_group",
     "match_instances",
     "match_lesions",

@@ -26,11 +26,11 @@ Instances are :class:`tfmedseg.datasets.case.Instance`-like objects (``class_nam
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from tfmedseg.datasets.case import LESION_CLASSES
 from tfmedseg.errors import InvalidInputError
 
 __all__ = [
@@ -39,6 +39,12 @@ __all__ = [
     "compute_instance_metrics",
     "compute_metastasis_detection",
     "compute_box_jaccard",
+    "compute_patient_metastasis",
+    "compute_confusion_scores",
+    "binary_scores",
+    "compute_detection_report",
+    "compute_image_scores",
+    "MatchRule",
 ]
 
 _USE = ("auto", "mask", "box")
@@ -123,7 +129,7 @@ def _prf(tp: int, fp: int, fn: int) -> dict[str, float]:
 def compute_instance_metrics(
     preds_per_image: Sequence[Sequence],
     refs_per_image: Sequence[Sequence],
-    classes: Sequence[str] = LESION_CLASSES,
+    classes: Sequence[str],
     iou_threshold: float = 0.5,
     score_threshold: float = 0.0,
     use: str = "auto",
@@ -133,7 +139,8 @@ def compute_instance_metrics(
     Args:
         preds_per_image: For each image, its predicted instances.
         refs_per_image: For each image, its reference instances (same number of images).
-        classes: Class names, in the confusion-matrix order (default the seed-001 lesion classes).
+        classes: Class names, in the confusion-matrix order (seed 001:
+            :data:`tfmedseg.datasets.case.LESION_CLASSES`).
         iou_threshold: IoU for a match (default 0.5, inclusive).
         score_threshold: Ignore predictions below this score (the seed uses 0.7).
         use: IoU on ``"auto"`` / ``"mask"`` / ``"box"``.
@@ -221,17 +228,69 @@ def compute_metastasis_detection(
             fp += 1
         else:
             tn += 1
+    return binary_scores(tp, fp, fn, tn)
+
+
+def binary_scores(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
+    """Accuracy, precision, sensitivity, specificity and F1 of binary decision counts (0.0 for an
+    empty denominator), with the counts: ``{"tp", "fp", "fn", "tn", "accuracy", ...}``."""
     n = tp + fp + fn + tn
-    prec = tp / (tp + fp) if tp + fp else 0.0
-    sens = tp / (tp + fn) if tp + fn else 0.0
+    prf = _prf(tp, fp, fn)
     return {
         "tp": tp, "fp": fp, "fn": fn, "tn": tn,
         "accuracy": (tp + tn) / n if n else 0.0,
-        "precision": prec,
-        "sensitivity": sens,
+        "precision": prf["precision"],
+        "sensitivity": prf["sensitivity"],
         "specificity": tn / (tn + fp) if tn + fp else 0.0,
-        "f1": 2 * prec * sens / (prec + sens) if prec + sens else 0.0,
+        "f1": prf["f1"],
     }
+
+
+def compute_patient_metastasis(per_image: Sequence[tuple[str, Mapping[str, int]]]) -> dict[str, float]:
+    """Patient-level metastasis from per-image outcomes of :func:`compute_metastasis_detection`.
+
+    A patient is metastatic if any of its images has a malignant reference lesion (a TP or FN image);
+    it is a TP if any image's malignant prediction matches one, else a FN. A non-metastatic patient
+    with a malignant false alarm on any image is a FP, else a TN.
+
+    Args:
+        per_image: ``(patient_id, outcome)`` per image, ``outcome`` with the ``tp``/``fp``/``fn``/``tn``
+            counts of that one image.
+
+    Returns:
+        :func:`binary_scores` over patients.
+    """
+    by_patient: dict[str, list] = {}
+    for patient, outcome in per_image:
+        by_patient.setdefault(patient, []).append(outcome)
+    tp = fp = fn = tn = 0
+    for outcomes in by_patient.values():
+        if any(o["tp"] or o["fn"] for o in outcomes):
+            tp, fn = (tp + 1, fn) if any(o["tp"] for o in outcomes) else (tp, fn + 1)
+        elif any(o["fp"] for o in outcomes):
+            fp += 1
+        else:
+            tn += 1
+    return binary_scores(tp, fp, fn, tn)
+
+
+def compute_confusion_scores(confusion, classes: Sequence[str]) -> dict[str, dict[str, float]]:
+    """One-vs-rest accuracy and specificity of each class from a confusion matrix (rows reference,
+    columns prediction), as in seed 001 Table 6 (classification among localised lesions).
+
+    Returns:
+        ``{class: {"accuracy", "specificity"}}``; NaN for an empty matrix or denominator.
+    """
+    conf = np.asarray(confusion)
+    total = conf.sum()
+    out = {}
+    for k, c in enumerate(classes):
+        tp = conf[k, k]
+        fp, fn = conf[:, k].sum() - tp, conf[k, :].sum() - tp
+        tn = total - tp - fp - fn
+        out[c] = {"accuracy": (tp + tn) / total if total else float("nan"),
+                  "specificity": tn / (tn + fp) if tn + fp else float("nan")}
+    return out
 
 
 def compute_box_jaccard(pred_boxes: Sequence, ref_boxes: Sequence) -> dict[str, float]:
@@ -252,3 +311,83 @@ def compute_box_jaccard(pred_boxes: Sequence, ref_boxes: Sequence) -> dict[str, 
         )
     ious = [0.0 if p is None else box_iou(p, r) for p, r in zip(pred_boxes, ref_boxes)]
     return {"min": float(min(ious)), "mean": float(np.mean(ious)), "max": float(max(ious)), "ious": ious}
+
+
+@dataclasses.dataclass(frozen=True)
+class MatchRule:
+    """How predictions meet references in the seed-001 scores.
+
+    Attributes:
+        iou_threshold: IoU for a match (inclusive; seed 0.5).
+        score_threshold: Predictions below this score are ignored (seed 0.7).
+        use: IoU on ``"auto"`` / ``"mask"`` / ``"box"`` masks or boxes.
+        malignant: The class that makes an image / patient metastatic.
+    """
+
+    iou_threshold: float = 0.5
+    score_threshold: float = 0.0
+    use: str = "auto"
+    malignant: str = "malignant"
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"iou_threshold": self.iou_threshold, "score_threshold": self.score_threshold, "use": self.use}
+
+
+def compute_detection_report(preds_per_image: Sequence[Sequence], refs_per_image: Sequence[Sequence],
+                             patients: Sequence[str], pred_boxes: Sequence, ref_boxes: Sequence, *,
+                             classes: Sequence[str], rule: MatchRule = MatchRule()) -> dict[str, Any]:
+    """Every pooled seed-001 score of a set of images in one dict.
+
+    Args:
+        preds_per_image / refs_per_image: Predicted and reference instances per image.
+        patients: Patient id of each image (for the patient-level metastasis).
+        pred_boxes / ref_boxes: Detected (or None) and reference chest box per image.
+        classes: Class names (:func:`compute_instance_metrics`).
+        rule: The matching rule.
+
+    Returns:
+        ``{"instances", "instances_box" (box IoU), "metastasis_image", "metastasis_patient",
+        "chest_jaccard"}``.
+    """
+    kw = rule.kwargs()
+    outcomes = [(p, compute_metastasis_detection([pr], [rf], rule.malignant, **kw))
+                for p, pr, rf in zip(patients, preds_per_image, refs_per_image, strict=True)]
+    return {
+        "instances": compute_instance_metrics(preds_per_image, refs_per_image, classes, **kw),
+        "instances_box": compute_instance_metrics(preds_per_image, refs_per_image, classes, **{**kw, "use": "box"}),
+        "metastasis_image": compute_metastasis_detection(preds_per_image, refs_per_image, rule.malignant, **kw),
+        "metastasis_patient": compute_patient_metastasis(outcomes),
+        "chest_jaccard": compute_box_jaccard(pred_boxes, ref_boxes),
+    }
+
+
+def compute_image_scores(preds: Sequence, refs: Sequence, pred_box, ref_box, *, classes: Sequence[str],
+                         rule: MatchRule = MatchRule()) -> dict[str, Any]:
+    """One image's seed-001 scores as a flat report row.
+
+    Args:
+        preds / refs: Predicted and reference instances of the image.
+        pred_box / ref_box: Detected chest box (or None) and reference chest box.
+        classes: Class names.
+        rule: The matching rule.
+
+    Returns:
+        ``chest_jaccard``, ``lesions_ref``, ``lesions_pred`` (at or above the score threshold), the
+        localisation ``tp``/``fp``/``fn``, ``ref_<class>`` and ``tp_<class>`` per class, and
+        ``metastasis_ref`` (0/1), ``metastasis_pred`` (0/1), ``metastasis_outcome`` (``tp``/``fp``/``fn``/``tn``).
+    """
+    kw = rule.kwargs()
+    one = compute_instance_metrics([preds], [refs], classes, **kw)
+    met = compute_metastasis_detection([preds], [refs], rule.malignant, **kw)
+    loc = one["localization"]
+    kept = [p for p in preds if float(_get(p, "score", 1.0)) >= rule.score_threshold]
+    return {
+        "chest_jaccard": compute_box_jaccard([pred_box], [ref_box])["mean"],
+        "lesions_ref": len(refs), "lesions_pred": len(kept),
+        "tp": loc["tp"], "fp": loc["fp"], "fn": loc["fn"],
+        **{f"ref_{c}": one["support"][c] for c in classes},
+        **{f"tp_{c}": one["per_class"][c]["tp"] for c in classes},
+        "metastasis_ref": int(bool(met["tp"] or met["fn"])),
+        "metastasis_pred": int(any(_get(p, "class_name") == rule.malignant for p in kept)),
+        "metastasis_outcome": next(k for k in ("tp", "fp", "fn", "tn") if met[k]),
+    }

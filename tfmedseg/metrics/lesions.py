@@ -36,7 +36,7 @@ import numpy as np
 from scipy import ndimage
 
 from tfmedseg.errors import InvalidInputError
-from tfmedseg.metrics._validate import as_binary, check_same_shape
+from tfmedseg.validation import as_binary, check_same_shape
 
 __all__ = [
     "SIZE_GROUPS",
@@ -45,6 +45,9 @@ __all__ = [
     "compute_lesion_detection",
     "compute_dice_by_lesion_size",
     "lesion_size_group",
+    "DETECTION_CRITERIA",
+    "lesion_detection_counts",
+    "lesion_detection_summary",
 ]
 
 #: (name, lower bound inclusive, upper bound inclusive) in voxels, seed 002 Table 4.1.
@@ -227,4 +230,36 @@ def compute_dice_by_lesion_size(y_pred, y, connectivity: int = 1) -> dict[str, d
     for v in out.values():
         v["count"] = len(v["dices"])
         v["dice"] = float(np.mean(v["dices"])) if v["dices"] else float("nan")
+    return out
+
+
+#: The two LiTS detection criteria used in reports: ``(tag, iou_threshold)`` (IoU > 0 and IoU >= 0.5).
+DETECTION_CRITERIA = (("iou0", 0.0), ("iou50", 0.5))
+
+
+def lesion_detection_counts(y_pred, y, criteria=DETECTION_CRITERIA, connectivity: int = 1) -> dict[str, int]:
+    """One case's lesion TP / FP / FN under each criterion, as report-row keys.
+
+    Returns:
+        ``{f"lesion_{tp|fp|fn}_{tag}": count}`` for each ``(tag, iou_threshold)`` of ``criteria``.
+    """
+    row = {}
+    for tag, threshold in criteria:
+        det = compute_lesion_detection(y_pred, y, iou_threshold=threshold, connectivity=connectivity)
+        row.update({f"lesion_{k}_{tag}": det[k] for k in ("tp", "fp", "fn")})
+    return row
+
+
+def lesion_detection_summary(rows, criteria=DETECTION_CRITERIA) -> dict[str, float]:
+    """Precision and recall of lesion detection from the counts of :func:`lesion_detection_counts`
+    summed over the cases (rows); NaN where a denominator is 0.
+
+    Returns:
+        ``{f"precision_{tag}", f"recall_{tag}"}`` for each criterion.
+    """
+    out = {}
+    for tag, _ in criteria:
+        tp, fp, fn = (sum(r[f"lesion_{k}_{tag}"] for r in rows) for k in ("tp", "fp", "fn"))
+        out[f"precision_{tag}"] = tp / (tp + fp) if tp + fp else float("nan")
+        out[f"recall_{tag}"] = tp / (tp + fn) if tp + fn else float("nan")
     return out

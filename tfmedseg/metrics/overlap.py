@@ -26,9 +26,10 @@ from typing import Iterable
 import numpy as np
 
 from tfmedseg.errors import InvalidInputError
-from tfmedseg.metrics._validate import as_binary, check_same_shape
+from tfmedseg.validation import as_binary, check_same_shape
 
 __all__ = [
+    "overlap_scores_from_counts",
     "compute_overlap_counts",
     "compute_dice",
     "compute_iou",
@@ -74,6 +75,21 @@ def _dice_from_counts(inter: int, pred: int, ref: int, ignore_empty: bool) -> fl
     return 2.0 * inter / (pred + ref)
 
 
+def overlap_scores_from_counts(intersection: int, pred: int, ref: int) -> dict[str, float]:
+    """Dice, IoU, VOE and RVD of one mask pair from its voxel counts (:func:`compute_overlap_counts`).
+
+    Empty conventions (LiTS per case): both empty -> Dice 1, IoU 1, VOE 0, RVD 0; a prediction
+    without reference -> Dice 0, IoU 0, RVD +inf.
+
+    Returns:
+        ``{"dice", "iou", "voe", "rvd"}``.
+    """
+    union = pred + ref - intersection
+    iou = 1.0 if union == 0 else intersection / union
+    rvd = (0.0 if pred == 0 else float("inf")) if ref == 0 else (pred - ref) / ref
+    return {"dice": _dice_from_counts(intersection, pred, ref, False), "iou": iou, "voe": 1.0 - iou, "rvd": rvd}
+
+
 def compute_dice(y_pred, y, ignore_empty: bool = False) -> float:
     """Dice = 2|P∩Y| / (|P| + |Y|) of one case.
 
@@ -99,8 +115,7 @@ def compute_iou(y_pred, y, ignore_empty: bool = False) -> float:
     c = compute_overlap_counts(y_pred, y)
     if c["ref"] == 0 and ignore_empty:
         return float("nan")
-    union = c["pred"] + c["ref"] - c["intersection"]
-    return 1.0 if union == 0 else c["intersection"] / union
+    return overlap_scores_from_counts(c["intersection"], c["pred"], c["ref"])["iou"]
 
 
 def compute_voe(y_pred, y, ignore_empty: bool = False) -> float:
@@ -119,9 +134,7 @@ def compute_rvd(y_pred, y) -> float:
         RVD (unitless); 0.0 when both are empty, +inf when only ``y`` is empty.
     """
     c = compute_overlap_counts(y_pred, y)
-    if c["ref"] == 0:
-        return 0.0 if c["pred"] == 0 else float("inf")
-    return (c["pred"] - c["ref"]) / c["ref"]
+    return overlap_scores_from_counts(c["intersection"], c["pred"], c["ref"])["rvd"]
 
 
 def compute_global_dice(y_preds: Iterable, ys: Iterable) -> float:

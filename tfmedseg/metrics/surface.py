@@ -26,10 +26,11 @@ import numpy as np
 from scipy import ndimage
 
 from tfmedseg.errors import InvalidInputError
-from tfmedseg.metrics._validate import as_binary, check_same_shape, check_spacing
+from tfmedseg.validation import as_binary, check_same_shape, check_spacing
 
 __all__ = [
     "LITS_LARGE",
+    "surface_scores",
     "compute_surface_distances",
     "compute_assd",
     "compute_hausdorff_distance",
@@ -94,6 +95,21 @@ def _empty_value(d_pred: np.ndarray, d_ref: np.ndarray) -> float | None:
     if d_pred.size == 0 or d_ref.size == 0 or np.isinf(d_pred).any() or np.isinf(d_ref).any():
         return float("inf")
     return None
+
+
+def surface_scores(d_pred: np.ndarray, d_ref: np.ndarray) -> dict[str, float]:
+    """ASSD, MSSD and HD95 (mm) from the two directed distance lists of :func:`compute_surface_distances`
+    (one distance transform for all three); NaN if both masks are empty, +inf if exactly one is.
+
+    Returns:
+        ``{"assd", "mssd", "hd95"}``.
+    """
+    empty = _empty_value(d_pred, d_ref)
+    if empty is not None:
+        return {"assd": empty, "mssd": empty, "hd95": empty}
+    both = np.concatenate([d_pred, d_ref])
+    return {"assd": float(both.mean()), "mssd": float(max(d_pred.max(), d_ref.max())),
+            "hd95": float(np.percentile(both, 95))}
 
 
 def compute_assd(y_pred, y, *, spacing, connectivity: int = 1) -> float:

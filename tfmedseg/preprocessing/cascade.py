@@ -12,7 +12,7 @@ import numpy as np
 
 from tfmedseg.errors import InvalidInputError
 
-__all__ = ["COMBINATIONS", "mask_out", "add_mask", "combine"]
+__all__ = ["COMBINATIONS", "mask_out", "add_mask", "combine", "cascade_training_arrays"]
 
 #: Accepted ``mode`` values of :func:`combine`.
 COMBINATIONS = ("mask", "add")
@@ -45,3 +45,51 @@ def combine(ct: np.ndarray, liver: np.ndarray, mode: str = "mask") -> np.ndarray
     if mode not in COMBINATIONS:
         raise InvalidInputError(f"mode must be one of {COMBINATIONS}, got {mode!r}", path="mode")
     return mask_out(ct, liver) if mode == "mask" else add_mask(ct, liver)
+
+
+def cascade_training_arrays(
+    ct_hu: np.ndarray,
+    label: np.ndarray,
+    *,
+    hu_window: tuple[float, float] = (-200.0, 200.0),
+    inplane_size: int = 256,
+    combination: str = "mask",
+    slice_margin: int = 2,
+) -> tuple[dict[str, np.ndarray], tuple[int, int]]:
+    """Training arrays of both cascade stages from one CT and its LiTS label map (seed 002).
+
+    The CT is clamped to ``hu_window`` and mapped to [0, 1]; in-plane resized to ``inplane_size``
+    (linear; labels nearest). The tumour stage's input is the CT combined with the *reference* liver
+    (``combination``), cut to the liver's slice range plus ``slice_margin`` slices on each side (the
+    stage-2 network only ever sees liver slices at inference).
+
+    Args:
+        ct_hu: ``[D, H, W]`` CT in HU.
+        label: ``[D, H, W]`` label map (0 background, 1 liver, 2 tumour).
+
+    Returns:
+        ``(arrays, (lo, hi))``: ``image`` float32 ``[D, S, S]``, ``liver`` uint8 ``[D, S, S]``,
+        ``tumour_input`` float32 ``[hi - lo, S, S]``, ``tumour`` uint8 ``[hi - lo, S, S]``, and the
+        slice range ``[lo, hi)`` of the tumour arrays.
+    """
+    from tfmedseg.preprocessing.intensity import hu_to_unit
+    from tfmedseg.preprocessing.resample import resize_array
+
+    label = np.asarray(label)
+    depth = ct_hu.shape[0]
+    size = (depth, inplane_size, inplane_size)
+    unit = hu_to_unit(ct_hu, *hu_window)
+    liver = (label >= 1).astype(np.float32)
+    image = resize_array(unit, size, "linear")
+    small_label = resize_array(label.astype(np.uint8), size, "nearest")
+    combined = resize_array(combine(unit, liver, combination), size, "linear")
+    zs = np.flatnonzero((label >= 1).reshape(depth, -1).any(axis=1))
+    lo, hi = (int(zs[0]), int(zs[-1]) + 1) if zs.size else (0, depth)
+    lo, hi = max(0, lo - slice_margin), min(depth, hi + slice_margin)
+    arrays = {
+        "image": image.astype(np.float32),
+        "liver": (small_label >= 1).astype(np.uint8),
+        "tumour_input": combined[lo:hi].astype(np.float32),
+        "tumour": (small_label[lo:hi] == 2).astype(np.uint8),
+    }
+    return arrays, (lo, hi)

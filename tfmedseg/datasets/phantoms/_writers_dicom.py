@@ -22,7 +22,8 @@ def _ct_volume(phantom: AbdomenPhantom) -> Volume:
 
 def write_ircadb(out_dir: Path, rngs: list[np.random.Generator]) -> dict:
     """Write ``3Dircadb1.N/PATIENT_DICOM`` (CT) and ``MASKS_DICOM/<organ>`` (0/255 mask series)."""
-    from tfmedseg.io.dicom import read_dicom_series, write_dicom_series
+    from tfmedseg.io.dicom import read_dicom_series
+    from tfmedseg.io.dicom_write import write_dicom_series
 
     truth = {}
     for index, rng in enumerate(rngs):
@@ -48,7 +49,8 @@ def write_maa_spect(out_dir: Path, rngs: list[np.random.Generator]) -> dict:
     """Write ``<patient>/CT``, ``SPECT/spect.dcm``, ``masks/``, ``display/`` and ``phantom_truth.json``."""
     from PIL import Image
 
-    from tfmedseg.io.dicom import read_dicom_series, write_dicom_series, write_nm_spect
+    from tfmedseg.io.dicom import read_dicom_series
+    from tfmedseg.io.dicom_write import write_dicom_series, write_nm_spect
 
     truth = {}
     for index, rng in enumerate(rngs):

@@ -32,7 +32,9 @@ from typing import Sequence
 
 import keras
 
+from tfmedseg.models.blocks.depthwise3d import DepthwiseConv3D
 from tfmedseg.models.blocks.normalization import batch_norm
+from tfmedseg.models.blocks.shapes import as_tuple, spatial_rank
 
 __all__ = [
     "ACTIVATIONS",
@@ -58,28 +60,6 @@ _GLOBAL_POOL = {
     2: keras.layers.GlobalAveragePooling2D,
     3: keras.layers.GlobalAveragePooling3D,
 }
-
-
-def spatial_rank(x) -> int:
-    """Number of spatial axes of a channels-last tensor (``len(x.shape) - 2``)."""
-    rank = len(x.shape) - 2
-    if rank not in (2, 3):
-        raise ValueError(f"expected a [B, H, W, C] or [B, D, H, W, C] tensor, got shape {tuple(x.shape)}")
-    return rank
-
-
-def as_tuple(value: int | Sequence[int], rank: int, argument: str) -> tuple[int, ...]:
-    """An int or a length-``rank`` sequence as a ``rank``-tuple of ints.
-
-    Raises:
-        ValueError: ``value`` is a sequence of the wrong length; the message names ``argument``.
-    """
-    if isinstance(value, int):
-        return (value,) * rank
-    value = tuple(int(v) for v in value)
-    if len(value) != rank:
-        raise ValueError(f"{argument} must be an int or a sequence of {rank} ints, got {value}")
-    return value
 
 
 def apply_activation(x, activation: str, name: str):
@@ -162,7 +142,7 @@ def apply_depthwise_conv(x, kernel_size: int | Sequence[int] = 3, strides: int |
     """Depthwise (one filter per channel) convolution, ``"same"`` padding, no bias.
 
     2D uses ``keras.layers.DepthwiseConv2D``; 3D uses
-    :class:`tfmedseg.models.blocks.separable3d.DepthwiseConv3D` with the given
+    :class:`tfmedseg.models.blocks.depthwise3d.DepthwiseConv3D` with the given
     ``implementation`` (``"grouped"`` or ``"unrolled"``, see there).
 
     Args:
@@ -183,8 +163,6 @@ def apply_depthwise_conv(x, kernel_size: int | Sequence[int] = 3, strides: int |
             kernel_size, strides=strides, padding="same", use_bias=False,
             depthwise_initializer="he_normal", name=name,
         )(x)
-    from tfmedseg.models.blocks.separable3d import DepthwiseConv3D
-
     return DepthwiseConv3D(kernel_size, strides=strides, implementation=implementation, name=name)(x)
 
 

@@ -8,14 +8,14 @@ import tensorflow as tf
 from scipy import ndimage
 
 from tfmedseg.errors import ConfigError
-from tfmedseg.export.graph import (
+from tfmedseg.inference.graph import (
     apply_intensity,
     largest_component,
     predict_volume_probabilities,
     probabilities_to_labels,
     segment_volume,
 )
-from tfmedseg.export.spec import IntensitySpec, ServingSpec
+from tfmedseg.inference.spec import IntensitySpec, ServingSpec
 
 
 def test_clip_scale_matches_seed_002_window():
@@ -129,7 +129,7 @@ def test_bad_specs_name_the_key(kwargs, key):
 
 @pytest.mark.parametrize("density", [0.3, 0.55, 0.75])
 def test_component_ids_partition_equals_scipy(density, rng):
-    from tfmedseg.export.graph import connected_component_ids
+    from tfmedseg.inference.graph import connected_component_ids
 
     mask = rng.random((9, 17, 15)) < density
     ref, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
@@ -141,7 +141,7 @@ def test_component_ids_partition_equals_scipy(density, rng):
 
 
 def test_component_ids_of_a_long_snake_and_a_large_volume():
-    from tfmedseg.export.graph import connected_component_ids
+    from tfmedseg.inference.graph import connected_component_ids
 
     snake = np.zeros((1, 41, 41), bool)  # a serpentine path of ~800 voxels: many plain propagation rounds
     for r in range(0, 41, 2):
