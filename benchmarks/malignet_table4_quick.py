@@ -75,6 +75,7 @@ def main() -> None:
     from tfmedseg.datasets import load_dataset
     from tfmedseg.datasets.case import LESION_CLASSES
     from tfmedseg.datasets.phantoms import ensure_phantoms
+    from tfmedseg.data.views import crop_sample
     from tfmedseg.experiments import bone_malignet as bm
     from tfmedseg.metrics.confusion import format_confusion
     from tfmedseg.metrics.instances import compute_instance_metrics
@@ -101,9 +102,9 @@ def main() -> None:
         if v.chest_box is None:
             v.chest_box = tuple(float(x) for x in rel * np.tile(v.image.shape, 2))
     size = config.crop_size
-    tr = [bm.crop_sample(v, size)[0] for v in tr_views]
-    va = [bm.crop_sample(v, size)[0] for v in va_views]
-    un = [bm.crop_sample(v, size)[0] for v in un_views]
+    tr = [crop_sample(v, size, LESION_CLASSES)[0] for v in tr_views]
+    va = [crop_sample(v, size, LESION_CLASSES)[0] for v in va_views]
+    un = [crop_sample(v, size, LESION_CLASSES)[0] for v in un_views]
     print(f"{len(cases)} patients: {len(train)} train ({len(tr)} views), {len(val)} validation ({len(va)} views), "
           f"{len(unl)} unlabeled ({len(un)} views)", flush=True)
     refs = []
