@@ -145,9 +145,7 @@ def _ours(kind: str):
     boxes = [_boxes(rng, size) for _ in range(BATCH_TRAIN)]
     classes = [np.array([1, 3, 5], np.int32) for _ in range(BATCH_TRAIN)]
     if kind.startswith("ssd"):
-        n = 3
-        data = {"images": tf.constant(x), "boxes": tf.constant(np.stack(boxes)), "classes": tf.constant(np.stack(classes))}
-        del n
+        targets = {"boxes": tf.constant(np.stack(boxes)), "classes": tf.constant(np.stack(classes))}
     else:
         masks = []
         for b in boxes:
@@ -156,9 +154,10 @@ def _ours(kind: str):
                 m[k, y0:y1, x0:x1] = 1
             masks.append(m)
         gt = prepare_ground_truth(boxes, classes, masks, model.config)
-        data = {"images": tf.constant(x), **{k: tf.constant(v) for k, v in gt.items()}}
+        targets = {k: tf.constant(v) for k, v in gt.items()}
     model.compile(optimizer="adam")
-    return lambda: model.train_on_batch(data)
+    images = tf.constant(x)
+    return lambda: model.train_on_batch(images, targets)
 
 
 def main() -> None:

@@ -393,6 +393,50 @@ def _print_builders(res: dict) -> None:
               f"{f['cpu_med'] / k['cpu_med']:5.2f}x {f['paired_ratio_med']:5.2f}x")
 
 
+def bn_layer_bench(rounds: int) -> None:
+    """Conv (no bias) -> batch norm -> ReLU, forward + backward in training mode, Keras BN vs fused, interleaved."""
+    import tfmedseg  # noqa: F401
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from tfmedseg.models.blocks.normalization import batch_norm
+
+    cases = {"2d [8,128,128,32]": (8, 128, 128, 32), "3d [2,32,64,64,16]": (2, 32, 64, 64, 16)}
+    fns = {}
+    for label, shape in cases.items():
+        x = tf.constant(np.random.default_rng(0).normal(size=shape).astype("float32"))
+        conv_cls = keras.layers.Conv2D if len(shape) == 4 else keras.layers.Conv3D
+        for fused in (False, True):
+            conv, bn = conv_cls(shape[-1], 3, padding="same", use_bias=False), batch_norm(fused=fused)
+
+            @tf.function
+            def step(x=x, conv=conv, bn=bn):
+                with tf.GradientTape() as tape:
+                    y = tf.nn.relu(bn(conv(x), training=True))
+                    loss = tf.reduce_sum(y * y)
+                return tape.gradient(loss, conv.trainable_weights + bn.trainable_weights)
+
+            step()
+            fns[f"{label} {'fused' if fused else 'keras'}"] = step
+    wall = {k: [] for k in fns}
+    cpu = {k: [] for k in fns}
+    load0 = os.getloadavg()[0]
+    for i in range(rounds):
+        for k in (list(fns) if i % 2 == 0 else list(fns)[::-1]):
+            w, c = _timed(lambda f=fns[k]: [g.numpy() for g in f()])
+            wall[k].append(w)
+            cpu[k].append(c)
+    print(f"conv3x3 (no bias) + BN + ReLU, forward + backward, {rounds} interleaved rounds; "
+          f"load {load0:.1f} -> {os.getloadavg()[0]:.1f}")
+    for label in cases:
+        k, f = f"{label} keras", f"{label} fused"
+        print(f"{label:20s} keras med {np.median(wall[k]) * 1e3:7.1f} ms (cpu {np.median(cpu[k]) * 1e3:6.1f})  "
+              f"fused med {np.median(wall[f]) * 1e3:7.1f} ms (cpu {np.median(cpu[f]) * 1e3:6.1f})  fused/keras: "
+              f"median {np.median(wall[f]) / np.median(wall[k]):.2f}x, min {min(wall[f]) / min(wall[k]):.2f}x, "
+              f"cpu {np.median(cpu[f]) / np.median(cpu[k]):.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10, help="timed rounds per configuration (after 2 warm-up rounds)")
@@ -402,8 +446,14 @@ def main() -> None:
     parser.add_argument("--omp-active", action="store_true",
                         help="leave OpenMP's busy-wait default for torch (PASSIVE is set otherwise: see docstring)")
     parser.add_argument("--builders", help="comma-separated builder names (or 'all'): fused vs Keras batch norm")
+    parser.add_argument("--bn-layer", action="store_true",
+                        help="only conv + BN + ReLU fwd+bwd, Keras BN vs the fused BN (a quick check)")
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.bn_layer:
+        print(f"uptime: {os.popen('uptime').read().strip()}")
+        bn_layer_bench(args.steps)
+        return
     if args.builders:
         names = list(BUILDER_INPUTS) if args.builders == "all" else args.builders.split(",")
         print(f"{os.cpu_count()} CPUs, load average at start {os.getloadavg()[0]:.2f}; "
