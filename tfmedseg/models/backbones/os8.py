@@ -53,6 +53,7 @@ import keras
 import numpy as np
 
 from tfmedseg.errors import ConfigError, InvalidInputError, ModelBuildError
+from tfmedseg.models.blocks.normalization import batch_norm
 
 __all__ = [
     "OS8_BACKBONES",
@@ -207,7 +208,7 @@ def build_resnet_os8(
         raise ModelBuildError(f"need 4 positive blocks and planes, got {tuple(blocks)}, {tuple(planes)}", path="blocks")
     inputs = keras.Input(tuple(input_shape), name="image")
     x = _conv(stem_filters, 7, "conv1_conv", strides=2)(inputs)
-    x = keras.layers.BatchNormalization(**_TORCH_BN, name="conv1_bn")(x)
+    x = batch_norm(**_TORCH_BN, name="conv1_bn")(x)
     x = keras.layers.ReLU(name="conv1_relu")(x)
     x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_pool")(x)
     dilation = 1
@@ -222,13 +223,13 @@ def build_resnet_os8(
             shortcut = x
             if i == 1:
                 shortcut = _conv(4 * p, 1, f"{pre}_0_conv", strides=s)(x)
-                shortcut = keras.layers.BatchNormalization(**_TORCH_BN, name=f"{pre}_0_bn")(shortcut)
+                shortcut = batch_norm(**_TORCH_BN, name=f"{pre}_0_bn")(shortcut)
             y = _conv(width, 1, f"{pre}_1_conv")(x)
-            y = keras.layers.ReLU(name=f"{pre}_1_relu")(keras.layers.BatchNormalization(**_TORCH_BN, name=f"{pre}_1_bn")(y))
+            y = keras.layers.ReLU(name=f"{pre}_1_relu")(batch_norm(**_TORCH_BN, name=f"{pre}_1_bn")(y))
             y = _conv(width, 3, f"{pre}_2_conv", strides=s, dilation=d, groups=groups)(y)
-            y = keras.layers.ReLU(name=f"{pre}_2_relu")(keras.layers.BatchNormalization(**_TORCH_BN, name=f"{pre}_2_bn")(y))
+            y = keras.layers.ReLU(name=f"{pre}_2_relu")(batch_norm(**_TORCH_BN, name=f"{pre}_2_bn")(y))
             y = _conv(4 * p, 1, f"{pre}_3_conv")(y)
-            y = keras.layers.BatchNormalization(**_TORCH_BN, name=f"{pre}_3_bn")(y)
+            y = batch_norm(**_TORCH_BN, name=f"{pre}_3_bn")(y)
             x = keras.layers.ReLU(name=f"{pre}_out")(keras.layers.Add(name=f"{pre}_add")([shortcut, y]))
     return keras.Model(inputs, x, name=name)
 
@@ -242,28 +243,28 @@ def build_densenet_small(input_shape=(256, 256, 1), blocks=(2, 2, 2, 2), growth:
     """
     inputs = keras.Input(tuple(input_shape), name="image")
     x = _conv(stem_filters, 7, "conv1_conv", strides=2)(inputs)
-    x = keras.layers.ReLU(name="conv1_relu")(keras.layers.BatchNormalization(**_TORCH_BN, name="conv1_bn")(x))
+    x = keras.layers.ReLU(name="conv1_relu")(batch_norm(**_TORCH_BN, name="conv1_bn")(x))
     x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
     for b, n in enumerate(blocks, start=2):
         for i in range(1, n + 1):
             pre = f"conv{b}_block{i}"
-            y = keras.layers.ReLU()(keras.layers.BatchNormalization(**_TORCH_BN, name=f"{pre}_0_bn")(x))
+            y = keras.layers.ReLU()(batch_norm(**_TORCH_BN, name=f"{pre}_0_bn")(x))
             y = _conv(4 * growth, 1, f"{pre}_1_conv")(y)
-            y = keras.layers.ReLU()(keras.layers.BatchNormalization(**_TORCH_BN, name=f"{pre}_1_bn")(y))
+            y = keras.layers.ReLU()(batch_norm(**_TORCH_BN, name=f"{pre}_1_bn")(y))
             y = _conv(growth, 3, f"{pre}_2_conv")(y)
             x = keras.layers.Concatenate(name=f"{pre}_concat")([x, y])
         if b < 1 + len(blocks):
-            x = keras.layers.ReLU()(keras.layers.BatchNormalization(**_TORCH_BN, name=f"pool{b}_bn")(x))
+            x = keras.layers.ReLU()(batch_norm(**_TORCH_BN, name=f"pool{b}_bn")(x))
             x = _conv(int(x.shape[-1]) // 2, 1, f"pool{b}_conv")(x)
             if b == 2:
                 x = keras.layers.AveragePooling2D(2, name=f"pool{b}_pool")(x)
-    x = keras.layers.ReLU(name="relu")(keras.layers.BatchNormalization(**_TORCH_BN, name="bn")(x))
+    x = keras.layers.ReLU(name="relu")(batch_norm(**_TORCH_BN, name="bn")(x))
     return keras.Model(inputs, x, name=name)
 
 
 def _cbr(x, filters, kernel, name, strides=1, padding="same"):
     x = keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=False, name=f"{name}_conv")(x)
-    return keras.layers.ReLU(name=f"{name}_relu")(keras.layers.BatchNormalization(**_TORCH_BN, name=f"{name}_bn")(x))
+    return keras.layers.ReLU(name=f"{name}_relu")(batch_norm(**_TORCH_BN, name=f"{name}_bn")(x))
 
 
 def build_inception_small(input_shape=(256, 256, 1), filters: int = 16, modules: int = 2,

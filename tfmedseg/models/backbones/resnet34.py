@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import keras
 
 from tfmedseg.errors import ModelBuildError
+from tfmedseg.models.blocks.normalization import batch_norm
 
 __all__ = ["RESNET_BLOCKS", "apply_basic_block", "build_basic_resnet"]
 
@@ -55,12 +56,12 @@ def apply_basic_block(x, filters: int, stride: int = 1, name: str = "block"):
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
         shortcut = _conv(x, filters, 1, stride, f"{name}_downsample_conv")
-        shortcut = keras.layers.BatchNormalization(**_BN, name=f"{name}_downsample_bn")(shortcut)
+        shortcut = batch_norm(**_BN, name=f"{name}_downsample_bn")(shortcut)
     y = _conv(x, filters, 3, stride, f"{name}_conv1")
-    y = keras.layers.BatchNormalization(**_BN, name=f"{name}_bn1")(y)
+    y = batch_norm(**_BN, name=f"{name}_bn1")(y)
     y = keras.layers.ReLU(name=f"{name}_relu1")(y)
     y = _conv(y, filters, 3, 1, f"{name}_conv2")
-    y = keras.layers.BatchNormalization(**_BN, name=f"{name}_bn2")(y)
+    y = batch_norm(**_BN, name=f"{name}_bn2")(y)
     y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
@@ -95,7 +96,7 @@ def build_basic_resnet(
         raise ModelBuildError(f"need 4 stages, got blocks={tuple(blocks)} widths={tuple(widths)}", path="blocks")
     image = keras.Input(tuple(input_shape), name=f"{name}_input")
     x = _conv(image, stem_filters, 7, 2, "conv1")
-    x = keras.layers.BatchNormalization(**_BN, name="bn1")(x)
+    x = batch_norm(**_BN, name="bn1")(x)
     x = keras.layers.ReLU(name="relu")(x)
     features = [x]
     for stage, (n, width) in enumerate(zip(blocks, widths)):

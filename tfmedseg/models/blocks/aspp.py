@@ -24,6 +24,8 @@ from collections.abc import Sequence
 
 import keras
 
+from tfmedseg.models.blocks.normalization import batch_norm
+
 __all__ = ["SEED_RATES", "TORCHVISION_RATES", "apply_aspp", "apply_deeplab_head"]
 
 SEED_RATES = (4, 8, 12)
@@ -34,7 +36,7 @@ _BN = {"momentum": 0.9, "epsilon": 1e-5}
 def _conv_bn_relu(x, channels: int, kernel: int, name: str, dilation: int = 1):
     x = keras.layers.Conv2D(channels, kernel, padding="same", dilation_rate=dilation, use_bias=False,
                             kernel_initializer="he_normal", name=f"{name}_conv")(x)
-    x = keras.layers.BatchNormalization(**_BN, name=f"{name}_bn")(x)
+    x = batch_norm(**_BN, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
