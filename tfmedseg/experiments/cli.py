@@ -33,19 +33,9 @@ from tfmedseg.config import load_config, save_config
 from tfmedseg.errors import ConfigError, DatasetLayoutError, report_user_errors
 from tfmedseg.logs import add_verbosity_options, configure_logging
 
-__all__ = [
-    "ExperimentContext",
-    "build_parser",
-    "parse_experiment_args",
-    "experiment_main",
-    "make_main",
-    "default_cache_dir",
-    "set_global_seed",
-    "available_configs",
-    "resolve_config_path",
-    "experiment_name",
-    "CONFIG_DIR",
-]
+__all__ = ["ExperimentContext", "build_parser", "parse_experiment_args", "experiment_main", "make_main",
+           "default_cache_dir", "set_global_seed", "available_configs", "resolve_config_path", "experiment_name",
+           "CONFIG_DIR"]
 
 #: The YAML configs shipped with the package (``experiments/`` in a source checkout links here).
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
