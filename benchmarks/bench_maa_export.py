@@ -76,7 +76,10 @@ def main(argv=None) -> int:
         x, y = data[stage]
         keep = y.reshape(len(y), -1).any(1)
         x, y = x[keep].astype(np.float32), y[keep] > 0
-        runtimes = {"keras": lambda b, m=model: np.asarray(m(b, training=False))}
+        import tensorflow as tf
+
+        graph = tf.function(lambda b, m=model: m(b, training=False), reduce_retracing=True)
+        runtimes = {"keras": lambda b, g=graph: np.asarray(g(tf.constant(b)))}
         calib = bundle.representative if bundle.representative is not None else x[:8]
         for q in QUANTIZATIONS:
             feed = (lambda c=calib: (s[None] for s in c)) if q == "int8" else None
