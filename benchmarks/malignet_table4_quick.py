@@ -115,6 +115,7 @@ def main() -> None:
     results = {}
     args.out.mkdir(parents=True, exist_ok=True)
     teacher = None
+    served = {}
     for row in args.rows.split(","):
         labeled = tr
         if row == "self_training":
@@ -175,6 +176,18 @@ def main() -> None:
                   f"{hist['unlabeled_views'][0]:.0f}, labeled {hist['labeled_views'][0]:.0f}", flush=True)
         (args.out / "table4_quick.json").write_text(json.dumps(results, indent=2))
         teacher = (row, model)
+        served[row] = fn
+    # inference time of every row, interleaved (the shared machine's load changes over a run)
+    per_row = {row: 0.0 for row in served}
+    for _ in range(5):
+        for row, fn in served.items():
+            t0 = time.perf_counter()
+            for i in range(len(x_va)):
+                fn(x_va[i:i + 1])["boxes"].numpy()
+            per_row[row] += (time.perf_counter() - t0) / (5 * len(x_va))
+    for row, sec in per_row.items():
+        results[row]["inference_seconds_per_view"] = sec
+    (args.out / "table4_quick.json").write_text(json.dumps(results, indent=2))
     print("\n| Row | Mean P | Mean S | Mean F1 | loc F1 | ms/view |\n|---|---|---|---|---|---|")
     for row, r in results.items():
         print(f"| {row} | {r['precision']:.3f} | {r['sensitivity']:.3f} | {r['f1']:.3f} | {r['localization_f1']:.3f} | "

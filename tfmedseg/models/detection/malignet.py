@@ -53,7 +53,9 @@ class MaligNetConfig:
         unsupervised_weight: ``lambda_us`` of the denoising cost (L1254: 1).
         upsampling: LFPN top-down x2 upsampling (Fig. 7: ``bicubic``).
         stop_target_gradient: Detach the clean denoising targets (ladder networks: no).
-        global_filters: Width ``E`` of the C6 embedding (not in the seed: 256).
+        global_filters: Width ``E`` of the C6 embedding (not in the seed); None: the pyramid width
+            ``fpn_filters`` (256 in the paper setting, so the classifier sees ROI and global features
+            in equal parts and its first conv costs 2x the baseline's, not more).
     """
 
     ladder_fpn: bool = True
@@ -62,7 +64,7 @@ class MaligNetConfig:
     unsupervised_weight: float = 1.0
     upsampling: str = "bicubic"
     stop_target_gradient: bool = False
-    global_filters: int = 256
+    global_filters: int | None = None
 
     def __post_init__(self) -> None:
         if self.noise_stddev < 0:
@@ -71,7 +73,7 @@ class MaligNetConfig:
             raise ConfigError(f"must be >= 0, got {self.unsupervised_weight}", path="malignet.unsupervised_weight")
         if self.upsampling not in UPSAMPLING_MODES:
             raise ConfigError(f"unknown upsampling {self.upsampling!r}; allowed: {UPSAMPLING_MODES}", path="malignet.upsampling")
-        if self.global_filters < 1:
+        if self.global_filters is not None and self.global_filters < 1:
             raise ConfigError(f"must be >= 1, got {self.global_filters}", path="malignet.global_filters")
 
 
@@ -96,7 +98,7 @@ def build_malignet_parts(config: MaskRCNNConfig, malignet: MaligNetConfig, weigh
         )
     if malignet.global_features:
         parts["box_head"] = GlobalFeatureBoxHead(cfg.num_classes + 1, cfg.head_fc_filters, cfg.pool_size, cfg.weight_decay,
-                                                 malignet.global_filters, name="box_head")
+                                                 malignet.global_filters or cfg.fpn_filters, name="box_head")
     return parts
 
 
