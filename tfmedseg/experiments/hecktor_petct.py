@@ -2,7 +2,9 @@
 
 ``python -m tfmedseg.experiments.hecktor_petct [--config quick|paper|table1..table5|FILE] [--data-dir HECKTOR]``
 
-Wiring only; choices (also in docs/experiments.md):
+Wiring only, on the stage runner (:mod:`tfmedseg.experiments.runner`: load_cases, seeded_split,
+case_cache/prepare_cases, train_stage, write_summary_json, export_stage); choices (also in
+docs/experiments.md):
 
 1. data: the HECKTOR 2021 layout (:func:`tfmedseg.datasets.hecktor.load_hecktor`) or its phantoms;
    patients split ``4:1`` (Tables 1-3, 5) or ``6:1`` (Table 4), seeded;
@@ -23,7 +25,6 @@ Wiring only; choices (also in docs/experiments.md):
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -131,46 +132,30 @@ def table_row(config: HecktorConfig, dsc: float) -> str:
 
 def run(ctx) -> dict[str, Any]:
     """Train, evaluate, report and export; returns the summary."""
-    import keras
-
     from tfmedseg.augment.presets import build_preset
     from tfmedseg.data.petct import petct_dataset
     from tfmedseg.data.source import CaseArrays
-    from tfmedseg.datasets import load_dataset
+    from tfmedseg.experiments import runner
     from tfmedseg.export.petct import export_petct_savedmodel
-    from tfmedseg.export.run_dir import save_for_export
-    from tfmedseg.export.savedmodel import next_version
     from tfmedseg.export.spec import IntensitySpec, ServingSpec
     from tfmedseg.inference.petct import (
         petct_case_metrics,
         predict_cube,
         write_prediction_nifti,
     )
-    from tfmedseg.metrics.keras_metrics import DiceMetric
     from tfmedseg.models import registry
-    from tfmedseg.preprocessing.cache import CaseCache
     from tfmedseg.preprocessing.petct import petct_cube
     from tfmedseg.training.augmented import AugmentedModel
-    from tfmedseg.training.trainer import Trainer
 
     config: HecktorConfig = ctx.config
     out = Path(ctx.output_dir)
-    cases = load_dataset(config.dataset, ctx.data_dir)
-    cases = cases[:config.max_cases] if config.max_cases else cases
-    order = np.random.default_rng(ctx.seed).permutation(len(cases))
-    n_val = min(len(cases) - 1, max(1, round(SPLITS[config.split] * len(cases))))
-    val_cases = [cases[i] for i in sorted(order[:n_val])]
-    train_cases = [cases[i] for i in sorted(order[n_val:])]
-    cache_root = (ctx.data_dir.parent / f".{ctx.data_dir.name}-cache") if ctx.used_phantoms else out / "cache"
-    cache = CaseCache(cache_root / "hecktor_petct", {"cube_size": config.cube_size, "spacing_mm": config.spacing_mm})
-
-    def cube(case):
-        entry = cache.get_or_build(case.case_id, lambda c=case: (
-            dict(zip(("image", "label"), petct_cube(c, config.cube_size, config.spacing_mm)[:2])),
-            (config.spacing_mm,) * 3, {}))
-        return CaseArrays(case.case_id, entry.arrays["image"], entry.arrays["label"])
-
-    train_arrays, val_arrays = [cube(c) for c in train_cases], [cube(c) for c in val_cases]
+    cases = runner.load_cases(config.dataset, ctx.data_dir, config.max_cases)
+    train_cases, val_cases = runner.seeded_split(cases, SPLITS[config.split], ctx.seed)
+    cache = runner.case_cache(ctx, "hecktor_petct", {"cube_size": config.cube_size, "spacing_mm": config.spacing_mm})
+    cubes = runner.prepare_cases(cases, cache, lambda c: (
+        dict(zip(("image", "label"), petct_cube(c, config.cube_size, config.spacing_mm)[:2])), (config.spacing_mm,) * 3, {}))
+    train_arrays, val_arrays = ([CaseArrays(c.case_id, cubes[c.case_id]["image"], cubes[c.case_id]["label"]) for c in group]
+                                for group in (train_cases, val_cases))
     patch = config.patch_size or config.cube_size
     kwargs = {"foreground_fraction": config.foreground_fraction, "samples_per_epoch": config.samples_per_epoch or None}
     train_ds = petct_dataset(train_arrays, config.batch_size, (patch,) * 3, seed=ctx.seed, **kwargs)
@@ -182,15 +167,11 @@ def run(ctx) -> dict[str, Any]:
         aug = build_preset(config.augmentation, ndim=3, seed=ctx.seed, overrides=overrides) if config.augmentation else None
         return AugmentedModel(net, aug, name="hecktor_training")
 
-    steps = max(1, (config.samples_per_epoch or len(train_arrays)) // config.batch_size)
-    train_cfg = dataclasses.replace(config.train, steps_per_epoch=steps, seed=ctx.seed, output_dir=str(out / "train"),
-                                    validation_steps=config.validation_steps or len(val_arrays))
-    start = time.perf_counter()
-    trainer = Trainer(train_cfg, build, metrics=lambda: [DiceMetric(class_id=1, threshold=config.threshold, name="gtvt_dice")])
-    trainer.fit(train_ds, validation_data=val_ds)
-    train_seconds = time.perf_counter() - start
-    net = trainer.model.network if isinstance(trainer.model, AugmentedModel) else trainer.model
-    keras.utils.set_random_seed(ctx.seed)
+    steps = runner.steps_for(config.samples_per_epoch or len(train_arrays), config.batch_size)
+    stage = runner.train_stage("train", config.train, build, train_ds, val_ds, output_dir=out, seed=ctx.seed,
+                               steps_per_epoch=steps, validation_steps=config.validation_steps or len(val_arrays),
+                               units_per_step=config.batch_size, unit="cube")
+    net, train_seconds = stage.model, stage.timing["train_seconds"]
 
     rows = []
     for case, arrays in zip(val_cases, val_arrays):
@@ -212,20 +193,17 @@ def run(ctx) -> dict[str, Any]:
             f"split {config.split}\n\n{table_row(config, summary['dsc mean'])}\n\n"
             + "\n".join(f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}" for k, v in summary.items()) + "\n")
     (out / "summary.md").write_text(text)
-    (out / "summary.json").write_text(json.dumps({"summary": summary}, indent=2))
+    runner.write_summary_json(out, summary, timing=stage.timing)
     print("\n" + text)
     if config.export_name:
-        root = Path(config.export_dir) / config.export_name
-        path = export_petct_savedmodel(net, root / str(next_version(root)), cube_size=config.cube_size,
+        path = export_petct_savedmodel(net, runner.next_export_dir(config.export_dir, config.export_name), cube_size=config.cube_size,
                                        spacing_mm=config.spacing_mm, model_name=config.export_name,
                                        metadata={"seed": "004", "summary": summary, "model": config.model})
         print(f"exported {path} (signatures serving_default, segment_petct)")
-    batches = list(val_ds.take(min(8, len(val_arrays))))
-    save_for_export(net, out / "model", ServingSpec(mode="3d_patch", patch_size=(patch,) * 3, labels=("background", "gtvt"),
-                                                    spacing_mm=(config.spacing_mm,) * 3, intensity=IntensitySpec(kind="none")),
-                    {"seed": "004", "model": config.model, "summary": summary},
-                    representative=np.concatenate([np.asarray(x) for x, _ in batches]),
-                    representative_labels=np.concatenate([np.asarray(y) for _, y in batches]))
+    spec = ServingSpec(mode="3d_patch", patch_size=(patch,) * 3, labels=("background", "gtvt"),
+                       spacing_mm=(config.spacing_mm,) * 3, intensity=IntensitySpec(kind="none"))
+    runner.export_stage(net, out / "model", spec, {"seed": "004", "model": config.model, "summary": summary},
+                        val_ds, max_batches=min(8, len(val_arrays)))
     return summary
 
 
