@@ -36,3 +36,13 @@ def two_cpu_strategy() -> tf.distribute.MirroredStrategy:
     if len(devices) < 2:
         pytest.fail("two logical CPU devices were not configured before TensorFlow initialised")
     return tf.distribute.MirroredStrategy(devices)
+
+
+@pytest.fixture(autouse=True)
+def _reset_command_line_logging():
+    """A test that runs a command line's ``main`` configures logging (console handler, levels);
+    undo it so that later tests see the library's default (unconfigured) logging."""
+    yield
+    from tfmedseg.logs import reset_logging
+
+    reset_logging()

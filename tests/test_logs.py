@@ -43,6 +43,22 @@ def test_configure_logging_routes_tfmedseg_loggers():
     assert "hidden" not in text and text.count("shown") == 1 and "debugging" in text
 
 
+def test_console_info_on_stdout_warnings_on_stderr(capsys):
+    try:
+        logs.configure_logging(verbose=0, quiet=False)
+        logging.getLogger("tfmedseg.demo").info("an info line")
+        logging.getLogger("tfmedseg.demo").warning("a warning")
+    finally:
+        root = logging.getLogger()
+        for h in list(root.handlers):
+            if getattr(h, "_tfmedseg_console", False):
+                root.removeHandler(h)
+        logging.getLogger("tfmedseg").setLevel(logging.NOTSET)
+    out, err = capsys.readouterr()
+    assert "an info line" in out and "a warning" not in out
+    assert "a warning" in err and "an info line" not in err
+
+
 def test_tensorflow_import_noise_filtered():
     noisy = (
         "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"

@@ -14,13 +14,18 @@ option      level        what the user sees
 ``-v``      DEBUG        everything, plus TensorFlow's C++/absl start-up messages
 ==========  ===========  =================================================================
 
+INFO and DEBUG lines go to stdout (with the command's final output, so ``> run.log`` keeps the whole
+run), warnings and errors to stderr (a failing command's stderr is its one ``error:`` line).
+
 TensorFlow 2.21 writes about seven lines to stderr when it is imported on a machine without a GPU
 (absl's "All log messages before absl::InitializeLog()", "Could not find cuda drivers", the oneDNN
-notice), before ``TF_CPP_MIN_LOG_LEVEL`` is read. :func:`install_tensorflow_import_filter` (called
-by ``import tfmedseg``) captures file descriptor 2 while ``tensorflow`` is imported, drops those
-known lines and writes every other line back; the dropped lines are kept and
-:func:`configure_logging` shows them with ``-v``. Set ``TFMEDSEG_TF_LOGS=1`` to leave TensorFlow's
-stderr alone.
+notice), before ``TF_CPP_MIN_LOG_LEVEL`` is read, and one more ("failed call to cuInit") when it
+first probes CUDA. :func:`install_tensorflow_import_filter` (called by ``import tfmedseg``)
+captures file descriptor 2 while ``tensorflow`` is imported, probes the GPUs inside that window
+(``tf.config.list_physical_devices``; logical devices can still be configured afterwards), drops
+the known lines when no GPU is found and writes every other line back (everything, on a machine
+with a GPU); the dropped lines are kept and :func:`configure_logging` shows them with ``-v``. Set
+``TFMEDSEG_TF_LOGS=1`` to leave TensorFlow's stderr alone.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ __all__ = [
     "install_tensorflow_import_filter",
     "tensorflow_import_messages",
     "add_file_log",
+    "reset_logging",
 ]
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
@@ -54,6 +60,7 @@ TF_IMPORT_NOISE = (
     r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$",
     r"^[IW]\d{4} [\d:.]+\s+\d+ cudart_stub\.cc:\d+\] ",
     r"^[IW]\d{4} [\d:.]+\s+\d+ cuda_executor\.cc:\d+\] ",
+    r"^[EW]\d{4} [\d:.]+\s+\d+ cuda_platform\.cc:\d+\] failed call to cuInit",
     r"^[IW]\d{4} [\d:.]+\s+\d+ cuda_(fft|dnn|blas)\.cc:\d+\] Unable to register",
     r"^[IW]\d{4} [\d:.]+\s+\d+ port\.cc:\d+\] oneDNN custom operations are on",
     r"^[IW]\d{4} [\d:.]+\s+\d+ cpu_feature_guard\.cc:\d+\] ",
@@ -90,7 +97,8 @@ def configure_logging(args: argparse.Namespace | None = None, *, verbose: int | 
         args: Parsed arguments carrying ``verbose``/``quiet`` (from :func:`add_verbosity_options`).
         verbose: Overrides ``args.verbose``.
         quiet: Overrides ``args.quiet``.
-        stream: Where log lines go (default ``sys.stderr``).
+        stream: Where every log line goes (default: INFO/DEBUG on ``sys.stdout``, warnings and
+            errors on ``sys.stderr``).
     """
     verbose = int(verbose if verbose is not None else getattr(args, "verbose", 0) or 0)
     quiet = bool(quiet if quiet is not None else getattr(args, "quiet", False))
@@ -117,22 +125,42 @@ def configure_logging(args: argparse.Namespace | None = None, *, verbose: int | 
 
 
 class _ConsoleHandler(logging.StreamHandler):
-    """A stream handler that writes to ``sys.stderr`` as it is at each record (tests and tools
-    replace it), or to a fixed stream."""
+    """Console output of a command line: INFO and DEBUG lines on stdout (with the command's other
+    output; a redirected stdout keeps the run's log), warnings and errors on stderr. Resolves
+    ``sys.stdout``/``sys.stderr`` at each record (tests and tools replace them); a fixed ``stream``
+    takes every line."""
 
     _tfmedseg_console = True
 
     def __init__(self, stream: Any = None) -> None:
-        super().__init__(stream if stream is not None else sys.stderr)
         self._fixed = stream
+        self._now = stream
+        super().__init__(stream if stream is not None else sys.stderr)
 
     @property  # type: ignore[override]
     def stream(self):
-        return self._fixed if self._fixed is not None else sys.stderr
+        if self._fixed is not None:
+            return self._fixed
+        return self._now if self._now is not None else sys.stderr
 
     @stream.setter
     def stream(self, value) -> None:  # StreamHandler.__init__ assigns it
         pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._fixed is None:
+            self._now = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
+        super().emit(record)
+
+
+def reset_logging() -> None:
+    """Undo :func:`configure_logging`: remove its console handler, leave the levels unset (tests)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_tfmedseg_console", False):
+            root.removeHandler(handler)
+    for name in ("tfmedseg", "tensorflow", "absl", "h5py", "PIL"):
+        logging.getLogger(name).setLevel(logging.NOTSET)
 
 
 def add_file_log(path: str | os.PathLike, level: int = logging.INFO) -> logging.Handler:
@@ -183,8 +211,13 @@ class _QuietLoader(importlib.abc.Loader):
             return
         with tempfile.TemporaryFile(mode="w+b") as capture:
             os.dup2(capture.fileno(), 2)
+            gpus = None
             try:
                 self._loader.exec_module(module)
+                try:  # the CUDA platform is probed here, inside the capture, not at the first op
+                    gpus = module.config.list_physical_devices("GPU")
+                except Exception:  # pragma: no cover - a broken CUDA install: TF reports it later
+                    gpus = None
             finally:
                 try:
                     sys.stderr.flush()
@@ -193,7 +226,8 @@ class _QuietLoader(importlib.abc.Loader):
                 os.dup2(saved, 2)
                 os.close(saved)
                 capture.seek(0)
-                rest = _filter_stderr_lines(capture.read().decode("utf-8", "replace"))
+                text = capture.read().decode("utf-8", "replace")
+                rest = text if gpus else _filter_stderr_lines(text)  # a GPU machine keeps TF's lines
                 if rest:
                     sys.stderr.write(rest)
                     sys.stderr.flush()

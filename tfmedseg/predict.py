@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -47,8 +48,11 @@ from tfmedseg.errors import ExportError, InvalidInputError, ServingError, report
 from tfmedseg.inference.spec import ServingSpec
 from tfmedseg.io._atomic import OUTPUT_MARKER, atomic_dir, check_output_not_input
 from tfmedseg.io.volume import Volume
+from tfmedseg.logs import add_verbosity_options, configure_logging
 
-__all__ = ["Segmenter", "load_segmenter", "read_input", "segment_scan", "predict_file", "main", "MODEL_KINDS"]
+_log = logging.getLogger(__name__)
+
+__all__ = ["Segmenter", "load_segmenter", "read_input", "segment_scan", "predict_file", "print_result", "main", "MODEL_KINDS"]
 
 #: ``"savedmodel"``: exported SavedModel; ``"keras"``: run directory or ``.keras`` file.
 MODEL_KINDS = ("savedmodel", "keras")
@@ -158,8 +162,8 @@ def _infer_spec(model: Any, path: Path) -> ServingSpec:
             path=path,
         )
     labels = ("background", "foreground") if out_channels in (1, 2) else tuple(["background"] + [f"label {k}" for k in range(1, out_channels)])
-    print(f"note: {path.name} has no serving_spec.json beside it; assuming a {shape[-1]}-slice 2.5D model with the default "
-          f"intensity window [-200, 200] HU")
+    _log.warning("%s has no serving_spec.json beside it; assuming a %d-slice 2.5D model with the default "
+                 "intensity window [-200, 200] HU", path.name, shape[-1])
     return ServingSpec(mode="2.5d" if shape[-1] > 1 else "2d", context_slices=int(shape[-1]), labels=labels)
 
 
@@ -227,7 +231,7 @@ def load_segmenter(path: str | os.PathLike) -> Segmenter:
                 "(model.keras + serving_spec.json) or a .keras file",
                 path=path,
             )
-        print(f"note: using the highest version {version.name} of {path}")
+        _log.info("using the highest version %s of %s", version.name, path)
         path = version
     if path.is_dir() and (path / "saved_model.pb").is_file():
         return _load_savedmodel(path)
@@ -280,7 +284,7 @@ def segment_scan(segmenter: Segmenter, volume: Volume) -> np.ndarray:
                                       volume.spacing, rtol=1e-3, atol=0):
         return segmenter(volume.array)
     resampled = resample_to_spacing(volume, spacing, "linear")
-    print(f"resampled {volume.shape} at {_mm(volume.spacing)} mm to {resampled.shape} at {_mm(resampled.spacing)} mm")
+    _log.info("resampled %s at %s mm to %s at %s mm", volume.shape, _mm(volume.spacing), resampled.shape, _mm(resampled.spacing))
     labels = segmenter(resampled.array)
     return restore_array(labels, resampled, "nearest").astype(np.uint8)
 
@@ -356,7 +360,8 @@ def predict_file(
         uid_seed: Deterministic UIDs (tests); default: random new UIDs.
 
     Returns:
-        ``{"labels": array, "volume": Volume, "written": [paths], "counts": {label: voxels}}``.
+        ``{"labels": array, "volume": Volume, "written": [paths], "counts": {label: voxels},
+        "volumes_ml": {label name: (voxels, ml)}, "output": Path}`` (:func:`print_result` prints it).
 
     Raises:
         TfMedSegError: Any user error, naming the file.
@@ -366,11 +371,7 @@ def predict_file(
     from tfmedseg.io.segmentation_outputs import write_dicom_outputs
 
     if not isinstance(model, Segmenter) and is_whole_body_model(model):  # seed 001: NM DICOM -> lesion instances
-        result = predict_bone_scan(model, input_path, output, overwrite=overwrite)
-        for view, v in result["instances"]["views"].items():
-            print(f"{view}: chest score {v['chest_score']:.2f}, {len(v['lesions'])} lesion(s)")
-        print(f"wrote {output} ({len(result['written'])} files)")
-        return result
+        return {**predict_bone_scan(model, input_path, output, overwrite=overwrite), "output": output}
     input_path, output = Path(input_path), Path(output)
     nifti_out = str(output).lower().endswith(_NIFTI_SUFFIXES)
     if not input_path.exists():
@@ -382,18 +383,16 @@ def predict_file(
     check_output_not_input(output, [input_path], key=str(output))
     _check_output(output, overwrite, nifti_out)
     volume = read_input(input_path, modality=modality, series_uid=series_uid)
-    print(f"input: {input_path} ({volume.meta.get('format')}, {volume.modality}), shape {volume.shape}, spacing {_mm(volume.spacing)} mm")
+    _log.info("input: %s (%s, %s), shape %s, spacing %s mm", input_path, volume.meta.get("format"), volume.modality,
+              volume.shape, _mm(volume.spacing))
     segmenter = model if isinstance(model, Segmenter) else load_segmenter(model)
-    print(f"model: {segmenter.name} ({segmenter.kind}), labels {list(segmenter.spec.labels)}")
+    _log.info("model: %s (%s), labels %s", segmenter.name, segmenter.kind, list(segmenter.spec.labels))
     labels = segment_scan(segmenter, volume)
     voxel_ml = float(np.prod(volume.spacing)) / 1000.0
     values, counts = np.unique(labels, return_counts=True)
     count_map = {int(v): int(c) for v, c in zip(values, counts)}
     names = segmenter.spec.labels
-    for value, count in count_map.items():
-        if value:
-            name = names[value] if value < len(names) else f"label {value}"
-            print(f"  {name}: {count} voxels, {count * voxel_ml:.2f} ml")
+    volumes_ml = {(names[v] if v < len(names) else f"label {v}"): (c, c * voxel_ml) for v, c in count_map.items() if v}
 
     written: list[Path] = []
     if nifti_out:
@@ -404,10 +403,21 @@ def predict_file(
             notes = write_dicom_outputs(volume, labels, staging, label_names=names, name=segmenter.name, opacity=opacity,
                                         window=window, series_number=series_number, uid_seed=uid_seed, dicom_seg=dicom_seg)
         for note in notes:
-            print(f"note: {note}")
+            _log.warning("%s", note)
         written.extend(sorted(p for p in output.rglob("*") if p.is_file() and p.name != OUTPUT_MARKER))
-    print(f"wrote {output}" + (f" ({len(written)} files)" if len(written) > 1 else ""))
-    return {"labels": labels, "volume": volume, "written": written, "counts": count_map}
+    return {"labels": labels, "volume": volume, "written": written, "counts": count_map, "volumes_ml": volumes_ml,
+            "output": output}
+
+
+def print_result(result: dict) -> None:
+    """The command line's final output: voxels and millilitres of each label (lesions per view for a
+    bone scan), and what was written."""
+    for name, (voxels, ml) in result.get("volumes_ml", {}).items():
+        print(f"  {name}: {voxels} voxels, {ml:.2f} ml")
+    for view, v in result.get("instances", {}).get("views", {}).items():
+        print(f"{view}: chest score {v['chest_score']:.2f}, {len(v['lesions'])} lesion(s)")
+    written = result["written"]
+    print(f"wrote {result['output']}" + (f" ({len(written)} files)" if len(written) > 1 else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -432,16 +442,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing output written by tfmedseg (a label map of ours, or a folder with "
                              ".tfmedseg-output.json); foreign files and the input itself are never replaced")
+    add_verbosity_options(parser)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse prints its own one-line usage error
         return int(exc.code or 0)
-    return report_user_errors(lambda: predict_file(
+    configure_logging(args)
+    return report_user_errors(lambda: print_result(predict_file(
         args.model, args.input, args.output, modality=args.modality, series_uid=args.series_uid,
         series_number=args.series_number, opacity=args.opacity,
         window=tuple(args.window) if args.window else "auto", dicom_seg=not args.no_dicom_seg,
         overwrite=args.overwrite,
-    ))
+    )))
 
 
 if __name__ == "__main__":

@@ -24,9 +24,9 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Iterable, Iterator, TypeVar
+from typing import Any, Iterable, Iterator, Sequence, TypeVar
 
-__all__ = ["Progress", "progress", "progress_mode", "format_seconds"]
+__all__ = ["Progress", "progress", "ProgressSequence", "progress_mode", "format_seconds"]
 
 T = TypeVar("T")
 _log = logging.getLogger("tfmedseg.progress")
@@ -68,17 +68,20 @@ class Progress:
         logger: Logger for the log lines (default ``tfmedseg.progress``).
         interval: Seconds between log lines when not on a terminal.
         mode: ``"bar"``, ``"log"`` or ``"off"``; default :func:`progress_mode`.
+        summary_level: Level of the closing summary line (``logging.DEBUG`` for inner loops such as
+            the windows of one volume, whose callers log their own summary).
     """
 
     def __init__(self, total: int | None = None, *, desc: str = "", unit: str = "it",
                  logger: logging.Logger | None = None, interval: float = DEFAULT_INTERVAL,
-                 mode: str | None = None) -> None:
+                 mode: str | None = None, summary_level: int = logging.INFO) -> None:
         self.total = None if total is None else int(total)
         self.desc = desc
         self.unit = unit
         self.logger = logger or _log
         self.interval = float(interval)
         self.mode = mode or progress_mode(self.logger)
+        self.summary_level = summary_level
         self.n = 0
         self.start = time.perf_counter()
         self._last_log = self.start
@@ -126,7 +129,7 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
         if self.mode != "off" and self.desc:
-            self.logger.info(self._line(final=True))
+            self.logger.log(self.summary_level, self._line(final=True))
 
     def __enter__(self) -> Progress:
         return self
@@ -161,3 +164,26 @@ def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "",
         for item in iterable:
             yield item
             bar.update()
+
+
+class ProgressSequence(Sequence[T]):
+    """A list that shows progress while it is iterated (for code that also takes ``len()`` or indexes).
+
+    Args:
+        items: The items.
+        desc, unit, logger, interval: As for :class:`Progress`.
+    """
+
+    def __init__(self, items: Sequence[T], *, desc: str = "", unit: str = "it",
+                 logger: logging.Logger | None = None, interval: float = DEFAULT_INTERVAL) -> None:
+        self._items = list(items)
+        self._kwargs = dict(desc=desc, unit=unit, logger=logger, interval=interval)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index):
+        return self._items[index]
+
+    def __iter__(self) -> Iterator[T]:
+        return progress(self._items, total=len(self._items), **self._kwargs)

@@ -13,7 +13,7 @@ from tfmedseg.export.savedmodel import export_detector
 from tfmedseg.models import registry
 from tfmedseg.models.detection.crop import box_jaccard_summary, crop_box, crop_top_detection
 from tfmedseg.models.detection.matching import pad_ground_truth
-from tfmedseg.models.detection.ssd import SSD, SSDConfig, build_ssd, make_ssd_optimizer
+from tfmedseg.models.detection.ssd import SSD, SSDConfig, build_ssd
 
 _spec = importlib.util.spec_from_file_location("_synthetic", pathlib.Path(__file__).with_name("_synthetic.py"))
 _synthetic = importlib.util.module_from_spec(_spec)
@@ -28,7 +28,7 @@ def trained(two_cpu_strategy):
     gt_b, gt_c, _ = pad_ground_truth(boxes, classes, cfg.max_instances, (64, 64), cfg.num_classes)
     with two_cpu_strategy.scope():
         model = build_ssd(cfg)
-        model.compile(optimizer=make_ssd_optimizer(cfg), jit_compile=False)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=False)
     hist = model.fit(images, {"boxes": gt_b, "classes": gt_c}, batch_size=4, epochs=6, verbose=0, shuffle=False)
     return model, images, gt_b, hist.history
 

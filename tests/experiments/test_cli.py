@@ -120,3 +120,26 @@ def test_config_by_name_and_help_lists_names(tmp_path, capsys):
     for line in ("paper   demo.yaml", "quick   demo_quick.yaml", "table2  demo_table2.yaml"):
         assert line in out
     assert "-v, --verbose" in out and "-q, --quiet" in out
+
+
+def test_final_output_names_the_run_directory_and_main_files(tmp_path, capsys):
+    from tfmedseg.experiments import cli
+
+    out = tmp_path / "run"
+    (out / "liver").mkdir(parents=True)
+    (out / "liver" / "best.weights.h5").write_bytes(b"x")
+    for name in ("per_case.csv", "summary.md", "config.yaml", "log.txt", ".hidden"):
+        (out / name).write_text("x")
+    ctx = cli.ExperimentContext(None, tmp_path, out, 0, True)
+    ctx.exports.append(tmp_path / "saved_models" / "demo" / "1")
+
+    def run(c):
+        assert c.output_dir == out
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(cli, "parse_experiment_args", lambda argv, **kw: ctx):
+        assert cli.experiment_main([], run) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines == [f"results in {out}/", "  summary.md", "  per_case.csv", "  config.yaml", "  log.txt",
+                     "  liver/ (1 files)", f"exported {tmp_path / 'saved_models' / 'demo' / '1'}"]

@@ -74,14 +74,14 @@ def test_nifti_input_writes_label_map_in_source_geometry(kind, models, nifti_ct,
     np.testing.assert_allclose(back.affine, read_nifti(nifti_ct).affine)
     assert "liver: 448 voxels, 0.72 ml" in stdout  # (4 * 10 * 12 - 2 * 4 * 4) voxels of 1.6 ul
     if kind == "run_dir_spacing":
-        assert "to (3, 8, 10) at 5 x 1.6 x 1.6 mm" in stdout
+        assert "to (3, 8, 10) at 5 x 1.6 x 1.6 mm" in stdout  # an INFO log line
 
 
 def test_bare_keras_file_reads_its_context_from_the_input_channels(models, nifti_ct, phantom, tmp_path, capsys):
     out = tmp_path / "label.nii"
     rc, stdout, err = _run(capsys, "--model", models["keras_file"], "--input", nifti_ct, "--output", out)
     assert rc == 0, err
-    assert "3-slice 2.5D model" in stdout
+    assert "3-slice 2.5D model" in err  # a warning on the log
     # No serving_spec.json: no largest-component post-processing, so the blob stays liver.
     np.testing.assert_array_equal(read_nifti(out, "SEG").array, phantom.expected(keep_blob=True))
 

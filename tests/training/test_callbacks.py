@@ -12,7 +12,7 @@ from tfmedseg.training.callbacks import (
     overlay_panels,
     recompute_batchnorm_statistics,
 )
-from tfmedseg.training.schedules import ScaledSchedule, StepDecay
+from tfmedseg.training.schedules import ScaledSchedule, step_decay
 
 
 def _dense_model(lr):
@@ -60,7 +60,7 @@ def test_plateau_scales_a_schedule():
     y = np.ones((4, 1), "float32")
     inp = keras.Input((4,))
     model = keras.Model(inp, keras.layers.Dense(1)(inp))
-    schedule = ScaledSchedule(StepDecay(0.1, 0.5, 100))
+    schedule = ScaledSchedule(step_decay(0.1, 0.5, 100))
     model.compile(optimizer=keras.optimizers.SGD(schedule), loss="mse")
     plateau = ReduceLROnPlateau(monitor="loss", factor=0.5, patience=1, min_delta=1e3)
     history = model.fit(x, y, epochs=3, verbose=0, callbacks=[plateau])

@@ -71,7 +71,8 @@ def _events(directory: Path):
     return out
 
 
-def test_mirrored_two_cpus_matches_one_device_and_writes_events(tmp_path, data, capsys):
+def test_mirrored_two_cpus_matches_one_device_and_writes_events(tmp_path, data, caplog):
+    caplog.set_level("INFO", logger="tfmedseg")
     x, y = data
     one = Trainer(_cfg(tmp_path, "one", strategy="default"), _build)
     h1 = one.fit(_ds(x, y))
@@ -88,7 +89,10 @@ def test_mirrored_two_cpus_matches_one_device_and_writes_events(tmp_path, data, 
         np.testing.assert_allclose(a, b, atol=1e-5)
 
     out = Path(cfg2.output_dir)
-    assert f"TensorBoard logs: {out / 'logs'}" in capsys.readouterr().out
+    assert f"TensorBoard logs: {out / 'logs'}" in caplog.text
+    epoch_lines = [r.getMessage() for r in caplog.records if r.name == "tfmedseg.training"]
+    assert [line.split(" (")[0] for line in epoch_lines] == ["epoch 1/2", "epoch 2/2"] * 2  # verbose=0: log lines
+    assert "val_loss" in epoch_lines[-1] and "\r" not in caplog.text
     assert yaml.safe_load((out / "config.yaml").read_text())["strategy"] == "cpu:2"
     info = json.loads((out / "version.json").read_text())
     assert info["tfmedseg"] == tfmedseg.__version__ and info["num_replicas"] == 2
@@ -180,7 +184,7 @@ def test_sigkill_mid_run_then_resume_finishes_all_epochs(tmp_path):
     resumed = _run_script(killed)
     log = resumed.communicate(timeout=120)[0]
     assert resumed.returncode == 0, log
-    assert "Resumed from" in log and "after epoch 2 (optimizer step 4)" in log
+    assert "resumed from" in log and "after epoch 2 (optimizer step 4)" in log
     epochs = [line.split(",")[0] for line in (killed / "history.csv").read_text().splitlines()[1:]]
     assert epochs == ["0", "1", "2", "3"]
     spec = importlib.util.spec_from_file_location("train_script", SCRIPT)

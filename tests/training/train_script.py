@@ -92,6 +92,9 @@ def main() -> None:
     parser.add_argument("--strategy", default="default")
     parser.add_argument("--epochs", type=int, default=4)
     args = parser.parse_args()
+    from tfmedseg.logs import configure_logging
+
+    configure_logging(verbose=0)  # the library's INFO lines (e.g. "resumed from ...") on stdout
     run(args.output_dir, args.hang_after_epoch, args.strategy, args.epochs)
 
 

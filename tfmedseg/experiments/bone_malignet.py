@@ -29,7 +29,7 @@ from tfmedseg.metrics.instances import MatchRule
 from tfmedseg.models.detection.malignet import MaligNetConfig
 from tfmedseg.models.detection.mask_rcnn import MaskRCNNConfig
 from tfmedseg.models.detection.ssd import SSDConfig
-from tfmedseg.training.trainer import TrainConfig
+from tfmedseg.training.config import TrainConfig
 
 __all__ = ["StageConfig", "BoneMaligNetConfig", "collect_views", "build_lesion_model", "run", "main"]
 
@@ -191,8 +191,8 @@ def run(ctx) -> dict[str, float]:
     cases = runner.load_cases(config.dataset, ctx.data_dir, config.max_cases)
     train_cases, val_cases, unlabeled = split_patients(cases, config.validation_fraction, ctx.seed)
     train_views, val_views = collect_views(train_cases, config), collect_views(val_cases, config)
-    print(f"{len(cases)} patients from {ctx.data_dir}: {len(train_cases)} train, {len(val_cases)} validation, "
-          f"{len(unlabeled)} unlabeled; {len(train_views)} + {len(val_views)} views")
+    runner.logger.info("%d patients from %s: %d train, %d validation, %d unlabeled; %d + %d views", len(cases), ctx.data_dir,
+                       len(train_cases), len(val_cases), len(unlabeled), len(train_views), len(val_views))
 
     # stage 1: chest detector on whole-body views
     s, mcfg = config.ssd.image_size, config.mask_rcnn
@@ -205,8 +205,8 @@ def run(ctx) -> dict[str, float]:
     boxes = predicted_chest_boxes(ssd.model, [v.image for v in train_views + unl_views], s) if predicted or unl_views else None
     train_samples, unl_samples = training_crops(train_views, unl_views, config.crop_size, LESION_CLASSES, boxes, predicted)
     if unl_views:
-        print(f"unlabeled: {len(unl_samples)} of {len(unl_views)} views with a predicted chest box, "
-              f"{config.unlabeled_per_batch} per batch of {config.lesion_stage.batch_size}")
+        runner.logger.info("unlabeled: %d of %d views with a predicted chest box, %d per batch of %d", len(unl_samples),
+                           len(unl_views), config.unlabeled_per_batch, config.lesion_stage.batch_size)
     val_samples = [crop_sample(v, config.crop_size, LESION_CLASSES)[0] for v in val_views]
     *data, steps, val_steps = instance_datasets(
         train_samples, val_samples, config.lesion_stage.batch_size, ctx.seed,
@@ -230,12 +230,12 @@ def run(ctx) -> dict[str, float]:
                               config_hash=config_hash(config))
     for name, model in (("bone_malignet_ssd", ssd.model), ("bone_malignet_maskrcnn", mrcnn.model)):
         path = export_detector(model, runner.next_export_dir(config.export_dir, name), model_name=name)
-        print(f"exported {name} to {path} (endpoint serve)")
+        ctx.exported(path, f"{name} (endpoint serve)")
     whole = WholeBodyLesionModel(ssd.model, mrcnn.model, val_views[0].image.shape, config.intensity_percentile,
                                  config.crop_margin, name="bone_malignet")
     path = export_whole_body_savedmodel(whole, runner.next_export_dir(config.export_dir, "bone_malignet"), class_names=LESION_CLASSES,
                                         metadata={"config_hash": config_hash(config), "lesion_f1": summary["lesion_f1"]})
-    print(f"exported the whole-body model to {path} (serving_default: views [B, H, W] counts -> lesion instances)")
+    ctx.exported(path, "the whole-body model (serving_default: views [B, H, W] counts -> lesion instances)")
     return summary
 
 main = make_main(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import random
 from pathlib import Path
@@ -31,11 +32,11 @@ import numpy as np
 
 from tfmedseg.config import load_config, save_config
 from tfmedseg.errors import ConfigError, DatasetLayoutError, report_user_errors
-from tfmedseg.logs import add_verbosity_options, configure_logging
+from tfmedseg.logs import add_file_log, add_verbosity_options, configure_logging
 
 __all__ = ["ExperimentContext", "build_parser", "parse_experiment_args", "experiment_main", "make_main",
            "default_cache_dir", "set_global_seed", "available_configs", "resolve_config_path", "experiment_name",
-           "CONFIG_DIR"]
+           "describe_outputs", "print_outputs", "CONFIG_DIR"]
 
 #: The YAML configs shipped with the package (``experiments/`` in a source checkout links here).
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -51,6 +52,8 @@ class ExperimentContext:
         output_dir: Run directory; ``config.yaml`` is already written there.
         seed: The global seed, already applied.
         used_phantoms: True when ``data_dir`` holds generated phantoms.
+        exports: Models the run exported outside ``output_dir`` (SavedModel version directories);
+            the experiment appends them and the command line names them at the end.
     """
 
     config: Any
@@ -58,6 +61,12 @@ class ExperimentContext:
     output_dir: Path
     seed: int
     used_phantoms: bool
+    exports: list = dataclasses.field(default_factory=list)
+
+    def exported(self, path, what: str = "") -> None:
+        """Record an exported model (named at the end of the run) and log it."""
+        self.exports.append(Path(path))
+        logging.getLogger("tfmedseg.experiments").info("exported %s to %s", what or "a model", path)
 
 
 def default_cache_dir() -> Path:
@@ -234,7 +243,51 @@ def experiment_main(argv: list[str] | None, run: Callable[[ExperimentContext], A
     Returns:
         0, or 2 after a one-line ``error: ...`` message for a user error (bad config, data, model).
     """
-    return report_user_errors(lambda: run(parse_experiment_args(argv, **parse_kwargs)))
+    handlers: list = []
+
+    def go() -> None:
+        ctx = parse_experiment_args(argv, **parse_kwargs)
+        handlers.append(add_file_log(ctx.output_dir / LOG_NAME))
+        run(ctx)
+        print_outputs(ctx)
+
+    try:
+        return report_user_errors(go)
+    finally:
+        for handler in handlers:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+
+
+#: The run's log file in the run directory (INFO and up, appended by every run).
+LOG_NAME = "log.txt"
+
+#: Top-level files of a run directory named in the final output, in this order when present.
+MAIN_FILES = ("summary.md", "summary.json", "per_case.csv", "montage.png", "config.yaml", LOG_NAME)
+
+
+def describe_outputs(ctx: ExperimentContext) -> list[str]:
+    """The lines of :func:`print_outputs`: the run directory, its main files and folders, the exports."""
+    out = Path(ctx.output_dir)
+    lines = [f"results in {out}/"]
+    if out.is_dir():
+        entries = sorted(out.iterdir(), key=lambda p: (p.is_dir(), MAIN_FILES.index(p.name) if p.name in MAIN_FILES else 99, p.name))
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                n = sum(1 for f in entry.rglob("*") if f.is_file())
+                lines.append(f"  {entry.name}/ ({n} files)")
+            else:
+                lines.append(f"  {entry.name}")
+    for path in ctx.exports:
+        lines.append(f"exported {path}")
+    return lines
+
+
+def print_outputs(ctx: ExperimentContext) -> None:
+    """The command line's last lines: where the results went (see :func:`describe_outputs`)."""
+    print("\n" + "\n".join(describe_outputs(ctx)))
 
 
 def make_main(run: Callable[[ExperimentContext], Any], **parse_kwargs: Any) -> Callable[[list[str] | None], int]:

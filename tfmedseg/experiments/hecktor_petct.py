@@ -199,7 +199,7 @@ def run(ctx) -> dict[str, Any]:
         path = export_petct_savedmodel(net, runner.next_export_dir(config.export_dir, config.export_name), cube_size=config.cube_size,
                                        spacing_mm=config.spacing_mm, model_name=config.export_name,
                                        metadata={"seed": "004", "summary": summary, "model": config.model})
-        print(f"exported {path} (signatures serving_default, segment_petct)")
+        ctx.exported(path, "signatures serving_default, segment_petct")
     spec = ServingSpec(mode="3d_patch", patch_size=(patch,) * 3, labels=("background", "gtvt"),
                        spacing_mm=(config.spacing_mm,) * 3, intensity=IntensitySpec(kind="none"))
     runner.export_stage(net, out / "model", spec, {"seed": "004", "model": config.model, "summary": summary},

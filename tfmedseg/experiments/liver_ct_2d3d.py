@@ -29,7 +29,7 @@ from tfmedseg.errors import ConfigError
 from tfmedseg.experiments import runner
 from tfmedseg.experiments.cli import make_main
 from tfmedseg.inference.spec import CascadeConfig
-from tfmedseg.training.trainer import TrainConfig
+from tfmedseg.training.config import TrainConfig
 
 __all__ = ["StageConfig", "LiverCT2D3DConfig", "STACK_25D", "SLAB_3D", "run", "main"]
 
@@ -38,6 +38,13 @@ LITS_VALIDATION = (100, 109, 112, 121, 125, 129, 24, 25, 30, 32, 38, 35, 37, 4, 
 #: Seed 002's two input geometries: 2.5D stacks of 9 slices -> the middle one; 3D slabs 8 -> middle 4.
 STACK_25D = SliceGeometry(rank=2, context_slices=9, output_slices=1)
 SLAB_3D = SliceGeometry(rank=3, context_slices=8, output_slices=4)
+
+
+def _dice() -> list:
+    """Per-epoch training and validation Dice of a stage's foreground (TensorBoard, history.csv)."""
+    from tfmedseg.metrics.keras_metrics import DiceMetric
+
+    return [DiceMetric(class_id=1, name="dice")]
 
 
 def _seed002_train() -> TrainConfig:
@@ -176,7 +183,7 @@ def run(ctx) -> dict[str, Any]:
     out = ctx.output_dir
     cases = runner.load_cases(config.dataset, ctx.data_dir, config.max_cases)
     train_cases, val_cases = split_cases(cases, config, ctx.seed)
-    print(f"{len(cases)} cases from {ctx.data_dir}: {len(train_cases)} train, {len(val_cases)} validation")
+    runner.logger.info("%d cases from %s: %d train, %d validation", len(cases), ctx.data_dir, len(train_cases), len(val_cases))
     prep = {"hu_window": list(config.hu_window), "inplane_size": config.inplane_size, "combination": config.cascade.combination,
             "tumour_slice_margin": config.tumour_slice_margin, "version": 1}
     prepared = runner.prepare_cases(cases, runner.case_cache(ctx, "liver_ct_2d3d", prep), lambda c: preprocess_case(c, config))
@@ -190,7 +197,7 @@ def run(ctx) -> dict[str, Any]:
     for offset, (name, stage) in enumerate(stages.items()):
         result = runner.segmentation_stage(
             name, stage, stage.geometry, arrays(train_cases, inputs[name], name), arrays(val_cases, inputs[name], name),
-            output_dir=out, seed=ctx.seed + offset, inplane_size=config.inplane_size)
+            output_dir=out, seed=ctx.seed + offset, inplane_size=config.inplane_size, metrics=_dice)
         nets[name], timings[name] = result.model, result.timing
 
     evaluation = runner.evaluate_cases(val_cases, case_evaluator(nets["liver"], nets["tumour"], config, out))
@@ -215,7 +222,7 @@ def run(ctx) -> dict[str, Any]:
         nets["liver"], nets["tumour"], runner.next_export_dir(config.export_dir, config.export_name),
         liver_spec=specs["liver"], tumour_spec=specs["tumour"], cascade=config.cascade, model_name=config.export_name,
         metadata=info)
-    print(f"exported the cascade to {path} (signatures segment, segment_bytes)")
+    ctx.exported(path, "the cascade (signatures segment, segment_bytes)")
     return summary
 
 

@@ -16,6 +16,8 @@ import numpy as np
 
 import tfmedseg  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads)
 from tfmedseg.errors import TfMedSegError, report_user_errors
+from tfmedseg.logs import add_verbosity_options, configure_logging
+from tfmedseg.progress import progress
 
 FORMATS = ("savedmodel", "tflite", "all")
 
@@ -58,7 +60,7 @@ def export_tflite(bundle: Any, output: Path) -> dict[str, Any]:
     ref_fg = _labels(reference, bundle.spec.threshold) > 0
     keras_vs_truth = None if truth is None else _dice(ref_fg, truth)
     report: dict[str, Any] = {}
-    for quantization in QUANTIZATIONS:
+    for quantization in progress(QUANTIZATIONS, desc="TFLite conversion and checks", unit="variant"):
         data = (lambda: (s[None] for s in samples)) if quantization == "int8" else None
         flatbuffer = convert_to_tflite(model, quantization, data)
         path = output / f"model_{quantization}.tflite"
@@ -90,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, required=True, help="saved_models/<name>/<version>")
     parser.add_argument("--name", default=None, help="model name (default: the output's parent directory name)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing version directory")
+    add_verbosity_options(parser)
     args = parser.parse_args(argv)
+    configure_logging(args)
     return report_user_errors(lambda: export(args))
 
 

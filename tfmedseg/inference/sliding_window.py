@@ -19,6 +19,7 @@ label volume. The labels equal ``argmax`` of the full blended output, with memor
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from typing import Callable, Sequence
 
@@ -26,6 +27,9 @@ import numpy as np
 
 from tfmedseg.errors import ConfigError, InvalidInputError
 from tfmedseg.validation import as_array, check_finite
+from tfmedseg.progress import Progress
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "BLEND_MODES",
@@ -231,20 +235,26 @@ def _run(predictor, batch) -> np.ndarray:
     return y
 
 
+def _window_progress(total: int) -> Progress:
+    return Progress(total, desc="sliding window", unit="window", logger=_log, summary_level=logging.DEBUG)
+
+
 def _blend(image, roi, starts, importance, predictor, sw_batch_size) -> np.ndarray:
     corners = list(itertools.product(*starts))
     acc = None
     weight = np.zeros(image.shape[:-1], np.float32)
     w = importance[..., None]
-    for i in range(0, len(corners), sw_batch_size):
-        chunk = corners[i : i + sw_batch_size]
-        y = _run(predictor, _windows(image, roi, chunk))
-        if acc is None:
-            acc = np.zeros(image.shape[:-1] + (y.shape[-1],), np.float32)
-        for cor, yi in zip(chunk, y):
-            sl = tuple(slice(c, c + r) for c, r in zip(cor, roi))
-            acc[sl] += yi * w
-            weight[sl] += importance
+    with _window_progress(len(corners)) as bar:
+        for i in range(0, len(corners), sw_batch_size):
+            chunk = corners[i : i + sw_batch_size]
+            y = _run(predictor, _windows(image, roi, chunk))
+            if acc is None:
+                acc = np.zeros(image.shape[:-1] + (y.shape[-1],), np.float32)
+            for cor, yi in zip(chunk, y):
+                sl = tuple(slice(c, c + r) for c, r in zip(cor, roi))
+                acc[sl] += yi * w
+                weight[sl] += importance
+            bar.update(len(chunk))
     return acc / weight[..., None]
 
 
@@ -256,6 +266,7 @@ def _blend_low_memory(image, roi, starts, importance, predictor, sw_batch_size) 
     w = importance[..., None]
     lo = 0  # first slice held in the slab buffers
     rest = list(itertools.product(*starts[1:]))
+    bar = _window_progress(len(starts[0]) * len(rest))
     for z in starts[0]:
         if acc is not None and z > lo:  # slices [lo, z) are final: write them out and shift
             k = z - lo
@@ -273,5 +284,7 @@ def _blend_low_memory(image, roi, starts, importance, predictor, sw_batch_size) 
                 sl = (slice(0, depth),) + tuple(slice(c, c + r) for c, r in zip(cor[1:], roi[1:]))
                 acc[sl] += yi * w
                 weight[sl] += importance
+            bar.update(len(chunk))
+    bar.close()
     labels[lo : lo + depth] = np.argmax(acc / weight[..., None], axis=-1)
     return labels

@@ -1,5 +1,8 @@
 """tfmedseg.training: strategy, optimizers and schedules, callbacks, and the trainer.
 
+Names are imported from their submodules on first use, so ``from tfmedseg.training import
+TrainConfig`` does not import TensorFlow.
+
 Example:
     >>> from tfmedseg.training import TrainConfig, get_optimizer
     >>> TrainConfig().optimizer
@@ -8,32 +11,58 @@ Example:
 
 from __future__ import annotations
 
-from tfmedseg.training.callbacks import (
-    BestLastCheckpoint,
-    ImageSummary,
-    LearningRateLogger,
-    ReduceLROnPlateau,
-    ResumableEarlyStopping,
-    ResumeCheckpoint,
-    StochasticWeightAveraging,
-    overlay_panels,
-    recompute_batchnorm_statistics,
-)
-from tfmedseg.training.optimizers import OPTIMIZER_NAMES, Lookahead, RAdam, get_optimizer
-from tfmedseg.training.schedules import (
-    SCHEDULE_NAMES,
-    CosineWarmRestarts,
-    LinearWarmup,
-    ScaledSchedule,
-    StepDecay,
-    get_schedule,
-)
-from tfmedseg.training.strategy import PRECISION_NAMES, STRATEGY_NAMES, configure_logical_cpus, is_chief, make_strategy, resolve_precision
-from tfmedseg.training.trainer import TrainConfig, Trainer, validate_config
+_LAZY = {
+    "BestLastCheckpoint": "tfmedseg.training.callbacks",
+    "ImageSummary": "tfmedseg.training.callbacks",
+    "LearningRateLogger": "tfmedseg.training.callbacks",
+    "ReduceLROnPlateau": "tfmedseg.training.callbacks",
+    "ResumableEarlyStopping": "tfmedseg.training.callbacks",
+    "ResumeCheckpoint": "tfmedseg.training.callbacks",
+    "StochasticWeightAveraging": "tfmedseg.training.callbacks",
+    "overlay_panels": "tfmedseg.training.callbacks",
+    "recompute_batchnorm_statistics": "tfmedseg.training.callbacks",
+    "TrainConfig": "tfmedseg.training.config",
+    "Lookahead": "tfmedseg.training.optimizers",
+    "OPTIMIZER_NAMES": "tfmedseg.training.optimizers",
+    "RAdam": "tfmedseg.training.optimizers",
+    "get_optimizer": "tfmedseg.training.optimizers",
+    "LinearWarmup": "tfmedseg.training.schedules",
+    "SCHEDULE_NAMES": "tfmedseg.training.schedules",
+    "ScaledSchedule": "tfmedseg.training.schedules",
+    "cosine_warm_restarts": "tfmedseg.training.schedules",
+    "get_schedule": "tfmedseg.training.schedules",
+    "step_decay": "tfmedseg.training.schedules",
+    "warmup_constant": "tfmedseg.training.schedules",
+    "PRECISION_NAMES": "tfmedseg.training.strategy",
+    "STRATEGY_NAMES": "tfmedseg.training.strategy",
+    "configure_logical_cpus": "tfmedseg.training.strategy",
+    "is_chief": "tfmedseg.training.strategy",
+    "make_strategy": "tfmedseg.training.strategy",
+    "resolve_precision": "tfmedseg.training.strategy",
+    "Trainer": "tfmedseg.training.trainer",
+    "validate_config": "tfmedseg.training.trainer",
+}
+
+
+def __getattr__(name: str):
+    """Import the submodule that defines ``name`` on first use (``TrainConfig`` needs no TensorFlow)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "BestLastCheckpoint",
-    "CosineWarmRestarts",
+    "cosine_warm_restarts",
     "ImageSummary",
     "LearningRateLogger",
     "LinearWarmup",
@@ -47,7 +76,8 @@ __all__ = [
     "SCHEDULE_NAMES",
     "STRATEGY_NAMES",
     "ScaledSchedule",
-    "StepDecay",
+    "step_decay",
+    "warmup_constant",
     "StochasticWeightAveraging",
     "TrainConfig",
     "Trainer",

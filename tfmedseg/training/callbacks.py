@@ -8,6 +8,7 @@ every epoch end and gives them back at the start of the next ``fit``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import random
@@ -20,6 +21,8 @@ import tensorflow as tf
 
 from tfmedseg.errors import ConfigError
 from tfmedseg.training.schedules import ScaledSchedule
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "ResumeCheckpoint",
@@ -95,7 +98,8 @@ class ResumeCheckpoint(keras.callbacks.Callback):
                 cb.set_resume_state(cb_state)
         self.restored_epoch = int(info["epoch"])
         model._initial_epoch = self.restored_epoch
-        print(f"Resumed from {ckpt} after epoch {self.restored_epoch} (optimizer step {int(model.optimizer.iterations.numpy())}).")
+        _log.info("resumed from %s after epoch %d (optimizer step %d)", ckpt, self.restored_epoch,
+                  int(model.optimizer.iterations.numpy()))
 
     def on_epoch_end(self, epoch, logs=None):
         self.backup_dir.mkdir(parents=True, exist_ok=True)
@@ -207,7 +211,7 @@ class ReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
         new_lr = max(old_lr * self.factor, self.min_lr)
         scaled.factor.assign(float(scaled.factor.numpy()) * new_lr / old_lr)
         if self.verbose > 0:
-            print(f"\nEpoch {epoch + 1}: ReduceLROnPlateau scaling the schedule: learning rate {new_lr:.3g}.")
+            _log.info("epoch %d: ReduceLROnPlateau scaling the schedule: learning rate %.3g", epoch + 1, new_lr)
         return True
 
     def get_resume_state(self):
@@ -330,7 +334,7 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
             v.assign(a.astype(v.dtype))
         used = recompute_batchnorm_statistics(self.model, self.bn_data, self.bn_steps) if self.bn_data is not None else 0
         if self.verbose:
-            print(f"SWA: averaged {self.n_averaged} epochs' weights; BatchNorm statistics from {used} batches.")
+            _log.info("SWA: averaged %d epochs' weights; BatchNorm statistics from %d batches", self.n_averaged, used)
 
     def get_resume_state(self):
         return {"n_averaged": self.n_averaged, "average": self.average}

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from tfmedseg.errors import ConfigError
-from tfmedseg.training.trainer import TrainConfig
+from tfmedseg.training.config import TrainConfig
 
 __all__ = ["SegmentationStage", "DetectionStage", "StageResult", "steps_for", "train_stage", "segmentation_stage"]
 
@@ -122,6 +122,8 @@ def train_stage(
     validation_steps: int | None = None,
     units_per_step: int | None = None,
     unit: str = "sample",
+    metrics=None,
+    epoch_metrics: Callable[[Any], dict] | None = None,
     **overrides: Any,
 ) -> StageResult:
     """Train one stage with :class:`~tfmedseg.training.trainer.Trainer` into ``output_dir/name``.
@@ -139,6 +141,9 @@ def train_stage(
         units_per_step: Output units (slices, images) per optimizer step, for
             ``train_seconds_per_<unit>``.
         unit: Name of that unit.
+        metrics / epoch_metrics: Keras metrics for ``compile`` and a ``model -> {name: value}``
+            function run after each epoch (see :class:`~tfmedseg.training.trainer.Trainer`): both
+            reach TensorBoard's ``logs/validation`` per epoch.
         **overrides: Further :class:`TrainConfig` fields to replace (e.g. ``image_every_epochs=0``).
     """
     import keras
@@ -148,7 +153,7 @@ def train_stage(
 
     cfg = dataclasses.replace(train_config, steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
                               output_dir=str(Path(output_dir) / name), seed=seed, **overrides)
-    trainer = Trainer(cfg, build_model)
+    trainer = Trainer(cfg, build_model, metrics=metrics, epoch_metrics=epoch_metrics)
     logger.info("training stage %s: %d steps per epoch, up to %d epochs", name, steps_per_epoch, cfg.epochs)
     start = time.perf_counter()
     history = trainer.fit(train_data, validation_data=validation_data)

@@ -29,11 +29,11 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import logging
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import keras
 import numpy as np
@@ -44,6 +44,9 @@ from tfmedseg.config import save_config
 from tfmedseg.errors import ConfigError
 from tfmedseg.losses import LOSS_NAMES, get_loss
 from tfmedseg.training import callbacks as cbs
+from tfmedseg.training.config import TrainConfig
+from tfmedseg.training.epoch_log import EpochLogger, fit_verbosity
+from tfmedseg.training.epoch_metrics import EpochMetrics
 from tfmedseg.training.optimizers import OPTIMIZER_NAMES, get_optimizer
 from tfmedseg.training.schedules import SCHEDULE_NAMES, get_schedule
 from tfmedseg.training.strategy import (
@@ -57,86 +60,9 @@ from tfmedseg.training.strategy import (
     task_index,
 )
 
+_log = logging.getLogger(__name__)
+
 __all__ = ["TrainConfig", "Trainer", "validate_config"]
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Training settings (defaults: Adam 1e-3, soft Dice, seed 004's optimizer).
-
-    Attributes:
-        optimizer: One of ``OPTIMIZER_NAMES`` (``adam``, ``adamw``, ``sgd``, ``rmsprop``,
-            ``radam``, ``nadam``).
-        learning_rate: Base (maximum) learning rate.
-        optimizer_kwargs: Extra optimizer arguments (``momentum``, ``weight_decay``, ``beta_1``...).
-        lookahead: Wrap the optimizer in Lookahead (``lookahead_k`` steps, ``lookahead_alpha``).
-        schedule: One of ``SCHEDULE_NAMES``; ``schedule_kwargs`` its arguments in epochs
-            (``cosine_restarts``: ``min_lr``, ``period_epochs``; ``step``: ``factor``, ``every_epochs``).
-        warmup_epochs: Linear warm-up in epochs (0 = none).
-        reduce_lr_patience: Epochs without improvement of ``monitor`` before the rate is
-            multiplied by ``reduce_lr_factor`` (0 = off); ``reduce_lr_min_lr`` bounds it.
-        loss: One of ``LOSS_NAMES``; ``loss_kwargs`` its arguments.
-        epochs: Number of epochs.
-        steps_per_epoch: Optimizer steps per epoch (needed for epoch-based schedules and an
-            infinite dataset; default: the dataset's cardinality).
-        validation_steps: Validation batches per epoch (default: all).
-        monitor / monitor_mode: Quantity for best weights, early stopping and plateau
-            (``val_loss``/``min``; ``loss`` is used when there is no validation data).
-        early_stopping_patience: Stop after that many epochs without improvement and restore the
-            best weights (0 = off).
-        swa_start_epoch: First epoch (0-based) of stochastic weight averaging (-1 = off);
-            ``swa_bn_steps`` training batches recompute BatchNorm statistics at the end
-            (default ``steps_per_epoch``).
-        mixed_precision: One of ``PRECISION_NAMES`` (``float32``, ``mixed_float16``,
-            ``mixed_bfloat16``, ``auto``: bfloat16 where the CPU or GPU computes it natively,
-            float16 on older GPUs, float32 on other CPUs; see
-            :func:`tfmedseg.training.strategy.resolve_precision`).
-        clipnorm: Clip each gradient to this L2 norm (None = off); ``global_clipnorm`` clips the
-            global norm.
-        jit_compile: Compile the train step with XLA.
-        strategy: ``auto``, ``default``, ``mirrored``, ``multiworker`` or ``cpu:N``.
-        output_dir: Directory of weights, checkpoints, logs and the resolved config.
-        tensorboard: Write TensorBoard logs.
-        image_every_epochs: Period of the overlay image summaries (0 = off).
-        image_max_outputs / image_slices: Images per summary; slices per 3D sample.
-        seed: Seed of weight initialisation and of every RNG (``keras.utils.set_random_seed``).
-        verbose: ``model.fit`` verbosity (``"auto"``, 0, 1, 2).
-    """
-
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    optimizer_kwargs: dict = dataclasses.field(default_factory=dict)
-    lookahead: bool = False
-    lookahead_k: int = 5
-    lookahead_alpha: float = 0.5
-    schedule: str = "constant"
-    schedule_kwargs: dict = dataclasses.field(default_factory=dict)
-    warmup_epochs: float = 0.0
-    reduce_lr_patience: int = 0
-    reduce_lr_factor: float = 0.5
-    reduce_lr_min_lr: float = 1e-7
-    loss: str = "dice"
-    loss_kwargs: dict = dataclasses.field(default_factory=dict)
-    epochs: int = 100
-    steps_per_epoch: int | None = None
-    validation_steps: int | None = None
-    monitor: str = "val_loss"
-    monitor_mode: str = "min"
-    early_stopping_patience: int = 0
-    swa_start_epoch: int = -1
-    swa_bn_steps: int | None = None
-    mixed_precision: str = "float32"
-    clipnorm: float | None = None
-    global_clipnorm: float | None = None
-    jit_compile: bool = False
-    strategy: str = "auto"
-    output_dir: str = "runs/train"
-    tensorboard: bool = True
-    image_every_epochs: int = 5
-    image_max_outputs: int = 6
-    image_slices: int = 3
-    seed: int = 0
-    verbose: Any = "auto"
 
 
 def validate_config(cfg: TrainConfig) -> None:
@@ -179,6 +105,10 @@ class Trainer:
             the strategy scope and the precision policy.
         metrics: Keras metrics for ``compile`` (a list, or a function returning one, called in scope).
         callbacks: Extra callbacks, run after the trainer's own.
+        epoch_metrics: Optional ``model -> {name: value}`` run at the end of every epoch; its values
+            join the epoch logs as ``val_<name>`` before the trainer's callbacks (TensorBoard's
+            ``logs/validation/epoch_<name>``, history.csv, the epoch log line, ``monitor``); for
+            validation numbers that are not Keras metrics (a detector's F1 or Jaccard).
 
     Attributes:
         strategy: The ``tf.distribute`` strategy.
@@ -187,7 +117,8 @@ class Trainer:
             non-chief workers of a multi-worker run).
     """
 
-    def __init__(self, config: TrainConfig, build_model: Callable[[], keras.Model], metrics=None, callbacks=()):
+    def __init__(self, config: TrainConfig, build_model: Callable[[], keras.Model], metrics=None, callbacks=(),
+                 epoch_metrics: Callable[[keras.Model], dict] | None = None):
         validate_config(config)
         self.config = config
         self.strategy = make_strategy(config.strategy)
@@ -196,6 +127,7 @@ class Trainer:
         out = Path(config.output_dir)
         self.output_dir = out if self.chief else out / f"worker-{task_index()[1]}"
         self.extra_callbacks = list(callbacks)
+        self.epoch_metrics = epoch_metrics
         policy = resolve_precision(config.mixed_precision)
         previous = _set_policy(policy)
         try:
@@ -239,6 +171,8 @@ class Trainer:
         cfg = self.config
         monitor = cfg.monitor if has_validation or not cfg.monitor.startswith("val_") else cfg.monitor[4:]
         own: list = [cbs.LearningRateLogger()]
+        if self.epoch_metrics is not None:
+            own.insert(0, EpochMetrics(self.epoch_metrics))
         stateful: list = []
         if cfg.reduce_lr_patience > 0:
             cb = cbs.ReduceLROnPlateau(monitor=monitor, mode=cfg.monitor_mode, factor=cfg.reduce_lr_factor, patience=cfg.reduce_lr_patience, min_lr=cfg.reduce_lr_min_lr, verbose=1)
@@ -301,10 +235,12 @@ class Trainer:
                 image_batch = (np.asarray(x)[: cfg.image_max_outputs], np.asarray(y)[: cfg.image_max_outputs])
         self._write_run_info()
         callbacks = self._callbacks(train_data, validation_data is not None, image_batch)
-        print(
-            f"tfmedseg {tfmedseg.__version__}: {type(self.strategy).__name__} x{self.strategy.num_replicas_in_sync}, {self.precision}; "
-            f"output {self.output_dir}; TensorBoard logs: {self.log_dir} (tensorboard --logdir {self.log_dir})"
-        )
+        verbose = fit_verbosity(cfg.verbose)
+        if verbose == 0:  # no carriage-return progress bar: one log line per epoch instead
+            callbacks.append(EpochLogger())
+        _log.info("tfmedseg %s: %s x%d, %s; output %s; TensorBoard logs: %s (tensorboard --logdir %s)",
+                  tfmedseg.__version__, type(self.strategy).__name__, self.strategy.num_replicas_in_sync,
+                  self.precision, self.output_dir, self.log_dir, self.log_dir)
         return self.model.fit(
             train_data,
             validation_data=validation_data,
@@ -312,6 +248,6 @@ class Trainer:
             steps_per_epoch=cfg.steps_per_epoch,
             validation_steps=cfg.validation_steps,
             callbacks=callbacks,
-            verbose=cfg.verbose,
+            verbose=verbose,
             shuffle=False,
         )

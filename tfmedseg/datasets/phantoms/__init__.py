@@ -35,6 +35,7 @@ import numpy as np
 
 from tfmedseg.io._atomic import make_staging_dir
 from tfmedseg.errors import ConfigError, DatasetLayoutError
+from tfmedseg.progress import ProgressSequence
 
 __all__ = ["generate", "ensure_phantoms", "PHANTOM_DATASETS", "MANIFEST_NAME", "COMPLETE_MARKER", "case_rng"]
 
@@ -93,7 +94,9 @@ def generate(dataset: str, out_dir: str | os.PathLike, cases: int = 4, seed: int
     out_dir.mkdir(parents=True, exist_ok=True)
     module_name, func_name = _WRITERS[dataset].split(":")
     writer = getattr(importlib.import_module(module_name), func_name)
-    truth = writer(out_dir, [case_rng(seed, i) for i in range(int(cases))])
+    rngs = ProgressSequence([case_rng(seed, i) for i in range(int(cases))], desc=f"generating {dataset} phantoms",
+                            unit="case")
+    truth = writer(out_dir, rngs)
     manifest = {"dataset": dataset, "cases": int(cases), "seed": int(seed), "generator_version": GENERATOR_VERSION,
                 "truth": truth}
     (out_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, default=float) + "\n")

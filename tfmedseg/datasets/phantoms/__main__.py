@@ -13,6 +13,7 @@ import sys
 
 from tfmedseg.datasets.phantoms import PHANTOM_DATASETS, ensure_phantoms, generate
 from tfmedseg.errors import TfMedSegError
+from tfmedseg.logs import add_verbosity_options, configure_logging
 
 __all__ = ["main", "build_parser"]
 
@@ -29,12 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--reuse", action="store_true",
                         help="keep an existing completed phantom set with the same arguments")
+    add_verbosity_options(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code (0 ok, 2 bad arguments or output directory)."""
     args = build_parser().parse_args(argv)
+    configure_logging(args)
     try:
         if args.reuse:
             root = ensure_phantoms(args.dataset, args.out_dir, args.cases, args.seed)

@@ -115,7 +115,7 @@ def build_malignet(config: MaskRCNNConfig | dict | None = None, malignet: MaligN
 
     Returns:
         An uncompiled :class:`MaskRCNN` (``model.loss_names`` ends in ``denoising_loss`` with the
-        ladder FPN); compile with ``make_mask_rcnn_optimizer(model.config)``.
+        ladder FPN); compile with an optimizer (Table 11: ``keras.optimizers.Adam(1e-3, global_clipnorm=5.0)``).
     """
     cfg = MaskRCNNConfig() if config is None else _as_config(config)
     mcfg = malignet if isinstance(malignet, MaligNetConfig) else MaligNetConfig(**(malignet or {}))

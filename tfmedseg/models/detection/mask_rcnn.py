@@ -60,7 +60,6 @@ __all__ = [
     "MaskRCNN",
     "build_mask_rcnn_parts",
     "build_mask_rcnn",
-    "make_mask_rcnn_optimizer",
     "prepare_ground_truth",
 ]
 
@@ -95,7 +94,9 @@ class MaskRCNNConfig:
         detection_min_confidence, detection_nms_threshold, detection_max_instances: 0.7, 0.3, 100.
         max_gt_instances, mini_mask_size: Padded ground truth (100) and mini-mask side (56).
         full_size_masks: Inference also returns pasted ``[B, D, H, W]`` uint8 masks.
-        learning_rate, weight_decay, gradient_clip_norm, batch_size: Adam 1e-3, L2 1e-4, clip 5, 16.
+        weight_decay: L2 kernel regulariser (Table 11: 1e-4). Table 11's Adam 1e-3, batch 16 and
+            Matterport's global-norm clip 5 are training settings: :class:`tfmedseg.training.config.TrainConfig`
+            owns them (the experiment's ``lesion_stage``).
         loss_weights: Weight of each of :data:`LOSS_NAMES` (all 1.0).
         seed: Seed of the ROI/anchor sampling ops.
     """
@@ -139,10 +140,7 @@ class MaskRCNNConfig:
     max_gt_instances: int = 100
     mini_mask_size: int = 56
     full_size_masks: bool = True
-    learning_rate: float = 1e-3
     weight_decay: float = 1e-4
-    gradient_clip_norm: float = 5.0
-    batch_size: int = 16
     loss_weights: dict[str, float] = dataclasses.field(default_factory=lambda: {k: 1.0 for k in LOSS_NAMES})
     seed: int = 0
 
@@ -475,12 +473,6 @@ def build_mask_rcnn_parts(config: MaskRCNNConfig, weights: str | None = None) ->
     }
 
 
-def make_mask_rcnn_optimizer(config: MaskRCNNConfig) -> keras.optimizers.Optimizer:
-    """Adam (Table 11: 1e-3) with global-norm gradient clipping (Matterport: 5.0; 0 = off)."""
-    clip = config.gradient_clip_norm if config.gradient_clip_norm > 0 else None
-    return keras.optimizers.Adam(learning_rate=config.learning_rate, global_clipnorm=clip)
-
-
 @register("mask_rcnn_r50_fpn")
 def build_mask_rcnn(config: MaskRCNNConfig | dict | None = None, weights: str | None = None, **overrides: Any) -> MaskRCNN:
     """Mask R-CNN R50-FPN with the seed's defaults; ``overrides`` replace config fields.
@@ -491,7 +483,9 @@ def build_mask_rcnn(config: MaskRCNNConfig | dict | None = None, weights: str | 
         **overrides: Config fields.
 
     Returns:
-        An uncompiled :class:`MaskRCNN`; compile with ``make_mask_rcnn_optimizer(model.config)``.
+        An uncompiled :class:`MaskRCNN`; compile with an optimizer (Table 11:
+        ``keras.optimizers.Adam(1e-3, global_clipnorm=5.0)``; the experiments build it from a
+        ``TrainConfig`` through :class:`tfmedseg.training.Trainer`).
 
     Raises:
         ConfigError: Unknown or invalid config field.

@@ -48,7 +48,7 @@ _no_autograph = tf.autograph.experimental.do_not_convert
 
 VGG16_NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
-__all__ = ["SSDConfig", "L2Normalization", "SSD", "build_ssd", "make_ssd_optimizer"]
+__all__ = ["SSDConfig", "L2Normalization", "SSD", "build_ssd"]
 
 _AR3 = (1.0, 2.0, 0.5)
 _AR5 = (1.0, 2.0, 0.5, 3.0, 1.0 / 3.0)
@@ -78,7 +78,9 @@ class SSDConfig:
         nms_iou: NMS IoU threshold (Table 10 "IoU threshold": 0.45).
         score_threshold: Minimum class score kept by NMS (``ssd_keras`` 0.01).
         max_detections: Boxes per image after NMS (``ssd_keras`` top_k 200).
-        learning_rate, weight_decay, batch_size: Table 10 (Adam 1e-3, L2 5e-4, 16).
+        weight_decay: L2 kernel regulariser (Table 10: 5e-4). Table 10's Adam 1e-3 and batch 16 are
+            training settings: :class:`tfmedseg.training.config.TrainConfig` owns them (the
+            experiment's ``ssd_stage``).
         max_instances: ``N_max`` of the padded ground truth.
         backbone_weights: VGG-16 initialisation: None (from scratch), ``"imagenet"`` (the seed,
             section 4.1 / Appendix B: the keras.applications ImageNet file from the Keras cache;
@@ -105,9 +107,7 @@ class SSDConfig:
     nms_iou: float = 0.45
     score_threshold: float = 0.01
     max_detections: int = 200
-    learning_rate: float = 1e-3
     weight_decay: float = 5e-4
-    batch_size: int = 16
     max_instances: int = 10
     backbone_weights: str | None = None
 
@@ -376,11 +376,6 @@ def _unpack(data):
     return images, gt
 
 
-def make_ssd_optimizer(config: SSDConfig) -> keras.optimizers.Optimizer:
-    """Adam with Table 10's learning rate (the weight decay is the L2 kernel regulariser)."""
-    return keras.optimizers.Adam(learning_rate=config.learning_rate)
-
-
 @register("ssd512_vgg16")
 def build_ssd(config: SSDConfig | dict | None = None, weights: str | None = None, **overrides: Any) -> SSD:
     """SSD512-VGG16 from a config (Table 10 defaults); ``overrides`` replace config fields.
@@ -392,7 +387,8 @@ def build_ssd(config: SSDConfig | dict | None = None, weights: str | None = None
         **overrides: Config fields (``image_size=320``, ...).
 
     Returns:
-        An uncompiled :class:`SSD`; compile with ``make_ssd_optimizer(model.config)``.
+        An uncompiled :class:`SSD`; compile with an optimizer (Table 10: ``keras.optimizers.Adam(1e-3)``;
+        the experiments build it from a ``TrainConfig`` through :class:`tfmedseg.training.Trainer`).
 
     Raises:
         ConfigError: Unknown field or inconsistent anchor lists.
