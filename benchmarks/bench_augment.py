@@ -204,7 +204,7 @@ def main() -> None:
         print(_row(name, times, 16, ref if name != step_name else None))
     if every:
         sw, sc = results[step_name]
-        print(f"\nPipeline batches/s / reference training steps/s (same batch of 16 x 256x256; goal >= 2x):")
+        print("\nPipeline batches/s / reference training steps/s (same batch of 16 x 256x256; goal >= 2x):")
         print(f"{'pipeline':34s} {'wall med':>9s} {'wall min':>9s} {'cpu med':>8s}")
         for name, (w, c) in results.items():
             if name != step_name:
@@ -232,7 +232,7 @@ def main() -> None:
         print(_row(name, times, 2, ref3 if name != step3 else None))
     if every3:
         sw, sc = results3[step3]
-        print(f"3D pipeline batches/s / 3D U-Net (bench_training, levels 8-64) steps/s on the same 2 volumes:")
+        print("3D pipeline batches/s / 3D U-Net (bench_training, levels 8-64) steps/s on the same 2 volumes:")
         for name, (w, c) in results3.items():
             if name != step3:
                 print(f"{name:34s} {np.median(sw) / np.median(w):8.1f}x {sw.min() / w.min():8.1f}x "

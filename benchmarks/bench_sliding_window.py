@@ -64,10 +64,8 @@ def monai_unet_replica(channels=(16, 32, 64, 128), out_channels=2) -> keras.Mode
         d = _residual_unit(x, c_in, c, 2, 2)
         if len(chans) > 2:
             s = block(d, c, c, chans[1:], False)
-            up_in = c * 2
         else:
             s = _residual_unit(d, c, chans[1], 1, 2)  # bottom layer
-            up_in = c + chans[1]
         u = keras.layers.Concatenate()([d, s])
         u = keras.layers.Conv3DTranspose(c_out, 3, strides=2, padding="same")(u)
         u = _in(u, c_out)

@@ -8,7 +8,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from scipy import ndimage
 
 from tfmedseg.errors import ConfigError
 from tfmedseg.export.savedmodel import CASCADE_SIGNATURES, export_cascade_savedmodel

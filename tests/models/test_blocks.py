@@ -119,7 +119,7 @@ def test_depthwise3d_implementations_match_reference(rng, kernel_size, strides):
     x = rng.standard_normal((2, 5, 6, 7, 3)).astype("float32")
     layers = {impl: DepthwiseConv3D(kernel_size, strides=strides, implementation=impl) for impl in ("grouped", "unrolled")}
     ref = None
-    for impl, layer in layers.items():
+    for layer in layers.values():
         layer.build(x.shape)
         if ref is None:
             kernel = rng.standard_normal(layer.kernel.shape).astype("float32")

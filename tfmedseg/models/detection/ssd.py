@@ -29,7 +29,6 @@ import dataclasses
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tfmedseg.errors import ConfigError, InvalidInputError, ModelBuildError
