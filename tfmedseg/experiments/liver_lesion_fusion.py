@@ -226,7 +226,7 @@ def run(ctx) -> dict:
     path = export_fusion_bundle(liver_nets, lesion_nets, liver_fusion, lesion_fusion,
                                 runner.next_export_dir(config.export_dir, config.export_name), settings=p, networks=names,
                                 fusion_weights=summary["fusion_weights"], metadata={"seed": "003", "experiment": "liver_lesion_fusion"})
-    print(f"exported the fusion bundle to {path} (python -m tfmedseg.apps.liver_lesions <dicom_folder> <out> --model {path})")
+    ctx.exported(path, f"the fusion bundle (python -m tfmedseg.apps.liver_lesions <dicom_folder> <out> --model {path})")
     return summary
 
 
