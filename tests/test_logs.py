@@ -85,3 +85,19 @@ def test_importing_tensorflow_through_tfmedseg_is_quiet():
     # With the filter off the noise is there (skip the comparison on a machine where TF is silent).
     if raw.stderr.strip():
         assert "absl" in raw.stderr or "cuda" in raw.stderr or "oneDNN" in raw.stderr
+
+
+def test_help_does_not_import_tensorflow():
+    code = (
+        "import runpy, sys\n"
+        "for module in ('tfmedseg.predict', 'tfmedseg.export', 'tfmedseg.datasets.phantoms', 'tfmedseg',\n"
+        "               'tfmedseg.experiments.liver_ct_2d3d'):\n"
+        "    sys.argv = ['x', '--help']\n"
+        "    try:\n"
+        "        runpy.run_module(module, run_name='__main__')\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "    assert 'tensorflow' not in sys.modules, module\n"
+    )
+    done = _run(code)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -5,11 +5,24 @@ See :mod:`~tfmedseg.data.pipelines` (segmentation), :mod:`~tfmedseg.data.detecti
 and :mod:`~tfmedseg.data.distribute` (tf.distribute helpers).
 """
 
-from tfmedseg.data.detection import DETECTION_KEYS, DetectionSample, detection_dataset, pad_instances
-from tfmedseg.data.distribute import distribute_dataset, global_batch_size, pipeline_options
-from tfmedseg.data.pipelines import build_dataset, patch3d_dataset, slab3d_dataset, slice2d_dataset, stack25d_dataset
-from tfmedseg.data.sampling import ORDERS
-from tfmedseg.data.source import CaseArrays, as_case_arrays, cases_from_cache
+_LAZY = {
+    "DETECTION_KEYS": "tfmedseg.data.detection",
+    "DetectionSample": "tfmedseg.data.detection",
+    "detection_dataset": "tfmedseg.data.detection",
+    "pad_instances": "tfmedseg.data.detection",
+    "distribute_dataset": "tfmedseg.data.distribute",
+    "global_batch_size": "tfmedseg.data.distribute",
+    "pipeline_options": "tfmedseg.data.distribute",
+    "build_dataset": "tfmedseg.data.pipelines",
+    "patch3d_dataset": "tfmedseg.data.pipelines",
+    "slab3d_dataset": "tfmedseg.data.pipelines",
+    "slice2d_dataset": "tfmedseg.data.pipelines",
+    "stack25d_dataset": "tfmedseg.data.pipelines",
+    "ORDERS": "tfmedseg.data.sampling",
+    "CaseArrays": "tfmedseg.data.source",
+    "as_case_arrays": "tfmedseg.data.source",
+    "cases_from_cache": "tfmedseg.data.source",
+}
 
 __all__ = [
     "DETECTION_KEYS", "DetectionSample", "detection_dataset", "pad_instances",
@@ -17,3 +30,19 @@ __all__ = [
     "build_dataset", "patch3d_dataset", "slab3d_dataset", "slice2d_dataset", "stack25d_dataset",
     "ORDERS", "CaseArrays", "as_case_arrays", "cases_from_cache",
 ]
+
+
+def __getattr__(name: str):
+    """Import the submodule that defines ``name`` on first use (importing the package needs no TensorFlow)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,31 +1,30 @@
 """Inference: sliding window, slice-wise 2D/2.5D prediction, post-processing, decision fusion."""
 
-from tfmedseg.inference.fusion import (
-    WeightedVote,
-    build_decision_fusion,
-    decision_fusion_predict,
-    fuse_majority_vote,
-    fuse_mean_probability,
-    normalized_weights,
-    train_decision_fusion,
-)
-from tfmedseg.inference.postprocess import (
-    combine_labels,
-    drop_low_confidence_components,
-    fill_holes,
-    filter_liver_slices,
-    largest_connected_component,
-    remove_small_components,
-    restrict_to_mask,
-)
-from tfmedseg.inference.sliding_window import (
-    compute_importance_map,
-    dense_window_starts,
-    flip_tta_predictor,
-    make_predictor,
-    sliding_window_inference,
-)
-from tfmedseg.inference.slices import paste_crop, predict_slices, resize_to_shape, slice_stack
+_LAZY = {
+    "WeightedVote": "tfmedseg.inference.fusion",
+    "build_decision_fusion": "tfmedseg.inference.fusion",
+    "decision_fusion_predict": "tfmedseg.inference.fusion",
+    "fuse_majority_vote": "tfmedseg.inference.fusion",
+    "fuse_mean_probability": "tfmedseg.inference.fusion",
+    "normalized_weights": "tfmedseg.inference.fusion",
+    "train_decision_fusion": "tfmedseg.inference.fusion",
+    "combine_labels": "tfmedseg.inference.postprocess",
+    "drop_low_confidence_components": "tfmedseg.inference.postprocess",
+    "fill_holes": "tfmedseg.inference.postprocess",
+    "filter_liver_slices": "tfmedseg.inference.postprocess",
+    "largest_connected_component": "tfmedseg.inference.postprocess",
+    "remove_small_components": "tfmedseg.inference.postprocess",
+    "restrict_to_mask": "tfmedseg.inference.postprocess",
+    "compute_importance_map": "tfmedseg.inference.sliding_window",
+    "dense_window_starts": "tfmedseg.inference.sliding_window",
+    "flip_tta_predictor": "tfmedseg.inference.sliding_window",
+    "make_predictor": "tfmedseg.inference.sliding_window",
+    "sliding_window_inference": "tfmedseg.inference.sliding_window",
+    "paste_crop": "tfmedseg.inference.slices",
+    "predict_slices": "tfmedseg.inference.slices",
+    "resize_to_shape": "tfmedseg.inference.slices",
+    "slice_stack": "tfmedseg.inference.slices",
+}
 
 __all__ = [
     "WeightedVote",
@@ -52,3 +51,19 @@ __all__ = [
     "sliding_window_inference",
     "train_decision_fusion",
 ]
+
+
+def __getattr__(name: str):
+    """Import the submodule that defines ``name`` on first use (importing the package needs no TensorFlow)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
