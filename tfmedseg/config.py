@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import types
 import typing
@@ -34,7 +35,8 @@ import yaml
 
 from tfmedseg.errors import ConfigError
 
-__all__ = ["from_dict", "to_dict", "load_config", "apply_overrides", "save_config", "config_hash"]
+__all__ = ["from_dict", "to_dict", "load_config", "apply_overrides", "save_config", "config_hash", "check_range",
+           "yaml_load_strict", "StrictYamlLoader"]
 
 T = TypeVar("T")
 
@@ -59,10 +61,30 @@ def _dataclass_type(annotation: Any) -> type | None:
     return None
 
 
+def _optional(annotation: Any) -> tuple[Any, bool]:
+    """``(inner type, allows None)`` of ``X | None`` / ``Optional[X]``; other annotations unchanged."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return (rest[0] if len(rest) == 1 else annotation), True
+    return annotation, annotation in (None, Any, type(None))
+
+
 def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
-    """Light type checking: ints become floats where a float is declared; tuples from lists."""
+    """Light type checking: ints become floats where a float is declared; tuples from lists;
+    integral floats (``64.0``) become ints where an int is declared, fractional ones are refused;
+    ``null`` only where the field allows None."""
+    annotation, nullable = _optional(annotation)
     if value is None:
+        if not nullable and annotation in (int, float, bool, str):
+            raise ConfigError(f"may not be null (expected {annotation.__name__}) (in {source})", path=key)
         return None
+    if annotation is int and isinstance(value, float):
+        if not value.is_integer():
+            raise ConfigError(f"expected an integer, got {value!r} (in {source})", path=key)
+        return int(value)
+    if annotation is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"expected a finite number, got {value!r} (in {source})", path=key)
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if annotation is float and isinstance(value, str):
@@ -109,6 +131,8 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, *, source: str = "<dict
         sub = _dataclass_type(hints.get(key))
         if sub is not None and isinstance(value, dict):
             kwargs[key] = from_dict(sub, value, source=source, prefix=f"{dotted}.")
+        elif sub is not None and not isinstance(value, sub) and not (value is None and _optional(hints.get(key))[1]):
+            raise ConfigError(f"expected a mapping of {sub.__name__} fields, got {value!r:.60} (in {source})", path=dotted)
         else:
             kwargs[key] = _coerce(value, hints.get(key), dotted, source)
     try:
@@ -154,9 +178,9 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError("empty key in override", path=item)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml_load_strict(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"cannot parse value {raw!r}: {exc}", path=key) from exc
+        raise ConfigError(f"cannot parse value {raw!r}: {' '.join(str(exc).split())}", path=key) from exc
     if isinstance(value, str):
         # YAML 1.1 reads "1e-3" as a string; accept scientific notation as float.
         try:
@@ -185,13 +209,81 @@ def apply_overrides(config: T, overrides: list[str] | tuple[str, ...] = ()) -> T
     return from_dict(type(config), data, source="--set")
 
 
+#: Largest YAML config read (bytes); configs are a few kB.
+MAX_CONFIG_BYTES = 1 << 20
+
+
+#: Most YAML nodes a config may expand to (aliases counted at every use): a 600-byte alias bomb
+#: expands to ~10**9 nodes; a real config has a few hundred.
+MAX_YAML_NODES = 100_000
+
+
+class StrictYamlLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that caps the expanded size (aliases ``*ref`` counted at every use, so a
+    few hundred bytes cannot expand to GBs), refuses recursive aliases, and refuses duplicate mapping
+    keys (the later one silently won)."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        sizes: dict[int, int] = {}
+
+        def expanded(n, active: frozenset) -> int:
+            if id(n) in active:
+                raise yaml.constructor.ConstructorError(None, None, "recursive YAML alias", n.start_mark)
+            if id(n) not in sizes:
+                if isinstance(n, yaml.SequenceNode):
+                    children = n.value
+                elif isinstance(n, yaml.MappingNode):
+                    children = [c for pair in n.value for c in pair]
+                else:
+                    children = []
+                total = 1
+                for child in children:
+                    total += expanded(child, active | {id(n)})
+                    if total > MAX_YAML_NODES:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"expands to more than {MAX_YAML_NODES} nodes (YAML aliases?); not a config", n.start_mark)
+                sizes[id(n)] = total
+            return sizes[id(n)]
+
+        if node is not None:
+            expanded(node, frozenset())
+        return node
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (list, dict)):
+                raise yaml.constructor.ConstructorError(None, None, "mapping keys must be scalars", key_node.start_mark)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def yaml_load_strict(text: str) -> Any:
+    """Parse YAML with :class:`StrictYamlLoader` (raises ``yaml.YAMLError``)."""
+    return yaml.load(text, Loader=StrictYamlLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _yaml_load(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError("config file does not exist", path=path)
     try:
-        data = yaml.safe_load(path.read_text())
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file is {size} bytes, more than {MAX_CONFIG_BYTES}; not a config", path=path)
+        raw = path.read_bytes()
+        if b"\0" in raw:
+            raise ConfigError("binary file, not a YAML config", path=path)
+        data = yaml_load_strict(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not a UTF-8 text file ({exc.reason} at byte {exc.start}); not a YAML config", path=path) from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config: {exc.strerror or exc}", path=path) from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {exc}", path=path) from exc
+        raise ConfigError(f"not valid YAML: {' '.join(str(exc).split())}", path=path) from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -220,6 +312,20 @@ def save_config(config: Any, path: str | os.PathLike) -> Path:
     tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
     os.replace(tmp, path)
     return path
+
+
+def check_range(value: Any, key: str, low: float | None = None, high: float | None = None, *, integer: bool = False) -> None:
+    """Refuse a config number outside ``[low, high]`` (or not an integer when ``integer``).
+
+    Raises:
+        ConfigError: Naming ``key`` and the allowed range.
+    """
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not float(value).is_integer()):
+        raise ConfigError(f"expected {'an integer' if integer else 'a number'}, got {value!r}", path=key)
+    if not math.isfinite(float(value)) or (low is not None and value < low) or (high is not None and value > high):
+        raise ConfigError(f"must lie in [{low if low is not None else '-inf'}, {high if high is not None else 'inf'}], got {value!r}", path=key)
 
 
 def config_hash(config: Any) -> str:

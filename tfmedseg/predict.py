@@ -1,8 +1,8 @@
 """``python -m tfmedseg.predict``: segment your own scan (NIfTI file or DICOM folder) in one command.
 
 Examples:
-    python -m tfmedseg.predict --model saved_models/liver/1 --input case.nii.gz --output case_label.nii.gz
-    python -m tfmedseg.predict --model runs/liver_ct_2d3d --input PATIENT_DICOM/ --output RESULT/
+    python -m tfmedseg.predict --model saved_models/liver_ct_2d3d/1 --input case.nii.gz --output case_label.nii.gz
+    python -m tfmedseg.predict --model saved_models/liver_ct_2d3d --input PATIENT_DICOM/ --output RESULT/
 
 Models (``--model``):
 
@@ -58,6 +58,7 @@ __all__ = ["Segmenter", "load_segmenter", "read_input", "segment_scan", "predict
 MODEL_KINDS = ("savedmodel", "keras")
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_MAX_SERIES_NUMBER = 2**31 - 1 - 1000
 
 
 class Segmenter:
@@ -137,6 +138,7 @@ def _load_savedmodel(path: Path) -> Segmenter:
             path=path,
         )
     segment = signatures["segment"]
+    _check_finite_weights(getattr(loaded, "variables", ()), path)
 
     def run(scan):
         return segment(scan=scan)["labels"].numpy()
@@ -144,6 +146,29 @@ def _load_savedmodel(path: Path) -> Segmenter:
     run.loaded = loaded  # keep the trackable objects alive
     name = str(meta.get("model_name") or path.parent.name)
     return Segmenter(name, "savedmodel", spec, path, run)
+
+
+def _check_finite_weights(variables, path: Path) -> None:
+    """A model whose weights hold NaN or infinity segments nothing sensible: refuse it."""
+    for var in variables:
+        value = np.asarray(var.numpy() if hasattr(var, "numpy") else var)
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            name = getattr(var, "path", None) or getattr(var, "name", "?")
+            raise ExportError(f"weight {name} holds NaN or infinite values; the model is broken (retrain or re-export it)", path=path)
+
+
+def _warn_if_not_ct(volume: Volume, segmenter: Segmenter) -> None:
+    """A CT model (an intensity window in HU) given an MRI / PET / non-HU scan: say so (it still runs)."""
+    intensity = segmenter.spec.intensity
+    if intensity.kind != "clip_scale" or intensity.low >= 0:
+        return
+    modality = str(volume.modality or "").upper()
+    lowest = float(np.min(volume.array)) if volume.array.size else 0.0
+    if modality not in ("CT", "OT", ""):
+        print(f"warning: the scan's modality is {modality} but {segmenter.name} expects CT in HU; the result is likely meaningless")
+    elif lowest > -500.0:
+        print(f"warning: no voxel below -500 HU (minimum {lowest:.0f}); {segmenter.name} expects CT in HU "
+              "(air is -1000 HU): is this an MRI or a scan without its RescaleSlope/Intercept?")
 
 
 def _infer_spec(model: Any, path: Path) -> ServingSpec:
@@ -175,6 +200,7 @@ def _load_keras(path: Path) -> Segmenter:
 
     bundle = load_for_export(path)
     model = bundle.model
+    _check_finite_weights(model.weights, path)
     spec = bundle.spec if path.is_dir() else _infer_spec(model, path)
     input_shape = tuple(model.inputs[0].shape)
     if spec.mode in ("2d", "2.5d") and len(input_shape) == 4 and input_shape[-1] not in (None, spec.context_slices):
@@ -380,6 +406,9 @@ def predict_file(
         raise InvalidInputError("for a NIfTI input, --output must be a .nii or .nii.gz file", path=output)
     if not 0.0 <= opacity <= 1.0:
         raise InvalidInputError(f"opacity must lie in [0, 1], got {opacity}", path="--opacity")
+    if series_number is not None and not 0 <= series_number <= _MAX_SERIES_NUMBER:
+        raise InvalidInputError(f"must lie in [0, {_MAX_SERIES_NUMBER}] (DICOM IS range, leaving room for the DICOM-SEG's +1000), "
+                                f"got {series_number}", path="--series-number")
     check_output_not_input(output, [input_path], key=str(output))
     _check_output(output, overwrite, nifti_out)
     volume = read_input(input_path, modality=modality, series_uid=series_uid)
@@ -387,6 +416,7 @@ def predict_file(
               volume.shape, _mm(volume.spacing))
     segmenter = model if isinstance(model, Segmenter) else load_segmenter(model)
     _log.info("model: %s (%s), labels %s", segmenter.name, segmenter.kind, list(segmenter.spec.labels))
+    _warn_if_not_ct(volume, segmenter)
     labels = segment_scan(segmenter, volume)
     voxel_ml = float(np.prod(volume.spacing)) / 1000.0
     values, counts = np.unique(labels, return_counts=True)

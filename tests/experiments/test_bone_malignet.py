@@ -201,6 +201,18 @@ def test_tiny_run_end_to_end(phantom_root, cases, tmp_path, capsys):
     # the servable whole-body model (its reload is tested in tests/detection/test_whole_body.py)
     meta = json.loads((export / "bone_malignet" / "1" / "metadata.json").read_text())
     assert meta["class_names"] == list(bm.LESION_CLASSES) and (export / "bone_malignet" / "1" / "saved_model.pb").is_file()
+    # issue 13: rerun a finished run (says so, exits 0) and a run killed after training (resumes)
+    capsys.readouterr()
+    assert bm.main(argv) == 0 and "holds a finished run" in capsys.readouterr().out
+    (out / "run_complete.json").unlink()
+    assert bm.main(argv) == 0
+    captured = capsys.readouterr()
+    text = (captured.out + captured.err).lower()
+    assert "resumed from" in text and "exported already" in text
+    assert "nan" not in (out / "summary.md").read_text().split("### Time")[-1].split("Inference")[0].lower()
+    assert json.loads((out / "summary.json").read_text())["summary"]["ssd_train_seconds"] > 0
+    for name in ("bone_malignet_ssd", "bone_malignet_maskrcnn", "bone_malignet"):
+        assert sorted(p.name for p in (export / name).iterdir()) == ["1"]
 
 
 # ----------------------------------------------------------------------------- bad input through main()

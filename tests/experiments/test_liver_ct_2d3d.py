@@ -22,7 +22,7 @@ TINY = [
 ]
 
 
-def test_tiny_run_end_to_end(tmp_path):
+def test_tiny_run_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
     argv = TINY + ["--output-dir", str(out), "--cache-dir", str(tmp_path / "cache"),
                    "--set", f"export_dir={tmp_path / 'saved_models'}"]
@@ -46,6 +46,84 @@ def test_tiny_run_end_to_end(tmp_path):
     labels = tf.saved_model.load(str(export)).signatures["segment"](scan=tf.constant(ct.array[:12]))["labels"].numpy()
     assert labels.shape == (12, *ct.array.shape[1:]) and set(np.unique(labels)) <= {0, 1, 2}
     assert (out / "config.yaml").is_file() and list((out / "liver" / "logs").rglob("events.*"))
+    meta = json.loads((export / "metadata.json").read_text())
+    assert meta["serving_spec"]["labels"] == ["background", "liver", "tumour"]  # predict / DICOM-SEG name the tumour
+    # issue 13: the README command run again after it finished says so, exits 0 and touches nothing
+    capsys.readouterr()
+    assert liver_ct_2d3d.main(argv) == 0 and "holds a finished run" in capsys.readouterr().out
+    assert liver_ct_2d3d.main(argv + ["--seed", "5"]) == 2  # other settings into a finished run dir
+    assert "finished run with other settings (seed differ" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_rerun_after_a_kill_and_the_documented_commands(tmp_path, capsys):
+    """Issue 13: a run killed after training resumes (no crash, no identical re-export), and every
+    documented predict / export command line runs on the tiny run."""
+    out = tmp_path / "run"
+    argv = TINY + ["--output-dir", str(out), "--cache-dir", str(tmp_path / "cache"),
+                   "--set", f"export_dir={tmp_path / 'saved_models'}"]
+    assert liver_ct_2d3d.main(argv) == 0
+    _check_killed_rerun(argv, out, tmp_path / "saved_models" / "liver_ct_2d3d", capsys)
+    src = next((tmp_path / "cache" / "phantoms").glob("lits-*")).rglob("volume-*.nii*").__next__()
+    _run_documented_commands(out, tmp_path / "saved_models", src, tmp_path / "docs")
+
+
+DOCUMENTED = ["README.md", "docs/predict.md", "docs/export.md", "deploy/README.md", "tfmedseg/predict.py",
+              "tfmedseg/export/__main__.py"]
+
+
+def _documented_commands() -> list[tuple[str, list[str]]]:
+    """Every ``python -m tfmedseg.predict|export`` line of the docs: (module, argv); ``a|b`` -> a, ``[...]`` dropped."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    found = []
+    for name in DOCUMENTED:
+        text = (repo / name).read_text().replace("\\\n", " ")
+        for match in re.finditer(r"python -m tfmedseg\.(predict|export) (--[^`#\n]*)", text):
+            line = re.sub(r"\[[^\]]*\]", "", match.group(2))
+            argv = [token.split("|")[0] for token in shlex.split(line)]
+            if "--model" in argv and (match.group(1), argv) not in found:  # prose mentions name no model
+                found.append((match.group(1), argv))
+    return found
+
+
+def _run_documented_commands(run_dir, saved_models, nifti, work):
+    """Issue 13: each documented predict / export command line runs on the tiny run (paths substituted)."""
+    from tfmedseg import predict
+    from tfmedseg.export import __main__ as export_cli
+    from tfmedseg.io import write_dicom_series
+
+    dicom = work / "PATIENT_DICOM"
+    write_dicom_series(read_nifti(nifti, "CT"), dicom)
+    commands = _documented_commands()
+    assert {m for m, _ in commands} == {"predict", "export"} and len(commands) >= 5, commands
+    for k, (module, argv) in enumerate(commands):
+        argv = list(argv)
+        for i in range(len(argv) - 1):
+            option, value = argv[i], argv[i + 1]
+            if option == "--model":
+                value = value.replace("saved_models", str(saved_models)).replace("runs/liver_ct_2d3d", str(run_dir))
+            elif option == "--input":
+                value = str(dicom) if not value.endswith((".nii", ".nii.gz")) else str(nifti)
+            elif option == "--output":
+                value = str(work / f"cmd{k}" / value)
+            argv[i + 1] = value
+        main = predict.main if module == "predict" else export_cli.main
+        assert main(argv) == 0, (module, argv)
+
+
+def _check_killed_rerun(argv, out, model_root, capsys):
+    """A run killed after training (no run_complete.json) resumes both stages and exports nothing new."""
+    (out / "run_complete.json").unlink()
+    capsys.readouterr()
+    assert liver_ct_2d3d.main(argv) == 0
+    captured = capsys.readouterr()
+    text = (captured.out + captured.err).lower()
+    assert "resumed from" in text and "exported already" in text
+    assert sorted(p.name for p in model_root.iterdir()) == ["1"]  # no identical version 2
 
 
 def test_bad_configuration_fails_before_training(tmp_path, capsys):

@@ -34,6 +34,16 @@ class RequestError(Exception):
         self.status = status  # "invalid" | "not_found"
 
 
+_NOISE = ("Graph execution error", "Detected at node", "<stack traces", "Stack trace for op", "File ", "[[", "tf2xla")
+
+
+def _cause_line(exc: Exception) -> str:
+    """The informative line of a TensorFlow error (its 'Graph execution error:' header and stack dropped)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(_NOISE)]
+    return (useful or lines or [type(exc).__name__])[0][:500]
+
+
 class ModelStore:
     """``saved_models/<name>/<version>`` directories, loaded once, called by signature."""
 
@@ -75,8 +85,8 @@ class ModelStore:
             tensors[key] = tensor
         try:
             outputs = fn(**tensors)
-        except (tf.errors.InvalidArgumentError, ValueError) as exc:
-            raise RequestError("invalid", str(exc).splitlines()[0][:500]) from exc
+        except (tf.errors.OpError, ValueError, TypeError) as exc:
+            raise RequestError("invalid", _cause_line(exc)) from exc
         return {k: v.numpy() for k, v in outputs.items()}
 
 
@@ -84,7 +94,7 @@ class _GrpcServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, store: ModelStore):
         self.store = store
 
-    def Predict(self, request, context):  # noqa: N802 - gRPC method name
+    def Predict(self, request, context):
         inputs = {}
         for key, proto in request.inputs.items():
             try:
@@ -92,6 +102,8 @@ class _GrpcServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             except Exception as exc:  # malformed tensor proto
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}': {exc}")
         version = request.model_spec.version.value if request.model_spec.HasField("version") else None
+        if not request.model_spec.name:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "model_spec.name: missing")
         try:
             outputs = self.store.run(request.model_spec.name, version, request.model_spec.signature_name, inputs)
         except RequestError as exc:
@@ -106,7 +118,11 @@ class _GrpcServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 def _decode_json(value):
     if isinstance(value, dict) and set(value) == {"b64"}:
-        return base64.b64decode(value["b64"])
+        if not isinstance(value["b64"], str):
+            raise TypeError("'b64' must be a base64 string")
+        return base64.b64decode(value["b64"], validate=True)
+    if isinstance(value, dict):
+        raise ValueError(f"unexpected object with keys {sorted(value)[:5]} (only {{'b64': ...}} is allowed)")
     if isinstance(value, list):
         return [_decode_json(v) for v in value]
     return value
@@ -134,7 +150,7 @@ def _make_handler(store: ModelStore, max_bytes: int):
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             match = _ROUTE.match(self.path)
             if not match or match.group(3) or match.group(1) not in store.models:
                 return self._reply(404, {"error": f"Could not find any versions of model {match.group(1) if match else self.path}"})
@@ -142,35 +158,73 @@ def _make_handler(store: ModelStore, max_bytes: int):
                         for v in sorted(store.models[match.group(1)])]
             return self._reply(200, {"model_version_status": versions})
 
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
+            try:
+                status, body = self._predict()
+            except Exception as exc:  # noqa: BLE001 - a stand-in never drops the connection
+                status, body = 500, {"error": f"internal error: {type(exc).__name__}: {exc}"}
+            return self._reply(status, body)
+
+        def _predict(self) -> tuple[int, dict]:
+            """Validate a predict request field by field; (status, body)."""
             match = _ROUTE.match(self.path)
             if not match or not match.group(3):
-                return self._reply(404, {"error": f"Malformed request: POST {self.path}"})
-            length = int(self.headers.get("Content-Length", 0))
-            if length > max_bytes:
-                self.rfile.read(length)
-                return self._reply(413, {"error": f"request of {length} bytes exceeds the limit of {max_bytes} bytes"})
+                return 404, {"error": f"Malformed request: POST {self.path}"}
             try:
-                body = json.loads(self.rfile.read(length))
-            except json.JSONDecodeError as exc:
-                return self._reply(400, {"error": f"JSON Parse error: {exc}"})
+                length = int(self.headers.get("Content-Length", ""))
+                if length < 0:
+                    raise ValueError
+            except ValueError:
+                return 411, {"error": "Content-Length: missing or not a non-negative integer"}
+            if length > max_bytes:
+                self._drain(length)
+                return 413, {"error": f"request of {length} bytes exceeds the limit of {max_bytes} bytes"}
+            raw = self.rfile.read(length)
+            try:
+                body = json.loads(raw)
+            except (ValueError, UnicodeDecodeError) as exc:
+                return 400, {"error": f"JSON Parse error: {exc}"}
+            if not isinstance(body, dict):
+                return 400, {"error": f"request body: expected a JSON object, got {type(body).__name__}"}
             signature = body.get("signature_name", "serving_default")
-            if "inputs" in body:
-                raw = body["inputs"]
-                inputs = {k: _decode_json(v) for k, v in raw.items()} if isinstance(raw, dict) else None
-            elif "instances" in body and body["instances"] and isinstance(body["instances"][0], dict):
-                rows = body["instances"]
-                inputs = {k: [_decode_json(r[k]) for r in rows] for k in rows[0]}
-            else:
-                inputs = None
-            if inputs is None:
-                return self._reply(400, {"error": "request needs named 'inputs' (columnar) or 'instances' (rows of dicts)"})
+            if not isinstance(signature, str):
+                return 400, {"error": f"signature_name: expected a string, got {signature!r:.80}"}
+            try:
+                if "inputs" in body:
+                    raw_inputs = body["inputs"]
+                    if not isinstance(raw_inputs, dict):
+                        return 400, {"error": "inputs: expected an object of named inputs (columnar format)"}
+                    inputs = {}
+                    for k, v in raw_inputs.items():
+                        try:
+                            inputs[k] = _decode_json(v)
+                        except (ValueError, TypeError) as exc:
+                            return 400, {"error": f"inputs.{k}: cannot decode the value ({exc})"}
+                elif "instances" in body:
+                    rows = body["instances"]
+                    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+                        return 400, {"error": "instances: expected a non-empty list of objects (row format)"}
+                    keys = set(rows[0])
+                    if any(set(r) != keys for r in rows):
+                        return 400, {"error": "instances: every row must name the same inputs"}
+                    inputs = {k: [_decode_json(r[k]) for r in rows] for k in rows[0]}
+                else:
+                    return 400, {"error": "request needs named 'inputs' (columnar) or 'instances' (rows of dicts)"}
+            except (ValueError, TypeError) as exc:  # bad base64
+                return 400, {"error": f"inputs: cannot decode a 'b64' value: {exc}"}
             version = int(match.group(2)) if match.group(2) else None
             try:
                 outputs = store.run(match.group(1), version, signature, inputs)
             except RequestError as exc:
-                return self._reply(404 if exc.status == "not_found" else 400, {"error": str(exc)})
-            return self._reply(200, {"outputs": {k: _encode_json(v) for k, v in outputs.items()}})
+                return (404 if exc.status == "not_found" else 400), {"error": str(exc)}
+            return 200, {"outputs": {k: _encode_json(v) for k, v in outputs.items()}}
+
+        def _drain(self, length: int) -> None:
+            while length > 0:
+                chunk = self.rfile.read(min(length, 1 << 16))
+                if not chunk:
+                    break
+                length -= len(chunk)
 
     return Handler
 
@@ -191,7 +245,7 @@ class StandInServer:
         self.rest_port = self.http.server_address[1]
         self._thread = threading.Thread(target=self.http.serve_forever, daemon=True)
 
-    def __enter__(self) -> "StandInServer":
+    def __enter__(self) -> StandInServer:
         self.grpc_server.start()
         self._thread.start()
         return self

@@ -31,6 +31,7 @@ import numpy as np
 
 from tfmedseg.datasets._common import require_dir, require_nonempty
 from tfmedseg.datasets.case import LESION_CLASSES, Case, Instance
+from tfmedseg.datasets.paths import resolve_inside
 from tfmedseg.errors import DatasetLayoutError, InvalidInputError
 
 __all__ = ["load_bone_scan", "parse_annotation", "normalise_class", "BONE_VIEWS"]
@@ -57,7 +58,7 @@ def _box_from_mask(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
 
 
-def _lesion_mask(entry: dict, shape: tuple[int, int], folder: Path, path: Path, where: str) -> np.ndarray:
+def _lesion_mask(entry: dict, shape: tuple[int, int], folder: Path, path: Path, where: str, root: Path | None = None) -> np.ndarray:
     from skimage.draw import polygon2mask
 
     has_poly, has_mask = "polygon" in entry, "mask" in entry
@@ -76,7 +77,8 @@ def _lesion_mask(entry: dict, shape: tuple[int, int], folder: Path, path: Path, 
     else:
         from PIL import Image, UnidentifiedImageError
 
-        mask_path = folder / str(entry["mask"])
+        mask_path = resolve_inside(entry["mask"], folder, root if root is not None else folder.parent, source=path,
+                                   what=f"{where}: lesion mask")
         if not mask_path.is_file():
             raise DatasetLayoutError(f"{where}: lesion mask file is missing", path=mask_path)
         try:
@@ -92,12 +94,14 @@ def _lesion_mask(entry: dict, shape: tuple[int, int], folder: Path, path: Path, 
     return mask
 
 
-def parse_annotation(path: str | os.PathLike, shapes: dict[str, tuple[int, int]]) -> tuple[list[Instance], dict]:
+def parse_annotation(path: str | os.PathLike, shapes: dict[str, tuple[int, int]], root: str | os.PathLike | None = None) -> tuple[list[Instance], dict]:
     """Parse and validate one ``annotation.json``.
 
     Args:
         path: The JSON file.
         shapes: View name -> ``(H, W)`` of that view.
+        root: Dataset root; mask paths named in the file must resolve inside it (default: the
+            parent of the annotation's patient folder).
 
     Returns:
         ``(instances, chest_boxes)``: lesions as :class:`Instance` with masks and boxes in the
@@ -140,7 +144,7 @@ def parse_annotation(path: str | os.PathLike, shapes: dict[str, tuple[int, int]]
             if not isinstance(entry, dict) or "class" not in entry:
                 raise InvalidInputError(f"{where}: needs a 'class'", path=path)
             cls = normalise_class(entry["class"], path)
-            mask = _lesion_mask(entry, shape, path.parent, path, where)
+            mask = _lesion_mask(entry, shape, path.parent, path, where, Path(root) if root is not None else None)
             instances.append(Instance(view, cls, _box_from_mask(mask), mask))
     return instances, boxes
 
@@ -190,7 +194,7 @@ def load_bone_scan(root: str | os.PathLike) -> list[Case]:
         annotation = folder / ANNOTATION_NAME
         if annotation.is_file():
             shapes = {name: images[name].shape for name in BONE_VIEWS}
-            stored, boxes = parse_annotation(annotation, shapes)
+            stored, boxes = parse_annotation(annotation, shapes, root=folder.parent)
             mirrored = {name: bool(images[name].meta.get("flipped_lr", False)) for name in BONE_VIEWS}
             instances = [_mirror(i) if mirrored[i.view] else i for i in stored]
             chest = {}

@@ -19,6 +19,7 @@ import sys
 import numpy as np
 
 import tfmedseg  # noqa: F401  (oneDNN on before TensorFlow loads)
+from tfmedseg.config import check_range
 from tfmedseg.data.views import collect_views as _collect_views  # noqa: I001
 from tfmedseg.data.views import crop_sample, split_patients
 from tfmedseg.datasets.case import LESION_CLASSES
@@ -126,6 +127,7 @@ class BoneMaligNetConfig:
         for failed, path, reason in checks:
             if failed:
                 raise ConfigError(reason, path=path)
+        check_range(self.max_cases, "max_cases", 0, None, integer=True), check_range(self.crop_margin, "crop_margin", 0.0, 1.0)
 
 
 # ----------------------------------------------------------------------------- stages
@@ -228,14 +230,13 @@ def run(ctx) -> dict[str, float]:
     print("\n" + paths["summary"].read_text())
     runner.write_summary_json(out, summary, timings=timings, confusion=np.asarray(metrics["instances"]["confusion"]).tolist(),
                               config_hash=config_hash(config))
-    for name, model in (("bone_malignet_ssd", ssd.model), ("bone_malignet_maskrcnn", mrcnn.model)):
-        path = export_detector(model, runner.next_export_dir(config.export_dir, name), model_name=name)
-        ctx.exported(path, f"{name} (endpoint serve)")
-    whole = WholeBodyLesionModel(ssd.model, mrcnn.model, val_views[0].image.shape, config.intensity_percentile,
-                                 config.crop_margin, name="bone_malignet")
-    path = export_whole_body_savedmodel(whole, runner.next_export_dir(config.export_dir, "bone_malignet"), class_names=LESION_CLASSES,
-                                        metadata={"config_hash": config_hash(config), "lesion_f1": summary["lesion_f1"]})
-    ctx.exported(path, "the whole-body model (serving_default: views [B, H, W] counts -> lesion instances)")
+    whole = WholeBodyLesionModel(ssd.model, mrcnn.model, val_views[0].image.shape, config.intensity_percentile, config.crop_margin, name="bone_malignet")
+    for name, models, write in (
+            ("bone_malignet_ssd", [ssd.model], lambda p: export_detector(ssd.model, p, model_name="bone_malignet_ssd")),
+            ("bone_malignet_maskrcnn", [mrcnn.model], lambda p: export_detector(mrcnn.model, p, model_name="bone_malignet_maskrcnn")),
+            ("bone_malignet", [ssd.model, mrcnn.model], lambda p: export_whole_body_savedmodel(whole, p, class_names=LESION_CLASSES, metadata={"config_hash": config_hash(config), "lesion_f1": summary["lesion_f1"]}))):  # no identical re-export
+        if (path := runner.export_once(config.export_dir, name, models, write)) is not None:
+            ctx.exported(path, name)
     return summary
 
 main = make_main(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import json
 import os
 import random
 from pathlib import Path
@@ -54,6 +55,7 @@ class ExperimentContext:
         used_phantoms: True when ``data_dir`` holds generated phantoms.
         exports: Models the run exported outside ``output_dir`` (SavedModel version directories);
             the experiment appends them and the command line names them at the end.
+        run_key: Config hash, seed and data of this run (recorded in ``run_complete.json``).
     """
 
     config: Any
@@ -67,6 +69,7 @@ class ExperimentContext:
         """Record an exported model (named at the end of the run) and log it."""
         self.exports.append(Path(path))
         logging.getLogger("tfmedseg.experiments").info("exported %s to %s", what or "a model", path)
+    run_key: dict | None = None
 
 
 def default_cache_dir() -> Path:
@@ -116,13 +119,24 @@ def _config_display_name(experiment: str, config: str | os.PathLike | None) -> s
     return str(config)
 
 
+#: Written into the run directory when a run finished; a rerun with the same settings stops early.
+RUN_COMPLETE = "run_complete.json"
+
+RERUN_HELP = (
+    "rerunning into the same --output-dir: a killed run resumes from its last checkpoint (backup/ of each stage);\n"
+    f"a finished run ({RUN_COMPLETE} there) with the same config, seed and data says so and exits 0 (its results\n"
+    "are there); a finished run with other settings is refused: choose a new --output-dir for a new run."
+)
+
+
 def _configs_epilog(experiment: str) -> str:
     names = available_configs(experiment)
     if not names:
-        return ""
+        return RERUN_HELP
     width = max(len(n) for n in names)
     lines = [f"  {name:<{width}}  {path.name}" for name, path in names.items()]
-    return "configs (--config NAME; also any file under tfmedseg/configs/, or a path):\n" + "\n".join(lines)
+    return ("configs (--config NAME; also any file under tfmedseg/configs/, or a path):\n" + "\n".join(lines)
+            + "\n\n" + RERUN_HELP)
 
 
 def build_parser(prog: str, description: str, default_config: str | os.PathLike | None) -> argparse.ArgumentParser:
@@ -212,6 +226,12 @@ def parse_experiment_args(
     configure_logging(args)
     config_path = resolve_config_path(args.config if args.config is not None else default_config, experiment_name(prog))
     config = load_config(config_cls, config_path, args.overrides)
+    _check_options(args)
+    output_dir = args.output_dir or Path("runs") / experiment_name(prog)
+    run_key = _run_key(config, args)
+    if _finished(output_dir, run_key):
+        raise RunComplete(output_dir)
+    _prepare_dir(output_dir, "--output-dir")  # before the (slow) phantoms: an unwritable folder fails now
     set_global_seed(args.seed)
     used_phantoms = args.data_dir is None
     if used_phantoms:
@@ -219,15 +239,14 @@ def parse_experiment_args(
             from tfmedseg.datasets.phantoms import ensure_phantoms as prepare_phantoms
         cases = args.phantom_cases or default_phantom_cases
         cache = args.cache_dir or default_cache_dir()
+        _prepare_dir(cache, "--cache-dir")
         data_dir = prepare_phantoms(phantom_dataset, cache / "phantoms" / f"{phantom_dataset}-n{cases}-s{args.seed}", cases, args.seed)
     else:
         data_dir = args.data_dir
         if not data_dir.is_dir():
             raise DatasetLayoutError("--data-dir is not a directory", path=data_dir)
-    output_dir = args.output_dir or Path("runs") / experiment_name(prog)
-    output_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, output_dir / "config.yaml")
-    return ExperimentContext(config, Path(data_dir), output_dir, args.seed, used_phantoms)
+    return ExperimentContext(config, Path(data_dir), output_dir, args.seed, used_phantoms, run_key)
 
 
 def experiment_main(argv: list[str] | None, run: Callable[[ExperimentContext], Any], **parse_kwargs: Any) -> int:
@@ -246,9 +265,15 @@ def experiment_main(argv: list[str] | None, run: Callable[[ExperimentContext], A
     handlers: list = []
 
     def go() -> None:
-        ctx = parse_experiment_args(argv, **parse_kwargs)
+        try:
+            ctx = parse_experiment_args(argv, **parse_kwargs)
+        except RunComplete as done:
+            print(f"{done.output_dir} holds a finished run (completed {done.info.get('completed', '?')}); nothing to do. "
+                  f"Its results are there; choose a new --output-dir to train again.")
+            return
         handlers.append(add_file_log(ctx.output_dir / LOG_NAME))
         run(ctx)
+        _mark_complete(ctx)
         print_outputs(ctx)
 
     try:
@@ -290,6 +315,7 @@ def print_outputs(ctx: ExperimentContext) -> None:
     print("\n" + "\n".join(describe_outputs(ctx)))
 
 
+
 def make_main(run: Callable[[ExperimentContext], Any], **parse_kwargs: Any) -> Callable[[list[str] | None], int]:
     """An experiment module's ``main(argv=None) -> exit code``: :func:`experiment_main` bound to its
     ``run`` and its :func:`parse_experiment_args` keywords (``prog``, ``description``, ``config_cls``,
@@ -300,3 +326,80 @@ def make_main(run: Callable[[ExperimentContext], Any], **parse_kwargs: Any) -> C
         return experiment_main(argv, run, **parse_kwargs)
 
     return main
+
+
+class RunComplete(Exception):
+    """Raised by :func:`parse_experiment_args` when ``--output-dir`` holds a finished run of these settings."""
+
+    def __init__(self, output_dir: Path):
+        super().__init__(str(output_dir))
+        self.output_dir = output_dir
+        try:
+            self.info = json.loads((output_dir / RUN_COMPLETE).read_text())
+        except (OSError, ValueError):
+            self.info = {}
+
+
+def _run_key(config: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """What makes two runs the same: config, seed, data (phantom cases or --data-dir)."""
+    from tfmedseg.config import config_hash
+
+    data = str(Path(args.data_dir).resolve()) if args.data_dir is not None else f"phantoms:{args.phantom_cases}"
+    return {"config_hash": config_hash(config), "seed": int(args.seed), "data": data}
+
+
+def _finished(output_dir: Path, key: dict[str, Any]) -> bool:
+    marker = output_dir / RUN_COMPLETE
+    if not marker.is_file():
+        return False
+    try:
+        info = json.loads(marker.read_text())
+        previous = {k: info[k] for k in key}
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # a damaged marker: run (resuming) again
+    if previous != key:
+        differs = ", ".join(k for k in key if previous[k] != key[k])
+        raise ConfigError(f"holds a finished run with other settings ({differs} differ); choose a new --output-dir for a new run",
+                          path=output_dir)
+    return True
+
+
+def _mark_complete(ctx: ExperimentContext) -> None:
+    import datetime
+
+    from tfmedseg.io._atomic import atomic_file
+
+    info = {**(ctx.run_key or {}), "completed": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    with atomic_file(ctx.output_dir / RUN_COMPLETE, ".json") as tmp:
+        Path(tmp).write_text(json.dumps(info, indent=1) + "\n")
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """The shared options' values (ConfigError naming the option)."""
+    if not 0 <= args.seed < 2**32:
+        raise ConfigError(f"must lie in [0, 2**32), got {args.seed}", path="--seed")
+    if args.phantom_cases is not None and not 1 <= args.phantom_cases <= 10000:
+        raise ConfigError(f"must lie in [1, 10000], got {args.phantom_cases}", path="--phantom-cases")
+    for option, value in (("--output-dir", args.output_dir), ("--cache-dir", args.cache_dir)):
+        if value is not None and value.exists() and not value.is_dir():
+            raise ConfigError(f"{value} is a file, not a directory", path=option)
+    if args.data_dir is not None and args.output_dir is not None:
+        from tfmedseg.io._atomic import check_output_not_input
+        from tfmedseg.errors import InvalidInputError
+
+        try:
+            check_output_not_input(args.output_dir, [args.data_dir], key="--output-dir")
+        except InvalidInputError as exc:
+            raise ConfigError(exc.reason, path="--output-dir") from exc
+
+
+def _prepare_dir(path: Path, option: str) -> None:
+    """Create a directory named by ``option`` (ConfigError when it cannot be created or written)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise ConfigError(f"cannot create {path}: a file is in the way", path=option) from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot create {path}: {exc.strerror or exc}", path=option) from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{path} is not writable", path=option)

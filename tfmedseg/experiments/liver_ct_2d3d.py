@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 import tfmedseg  # noqa: F401  (oneDNN on before TensorFlow loads)
+from tfmedseg.config import check_range
 from tfmedseg.data.geometry import SliceGeometry
-from tfmedseg.errors import ConfigError
 from tfmedseg.experiments import runner
 from tfmedseg.experiments.cli import make_main
 from tfmedseg.inference.spec import CascadeConfig
@@ -101,8 +101,18 @@ class LiverCT2D3DConfig:
     export_dir: str = "saved_models"
 
     def __post_init__(self) -> None:
-        if self.inplane_size < 1:
-            raise ConfigError(f"must be >= 1, got {self.inplane_size}", path="inplane_size")
+        check_range(self.inplane_size, "inplane_size", 16, 1024, integer=True)  # 1024^2 x batch x channels fits memory
+        check_range(self.max_cases, "max_cases", 0, None, integer=True)
+        check_range(self.tumour_slice_margin, "tumour_slice_margin", 0, 512, integer=True)
+        check_range(self.validation_fraction, "validation_fraction", 0.0, 1.0)
+        for key in ("liver_threshold", "tumour_threshold", "tumour_component_threshold"):
+            check_range(getattr(self.cascade, key), f"cascade.{key}", 0.0, 1.0)
+        for name in ("liver", "tumour"):
+            stage = getattr(self, name)
+            check_range(stage.batch_size, f"{name}.batch_size", 1, 4096, integer=True)
+            check_range(stage.steps_per_epoch, f"{name}.steps_per_epoch", 1, None, integer=True)
+            check_range(stage.validation_steps, f"{name}.validation_steps", 1, None, integer=True)
+            check_range(stage.foreground_fraction, f"{name}.foreground_fraction", 0.0, 1.0)
 
 
 # ----------------------------------------------------------------------------- data
@@ -218,11 +228,11 @@ def run(ctx) -> dict[str, Any]:
                                          foreground_fraction=stage.foreground_fraction)
         runner.export_stage(nets[name], out / f"{name}_model", specs[name],
                             {**info, "stage": name, "model": stage.model, "variant": stage.variant}, samples)
-    path = export_cascade_savedmodel(
-        nets["liver"], nets["tumour"], runner.next_export_dir(config.export_dir, config.export_name),
-        liver_spec=specs["liver"], tumour_spec=specs["tumour"], cascade=config.cascade, model_name=config.export_name,
-        metadata=info)
-    ctx.exported(path, "the cascade (signatures segment, segment_bytes)")
+    path = runner.export_once(config.export_dir, config.export_name, [nets["liver"], nets["tumour"]], lambda p: export_cascade_savedmodel(
+        nets["liver"], nets["tumour"], p, liver_spec=specs["liver"], tumour_spec=specs["tumour"], cascade=config.cascade,
+        model_name=config.export_name, metadata=info))
+    if path is not None:
+        ctx.exported(path, "the cascade (signatures segment, segment_bytes)")
     return summary
 
 

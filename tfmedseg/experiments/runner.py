@@ -211,6 +211,25 @@ def next_export_dir(export_root, name: str) -> Path:
     return root / str(next_version(root))
 
 
+def export_once(export_root, name: str, models, write) -> Path | None:
+    """Export ``models`` as the next version of ``<export_root>/<name>`` unless a version holds these
+    weights already (a rerun of a killed run): ``write(version_dir) -> path`` does the export.
+
+    Returns:
+        The new version directory, or None when the weights were exported before.
+    """
+    from tfmedseg.export.versions import identical_version, record_fingerprint, weights_fingerprint
+
+    fingerprint = weights_fingerprint(models)
+    same = identical_version(Path(export_root) / name, fingerprint)
+    if same is not None:
+        logging.getLogger(__name__).info("%s with these weights is exported already: %s (not exported again)", name, same)
+        return None
+    path = Path(write(next_export_dir(export_root, name)))
+    record_fingerprint(path, fingerprint)
+    return path
+
+
 def export_stage(model, run_dir, spec, info: Mapping[str, Any], samples=None, *, max_batches: int = 8) -> Path:
     """Write the export contract of a trained network (:func:`tfmedseg.export.run_dir.save_for_export`).
 

@@ -1,7 +1,10 @@
 """``python -m tfmedseg.export``: SavedModel (TF Serving layout) and TFLite export of a trained model.
 
 Example:
-    python -m tfmedseg.export --model runs/liver_ct_2d3d --format all --output saved_models/liver_ct_2d3d/1
+    python -m tfmedseg.export --model runs/liver_ct_2d3d/liver_model --format all --output saved_models/liver/1
+
+``python -m tfmedseg.experiments.liver_ct_2d3d`` exports the whole cascade to ``saved_models/liver_ct_2d3d/<v>``
+itself; this command exports one stage (a run directory with ``model.keras``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from typing import Any
 import numpy as np
 
 import tfmedseg  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads)
-from tfmedseg.errors import TfMedSegError, report_user_errors
+from tfmedseg.errors import ExportError, TfMedSegError, report_user_errors
+from tfmedseg.io._atomic import atomic_file
 from tfmedseg.logs import add_verbosity_options, configure_logging
 from tfmedseg.progress import progress
 
@@ -64,7 +68,8 @@ def export_tflite(bundle: Any, output: Path) -> dict[str, Any]:
         data = (lambda: (s[None] for s in samples)) if quantization == "int8" else None
         flatbuffer = convert_to_tflite(model, quantization, data)
         path = output / f"model_{quantization}.tflite"
-        path.write_bytes(flatbuffer)
+        with atomic_file(path, ".tflite") as tmp:
+            Path(tmp).write_bytes(flatbuffer)
         predicted = TFLiteRunner(flatbuffer)(samples)
         lite_fg = _labels(predicted, bundle.spec.threshold) > 0
         entry = {
@@ -91,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=FORMATS, default="savedmodel")
     parser.add_argument("--output", type=Path, required=True, help="saved_models/<name>/<version>")
     parser.add_argument("--name", default=None, help="model name (default: the output's parent directory name)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing version directory")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing version directory written by tfmedseg (or, with --format tflite, its .tflite files)")
     add_verbosity_options(parser)
     args = parser.parse_args(argv)
     configure_logging(args)
@@ -103,6 +109,8 @@ def export(args: argparse.Namespace) -> None:
     from tfmedseg.export.run_dir import load_for_export
     from tfmedseg.export.savedmodel import export_savedmodel
 
+    if args.format == "tflite":
+        _check_tflite_output(args.output, args.overwrite)
     bundle = load_for_export(args.model)
     name = args.name or args.output.parent.name
     print(f"exporting {args.model} as {name!r} to {args.output}")
@@ -111,13 +119,36 @@ def export(args: argparse.Namespace) -> None:
                           overwrite=args.overwrite)
         print("  SavedModel with signatures serving_default, predict_bytes, segment, segment_bytes")
     else:
-        args.output.mkdir(parents=True, exist_ok=True)
+        try:
+            args.output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ExportError(f"cannot create the output folder: {exc.strerror or exc}", path=args.output) from exc
     if args.format in ("tflite", "all"):
         report = export_tflite(bundle, args.output)
         meta_path = args.output / "metadata.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"model_name": name, **bundle.info}
+        try:
+            meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"model_name": name, **bundle.info}
+        except ValueError as exc:
+            raise ExportError(f"not valid JSON ({exc})", path=meta_path) from exc
         meta["tflite"] = report
-        meta_path.write_text(json.dumps(meta, indent=2, default=str))
+        with atomic_file(meta_path, ".json") as tmp:
+            Path(tmp).write_text(json.dumps(meta, indent=2, default=str))
+
+
+def _check_tflite_output(output: Path, overwrite: bool) -> None:
+    """``--format tflite`` adds files to a version folder: never over existing ones without
+    ``--overwrite``, never into a folder of foreign files."""
+    from tfmedseg.io._atomic import has_marker
+
+    if output.exists() and not output.is_dir():
+        raise ExportError("output exists and is not a directory", path=output)
+    if not output.is_dir():
+        return
+    existing = sorted(p.name for p in output.glob("model_*.tflite"))
+    if existing and not overwrite:
+        raise ExportError(f"holds TFLite files already ({', '.join(existing)}); pass --overwrite to replace them", path=output)
+    if any(output.iterdir()) and not has_marker(output) and not (output / "metadata.json").is_file():
+        raise ExportError("folder holds files tfmedseg did not write; choose another --output", path=output)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ sends ``volume.astype("<f4").tobytes()`` (base64 in REST's ``{"b64": ...}``) and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -64,7 +65,7 @@ def _decode(raw: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
     expected = tf.reduce_prod(shape)
     check = tf.debugging.assert_equal(
         tf.cast(tf.size(values), tf.int64), expected,
-        message="byte payload does not hold prod(shape) little-endian float32 values",
+        message="scan_bytes: the byte payload does not hold prod(shape) little-endian float32 values (check 'shape')",
     )
     with tf.control_dependencies([check]):
         return tf.reshape(tf.identity(values), shape)
@@ -145,12 +146,14 @@ def _write_export(module: tf.Module, signatures: dict[str, Any], export_dir: Pat
         raise ExportError("the export directory must end in an integer version (TF Serving layout: <name>/<version>)", path=export_dir)
     if export_dir.exists() and not overwrite:
         raise ExportError("version directory exists already (pass overwrite=True or pick a new version)", path=export_dir)
-    if export_dir.exists() and not has_marker(export_dir):
-        if _legacy_export(export_dir):  # written by an older tfmedseg: metadata.json of ours
-            write_marker(export_dir, "savedmodel")
+    if export_dir.exists() and not has_marker(export_dir) and _legacy_export(export_dir):
+        write_marker(export_dir, "savedmodel")  # written by an older tfmedseg: metadata.json of ours
     if export_dir.exists() and any(export_dir.iterdir()) and not has_marker(export_dir):
         raise ExportError(f"version directory was not written by tfmedseg (no {OUTPUT_MARKER}); refusing to replace it", path=export_dir)
-    staging = make_staging_dir(export_dir)
+    try:
+        staging = make_staging_dir(export_dir)
+    except OSError as exc:
+        raise ExportError(f"cannot create the version directory: {exc.strerror or exc}", path=export_dir) from exc
     try:
         tf.saved_model.save(module, str(staging), signatures=signatures)
         info = {"package_version": tfmedseg.__version__, "signatures": sorted(signatures), **info}
@@ -279,7 +282,8 @@ def export_cascade_savedmodel(
         "model_name": model_name,
         "cascade": {k: v for k, v in cascade.to_dict().items() if k != "min_tumour_voxels"},
         "labels": ["background", "liver", "tumour"],
-        "serving_spec": liver_spec.to_dict(),
+        # what predict reads: the cascade's output labels (0 background, 1 liver, 2 tumour)
+        "serving_spec": dataclasses.replace(liver_spec, labels=("background", "liver", "tumour")).to_dict(),
         "tumour_serving_spec": tumour_spec.to_dict(),
         **(metadata or {}),
     }

@@ -97,6 +97,57 @@ def _has_dicom_magic(path: Path) -> bool:
     return len(head) == _PREAMBLE_MAGIC_OFFSET + 4 and head[_PREAMBLE_MAGIC_OFFSET:] == b"DICM"
 
 
+_DEFER_BYTES = 64 * 1024
+
+
+def _looks_like_raw_dicom(path: Path) -> bool:
+    """A headerless (ACR-NEMA style) DICOM file starts with an element of group 0x0002 or 0x0008."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return False
+    return len(head) == 8 and head[:2] in (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
+
+
+def _int_tag(ds: Any, name: str, path: Path, default: int | None = None, low: int = 1, high: int = 2**31 - 1) -> int:
+    """An integer attribute, checked for presence, type and range (InvalidInputError naming it)."""
+    value = ds.get(name, None)
+    if value is None or value == "":
+        if default is None:
+            raise InvalidInputError(f"missing {name}", path=path)
+        return default
+    try:
+        number = int(value)
+        if number != float(value):
+            raise ValueError
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{name} is not an integer: {value!r}", path=path) from exc
+    if not low <= number <= high:
+        raise InvalidInputError(f"{name} {number} is outside [{low}, {high}]", path=path)
+    return number
+
+
+def _float_tag(ds: Any, name: str, path: Path, default: float) -> float:
+    value = ds.get(name, None)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{name} is not a number: {value!r}", path=path) from exc
+    if not np.isfinite(number):
+        raise InvalidInputError(f"{name} is not finite: {value!r}", path=path)
+    return number
+
+
+#: Most voxels one series may declare (frames x rows x columns); ``TFMEDSEG_MAX_VOXELS`` raises it.
+def _max_voxels() -> int:
+    from tfmedseg.io.nifti import max_voxels
+
+    return max_voxels()
+
+
 def _read_instance(path: Path) -> tuple[Any | None, str | None]:
     """Parse one file. Returns ``(dataset, None)`` or ``(None, reason_skipped)``.
 
@@ -107,7 +158,7 @@ def _read_instance(path: Path) -> tuple[Any | None, str | None]:
 
     if _has_dicom_magic(path):
         try:
-            ds = pydicom.dcmread(str(path))
+            ds = pydicom.dcmread(str(path), defer_size=_DEFER_BYTES)  # pixel data stays on disk until decoded
             ds.get("SOPClassUID")  # force parsing of the first elements
         except Exception as exc:  # pydicom raises many types for corrupt input
             raise InvalidInputError(
@@ -127,9 +178,12 @@ def _read_instance(path: Path) -> tuple[Any | None, str | None]:
                 )
             return None, f"DICOM object without pixel data ({getattr(sop_class, 'name', sop_class)})"
         return ds, None
-    # No preamble: old ACR-NEMA style files are still DICOM, text files are not.
+    # No preamble: old ACR-NEMA style files are still DICOM (they start with a group 0x0002 or
+    # 0x0008 element), text files and other binaries are not: skip those without parsing them.
+    if not _looks_like_raw_dicom(path):
+        return None, "not a DICOM file (no DICM preamble, does not start with a DICOM element)"
     try:
-        ds = pydicom.dcmread(str(path), force=True)
+        ds = pydicom.dcmread(str(path), force=True, defer_size=_DEFER_BYTES)
         ok = "PixelData" in ds and "SOPInstanceUID" in ds and "SeriesInstanceUID" in ds
     except Exception:  # noqa: BLE001 - anything unreadable without a preamble is "not DICOM"
         ok = False
@@ -251,10 +305,22 @@ def _frames_of(path: Path, ds: Any) -> list[_Frame]:
     spacing = _floats(ds.PixelSpacing, 2, "PixelSpacing", path)
     if (spacing <= 0).any():
         raise InvalidInputError(f"PixelSpacing must be positive, got {list(spacing)}", path=path)
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    rows, cols = int(ds.Rows), int(ds.Columns)
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    slope = _float_tag(ds, "RescaleSlope", path, 1.0)
+    if slope == 0.0:
+        raise InvalidInputError("RescaleSlope is 0 (every voxel would map to the intercept)", path=path)
+    intercept = _float_tag(ds, "RescaleIntercept", path, 0.0)
+    rows, cols = _int_tag(ds, "Rows", path, high=65535), _int_tag(ds, "Columns", path, high=65535)
+    n_frames = _int_tag(ds, "NumberOfFrames", path, default=1)
+    bits = _int_tag(ds, "BitsAllocated", path, default=16, high=64)
+    samples = _int_tag(ds, "SamplesPerPixel", path, default=1, high=4)
+    if n_frames * rows * cols > _max_voxels():
+        raise InvalidInputError(f"declares {n_frames} frames of {rows}x{cols}, more than the limit of {_max_voxels()} voxels", path=path)
+    element = ds.get_item("PixelData") if "PixelData" in ds else None  # raw: the deferred value is not read
+    declared = n_frames * rows * cols * samples * bits // 8
+    stored = getattr(element, "length", None) if element is not None else None
+    if stored is not None and stored not in (0, 0xFFFFFFFF) and not _is_compressed(ds, path) and stored + 1 < declared:
+        raise InvalidInputError(f"pixel data holds {stored} bytes but NumberOfFrames/Rows/Columns/BitsAllocated declare "
+                                f"{declared}", path=path)
     if n_frames == 1:
         return [_Frame(path, ds, None, position, orientation, spacing, rows, cols, slope, intercept)]
     step_mm = ds.get("SpacingBetweenSlices", ds.get("SliceThickness"))
@@ -340,12 +406,23 @@ def _transfer_syntax(ds: Any) -> Any:
     return None if meta is None else meta.get("TransferSyntaxUID")
 
 
+def _is_compressed(ds: Any, path: Path) -> bool:
+    """Whether the transfer syntax is compressed; an unknown (private) transfer syntax is an error."""
+    tsuid = _transfer_syntax(ds)
+    if tsuid is None:
+        return False
+    try:
+        return bool(tsuid.is_compressed)
+    except (ValueError, AttributeError) as exc:
+        raise InvalidInputError(f"unknown transfer syntax {tsuid} (private or invalid); cannot decode its pixel data", path=path) from exc
+
+
 def _check_decoder(path: Path, ds: Any) -> None:
     """Raise a clear error when a compressed transfer syntax has no installed decoder plugin."""
     from pydicom.pixels import get_decoder
 
     tsuid = _transfer_syntax(ds)
-    if tsuid is None or not tsuid.is_compressed:
+    if tsuid is None or not _is_compressed(ds, path):
         return
     try:
         decoder = get_decoder(tsuid)

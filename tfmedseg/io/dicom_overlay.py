@@ -276,7 +276,14 @@ def write_overlay_series(
     if not 0.0 <= float(opacity) <= 1.0:
         raise InvalidInputError(f"opacity must lie in [0, 1], got {opacity}", path="opacity")
     if series_number is None:
-        series_number = int(source.meta.get("series_number") or 0) + 1000
+        try:
+            series_number = int(source.meta.get("series_number") or 0) + 1000
+        except (TypeError, ValueError):
+            series_number = 1000
+        if series_number > 2**31 - 1:  # a source SeriesNumber near the top of the IS range
+            series_number = 1000
+    if not -(2**31) <= int(series_number) <= 2**31 - 1:
+        raise InvalidInputError(f"SeriesNumber {series_number} is outside the DICOM IS range", path="series_number")
     series_uid = _make_uid(uid_seed, "overlay-series", source.meta.get("series_uid"))
 
     written = []

@@ -19,7 +19,7 @@ from tfmedseg.errors import InvalidInputError
 from tfmedseg.io._atomic import atomic_file
 from tfmedseg.io.volume import Volume, spacing_from_affine, to_canonical
 
-__all__ = ["read_nifti", "write_nifti", "is_nifti_path", "written_by_tfmedseg", "DESCRIP_MARKER"]
+__all__ = ["read_nifti", "write_nifti", "is_nifti_path", "written_by_tfmedseg", "DESCRIP_MARKER", "MAX_VOXELS", "check_header"]
 
 #: ``descrip`` of every NIfTI file tfmedseg writes (how ``--overwrite`` recognises its own outputs).
 DESCRIP_MARKER = b"written by tfmedseg"
@@ -45,6 +45,75 @@ def written_by_tfmedseg(path: str | os.PathLike) -> bool:
         return bytes(np.asarray(header["descrip"]).tobytes()).rstrip(b"\0").startswith(DESCRIP_MARKER)
     except Exception:  # noqa: BLE001 - anything unreadable is not ours
         return False
+
+
+#: Most voxels :func:`read_nifti` allocates (2**29, a 2 GiB float32 array; 1024 x 1024 x 512);
+#: raise it with the environment variable ``TFMEDSEG_MAX_VOXELS``.
+MAX_VOXELS = 2**29
+#: gzip cannot compress better than about 1032:1, so a .nii.gz declaring more data is corrupt.
+_GZIP_MAX_RATIO = 1100
+
+
+def max_voxels() -> int:
+    """The voxel limit in force (:data:`MAX_VOXELS` or ``$TFMEDSEG_MAX_VOXELS``)."""
+    try:
+        return int(os.environ.get("TFMEDSEG_MAX_VOXELS", MAX_VOXELS))
+    except ValueError:
+        return MAX_VOXELS
+
+
+def _stored_pixdim(path: Path) -> np.ndarray | None:
+    """``pixdim[1:4]`` as stored in the file (NIfTI-1 or -2, either byte order), or None."""
+    import gzip
+    import struct
+
+    try:
+        opener = gzip.open if str(path).lower().endswith(".gz") else open
+        with opener(path, "rb") as handle:
+            head = handle.read(540)
+    except (OSError, EOFError, zlib.error):
+        return None
+    for order in "<>":
+        if len(head) >= 348 and struct.unpack(f"{order}i", head[:4])[0] == 348:
+            return np.asarray(struct.unpack(f"{order}8f", head[76:108])[1:4], dtype=np.float64)
+        if len(head) >= 540 and struct.unpack(f"{order}i", head[:4])[0] == 540:
+            return np.asarray(struct.unpack(f"{order}8d", head[104:168])[1:4], dtype=np.float64)
+    return None
+
+
+def check_header(image, path: Path) -> None:
+    """Header sanity before any voxel is read: declared size vs file size and the voxel limit,
+    voxel type, pixdim.
+
+    Raises:
+        InvalidInputError: Naming the file and the field.
+    """
+    header = image.header
+    shape = tuple(int(n) for n in image.shape)
+    dtype = header.get_data_dtype()
+    if dtype.fields is not None or dtype.kind not in "biuf":
+        raise InvalidInputError(f"voxel type {dtype} (RGB or complex) is not supported; expected a scalar image", path=path)
+    voxels = int(np.prod(shape, dtype=np.int64)) if shape else 0
+    if voxels <= 0:
+        raise InvalidInputError(f"header declares an empty image of shape {shape}", path=path)
+    if voxels > max_voxels():
+        raise InvalidInputError(f"header declares {voxels} voxels {shape}, more than the limit of {max_voxels()} "
+                                "(set TFMEDSEG_MAX_VOXELS to raise it)", path=path)
+    nbytes = voxels * dtype.itemsize
+    size = path.stat().st_size
+    offset = int(header.get("vox_offset", 0) or 0) if "vox_offset" in header else 0
+    if str(path).lower().endswith(".gz"):
+        if nbytes > size * _GZIP_MAX_RATIO:
+            raise InvalidInputError(f"header declares {nbytes} bytes of voxels {shape} but the compressed file has only "
+                                    f"{size} bytes; the header or the file is corrupt", path=path)
+    elif offset + nbytes > size:
+        raise InvalidInputError(f"file is truncated: header declares {nbytes} bytes of voxels {shape} after offset {offset}, "
+                                f"the file has {size} bytes", path=path)
+    pixdim = _stored_pixdim(path)  # nibabel silently "fixes" zero / negative pixdim on load
+    if pixdim is None:
+        pixdim = np.asarray(header["pixdim"], dtype=np.float64)[1:4]
+    if not np.all(np.isfinite(pixdim)) or np.any(pixdim[: min(3, len(shape))] <= 0):
+        raise InvalidInputError(f"pixdim {pixdim.tolist()} must be finite and > 0 (voxel size in mm)", path=path)
 
 
 def read_nifti(path: str | os.PathLike, modality: str = "OT", *, allow_nan: bool = False) -> Volume:
@@ -80,13 +149,16 @@ def read_nifti(path: str | os.PathLike, modality: str = "OT", *, allow_nan: bool
         shape = tuple(int(n) for n in image.shape)
         if len(shape) < 3 or any(n != 1 for n in shape[3:]):  # reject before decompressing the data
             raise InvalidInputError(f"expected a 3-D volume, got shape {shape}", path=path)
+        check_header(image, path)
         if modality == "SEG":
             data = np.asanyarray(image.dataobj)
         else:
             data = image.get_fdata(dtype=np.float32)
     except InvalidInputError:
         raise
-    except (EOFError, OSError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as exc:
+    except MemoryError as exc:
+        raise InvalidInputError(f"not enough memory for the declared image {image.shape}", path=path) from exc
+    except (EOFError, OSError, ValueError, TypeError, zlib.error, nib.filebasedimages.ImageFileError) as exc:
         raise InvalidInputError(f"cannot read NIfTI data ({type(exc).__name__}: {exc}); the file is truncated or corrupt", path=path) from exc
     if data.ndim == 4 and all(n == 1 for n in data.shape[3:]):
         data = data[..., 0]
@@ -97,7 +169,7 @@ def read_nifti(path: str | os.PathLike, modality: str = "OT", *, allow_nan: bool
         raise InvalidInputError(f"contains {bad} NaN or infinite voxels", path=path)
     affine = np.asarray(image.affine, dtype=np.float64)
     if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise InvalidInputError(f"affine is singular or not finite:\n{affine}", path=path)
+        raise InvalidInputError(f"affine is singular or not finite: {np.array2string(affine, separator=',').replace(chr(10), '')}", path=path)
     canonical, canonical_aff, source_ornt = to_canonical(np.asarray(data), affine)
     meta = {
         "path": str(path),

@@ -1,7 +1,7 @@
-"""Reading and writing ``.npz`` array bundles without pickle.
+"""Reading and writing ``.npz`` array bundles as plain numeric data.
 
-Every ``.npz`` tfmedseg reads goes through :func:`load_npz`: ``allow_pickle=False`` (an object
-array would need pickle, which runs code from the file), only numeric/boolean arrays, and every
+Every ``.npz`` tfmedseg reads goes through :func:`load_npz`: object arrays are refused (loading
+one would run code stored in the file), only numeric/boolean arrays are read, and every
 problem becomes one :class:`~tfmedseg.errors.InvalidInputError` naming the file and the key.
 """
 
@@ -23,7 +23,7 @@ _ALLOWED_KINDS = "biuf"  # bool, signed, unsigned, float
 
 
 def load_npz(path: str | os.PathLike, required: Iterable[str] = (), *, max_bytes: int | None = None) -> dict[str, np.ndarray]:
-    """All arrays of an ``.npz`` file, read without pickle.
+    """All arrays of an ``.npz`` file, numeric only (object arrays are refused).
 
     Args:
         path: The ``.npz`` file.
@@ -44,7 +44,7 @@ def load_npz(path: str | os.PathLike, required: Iterable[str] = (), *, max_bytes
             for key in data.files:
                 try:
                     array = data[key]
-                except ValueError as exc:  # object arrays need pickle
+                except ValueError as exc:  # object arrays are refused
                     raise InvalidInputError(f"array {key!r} is not numeric ({exc}); only numeric arrays are read", path=path) from exc
                 if array.dtype.kind not in _ALLOWED_KINDS:
                     raise InvalidInputError(f"array {key!r} has dtype {array.dtype}; expected a numeric array", path=path)
@@ -63,7 +63,7 @@ def load_npz(path: str | os.PathLike, required: Iterable[str] = (), *, max_bytes
 
 
 def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], *, compress: bool = True) -> Path:
-    """Write ``arrays`` to ``path`` atomically (numeric arrays only: nothing that needs pickle)."""
+    """Write ``arrays`` to ``path`` atomically (numeric arrays only)."""
     path = Path(path)
     arrays = {key: np.asarray(value) for key, value in arrays.items()}
     for key, value in arrays.items():

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import time
 import urllib.error
@@ -82,11 +83,27 @@ class ServingClient:
     def segment(self, scan: np.ndarray) -> np.ndarray:
         """Segment a raw scan ``[D, H, W]`` (HU / counts, canonical orientation) into uint8 labels."""
         scan = np.asarray(scan)
-        if scan.ndim != 3:
-            raise ServingError(f"expected a [D, H, W] scan, got shape {scan.shape}", path="scan")
-        inputs = {"scan_bytes": scan.astype("<f4").tobytes(), "shape": np.asarray(scan.shape, np.int64)}
+        if scan.ndim != 3 or 0 in scan.shape:
+            raise ServingError(f"expected a non-empty [D, H, W] scan, got shape {scan.shape}", path="scan")
+        if scan.dtype.kind not in "biuf":
+            raise ServingError(f"expected a numeric scan, got dtype {scan.dtype}", path="scan")
+        scan = scan.astype("<f4")
+        finite = np.isfinite(scan)
+        if not finite.all():
+            raise ServingError(f"scan contains {int(finite.size - finite.sum())} NaN or infinite voxels", path="scan")
+        inputs = {"scan_bytes": scan.tobytes(), "shape": np.asarray(scan.shape, np.int64)}
         outputs = self.predict(inputs, signature_name="segment_bytes")
-        return np.asarray(outputs["labels"], dtype=np.uint8).reshape(scan.shape)
+        if "labels" not in outputs:
+            raise ServingError(f"reply has no 'labels' output (got {sorted(outputs)})", path=self._where())
+        try:
+            labels = np.asarray(outputs["labels"])
+            if labels.dtype.kind not in "biuf" or labels.size != scan.size:
+                raise ValueError(f"{labels.size} values of dtype {labels.dtype}")
+            if labels.size and (labels.min() < 0 or labels.max() > 255):
+                raise ValueError(f"values outside 0..255 ({labels.min()}..{labels.max()})")
+        except (TypeError, ValueError) as exc:
+            raise ServingError(f"reply 'labels' does not fit the scan of shape {scan.shape}: {exc}", path=self._where()) from exc
+        return labels.astype(np.uint8).reshape(scan.shape)
 
     def predict(self, inputs: dict[str, Any], signature_name: str = "serving_default") -> dict[str, np.ndarray]:
         """Call any signature with named inputs (numpy arrays or ``bytes``); returns named outputs."""
@@ -133,20 +150,29 @@ class ServingClient:
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                payload = json.loads(response.read())
+                raw = response.read()
+            try:
+                payload = json.loads(raw)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise ServingError(f"reply is not JSON ({exc}): {raw[:80]!r}", path=self._where()) from exc
         except urllib.error.HTTPError as exc:
             message = _http_error_message(exc)
             if exc.code in _RETRY_HTTP:
                 raise _Transient(f"HTTP {exc.code}: {message}") from exc
             raise ServingError(f"HTTP {exc.code}: {message}", path=self._where()) from exc
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as exc:
             raise _Transient(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from exc
+        if not isinstance(payload, dict):
+            raise ServingError(f"reply is a JSON {type(payload).__name__}, expected an object with 'outputs'", path=self._where())
         outputs = payload.get("outputs")
         if outputs is None:
             raise ServingError(f"response has no 'outputs': {str(payload)[:200]}", path=self._where())
         if not isinstance(outputs, dict):  # a single unnamed output
             outputs = {"output": outputs}
-        return {k: np.asarray(v) for k, v in outputs.items()}
+        try:
+            return {k: np.asarray(v) for k, v in outputs.items()}
+        except (TypeError, ValueError) as exc:  # ragged lists
+            raise ServingError(f"reply 'outputs' are not arrays: {exc}", path=self._where()) from exc
 
     # ------------------------------------------------------------------ gRPC
     def _grpc_stub(self):
@@ -172,7 +198,10 @@ class ServingClient:
         if self.version is not None:
             request.model_spec.version.value = self.version
         for key, value in inputs.items():
-            request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+            try:
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+            except (TypeError, ValueError) as exc:
+                raise ServingError(f"cannot encode input {key!r}: {exc}", path=key) from exc
         try:
             response = self._grpc_stub().Predict(request, timeout=self.timeout_s)
         except grpc.RpcError as exc:
@@ -180,7 +209,10 @@ class ServingClient:
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise _Transient(f"gRPC {code.name}: {exc.details()}") from exc
             raise ServingError(f"gRPC {code.name}: {exc.details()}", path=self._where()) from exc
-        return {key: tf.make_ndarray(proto) for key, proto in response.outputs.items()}
+        try:
+            return {key: tf.make_ndarray(proto) for key, proto in response.outputs.items()}
+        except (TypeError, ValueError) as exc:
+            raise ServingError(f"reply holds a malformed tensor: {exc}", path=self._where()) from exc
 
 
 class _Transient(Exception):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 import random
 import shutil
 from pathlib import Path
@@ -19,7 +18,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfmedseg.errors import ConfigError
+from tfmedseg.errors import ConfigError, InvalidInputError
+from tfmedseg.io._atomic import atomic_file
 from tfmedseg.training.schedules import ScaledSchedule
 
 _log = logging.getLogger(__name__)
@@ -34,17 +34,93 @@ __all__ = [
     "ImageSummary",
     "overlay_panels",
     "recompute_batchnorm_statistics",
+    "save_weights_without_optimizer",
 ]
 
 
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with atomic_file(path, path.suffix) as tmp:
+        Path(tmp).write_bytes(data)
+
+
+def save_weights_without_optimizer(model, path) -> None:
+    """``model.save_weights`` without the optimizer's variables (best / last weights: a third of
+    the size with Adam; only the resume checkpoint needs the optimizer state)."""
+    from keras.src.saving import saving_lib
+
+    skip = [model.optimizer] if getattr(model, "optimizer", None) is not None else None
+    saving_lib.save_weights_only(model, str(path), objects_to_skip=skip)
 
 
 def _seed_generator_states(model) -> list:
     return [v for v in model.variables if "seed_generator_state" in v.path]
+
+
+# ------------------------------------------------------------------------------------------
+# Resume state as JSON + npz (plain data only: a crafted checkpoint must not run code)
+# ------------------------------------------------------------------------------------------
+
+
+def _encode_state(obj, arrays: dict):
+    """JSON-able form of ``obj``; arrays go to ``arrays`` (saved as npz) and are referenced by key."""
+    if isinstance(obj, (np.ndarray, tf.Tensor, tf.Variable)) or hasattr(obj, "numpy") and not isinstance(obj, (int, float)):
+        key = f"a{len(arrays)}"
+        arrays[key] = np.asarray(obj)
+        return {"__array__": key}
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return {"__float__": repr(obj)}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, dict):
+        return {"__dict__": [[_encode_state(k, arrays), _encode_state(v, arrays)] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode_state(v, arrays) for v in obj]}
+    if isinstance(obj, list):
+        return [_encode_state(v, arrays) for v in obj]
+    raise TypeError(f"cannot store a {type(obj).__name__} in a resume checkpoint")
+
+
+def _decode_state(obj, arrays: dict, where: Path):
+    """Inverse of :func:`_encode_state`; any unexpected structure is an error naming ``where``."""
+    if isinstance(obj, list):
+        return [_decode_state(v, arrays, where) for v in obj]
+    if isinstance(obj, dict):
+        if set(obj) == {"__array__"}:
+            key = obj["__array__"]
+            if key not in arrays:
+                raise InvalidInputError(f"refers to array {key!r} missing from state.npz", path=where)
+            return arrays[key]
+        if set(obj) == {"__float__"} and obj["__float__"] in ("nan", "inf", "-inf"):
+            return float(obj["__float__"])
+        if set(obj) == {"__tuple__"} and isinstance(obj["__tuple__"], list):
+            return tuple(_decode_state(v, arrays, where) for v in obj["__tuple__"])
+        if set(obj) == {"__dict__"} and isinstance(obj["__dict__"], list):
+            out = {}
+            for item in obj["__dict__"]:
+                if not (isinstance(item, list) and len(item) == 2):
+                    raise InvalidInputError("malformed dictionary entry", path=where)
+                out[_decode_state(item[0], arrays, where)] = _decode_state(item[1], arrays, where)
+            return out
+        raise InvalidInputError(f"unexpected object with keys {sorted(obj)[:5]}", path=where)
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise InvalidInputError(f"unexpected value of type {type(obj).__name__}", path=where)
+
+
+def _numpy_rng_state(state) -> tuple:
+    name, keys, pos, has_gauss, cached = state
+    keys = np.asarray(keys)
+    if name != "MT19937" or keys.shape != (624,) or keys.dtype.kind not in "iu":
+        raise InvalidInputError("numpy RNG state is malformed", path="state.json")
+    return (str(name), keys.astype(np.uint32), int(pos), int(has_gauss), float(cached))
+
+
+def _python_rng_state(state) -> tuple:
+    version, internal, gauss = state
+    return (int(version), tuple(int(v) for v in internal), None if gauss is None else float(gauss))
 
 
 class ResumeCheckpoint(keras.callbacks.Callback):
@@ -54,10 +130,13 @@ class ResumeCheckpoint(keras.callbacks.Callback):
     schedule position ``optimizer.iterations``, and the epoch number), plus: the Keras
     ``SeedGenerator`` states (dropout / augmentation RNG), the numpy and Python global RNG states,
     and the states of the other callbacks of the run (best value, plateau factor, SWA average).
-    A checkpoint is written to a fresh directory ``ckpt-<epoch>`` and then made current by
-    atomically replacing ``latest.json``, so a process killed at any moment (SIGKILL) leaves the
-    last complete epoch loadable. The checkpoint is kept after training, so re-running a finished
-    run trains no further epochs.
+    A checkpoint is written to a fresh directory ``ckpt-<epoch>`` (``model.weights.h5``,
+    ``state.json`` and ``state.npz``: plain data, so a crafted checkpoint cannot run code) and then
+    made current by atomically replacing ``latest.json``, so a process killed at any moment
+    (SIGKILL) leaves the last complete epoch loadable. An unreadable ``latest.json`` or a missing /
+    damaged checkpoint falls back to the newest complete ``ckpt-*``; when none is left the error
+    names the file. The checkpoint is kept after training, so re-running a finished run trains no
+    further epochs.
 
     Put it after the callbacks whose state it saves (the trainer does).
 
@@ -78,30 +157,97 @@ class ResumeCheckpoint(keras.callbacks.Callback):
     def _latest(self) -> Path:
         return self.backup_dir / "latest.json"
 
+    def _candidates(self) -> list[str]:
+        """Checkpoint directory names to try, newest first (``latest.json``'s first when readable)."""
+        order: list[str] = []
+        if self._latest.exists():
+            try:
+                info = json.loads(self._latest.read_text())
+                name = info["dir"]
+                if not (isinstance(name, str) and name.startswith("ckpt-") and "/" not in name and "\\" not in name and ".." not in name):
+                    raise ValueError(f"bad checkpoint name {name!r}")
+                if (self.backup_dir / name).is_dir():
+                    order.append(name)
+                else:
+                    _log.warning("%s names %s, which is missing; resuming from the newest complete checkpoint", self._latest, name)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                _log.warning("%s is unreadable (%s); resuming from the newest complete checkpoint", self._latest, exc)
+        dirs = sorted((p.name for p in self.backup_dir.glob("ckpt-*") if p.is_dir() and p.name[5:].isdigit()), reverse=True)
+        return order + [d for d in dirs if d not in order]
+
     def on_train_begin(self, logs=None):
-        if not self._latest.exists():
+        if not self.backup_dir.is_dir():
             return
-        info = json.loads(self._latest.read_text())
-        ckpt = self.backup_dir / info["dir"]
+        for stale in self.backup_dir.glob(".ckpt-*.tmp"):  # staging of a killed run
+            shutil.rmtree(stale, ignore_errors=True)
+        candidates = self._candidates()
+        if not candidates:
+            if self._latest.exists():
+                raise InvalidInputError(
+                    f"names a checkpoint that is missing and no other complete checkpoint is left in {self.backup_dir}; "
+                    "remove the backup folder to train from scratch",
+                    path=self._latest,
+                )
+            return
         model = self.model
+        if not model.built and getattr(getattr(model, "network", None), "built", False):
+            model.build(model.network.input_shape)  # AugmentedModel: the wrapper has no weights of its own
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        model.load_weights(ckpt / "model.weights.h5")
-        with open(ckpt / "state.pkl", "rb") as f:
-            state = pickle.load(f)
+        problems = []
+        for name in candidates:
+            try:
+                self._restore(self.backup_dir / name)
+                return
+            except InvalidInputError as exc:
+                problems.append(f"{Path(exc.path or name).name}: {exc.reason}")
+                _log.warning("cannot resume from %s (%s); trying an older checkpoint", self.backup_dir / name, exc)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                problems.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+                _log.warning("cannot resume from %s (%s); trying an older checkpoint", self.backup_dir / name, exc)
+        raise InvalidInputError(
+            f"no complete checkpoint to resume from ({'; '.join(problems)[:300]}); remove the backup folder to train from scratch",
+            path=self.backup_dir / candidates[0] / "state.json",
+        )
+
+    def _restore(self, ckpt: Path) -> None:
+        from tfmedseg.io.npz import load_npz
+
+        if not ckpt.is_dir():
+            raise InvalidInputError("checkpoint folder is missing", path=ckpt)
+        state_path = ckpt / "state.json"
+        try:
+            doc = json.loads(state_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"not valid JSON ({exc})", path=state_path) from exc
+        if not isinstance(doc, dict) or not isinstance(doc.get("epoch"), int) or doc["epoch"] < 1:
+            raise InvalidInputError("no valid 'epoch'", path=state_path)
+        arrays = load_npz(ckpt / "state.npz")
+        state = _decode_state(doc.get("state"), arrays, state_path)
+        if not isinstance(state, dict) or not {"seed_generators", "numpy_rng", "python_rng", "callbacks"} <= set(state):
+            raise InvalidInputError("resume state is incomplete", path=state_path)
+        numpy_rng = _numpy_rng_state(state["numpy_rng"])
+        python_rng = _python_rng_state(state["python_rng"])
+        weights = ckpt / "model.weights.h5"
+        if not weights.is_file():
+            raise InvalidInputError("checkpoint has no model.weights.h5", path=ckpt)
+        model = self.model
+        model.load_weights(weights)
         for var, value in zip(_seed_generator_states(model), state["seed_generators"]):
             var.assign(value)
-        np.random.set_state(state["numpy_rng"])
-        random.setstate(state["python_rng"])
+        np.random.set_state(numpy_rng)
+        random.setstate(python_rng)
         for cb, cb_state in zip(self.stateful, state["callbacks"]):
             if cb_state is not None:
                 cb.set_resume_state(cb_state)
-        self.restored_epoch = int(info["epoch"])
+        self.restored_epoch = int(doc["epoch"])
         model._initial_epoch = self.restored_epoch
         _log.info("resumed from %s after epoch %d (optimizer step %d)", ckpt, self.restored_epoch,
                   int(model.optimizer.iterations.numpy()))
 
     def on_epoch_end(self, epoch, logs=None):
+        from tfmedseg.io.npz import save_npz
+
         self.backup_dir.mkdir(parents=True, exist_ok=True)
         name = f"ckpt-{epoch + 1:06d}"
         final = self.backup_dir / name
@@ -115,8 +261,10 @@ class ResumeCheckpoint(keras.callbacks.Callback):
             "python_rng": random.getstate(),
             "callbacks": [cb.get_resume_state() for cb in self.stateful],
         }
-        with open(tmp / "state.pkl", "wb") as f:
-            pickle.dump(state, f)
+        arrays: dict = {}
+        doc = {"epoch": epoch + 1, "state": _encode_state(state, arrays)}
+        save_npz(tmp / "state.npz", arrays, compress=False)
+        (tmp / "state.json").write_text(json.dumps(doc))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         _atomic_write_bytes(self._latest, json.dumps({"epoch": epoch + 1, "dir": name}).encode())
@@ -158,9 +306,8 @@ class BestLastCheckpoint(keras.callbacks.Callback):
         self.best = None
 
     def _save(self, name: str) -> None:
-        tmp = self.directory / f".tmp-{name}"
-        self.model.save_weights(tmp)
-        os.replace(tmp, self.directory / name)
+        with atomic_file(self.directory / name, ".weights.h5") as tmp:
+            save_weights_without_optimizer(self.model, tmp)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}

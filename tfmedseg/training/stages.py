@@ -109,6 +109,30 @@ def steps_for(units: int, batch_size: int, override: int | None = None) -> int:
     return int(override) if override else max(1, units // batch_size)
 
 
+def _accumulated_seconds(stage_dir: Path, seconds: float) -> float:
+    """Training seconds of a stage over all its (resumed) runs, kept in ``train_seconds.json``."""
+    import json
+
+    path = stage_dir / "train_seconds.json"
+    try:
+        seconds += float(json.loads(path.read_text())["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    path.write_text(json.dumps({"seconds": seconds}))
+    return seconds
+
+
+def _history_losses(stage_dir: Path) -> list[float]:
+    """The ``loss`` column of ``history.csv`` (every completed epoch, across resumed runs)."""
+    import csv
+
+    try:
+        with open(stage_dir / "history.csv", newline="") as fh:
+            return [float(r["loss"]) for r in csv.DictReader(fh) if r.get("loss") not in (None, "")]
+    except (OSError, ValueError, KeyError):
+        return []
+
+
 def train_stage(
     name: str,
     train_config,
@@ -157,9 +181,9 @@ def train_stage(
     logger.info("training stage %s: %d steps per epoch, up to %d epochs", name, steps_per_epoch, cfg.epochs)
     start = time.perf_counter()
     history = trainer.fit(train_data, validation_data=validation_data)
-    seconds = time.perf_counter() - start
-    losses = history.history.get("loss", [])
-    epochs = len(losses) or 1
+    seconds = _accumulated_seconds(Path(cfg.output_dir), time.perf_counter() - start)
+    losses = _history_losses(Path(cfg.output_dir)) or [float(v) for v in history.history.get("loss", [])]
+    epochs = len(losses) or 1  # a resumed run counts the epochs of all its runs (history.csv), not only this call's
     timing = {"train_seconds": seconds, "epochs": float(epochs), "steps": float(epochs * steps_per_epoch),
               "final_loss": float(losses[-1]) if losses else math.nan}
     if units_per_step:

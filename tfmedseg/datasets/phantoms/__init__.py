@@ -145,7 +145,13 @@ def ensure_phantoms(dataset: str, out_dir: str | os.PathLike, cases: int = 4, se
                 "exists but is not a completed phantom dataset (no marker file); remove it or choose another directory",
                 path=out_dir,
             )
-        info = json.loads(marker.read_text() or "{}")
+        try:
+            info = json.loads(marker.read_text() or "{}")
+            if not isinstance(info, dict):
+                raise ValueError("not an object")
+        except (OSError, ValueError) as exc:
+            raise DatasetLayoutError(f"marker {COMPLETE_MARKER} is unreadable ({exc}); remove the folder to regenerate it",
+                                     path=out_dir) from exc
         if (info.get("dataset"), info.get("cases"), info.get("seed")) != (dataset, int(cases), int(seed)):
             raise DatasetLayoutError(f"holds other phantoms ({info}); remove it or choose another directory", path=out_dir)
         shutil.rmtree(out_dir)  # same arguments, older generator version

@@ -1,0 +1,53 @@
+"""Versions under ``saved_models/<name>/``: do not export the same weights twice.
+
+A rerun of an experiment (resumed after a kill, or asked for again) has the same trained weights
+as the version it exported before; exporting them again would add an identical version that TF
+Serving then switches to. :func:`weights_fingerprint` hashes a model's variables,
+:func:`identical_version` finds a version holding the same hash (``fingerprint.json``, written by
+:func:`record_fingerprint` after each export).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+__all__ = ["weights_fingerprint", "identical_version", "record_fingerprint", "FINGERPRINT_FILE"]
+
+FINGERPRINT_FILE = "fingerprint.json"
+
+
+def weights_fingerprint(models: Iterable) -> str:
+    """sha256 over the names, shapes and values of every variable of ``models`` (Keras models)."""
+    digest = hashlib.sha256()
+    for model in models:
+        for var in model.weights:
+            value = np.ascontiguousarray(np.asarray(var.numpy() if hasattr(var, "numpy") else var))
+            digest.update(f"{var.path}|{value.dtype}|{value.shape}".encode())
+            digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def identical_version(model_root: str | os.PathLike, fingerprint: str) -> Path | None:
+    """The highest version under ``model_root`` exported from weights with ``fingerprint``, or None."""
+    root = Path(model_root)
+    if not root.is_dir():
+        return None
+    versions = sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name), reverse=True)
+    for version in versions:
+        try:
+            if json.loads((version / FINGERPRINT_FILE).read_text()).get("weights_sha256") == fingerprint:
+                return version
+        except (OSError, ValueError, AttributeError):
+            continue
+    return None
+
+
+def record_fingerprint(version_dir: str | os.PathLike, fingerprint: str) -> None:
+    """Write ``fingerprint.json`` into an exported version directory."""
+    (Path(version_dir) / FINGERPRINT_FILE).write_text(json.dumps({"weights_sha256": fingerprint}) + "\n")
