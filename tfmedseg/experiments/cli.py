@@ -273,8 +273,8 @@ def experiment_main(argv: list[str] | None, run: Callable[[ExperimentContext], A
             return
         handlers.append(add_file_log(ctx.output_dir / LOG_NAME))
         run(ctx)
-        _mark_complete(ctx)
         print_outputs(ctx)
+        _mark_complete(ctx)  # last: a run killed before this line resumes
 
     try:
         return report_user_errors(go)
