@@ -16,7 +16,6 @@ Usage:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -88,16 +87,17 @@ def _stage_arrays(prepared: dict, ids: list, stage: str, ct_channels: int) -> tu
 
 
 def _train(name: str, sc: StageConfig, prepared: dict, train_ids: list, val_ids: list, cfg, out: Path, seed: int):
-    from tfmedseg.data.arrays import image_mask_dataset
-    from tfmedseg.models import registry
-    from tfmedseg.training.trainer import Trainer
+    """One stage through :func:`~tfmedseg.experiments.runner.train_stage` (best validation-loss epoch);
+    returns the network and up to 8 representative export samples (slices with target)."""
+    import keras
 
-    stage = name.split("_")[-1]
-    x, y = _stage_arrays(prepared, train_ids, stage, cfg.ct_channels)
-    xv, yv = _stage_arrays(prepared, val_ids, stage, cfg.ct_channels)
-    steps = sc.steps_per_epoch or max(1, len(x) // sc.batch_size)
-    tc = dataclasses.replace(sc.train, steps_per_epoch=steps, validation_steps=max(1, -(-len(xv) // sc.batch_size)),
-                             output_dir=str(out / name), seed=seed)
+    from tfmedseg.data.arrays import image_mask_dataset
+    from tfmedseg.experiments import runner
+    from tfmedseg.models import registry
+
+    x, y = _stage_arrays(prepared, train_ids, name.split("_")[-1], cfg.ct_channels)
+    xv, yv = _stage_arrays(prepared, val_ids, name.split("_")[-1], cfg.ct_channels)
+    steps = runner.steps_for(len(x), sc.batch_size, sc.steps_per_epoch)
 
     def build():
         return registry.build(sc.arch, encoder=sc.encoder, encoder_weights=sc.encoder_weights, classes=y.shape[-1],
@@ -105,15 +105,14 @@ def _train(name: str, sc: StageConfig, prepared: dict, train_ids: list, val_ids:
                               decoder_channels=tuple(sc.decoder_channels), input_shape=x.shape[1:], activation="sigmoid")
 
     logger.info("stage %s: %d training / %d validation images, %d steps per epoch", name, len(x), len(xv), steps)
-    trainer = Trainer(tc, build)
-    trainer.fit(image_mask_dataset(x, y, sc.batch_size, seed=seed, flip=sc.flip),
-                validation_data=image_mask_dataset(xv, yv, sc.batch_size, seed=seed + 1, shuffle=False))
-    best = Path(tc.output_dir) / "best.weights.h5"
-    if best.is_file():  # the epoch of lowest validation loss
-        trainer.model.load_weights(best)
-    fg = np.flatnonzero(y.reshape(len(y), -1).any(1))  # representative export samples: slices with target
+    keras.utils.set_random_seed(seed)  # shuffle(seed=) pairs with TF's global seed: the stage's, as the Trainer sets
+    stage = runner.train_stage(name, sc.train, build, image_mask_dataset(x, y, sc.batch_size, seed=seed, flip=sc.flip),
+                               image_mask_dataset(xv, yv, sc.batch_size, seed=seed + 1, shuffle=False), output_dir=out,
+                               seed=seed, steps_per_epoch=steps, validation_steps=max(1, -(-len(xv) // sc.batch_size)),
+                               restore_best=True)
+    fg = np.flatnonzero(y.reshape(len(y), -1).any(1))
     pick = fg[np.linspace(0, len(fg) - 1, min(8, len(fg))).astype(int)] if len(fg) else np.arange(min(8, len(x)))
-    return trainer.model, (x[pick], y[pick])
+    return stage.model, (x[pick], y[pick])
 
 
 def run(ctx) -> dict[str, Any]:
@@ -122,14 +121,13 @@ def run(ctx) -> dict[str, Any]:
     from tfmedseg.clinical.maa_report import write_patient_report
     from tfmedseg.clinical.maa_tables import format_results, seed_table_17
     from tfmedseg.data.folds import contiguous_fold, validation_split
-    from tfmedseg.datasets import load_dataset
+    from tfmedseg.experiments import runner
     from tfmedseg.preprocessing.maa_inputs import prepare_maa_inputs
     from tfmedseg.progress import progress
 
     cfg = ctx.config
     out = Path(ctx.output_dir)
-    cases = load_dataset("maa_spect", ctx.data_dir)
-    cases = cases[: cfg.max_cases] if cfg.max_cases else cases
+    cases = runner.load_cases("maa_spect", ctx.data_dir, cfg.max_cases)
     kwargs = {"size": cfg.size, "level": cfg.window_level, "width": cfg.window_width, "adjust_rg": cfg.adjust_rg,
               "fusion_weights": tuple(cfg.fusion_weights), "match": cfg.match, "crop": cfg.crop}
     prepared = {c.case_id: prepare_maa_inputs(c.images["ct"].array, c.meta["display"], np.asarray(c.label.array), **kwargs)
@@ -143,12 +141,17 @@ def run(ctx) -> dict[str, Any]:
         for stage in stages:
             models[stage], samples[stage] = _train(f"fold{fold}_{stage}", getattr(cfg, stage), prepared, train_ids, val_ids,
                                                    cfg, out, ctx.seed + 100 * fold)
-        for i in progress(test_idx, desc=f"fold {fold}: test patients"):
-            case = cases[i]
+
+        def evaluate_one(case, fold=fold, models=models) -> runner.CaseOutcome:
             result = evaluate_patient(case, prepared[case.case_id], models, cfg.dosimetry)
-            rows.append({"fold": fold, **result.row})
             write_patient_report(out / f"fold{fold}" / "patients", case.case_id, result.record, result.ct_hu,
                                  result.spect_on_ct, result.liver, result.tumour)
+            return runner.CaseOutcome({"fold": fold, **result.row}, seconds=sum(result.seconds.values()),
+                                      units=sum(result.images.values()), extra=result)
+
+        evaluation = runner.evaluate_cases([cases[i] for i in test_idx], evaluate_one, what="patient")
+        rows += evaluation.rows
+        for result in (o.extra for o in evaluation.outcomes):
             for stage in stages:
                 times[stage][0] += result.seconds[stage]
                 times[stage][1] += result.images[stage]
@@ -159,14 +162,17 @@ def run(ctx) -> dict[str, Any]:
     print(text)
     if cfg.export:
         summary["export"] = _export(exported, cfg, out)
-    (out / "summary.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=2, default=str))
+    runner.write_summary_json(out, summary, rows=rows)
     return summary
 
 
 def _export(exported: dict, cfg, out: Path) -> dict:
     """Export contract (model.keras + spec + representative samples) of the last fold's liver and
-    tumour networks; ``python -m tfmedseg.export <dir>`` writes SavedModel + TFLite and the table."""
-    from tfmedseg.export.run_dir import save_for_export
+    tumour networks (:func:`~tfmedseg.experiments.runner.export_stage`); ``python -m tfmedseg.export
+    <dir>`` writes SavedModel + TFLite and the table."""
+    import tensorflow as tf
+
+    from tfmedseg.experiments import runner
     from tfmedseg.export.spec import IntensitySpec, ServingSpec
 
     dirs = {}
@@ -178,9 +184,8 @@ def _export(exported: dict, cfg, out: Path) -> dict:
                                intensity=intensity if stage == "liver" else IntensitySpec(kind="none"))
             info = {"seed": "000", "stage": stage, "fold": exported["fold"], "arch": getattr(cfg, stage).arch,
                     "encoder": getattr(cfg, stage).encoder}
-            path = save_for_export(exported["models"][stage], out / "export" / stage, spec, info,
-                                   representative=x, representative_labels=y[..., 0].astype(np.int32))
-            dirs[stage] = str(path)
+            samples = tf.data.Dataset.from_tensors((x, y[..., 0].astype(np.int32)))  # one batch: all of them
+            dirs[stage] = str(runner.export_stage(exported["models"][stage], out / "export" / stage, spec, info, samples))
     return dirs
 
 

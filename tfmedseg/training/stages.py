@@ -148,6 +148,7 @@ def train_stage(
     unit: str = "sample",
     metrics=None,
     epoch_metrics: Callable[[Any], dict] | None = None,
+    restore_best: bool = False,
     **overrides: Any,
 ) -> StageResult:
     """Train one stage with :class:`~tfmedseg.training.trainer.Trainer` into ``output_dir/name``.
@@ -168,6 +169,8 @@ def train_stage(
         metrics / epoch_metrics: Keras metrics for ``compile`` and a ``model -> {name: value}``
             function run after each epoch (see :class:`~tfmedseg.training.trainer.Trainer`): both
             reach TensorBoard's ``logs/validation`` per epoch.
+        restore_best: Load ``best.weights.h5`` (the epoch of the best ``monitor`` value) into the
+            model after training, when it exists; False: the last epoch's weights.
         **overrides: Further :class:`TrainConfig` fields to replace (e.g. ``image_every_epochs=0``).
     """
     import keras
@@ -189,6 +192,9 @@ def train_stage(
     if units_per_step:
         timing[f"train_seconds_per_{unit}"] = seconds / (epochs * steps_per_epoch * units_per_step)
     model = trainer.model
+    best = Path(cfg.output_dir) / "best.weights.h5"
+    if restore_best and best.is_file():
+        model.load_weights(best)
     if isinstance(model, AugmentedModel):
         model = model.network
     keras.utils.set_random_seed(seed)
