@@ -64,12 +64,12 @@ class ExperimentContext:
     seed: int
     used_phantoms: bool
     exports: list = dataclasses.field(default_factory=list)
+    run_key: dict | None = None
 
     def exported(self, path, what: str = "") -> None:
         """Record an exported model (named at the end of the run) and log it."""
         self.exports.append(Path(path))
         logging.getLogger("tfmedseg.experiments").info("exported %s to %s", what or "a model", path)
-    run_key: dict | None = None
 
 
 def default_cache_dir() -> Path:
@@ -246,7 +246,7 @@ def parse_experiment_args(
         if not data_dir.is_dir():
             raise DatasetLayoutError("--data-dir is not a directory", path=data_dir)
     save_config(config, output_dir / "config.yaml")
-    return ExperimentContext(config, Path(data_dir), output_dir, args.seed, used_phantoms, run_key)
+    return ExperimentContext(config, Path(data_dir), output_dir, args.seed, used_phantoms, run_key=run_key)
 
 
 def experiment_main(argv: list[str] | None, run: Callable[[ExperimentContext], Any], **parse_kwargs: Any) -> int:
