@@ -99,8 +99,9 @@ def test_small_variant_trains(small_models):
 
 
 def test_weights_options_fail_clearly(tmp_path):
-    with pytest.raises(InvalidInputError, match="offline|not downloaded"):
-        build_os8_backbone("resnet152", weights="imagenet") if not _cached("resnet152") else pytest.skip("cached")
+    if not _cached("resnet152"):  # with Keras' cached ImageNet file present the load is legitimate
+        with pytest.raises(InvalidInputError, match="offline|not downloaded"):
+            build_os8_backbone("resnet152", weights="imagenet")
     with pytest.raises(InvalidInputError, match="no ImageNet weights"):
         build_os8_backbone("resnext101_32x8d", weights="imagenet")
     with pytest.raises(InvalidInputError):
