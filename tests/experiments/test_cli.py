@@ -143,3 +143,33 @@ def test_final_output_names_the_run_directory_and_main_files(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines == [f"results in {out}/", "  summary.md", "  per_case.csv", "  config.yaml", "  log.txt",
                      "  liver/ (1 files)", f"exported {tmp_path / 'saved_models' / 'demo' / '1'}"]
+
+
+EXPERIMENTS = ("liver_ct_2d3d", "bone_malignet", "liver_lesion_fusion", "maa_spect_liver", "hecktor_petct")
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_help_lists_the_configs_without_importing_tensorflow(name):
+    """``python -m tfmedseg.experiments.<name> --help`` (a fresh interpreter): exit 0, the config names
+    ``quick`` and ``paper`` with their files, and neither TensorFlow nor Keras imported."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['{name}', '--help']\n"
+        "try:\n"
+        f"    runpy.run_module('tfmedseg.experiments.{name}', run_name='__main__')\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code in (0, None), exit.code\n"
+        "print('imported:', sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"
+    )
+    repo = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, cwd=repo)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.rstrip().endswith("imported: []"), done.stdout[-500:]
+    listed = dict(line.split() for line in done.stdout.split("configs (--config NAME")[1].split("\n\n")[0].splitlines()[1:])
+    assert listed["quick"] == f"{name}_quick.yaml" and listed["paper"] == f"{name}.yaml", listed

@@ -27,9 +27,7 @@ from tfmedseg.errors import ConfigError
 from tfmedseg.experiments import runner
 from tfmedseg.experiments.cli import make_main
 from tfmedseg.metrics.instances import MatchRule
-from tfmedseg.models.detection.malignet import MaligNetConfig
-from tfmedseg.models.detection.mask_rcnn import MaskRCNNConfig
-from tfmedseg.models.detection.ssd import SSDConfig
+from tfmedseg.models.detection.config import MaligNetConfig, MaskRCNNConfig, SSDConfig
 from tfmedseg.training.config import TrainConfig
 
 __all__ = ["StageConfig", "BoneMaligNetConfig", "collect_views", "build_lesion_model", "run", "main"]

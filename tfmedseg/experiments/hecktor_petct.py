@@ -35,7 +35,7 @@ import numpy as np
 
 import tfmedseg  # noqa: F401  (oneDNN on before TensorFlow loads)
 from tfmedseg.errors import ConfigError
-from tfmedseg.training.trainer import TrainConfig
+from tfmedseg.training.config import TrainConfig
 
 __all__ = ["TABLE_COLUMNS", "HecktorConfig", "main", "run"]
 

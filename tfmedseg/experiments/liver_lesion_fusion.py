@@ -28,8 +28,8 @@ import numpy as np
 
 import tfmedseg  # noqa: F401  (oneDNN on before TensorFlow loads)
 from tfmedseg.inference.liver_lesion import PipelineSettings
-from tfmedseg.models.backbones.os8 import OS8_BACKBONES
-from tfmedseg.training.trainer import TrainConfig
+from tfmedseg.models.backbones import OS8_BACKBONES
+from tfmedseg.training.config import TrainConfig
 
 __all__ = ["FusionSettings", "LiverLesionFusionConfig", "NetworkStage", "main", "run"]
 

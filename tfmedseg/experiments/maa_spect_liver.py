@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from tfmedseg.clinical.maa_evaluation import DosimetrySettings
-from tfmedseg.training.trainer import TrainConfig
+from tfmedseg.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 STAGES = ("liver", "tumour", "combined")

@@ -53,6 +53,7 @@ import keras
 import numpy as np
 
 from tfmedseg.errors import ConfigError, InvalidInputError, ModelBuildError
+from tfmedseg.models.backbones import OS8_BACKBONES
 from tfmedseg.models.blocks.normalization import batch_norm
 
 __all__ = [
@@ -65,7 +66,6 @@ __all__ = [
     "resolve_weights",
 ]
 
-OS8_BACKBONES = ("resnet152", "resnext101_32x8d", "densenet201", "inception_v3")
 SIZES = ("paper", "small")
 
 _APP_FILES = {

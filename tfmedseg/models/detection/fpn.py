@@ -20,10 +20,10 @@ from __future__ import annotations
 import keras
 
 from tfmedseg.errors import ConfigError, ModelBuildError
+from tfmedseg.models.detection.config import UPSAMPLING_MODES
 
 __all__ = ["UPSAMPLING_MODES", "apply_fpn", "build_fpn"]
 
-UPSAMPLING_MODES = ("nearest", "bilinear", "bicubic")
 
 
 def apply_fpn(features: dict, filters: int = 256, min_level: int = 2, max_level: int = 6, upsampling: str = "nearest", regularizer=None, name: str = "fpn") -> dict:

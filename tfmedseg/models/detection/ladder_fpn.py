@@ -41,7 +41,7 @@ import keras
 import tensorflow as tf
 
 from tfmedseg.errors import ConfigError, ModelBuildError
-from tfmedseg.models.detection.fpn import UPSAMPLING_MODES
+from tfmedseg.models.detection.config import UPSAMPLING_MODES
 
 __all__ = ["LEVELS", "STEPS", "LadderFPN", "build_ladder_fpn"]
 

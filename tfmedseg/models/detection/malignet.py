@@ -26,8 +26,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from tfmedseg.errors import ConfigError
-from tfmedseg.models.detection.fpn import UPSAMPLING_MODES
 from tfmedseg.models.detection.global_features import GlobalFeatureBoxHead
 from tfmedseg.models.detection.ladder_fpn import build_ladder_fpn
 from tfmedseg.models.detection.mask_rcnn import (
@@ -37,54 +35,10 @@ from tfmedseg.models.detection.mask_rcnn import (
     _as_config,
     build_mask_rcnn_parts,
 )
+from tfmedseg.models.detection.config import MaligNetConfig, variant_name
 from tfmedseg.models.registry import register
 
 __all__ = ["MaligNetConfig", "build_malignet", "build_malignet_parts", "variant_name"]
-
-
-@dataclasses.dataclass
-class MaligNetConfig:
-    """MaligNet's additions to the Mask R-CNN config (Table 11 and §3b/3d).
-
-    Attributes:
-        ladder_fpn: Use the ladder FPN decoder (False: the plain FPN of the baseline).
-        global_features: Use the C6 global-feature classifier (False: the plain box head).
-        noise_stddev: Gaussian noise sigma of the noisy encoder (Table 11: 0.03, absolute).
-        unsupervised_weight: ``lambda_us`` of the denoising cost (L1254: 1).
-        upsampling: LFPN top-down x2 upsampling (Fig. 7: ``bicubic``).
-        stop_target_gradient: Detach the clean denoising targets (ladder networks: no).
-        global_filters: Width ``E`` of the C6 embedding (not in the seed); None: the pyramid width
-            ``fpn_filters`` (256 in the paper setting, so the classifier sees ROI and global features
-            in equal parts and its first conv costs 2x the baseline's, not more).
-    """
-
-    ladder_fpn: bool = True
-    global_features: bool = True
-    noise_stddev: float = 0.03
-    unsupervised_weight: float = 1.0
-    upsampling: str = "bicubic"
-    stop_target_gradient: bool = False
-    global_filters: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.noise_stddev < 0:
-            raise ConfigError(f"must be >= 0, got {self.noise_stddev}", path="malignet.noise_stddev")
-        if self.unsupervised_weight < 0:
-            raise ConfigError(f"must be >= 0, got {self.unsupervised_weight}", path="malignet.unsupervised_weight")
-        if self.upsampling not in UPSAMPLING_MODES:
-            raise ConfigError(f"unknown upsampling {self.upsampling!r}; allowed: {UPSAMPLING_MODES}", path="malignet.upsampling")
-        if self.global_filters is not None and self.global_filters < 1:
-            raise ConfigError(f"must be >= 1, got {self.global_filters}", path="malignet.global_filters")
-
-
-def variant_name(config: MaligNetConfig) -> str:
-    """Table 4's approach name of a configuration (``ResNet50 + LFPN w/ global features``...)."""
-    decoder = "LFPN" if config.ladder_fpn else "FPN"
-    if config.ladder_fpn and config.global_features:
-        return "ResNet50 + LFPN w/ global features (MaligNet)"
-    if config.ladder_fpn:
-        return "ResNet50 + LFPN w/o global features"
-    return f"ResNet50 + {decoder} w/ global features" if config.global_features else "ResNet50 + FPN (Mask R-CNN)"
 
 
 def build_malignet_parts(config: MaskRCNNConfig, malignet: MaligNetConfig, weights: str | None = None) -> dict[str, Any]:

@@ -41,13 +41,19 @@ from tfmedseg.models.backbones.resnet import build_resnet_backbone
 from tfmedseg.models.detection import losses as det_losses
 from tfmedseg.models.detection.anchors import multilevel_anchors
 from tfmedseg.models.detection.box_coder import box_area, clip_boxes, decode_boxes
-from tfmedseg.models.detection.fpn import UPSAMPLING_MODES, build_fpn
+from tfmedseg.models.detection.fpn import build_fpn
 from tfmedseg.models.detection.heads import BoxClassHead, MaskHead
 from tfmedseg.models.detection.matching import pad_ground_truth
 from tfmedseg.models.detection.nms import batched_nms
 from tfmedseg.models.detection.roi import MultilevelROIAlign, make_mini_masks, paste_masks
 from tfmedseg.models.detection.rpn import RPNHead, generate_proposals, rpn_targets
 from tfmedseg.models.detection.targets import detection_targets
+from tfmedseg.models.detection.config import (
+    LOSS_NAMES,
+    UNSUPERVISED_LOSS,
+    MaskRCNNConfig,
+)
+from tfmedseg.models.detection.config import as_mask_rcnn_config as _as_config
 from tfmedseg.models.registry import register
 
 # Plain tensor code without data-dependent Python control flow: skipping AutoGraph's source
@@ -63,125 +69,7 @@ __all__ = [
     "prepare_ground_truth",
 ]
 
-LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss")
-# eq. 34: the ladder FPN's unsupervised cost (weight lambda_us = 1), present with such a decoder
-UNSUPERVISED_LOSS = "denoising_loss"
 VIEW_COUNTS = ("labeled_views", "unlabeled_views")
-
-
-@dataclasses.dataclass
-class MaskRCNNConfig:
-    """Mask R-CNN settings; defaults are Table 11's final column plus the Matterport defaults the
-    spec names (§3f). Sizes marked "tiny" are shrunk by :meth:`tiny` for tests.
-
-    Attributes:
-        image_size, input_channels: Square input side (320) and channels (1).
-        num_classes: Foreground classes ``C`` (4 lesion classes); heads predict ``C + 1``.
-        stem_filters, stage_filters, stage_blocks: ResNet widths/depths (ResNet-50).
-        fpn_filters, fpn_upsampling: Pyramid width (256) and top-down upsampling.
-        rpn_anchor_scales, rpn_anchor_ratios, rpn_anchor_stride, anchor_offset: Table 11 anchors,
-            one scale per level ``P2..P6``; centre offset 0.5 cell (Matterport uses 0).
-        rpn_filters: RPN shared conv width (512).
-        rpn_train_anchors_per_image, rpn_positive_fraction, rpn_positive_iou, rpn_negative_iou:
-            RPN sampling (256, 0.5) and matching (0.7 / 0.3).
-        rpn_nms_threshold, pre_nms_limit, post_nms_rois_training, post_nms_rois_inference:
-            Proposal layer (0.7, 6000, 2000, 1000).
-        rpn_bbox_std, bbox_std: Box-coder variances.
-        train_rois_per_image, roi_positive_ratio, roi_positive_iou: Detection targets (200, 0.33, 0.5).
-        pool_size, mask_pool_size, mask_upsample: ROIAlign sides (7, 14); no deconv -> 14x14 masks.
-        head_fc_filters, mask_filters, mask_convs: Head widths (1024, 256, 4).
-        roi_sampling_ratio: ROIAlign samples per bin side (1, Matterport).
-        detection_min_confidence, detection_nms_threshold, detection_max_instances: 0.7, 0.3, 100.
-        max_gt_instances, mini_mask_size: Padded ground truth (100) and mini-mask side (56).
-        full_size_masks: Inference also returns pasted ``[B, D, H, W]`` uint8 masks.
-        weight_decay: L2 kernel regulariser (Table 11: 1e-4). Table 11's Adam 1e-3, batch 16 and
-            Matterport's global-norm clip 5 are training settings: :class:`tfmedseg.training.config.TrainConfig`
-            owns them (the experiment's ``lesion_stage``).
-        loss_weights: Weight of each of :data:`LOSS_NAMES` (all 1.0).
-        seed: Seed of the ROI/anchor sampling ops.
-    """
-
-    image_size: int = 320
-    input_channels: int = 1
-    num_classes: int = 4
-    stem_filters: int = 64
-    stage_filters: tuple[int, ...] = (64, 128, 256, 512)
-    stage_blocks: tuple[int, ...] = (3, 4, 6, 3)
-    fpn_filters: int = 256
-    fpn_upsampling: str = "nearest"
-    rpn_anchor_scales: tuple[float, ...] = (32, 64, 128, 256, 512)
-    rpn_anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
-    rpn_anchor_stride: int = 1
-    anchor_offset: float = 0.5
-    rpn_filters: int = 512
-    rpn_train_anchors_per_image: int = 256
-    rpn_positive_fraction: float = 0.5
-    rpn_positive_iou: float = 0.7
-    rpn_negative_iou: float = 0.3
-    rpn_nms_threshold: float = 0.7
-    pre_nms_limit: int = 6000
-    post_nms_rois_training: int = 2000
-    post_nms_rois_inference: int = 1000
-    rpn_bbox_std: tuple[float, ...] = (0.1, 0.1, 0.2, 0.2)
-    bbox_std: tuple[float, ...] = (0.1, 0.1, 0.2, 0.2)
-    train_rois_per_image: int = 200
-    roi_positive_ratio: float = 0.33
-    roi_positive_iou: float = 0.5
-    pool_size: int = 7
-    mask_pool_size: int = 14
-    mask_upsample: bool = False
-    head_fc_filters: int = 1024
-    mask_filters: int = 256
-    mask_convs: int = 4
-    roi_sampling_ratio: int = 1
-    detection_min_confidence: float = 0.7
-    detection_nms_threshold: float = 0.3
-    detection_max_instances: int = 100
-    max_gt_instances: int = 100
-    mini_mask_size: int = 56
-    full_size_masks: bool = True
-    weight_decay: float = 1e-4
-    loss_weights: dict[str, float] = dataclasses.field(default_factory=lambda: {k: 1.0 for k in LOSS_NAMES})
-    seed: int = 0
-
-    def __post_init__(self):
-        if len(self.rpn_anchor_scales) != 5:
-            raise ConfigError(f"needs 5 anchor scales (P2..P6), got {len(self.rpn_anchor_scales)}", path="rpn_anchor_scales")
-        if self.image_size % 64:
-            raise ConfigError(f"image_size must be a multiple of 64 (P6 stride), got {self.image_size}", path="image_size")
-        if self.fpn_upsampling not in UPSAMPLING_MODES:
-            raise ConfigError(f"unknown fpn_upsampling {self.fpn_upsampling!r}; allowed: {UPSAMPLING_MODES}", path="fpn_upsampling")
-        unknown = set(self.loss_weights) - set(LOSS_NAMES) - {UNSUPERVISED_LOSS}
-        if unknown:
-            raise ConfigError(f"unknown loss name(s) {sorted(unknown)}; allowed: {LOSS_NAMES + (UNSUPERVISED_LOSS,)}",
-                              path="loss_weights")
-        if self.num_classes < 1 or not 0 < self.roi_positive_ratio <= 1:
-            raise ConfigError("num_classes must be >= 1 and roi_positive_ratio in (0, 1]", path="num_classes")
-        if self.train_rois_per_image > self.post_nms_rois_training:
-            raise ConfigError("train_rois_per_image cannot exceed post_nms_rois_training", path="train_rois_per_image")
-
-    @classmethod
-    def tiny(cls, **overrides: Any) -> "MaskRCNNConfig":
-        """A 64-px, few-filter model for tests (same code path as the default)."""
-        base = dict(
-            image_size=64, num_classes=2, stem_filters=8, stage_filters=(8, 8, 16, 16), stage_blocks=(1, 1, 1, 1),
-            fpn_filters=16, rpn_anchor_scales=(8, 16, 32, 64, 128), rpn_filters=16, rpn_train_anchors_per_image=64,
-            pre_nms_limit=300, post_nms_rois_training=64, post_nms_rois_inference=32, train_rois_per_image=32,
-            head_fc_filters=32, mask_filters=16, mask_convs=2, detection_max_instances=8, max_gt_instances=4,
-            mini_mask_size=28, detection_min_confidence=0.5,
-        )
-        base.update(overrides)
-        return cls(**base)
-
-
-def _as_config(config) -> MaskRCNNConfig:
-    if isinstance(config, MaskRCNNConfig):
-        return config
-    fields = dict(config)
-    for f in dataclasses.fields(MaskRCNNConfig):
-        if f.name in fields and isinstance(fields[f.name], list):
-            fields[f.name] = tuple(fields[f.name])
-    return MaskRCNNConfig(**fields)
 
 
 @keras.saving.register_keras_serializable(package="tfmedseg")

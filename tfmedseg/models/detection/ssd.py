@@ -33,12 +33,13 @@ import tensorflow as tf
 
 from tfmedseg.errors import ConfigError, InvalidInputError, ModelBuildError
 from tfmedseg.models.backbones._weights import resolve_application_weights
-from tfmedseg.models.backbones.vgg import VGG16_FILTERS, build_vgg16_backbone
+from tfmedseg.models.backbones.vgg import build_vgg16_backbone
 from tfmedseg.models.detection import losses as det_losses
 from tfmedseg.models.detection.anchors import num_anchors_per_location, ssd_anchors
 from tfmedseg.models.detection.box_coder import clip_boxes, decode_boxes, encode_boxes
 from tfmedseg.models.detection.matching import assign_targets
 from tfmedseg.models.detection.nms import batched_nms
+from tfmedseg.models.detection.config import SSDConfig
 from tfmedseg.models.registry import register
 
 # Plain tensor code without data-dependent Python control flow: skipping AutoGraph's source
@@ -48,105 +49,6 @@ _no_autograph = tf.autograph.experimental.do_not_convert
 VGG16_NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 __all__ = ["SSDConfig", "L2Normalization", "SSD", "build_ssd"]
-
-_AR3 = (1.0, 2.0, 0.5)
-_AR5 = (1.0, 2.0, 0.5, 3.0, 1.0 / 3.0)
-
-
-@dataclasses.dataclass
-class SSDConfig:
-    """SSD512 settings; defaults are the seed's Table 10 plus ``ssd_keras`` SSD512 defaults.
-
-    Attributes:
-        image_size: Square network input side, pixels (Table 10: 512).
-        input_channels: Image channels (1: a grey scintigram view).
-        num_classes: Foreground classes (1: "chest"); the head predicts ``num_classes + 1``.
-        scales, steps, offsets: Table 10 anchor settings (``L + 1``, ``L``, ``L`` values).
-        aspect_ratios: ``L`` tuples of ``w / h`` ratios (``ssd_keras`` SSD512).
-        two_boxes_for_ar1: Extra square anchor per cell.
-        variances: Box-coder variances.
-        backbone_filters: VGG-16 block widths (shrink for tests).
-        fc_filters: ``fc6`` / ``fc7`` widths (1024).
-        extra_filters: ``(1x1, 3x3 stride 2)`` widths of each extra block; ``L - 2`` blocks.
-        l2_norm_scale: Initial scale of the ``conv4_3`` L2 normalisation (20).
-        positive_iou, negative_iou: Anchor matching thresholds (``ssd_keras``: 0.5 / 0.3). Anchors
-            whose best IoU lies in between are ignored: with ``negative_iou = positive_iou`` the
-            near misses of an object (IoU 0.3-0.5, as good as its only matched anchor when no
-            anchor reaches 0.5) become the hardest negatives and the class loss cannot fall.
-        neg_pos_ratio: Hard-negative mining ratio (3).
-        nms_iou: NMS IoU threshold (Table 10 "IoU threshold": 0.45).
-        score_threshold: Minimum class score kept by NMS (``ssd_keras`` 0.01).
-        max_detections: Boxes per image after NMS (``ssd_keras`` top_k 200).
-        weight_decay: L2 kernel regulariser (Table 10: 5e-4). Table 10's Adam 1e-3 and batch 16 are
-            training settings: :class:`tfmedseg.training.config.TrainConfig` owns them (the
-            experiment's ``ssd_stage``).
-        max_instances: ``N_max`` of the padded ground truth.
-        backbone_weights: VGG-16 initialisation: None (from scratch), ``"imagenet"`` (the seed,
-            section 4.1 / Appendix B: the keras.applications ImageNet file from the Keras cache;
-            offline without it -> ConfigError naming ``ssd.backbone_weights``), or a local
-            keras.applications VGG16 notop weights file.
-    """
-
-    image_size: int = 512
-    input_channels: int = 1
-    num_classes: int = 1
-    scales: tuple[float, ...] = (0.07, 0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 1.05)
-    steps: tuple[int, ...] = (8, 16, 32, 64, 128, 256, 512)
-    offsets: tuple[float, ...] = (0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5)
-    aspect_ratios: tuple[tuple[float, ...], ...] = (_AR3, _AR5, _AR5, _AR5, _AR5, _AR3, _AR3)
-    two_boxes_for_ar1: bool = True
-    variances: tuple[float, ...] = (0.1, 0.1, 0.2, 0.2)
-    backbone_filters: tuple[int, ...] = VGG16_FILTERS
-    fc_filters: int = 1024
-    extra_filters: tuple[tuple[int, int], ...] = ((256, 512), (128, 256), (128, 256), (128, 256), (128, 256))
-    l2_norm_scale: float = 20.0
-    positive_iou: float = 0.5
-    negative_iou: float = 0.3
-    neg_pos_ratio: float = 3.0
-    nms_iou: float = 0.45
-    score_threshold: float = 0.01
-    max_detections: int = 200
-    weight_decay: float = 5e-4
-    max_instances: int = 10
-    backbone_weights: str | None = None
-
-    def __post_init__(self):
-        levels = 2 + len(self.extra_filters)
-        for key in ("steps", "offsets", "aspect_ratios"):
-            if len(getattr(self, key)) != levels:
-                raise ConfigError(
-                    f"needs {levels} entries (2 VGG maps + {len(self.extra_filters)} extra blocks), "
-                    f"got {len(getattr(self, key))}",
-                    path=key,
-                )
-        if len(self.scales) != levels + 1:
-            raise ConfigError(f"needs {levels + 1} scale factors, got {len(self.scales)}", path="scales")
-        if self.num_classes < 1 or self.image_size < 1 or self.input_channels < 1:
-            raise ConfigError("num_classes, image_size and input_channels must be positive", path="num_classes")
-        if not 0.0 < self.negative_iou <= self.positive_iou <= 1.0:
-            raise ConfigError(
-                f"need 0 < negative_iou <= positive_iou <= 1, got {self.negative_iou}, {self.positive_iou}",
-                path="negative_iou",
-            )
-
-    @classmethod
-    def tiny(cls, **overrides: Any) -> "SSDConfig":
-        """A 64-px, 4-level, few-filter SSD for tests (same code path as the default)."""
-        base = dict(
-            image_size=64,
-            scales=(0.15, 0.3, 0.6, 0.9, 1.05),
-            steps=(8, 16, 32, 64),
-            offsets=(0.5,) * 4,
-            aspect_ratios=(_AR3, _AR3, _AR3, _AR3),
-            backbone_filters=(8, 8, 16, 16, 16),
-            fc_filters=16,
-            extra_filters=((8, 16), (8, 16)),
-            max_detections=10,
-            max_instances=4,
-        )
-        base.update(overrides)
-        return cls(**base)
-
 
 @keras.saving.register_keras_serializable(package="tfmedseg")
 class L2Normalization(keras.layers.Layer):
