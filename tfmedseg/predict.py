@@ -52,7 +52,7 @@ from tfmedseg.logs import add_verbosity_options, configure_logging
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["Segmenter", "load_segmenter", "read_input", "segment_scan", "predict_file", "print_result", "main", "MODEL_KINDS"]
+__all__ = ["Segmenter", "load_segmenter", "read_input", "segment_scan", "label_volumes", "predict_file", "print_result", "main", "MODEL_KINDS"]
 
 #: ``"savedmodel"``: exported SavedModel; ``"keras"``: run directory or ``.keras`` file.
 MODEL_KINDS = ("savedmodel", "keras")
@@ -315,6 +315,24 @@ def segment_scan(segmenter: Segmenter, volume: Volume) -> np.ndarray:
     return restore_array(labels, resampled, "nearest").astype(np.uint8)
 
 
+def label_volumes(labels: np.ndarray, spacing, names) -> tuple[dict[int, int], dict[str, tuple[int, float]]]:
+    """Voxel counts of every label value and the voxels and millilitres of each non-background label.
+
+    Args:
+        labels: Integer label map ``[D, H, W]``.
+        spacing: Voxel size in mm per axis.
+        names: Label names by value (a value past the end is called ``"label <v>"``).
+
+    Returns:
+        ``({value: voxels}, {name: (voxels, ml)})``, the second without label 0.
+    """
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    values, counts = np.unique(labels, return_counts=True)
+    count_map = {int(v): int(c) for v, c in zip(values, counts)}
+    volumes_ml = {(names[v] if v < len(names) else f"label {v}"): (c, c * voxel_ml) for v, c in count_map.items() if v}
+    return count_map, volumes_ml
+
+
 def _mm(values) -> str:
     return " x ".join(f"{v:.3g}" for v in values)
 
@@ -418,11 +436,8 @@ def predict_file(
     _log.info("model: %s (%s), labels %s", segmenter.name, segmenter.kind, list(segmenter.spec.labels))
     _warn_if_not_ct(volume, segmenter)
     labels = segment_scan(segmenter, volume)
-    voxel_ml = float(np.prod(volume.spacing)) / 1000.0
-    values, counts = np.unique(labels, return_counts=True)
-    count_map = {int(v): int(c) for v, c in zip(values, counts)}
     names = segmenter.spec.labels
-    volumes_ml = {(names[v] if v < len(names) else f"label {v}"): (c, c * voxel_ml) for v, c in count_map.items() if v}
+    count_map, volumes_ml = label_volumes(labels, volume.spacing, names)
 
     written: list[Path] = []
     if nifti_out:
