@@ -4,7 +4,7 @@ Commands: ``predict``, ``export``, ``phantoms`` and one per experiment module in
 ``tfmedseg/experiments/`` (``liver_ct_2d3d``, ``bone_malignet``, ...; ``-`` works as well as ``_``).
 Each command takes the options of its own module (``tfmedseg liver_ct_2d3d --help`` is
 ``python -m tfmedseg.experiments.liver_ct_2d3d --help``). The same commands are installed as
-``tfmedseg-predict``, ``tfmedseg-export``, ``tfmedseg-phantoms``; ``python -m <module>`` works too.
+``tfmedseg-predict``, ``tfmedseg-export``, ``tfmedseg-phantoms``, ``tfmedseg-viewer``; ``python -m <module>`` works too.
 
 Listing the commands imports nothing heavy: experiment modules are found on disk and described by
 their docstring's first line, read without importing them (no TensorFlow).
@@ -26,6 +26,7 @@ TOOLS = {
     "export": ("tfmedseg.export.__main__", "export a run to a SavedModel and/or TFLite"),
     "phantoms": ("tfmedseg.datasets.phantoms.__main__", "generate synthetic phantom cases in a dataset's layout"),
     "liver-lesions": ("tfmedseg.apps.liver_lesions", "seed 003 app: a CT DICOM series -> liver and lesion overlay, DICOM-SEG, report"),
+    "viewer": ("tfmedseg.viewer.__main__", "local web viewer: open, segment, look at, measure and download scans"),
 }
 #: Modules of ``tfmedseg.experiments`` that are not experiments.
 NOT_EXPERIMENTS = {"cli", "runner"}

@@ -102,8 +102,16 @@ def viewer_data(tmp_path_factory):
                                  expected=expected_labels, ct=phantom_ct, spacing=SPACING)
 
 
+@pytest.fixture(scope="session")
+def segmenters():
+    """Loaded models shared by every test's viewer (a SavedModel loads in seconds)."""
+    from tfmedseg.viewer.models import SegmenterCache
+
+    return SegmenterCache()
+
+
 @pytest.fixture()
-def client_factory(viewer_data, tmp_path):
+def client_factory(viewer_data, segmenters, tmp_path):
     """``make(start_worker=True, max_upload_mb=...)`` -> a Starlette TestClient of a fresh viewer."""
     from starlette.testclient import TestClient
 
@@ -114,7 +122,7 @@ def client_factory(viewer_data, tmp_path):
     def make(start_worker: bool = True, max_upload_mb: float = 8.0):
         config = ViewerConfig(viewer_data.root, viewer_data.models, max_upload_mb=max_upload_mb,
                               work_dir=tmp_path / f"work{len(clients)}")
-        client = TestClient(create_app(config, start_worker=start_worker))
+        client = TestClient(create_app(config, start_worker=start_worker, segmenters=segmenters))
         client.__enter__()
         clients.append(client)
         return client

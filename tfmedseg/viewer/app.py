@@ -74,7 +74,10 @@ class ViewerConfig:
             raise InvalidInputError("--models must be an existing folder", path=models)
         if not max_upload_mb > 0:
             raise InvalidInputError(f"must be > 0, got {max_upload_mb}", path="--max-upload-mb")
+        self.max_upload_mb = float(max_upload_mb)
         self.max_upload_bytes = int(max_upload_mb * 1024 * 1024)
+        #: True when the work folder is a temporary folder of ours (removed when the server stops).
+        self.owns_work_dir = work_dir is None
         self.work_dir = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="tfmedseg-viewer-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
         real_work = self.work_dir.resolve()
@@ -86,10 +89,10 @@ class ViewerConfig:
 class ViewerState:
     """Open scans, the model list, loaded segmenters and the job queue of one server."""
 
-    def __init__(self, config: ViewerConfig, *, start_worker: bool = True):
+    def __init__(self, config: ViewerConfig, *, start_worker: bool = True, segmenters: SegmenterCache | None = None):
         self.config = config
         self.scans = scans.ScanStore()
-        self.segmenters = SegmenterCache()
+        self.segmenters = segmenters if segmenters is not None else SegmenterCache()
         self.jobs = JobQueue(self._segment, start=start_worker)
         self._uploads = 0
         self._lock = threading.Lock()
@@ -230,15 +233,21 @@ def describe_run(root: Path, rel: str) -> dict[str, Any]:
 # The Starlette application
 
 
-def create_app(config: ViewerConfig, *, start_worker: bool = True):
-    """The ASGI application of one viewer (``app.state.viewer`` is its :class:`ViewerState`)."""
+def create_app(config: ViewerConfig, *, start_worker: bool = True, segmenters: SegmenterCache | None = None):
+    """The ASGI application of one viewer (``app.state.viewer`` is its :class:`ViewerState`).
+
+    Args:
+        config: The server's settings.
+        start_worker: Start the job worker now (tests start it later to see jobs wait).
+        segmenters: Loaded models to share between applications (tests); default: a new cache.
+    """
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import FileResponse, JSONResponse, Response
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
-    state = ViewerState(config, start_worker=start_worker)
+    state = ViewerState(config, start_worker=start_worker, segmenters=segmenters)
 
     def error(message: str, status: int = 400) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
@@ -278,7 +287,7 @@ def create_app(config: ViewerConfig, *, start_worker: bool = True):
         import tfmedseg
 
         return JSONResponse({"root": str(config.root), "models_root": str(config.models) if config.models else None,
-                             "max_upload_mb": config.max_upload_bytes / (1024 * 1024), "views": list(scans.VIEWS),
+                             "max_upload_mb": config.max_upload_mb, "views": list(scans.VIEWS),
                              "version": tfmedseg.__version__})
 
     def list_files(request: Request):
@@ -308,9 +317,9 @@ def create_app(config: ViewerConfig, *, start_worker: bool = True):
             raise InvalidInputError("upload a .nii or .nii.gz file, or a .zip of one DICOM series folder", path=name or "name")
         cap = config.max_upload_bytes
         declared = request.headers.get("content-length")
-        limit_text = f"uploads are limited to {cap / (1024 * 1024):g} MB (--max-upload-mb)"
+        limit_text = f"uploads are limited to {config.max_upload_mb:g} MB = {cap} bytes (--max-upload-mb)"
         if declared is not None and declared.isdigit() and int(declared) > cap:
-            return error(f"{name}: {int(declared) / (1024 * 1024):.1f} MB is too large; {limit_text}", 413)
+            return error(f"{name}: {int(declared)} bytes is too large; {limit_text}", 413)
         folder = state.next_upload_dir()
         target = folder / name
         received = 0
@@ -455,6 +464,8 @@ def create_app(config: ViewerConfig, *, start_worker: bool = True):
     async def lifespan(app):
         yield
         state.jobs.stop()
+        if config.owns_work_dir:
+            shutil.rmtree(config.work_dir, ignore_errors=True)
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.viewer = state
