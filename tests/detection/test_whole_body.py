@@ -93,3 +93,37 @@ def test_predict_on_a_bone_scan_nm_dicom(exported, tmp_path):
 
     assert Image.open(out / "overlay_anterior.png").size == (2 * VIEW[1], 2 * VIEW[0])
     assert main(["--model", str(export), "--input", str(dcm), "--output", str(out)]) == 2  # exists, no --overwrite
+
+
+def test_viewer_shows_the_same_instances_as_predict(exported, tmp_path):
+    pytest.importorskip("starlette")
+    from starlette.testclient import TestClient
+
+    from tfmedseg.io.nm_planar import write_nm_wholebody
+    from tfmedseg.predict import main
+    from tfmedseg.viewer.app import ViewerConfig, create_app
+
+    root = tmp_path / "root"
+    root.mkdir()
+    views = np.random.default_rng(5).poisson(20.0, (2, *VIEW)).astype(np.float32)
+    dcm = write_nm_wholebody(views[0], views[1], root / "bone.dcm", uid_seed="v")
+    assert main(["--model", str(exported), "--input", str(dcm), "--output", str(tmp_path / "pred")]) == 0
+    expected = json.loads((tmp_path / "pred" / "instances.json").read_text())["views"]
+    config = ViewerConfig(root, exported.parent.parent, work_dir=tmp_path / "work")
+    with TestClient(create_app(config)) as client:
+        assert client.get("/api/files").json()["entries"][0]["kind"] == "dicom_file"
+        scan = client.post("/api/open", json={"path": "bone.dcm"}).json()["scan"]
+        assert scan["planar"] and scan["view_names"] == ["anterior", "posterior"] and scan["shape"] == [2, *VIEW]
+        job = client.post(f"/api/scans/{scan['id']}/segment", json={"model": "bone_malignet/1"}).json()["job"]
+        state = client.app.state.viewer
+        assert state.jobs.wait(state.jobs.get(job["id"]), 120).state == "done", state.jobs.get(job["id"]).error
+        instances = client.get(f"/api/scans/{scan['id']}/results").json()["instances"]
+        got = {(i["view"], i["class_name"], round(i["score"], 4), i["mask_pixels"]) for i in instances}
+        want = {(view, les["class_name"], round(les["score"], 4), les["mask_pixels"])
+                for view, v in expected.items() for les in v["lesions"]}
+        assert got == want and got
+        labels = state.scans.get(scan["id"]).labels
+        assert labels.shape == (2, *VIEW) and set(np.unique(labels)) <= {0, 1, 2}
+        download = client.get(f"/api/scans/{scan['id']}/download/instances.json")
+        assert len(download.json()["instances"]) == len(instances)
+        assert client.get(f"/api/scans/{scan['id']}/download/label.nii.gz").status_code == 400

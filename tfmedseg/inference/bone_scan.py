@@ -25,7 +25,7 @@ import numpy as np
 
 from tfmedseg.errors import InvalidInputError
 
-__all__ = ["CLASS_COLOURS", "is_whole_body_model", "predict_bone_scan"]
+__all__ = ["CLASS_COLOURS", "is_whole_body_model", "predict_bone_scan", "detect_bone_scan_instances"]
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,6 @@ def predict_bone_scan(model_dir: str | os.PathLike, input_path: str | os.PathLik
         InvalidInputError: Unreadable/non-NM input (names the file) or a model folder that is not
             a whole-body export.
     """
-    import tensorflow as tf
     from PIL import Image
 
     from tfmedseg.io._atomic import atomic_dir, check_output_not_input
@@ -86,14 +85,46 @@ def predict_bone_scan(model_dir: str | os.PathLike, input_path: str | os.PathLik
     model_dir, input_path, output = Path(model_dir), Path(input_path), Path(output)
     if not is_whole_body_model(model_dir):
         raise InvalidInputError("not a whole-body bone-scan SavedModel (metadata.json task)", path=model_dir)
-    info = json.loads((model_dir / "metadata.json").read_text())
     check_output_not_input(output, [input_path, model_dir], key=str(output))
     views = read_nm_wholebody(input_path)
+    per_view, masks = detect_bone_scan_instances(model_dir, views)
+    result: dict[str, Any] = {"input": str(input_path), "model": str(model_dir), "views": per_view}
+    drawings = {view: _overlay(np.asarray(views[view].array, np.float32), per_view[view]["lesions"], masks[view],
+                               per_view[view]["chest_box"]) for view in per_view}
+    with atomic_dir(output, overwrite, kind="predict") as staging:
+        (staging / "instances.json").write_text(json.dumps(result, indent=2))
+        for view, rgb in drawings.items():
+            Image.fromarray(rgb).save(staging / f"overlay_{view}.png")
+    written = sorted(p for p in output.iterdir() if p.suffix in (".json", ".png"))
+    return {"instances": result, "written": written}
+
+
+def detect_bone_scan_instances(model_dir: str | os.PathLike, views: dict) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+    """Lesion instances of each whole-body view with the exported two-stage model.
+
+    Args:
+        model_dir: SavedModel version directory written by ``export_whole_body_savedmodel``.
+        views: ``{"anterior": Volume, "posterior": Volume}`` (:func:`tfmedseg.io.nm_planar.read_nm_wholebody`);
+            views of another size than the model's are resized in (bilinear) and the masks out (nearest).
+
+    Returns:
+        ``({view: {"chest_box", "chest_score", "lesions": [{"class_id", "class_name", "score", "box",
+        "mask_pixels"}], "shape"}}, {view: bool masks [n, H, W]})`` in the view's pixels.
+
+    Raises:
+        InvalidInputError: ``model_dir`` is not a whole-body export.
+    """
+    import tensorflow as tf
+
+    model_dir = Path(model_dir)
+    if not is_whole_body_model(model_dir):
+        raise InvalidInputError("not a whole-body bone-scan SavedModel (metadata.json task)", path=model_dir)
+    info = json.loads((model_dir / "metadata.json").read_text())
     h, w = (int(v) for v in info["inputs"]["views"]["shape"][1:])
     names = list(info.get("class_names") or [])
     serve = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
-    result: dict[str, Any] = {"input": str(input_path), "model": str(model_dir), "views": {}}
-    drawings = {}
+    per_view: dict[str, dict] = {}
+    all_masks: dict[str, np.ndarray] = {}
     for view, volume in views.items():
         counts = np.asarray(volume.array, np.float32)
         vh, vw = counts.shape
@@ -113,16 +144,11 @@ def predict_bone_scan(model_dir: str | os.PathLike, input_path: str | os.PathLik
                             "score": float(out["scores"][k]), "box": [float(v) for v in out["boxes"][k] * scale],
                             "mask_pixels": int(masks[k].sum())})
         chest = [float(v) for v in out["chest_box"] * scale] if float(out["chest_score"]) > 0 else None
-        result["views"][view] = {"chest_box": chest, "chest_score": float(out["chest_score"]), "lesions": lesions,
-                                 "shape": [vh, vw]}
-        drawings[view] = _overlay(counts, lesions, masks, chest)
+        per_view[view] = {"chest_box": chest, "chest_score": float(out["chest_score"]), "lesions": lesions,
+                          "shape": [vh, vw]}
+        all_masks[view] = masks.reshape((n, vh, vw))
         log.info("%s: %d lesion(s)", view, n)
-    with atomic_dir(output, overwrite, kind="predict") as staging:
-        (staging / "instances.json").write_text(json.dumps(result, indent=2))
-        for view, rgb in drawings.items():
-            Image.fromarray(rgb).save(staging / f"overlay_{view}.png")
-    written = sorted(p for p in output.iterdir() if p.suffix in (".json", ".png"))
-    return {"instances": result, "written": written}
+    return per_view, all_masks
 
 
 def predicted_chest_boxes(ssd, images, detector_size: int, batch_size: int = 16) -> list:

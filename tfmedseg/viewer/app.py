@@ -113,6 +113,10 @@ class ViewerState:
 
         if real.is_dir():
             self._check_folder_files(real, shown)
+        elif files.entry_kind(real) == "dicom_file":  # one DICOM file: a whole-body bone scan (NM views)
+            from tfmedseg.io.nm_planar import read_nm_wholebody
+
+            return self.scans.add(scans.planar_volume(read_nm_wholebody(real), real), scans.source_name(real), shown)
         volume = read_input(real, modality=modality, series_uid=series_uid)
         if volume.array.ndim != 3:
             raise InvalidInputError(f"the viewer shows 3-D scans; this one has shape {volume.shape}", path=shown)
@@ -138,6 +142,8 @@ class ViewerState:
 
         scan = self.scans.get(job.scan_id)
         entry = self.model(job.model_id)
+        if scan.planar:
+            return self._detect_instances(job, scan, entry)
         if entry["kind"] == "whole_body":
             raise InvalidInputError("whole-body bone-scan models take planar NM views, not a 3-D scan; "
                                     "run python -m tfmedseg.predict on the NM DICOM file", path=entry["id"])
@@ -150,11 +156,30 @@ class ViewerState:
             scan.labels, scan.label_names, scan.model = labels, tuple(segmenter.spec.labels), segmenter.name
         return {"scan": scan.describe(), "volumes": scans.label_table(labels, scan.volume.spacing, scan.label_names)}
 
+    def _detect_instances(self, job: Job, scan: scans.Scan, entry) -> dict[str, Any]:
+        """A bone scan with the whole-body model: what ``predict`` does for an NM DICOM file."""
+        from tfmedseg.inference.bone_scan import detect_bone_scan_instances
+
+        if entry["kind"] != "whole_body":
+            raise InvalidInputError(f"{scan.name} is a whole-body bone scan: segment it with a whole-body (seed 001) "
+                                    "model", path=entry["id"])
+        job.report("detecting lesions", 0.2)
+        per_view, masks = detect_bone_scan_instances(entry.directory, scans.planar_views(scan.volume))
+        job.report("measuring", 0.9)
+        labels, instances = scans.instance_labels(scan.volume.shape, per_view, masks, scan.volume.meta["views"])
+        with scan.lock:
+            scan.labels, scan.label_names = labels, ("background", *entry["labels"])
+            scan.model, scan.instances = entry["name"], instances
+        return {"scan": scan.describe(), "instances": len(instances)}
+
     # -- results ----------------------------------------------------------------------------------
     def results(self, scan: scans.Scan) -> dict[str, Any]:
         if scan.labels is None:
-            return {"volumes": [], "lesions": [], "segmented": False}
-        return {
+            return {"volumes": [], "lesions": [], "instances": [], "segmented": False}
+        if scan.planar:
+            return {"segmented": True, "model": scan.model, "volumes": [], "lesions": [], "instances": scan.instances or [],
+                    "sirt_possible": False}
+        return {"instances": [],
             "segmented": True, "model": scan.model,
             "volumes": scans.label_table(scan.labels, scan.volume.spacing, scan.label_names),
             "lesions": scans.lesion_table(scan.labels, scan.volume.spacing, scan.label_names),
@@ -167,13 +192,19 @@ class ViewerState:
 
         if scan.labels is None:
             raise InvalidInputError("nothing to download yet: segment the scan first", path=scan.name)
+        if scan.planar:
+            if what != "instances.json":
+                raise InvalidInputError("a bone scan's result is its instance list: download instances.json", path=what)
+            body = {"input": scan.path, "model": scan.model, "instances": scan.instances}
+            return json.dumps(body, indent=2).encode(), "application/json", f"{scan.name}_instances.json"
         out = Path(tempfile.mkdtemp(prefix="download-", dir=self.config.work_dir))
         try:
             if what == "label.nii.gz":
                 path = write_nifti(scan.labels, out / "label.nii.gz", reference=scan.volume, dtype=np.uint8)
                 return path.read_bytes(), "application/gzip", f"{scan.name}_label.nii.gz"
             if what not in ("seg.dcm", "overlay.zip"):
-                raise InvalidInputError("unknown download; allowed: label.nii.gz, seg.dcm, overlay.zip", path=what)
+                raise InvalidInputError("unknown download; allowed: label.nii.gz, seg.dcm, overlay.zip (instances.json "
+                                        "for bone scans)", path=what)
             if scan.volume.meta.get("format") != "dicom":
                 raise InvalidInputError("the DICOM-SEG and the overlay series need a DICOM source series; for a NIfTI "
                                         "scan download the label map (label.nii.gz)", path=scan.name)
@@ -303,8 +334,9 @@ def create_app(config: ViewerConfig, *, start_worker: bool = True, segmenters: S
         kind = files.entry_kind(real)
         if kind == "run":
             return JSONResponse({"run": describe_run(config.root, rel)})
-        if kind not in ("nifti", "dicom") and not real.is_dir():
-            raise InvalidInputError("open a NIfTI file (.nii, .nii.gz), a folder of DICOM files or a run directory", path=rel)
+        if kind not in ("nifti", "dicom", "dicom_file") and not real.is_dir():
+            raise InvalidInputError("open a NIfTI file (.nii, .nii.gz), a folder of DICOM files, a whole-body bone-scan "
+                                    "DICOM file or a run directory", path=rel)
         from starlette.concurrency import run_in_threadpool
 
         scan = await run_in_threadpool(state.open_path, real, files.relative_to_root(config.root, real),
@@ -441,6 +473,7 @@ def create_app(config: ViewerConfig, *, start_worker: bool = True, segmenters: S
 
     routes = [
         Route("/", index),
+        Route("/favicon.ico", lambda request: Response(status_code=204)),
         Route("/api/info", guarded(info)),
         Route("/api/files", guarded(list_files)),
         Route("/api/models", guarded(list_models)),

@@ -103,9 +103,12 @@ def _holds_dicom(path: Path) -> bool:
 
 
 def entry_kind(path: Path) -> str:
-    """``"nifti"``, ``"run"``, ``"dicom"`` (a folder holding DICOM files), ``"dir"`` or ``"file"``."""
+    """``"nifti"``, ``"dicom_file"`` (one DICOM file: a whole-body bone scan), ``"run"``, ``"dicom"``
+    (a folder holding DICOM files), ``"dir"`` or ``"file"``."""
     if path.is_file():
-        return "nifti" if path.name.lower().endswith(NIFTI_SUFFIXES) else "file"
+        if path.name.lower().endswith(NIFTI_SUFFIXES):
+            return "nifti"
+        return "dicom_file" if path.name.lower().endswith(".dcm") or _has_dicom_magic(path) else "file"
     if is_run_directory(path):
         return "run"
     if _holds_dicom(path):

@@ -28,7 +28,7 @@ from tfmedseg.errors import InvalidInputError
 from tfmedseg.io.volume import Volume
 
 __all__ = ["Scan", "ScanStore", "VIEWS", "view_slice", "view_spacing", "label_table", "lesion_table",
-           "sirt_plan", "label_colours"]
+           "sirt_plan", "label_colours", "planar_volume", "planar_views", "instance_labels"]
 
 #: View name -> array axis it slices.
 VIEWS = {"axial": 0, "coronal": 1, "sagittal": 2}
@@ -49,6 +49,7 @@ class Scan:
     label_names: tuple[str, ...] = ()
     model: str | None = None
     counts: Volume | None = None  # SPECT counts on this scan's grid (SIRT)
+    instances: list[dict] | None = None  # bone scans: lesion instances of the whole-body model
     opened: float = dataclasses.field(default_factory=time.time)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
 
@@ -61,8 +62,14 @@ class Scan:
             "min": float(finite.min()) if finite.size else 0.0, "max": float(finite.max()) if finite.size else 0.0,
             "units": units_of(v), "segmented": self.labels is not None, "model": self.model,
             "labels": label_colours(self.label_names) if self.labels is not None else [],
-            "has_counts": self.counts is not None,
+            "has_counts": self.counts is not None, "planar": self.planar,
+            "view_names": list(v.meta.get("views", [])),
         }
+
+    @property
+    def planar(self) -> bool:
+        """A whole-body bone scan: ``volume.array`` stacks the planar views ``[2, H, W]``."""
+        return self.volume.meta.get("format") == "nm_planar"
 
 
 def units_of(volume: Volume) -> str:
@@ -205,6 +212,41 @@ def counts_on_grid(counts: Volume, reference: Volume) -> Volume:
     else:
         array = resample_to_reference(counts, reference.affine, reference.shape, "linear", 0.0)
     return Volume(array, reference.spacing, reference.affine, modality="NM", meta={"path": counts.meta.get("path")})
+
+
+def planar_volume(views: dict[str, Volume], path: Path) -> Volume:
+    """The planar views of a bone scan stacked as one ``[n_views, H, W]`` volume (axial index = view)."""
+    names = list(views)
+    shapes = {views[n].shape for n in names}
+    if len(shapes) != 1:
+        raise InvalidInputError(f"the views have different sizes {sorted(shapes)}; the viewer shows views of one size", path=path)
+    first = views[names[0]]
+    array = np.stack([np.asarray(views[n].array, np.float32) for n in names])
+    return Volume(array, (1.0, *first.spacing), modality="NM",
+                  meta={"format": "nm_planar", "views": names, "path": str(path)})
+
+
+def planar_views(volume: Volume) -> dict[str, Volume]:
+    """Inverse of :func:`planar_volume`: ``{view name: 2-D Volume}``."""
+    return {name: Volume(volume.array[i], volume.spacing[1:], modality="NM", meta={"view": name})
+            for i, name in enumerate(volume.meta["views"])}
+
+
+def instance_labels(shape, per_view: dict[str, dict], masks: dict[str, np.ndarray], view_names) -> tuple[np.ndarray, list[dict]]:
+    """Label map ``[n_views, H, W]`` (class id per instance mask; higher scores painted last) and the
+    instance list ``[{"id", "view", "index", "class_id", "class_name", "score", "box", "mask_pixels", "center"}]``."""
+    labels = np.zeros(shape, np.uint8)
+    rows = []
+    for index, view in enumerate(view_names):
+        lesions = per_view[view]["lesions"]
+        for k in sorted(range(len(lesions)), key=lambda k: lesions[k]["score"]):
+            labels[index][masks[view][k]] = lesions[k]["class_id"]
+        for lesion in lesions:
+            y0, x0, y1, x1 = lesion["box"]
+            center = [index, int(np.clip((y0 + y1) / 2, 0, shape[1] - 1)), int(np.clip((x0 + x1) / 2, 0, shape[2] - 1))]
+            rows.append({"view": view, "index": index, **lesion, "center": center})
+    rows.sort(key=lambda r: -r["score"])
+    return labels, [{"id": i, **r} for i, r in enumerate(rows, start=1)]
 
 
 def source_name(path: Path) -> str:
