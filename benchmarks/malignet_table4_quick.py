@@ -41,7 +41,7 @@ def _dataset(labeled, unlabeled, batch, u_per_batch, mcfg, seed):
     import tensorflow as tf
 
     from tfmedseg.data.detection import detection_dataset
-    from tfmedseg.models.detection.roi import aligned_crop
+    from tfmedseg.data.box_crops import aligned_crop
 
     ds = detection_dataset(labeled, unlabeled if u_per_batch else (), batch, u_per_batch,
                            max_instances=mcfg.max_gt_instances, seed=seed)

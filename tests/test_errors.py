@@ -36,8 +36,10 @@ def test_report_user_errors_turns_user_errors_into_exit_code_2(capsys):
     def fail():
         raise errors.InvalidInputError("contains NaN voxels", path="scan.nii")
 
-    assert errors.report_user_errors(fail) == 2
+    from tfmedseg.command import report_user_errors
+
+    assert report_user_errors(fail) == 2
     assert capsys.readouterr().err == "error: scan.nii: contains NaN voxels\n"
-    assert errors.report_user_errors(lambda: None) == 0
+    assert report_user_errors(lambda: None) == 0
     with pytest.raises(ZeroDivisionError):  # a bug is not a user error: it keeps its traceback
-        errors.report_user_errors(lambda: 1 / 0)
+        report_user_errors(lambda: 1 / 0)

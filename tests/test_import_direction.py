@@ -42,3 +42,30 @@ def test_no_upward_import(package, forbidden):
 ])
 def test_former_import_loops_stay_broken(a, b):
     assert not {m for m in _imports(PACKAGE / a) if m == b or m.startswith(b + ".")}
+
+
+#: docs/architecture.md's layers, lowest first: a package imports only from its own layer and below
+#: (plus the neutral modules: errors, config, validation, progress, logs, command).
+LAYERS = (("io",), ("datasets",), ("preprocessing",), ("data", "augment"), ("losses", "models"), ("training",),
+          ("inference", "metrics"), ("export",), ("experiments",))
+
+
+def test_each_layer_imports_only_from_itself_and_below():
+    rank = {package: i for i, layer in enumerate(LAYERS) for package in layer}
+    bad = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).parts
+        if len(parts) < 2 or parts[0] not in rank:
+            continue
+        for module in _imports(path):
+            top = module.split(".")[1] if module.count(".") else ""
+            if top in rank and rank[top] > rank[parts[0]]:
+                bad.append(f"{path.relative_to(PACKAGE)}: {module}")
+    assert not bad, bad
+
+
+def test_the_layer_check_sees_a_lazy_upward_import(tmp_path):
+    """The AST walk finds imports inside functions too (data/views.py once imported models/detection lazily)."""
+    module = tmp_path / "views.py"
+    module.write_text("def crop(view):\n    from tfmedseg.models.detection.crop import crop_box\n    return crop_box\n")
+    assert "tfmedseg.models.detection.crop" in _imports(module)

@@ -16,8 +16,6 @@ Example:
 from __future__ import annotations
 
 import os
-import sys
-from typing import Any, Callable
 
 __all__ = [
     "TfMedSegError",
@@ -27,7 +25,6 @@ __all__ = [
     "ModelBuildError",
     "ExportError",
     "ServingError",
-    "report_user_errors",
 ]
 
 
@@ -69,17 +66,3 @@ class ExportError(TfMedSegError, RuntimeError):
 
 class ServingError(TfMedSegError, RuntimeError):
     """A serving request failed: bad request, unknown model, timeout or server error."""
-
-
-def report_user_errors(fn: Callable[[], Any]) -> int:
-    """Run ``fn`` for a command line: 0 on success; a user error prints one line and gives 2.
-
-    A :class:`TfMedSegError` becomes ``error: <file>: <cause>`` on stderr with exit code 2 (no
-    traceback); any other exception is a bug and propagates with its traceback.
-    """
-    try:
-        fn()
-    except TfMedSegError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0

@@ -32,7 +32,6 @@ metadata, an output that cannot be created) prints one ``error: <file>: <cause>`
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -44,15 +43,14 @@ from typing import Any, Callable
 import numpy as np
 
 import tfmedseg  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads)
-from tfmedseg.errors import ExportError, InvalidInputError, ServingError, report_user_errors
+from tfmedseg.errors import ExportError, InvalidInputError, ServingError
 from tfmedseg.inference.spec import ServingSpec
 from tfmedseg.io._atomic import OUTPUT_MARKER, atomic_dir, check_output_not_input
 from tfmedseg.io.volume import Volume
-from tfmedseg.logs import add_verbosity_options, configure_logging
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["Segmenter", "load_segmenter", "read_input", "segment_scan", "label_volumes", "predict_file", "print_result", "main", "MODEL_KINDS"]
+__all__ = ["Segmenter", "load_segmenter", "read_input", "segment_scan", "label_volumes", "predict_file", "main", "MODEL_KINDS"]
 
 #: ``"savedmodel"``: exported SavedModel; ``"keras"``: run directory or ``.keras`` file.
 MODEL_KINDS = ("savedmodel", "keras")
@@ -165,10 +163,10 @@ def _warn_if_not_ct(volume: Volume, segmenter: Segmenter) -> None:
     modality = str(volume.modality or "").upper()
     lowest = float(np.min(volume.array)) if volume.array.size else 0.0
     if modality not in ("CT", "OT", ""):
-        print(f"warning: the scan's modality is {modality} but {segmenter.name} expects CT in HU; the result is likely meaningless")
+        _log.warning("the scan's modality is %s but %s expects CT in HU; the result is likely meaningless", modality, segmenter.name)
     elif lowest > -500.0:
-        print(f"warning: no voxel below -500 HU (minimum {lowest:.0f}); {segmenter.name} expects CT in HU "
-              "(air is -1000 HU): is this an MRI or a scan without its RescaleSlope/Intercept?")
+        _log.warning("no voxel below -500 HU (minimum %.0f); %s expects CT in HU (air is -1000 HU): is this an MRI "
+                     "or a scan without its RescaleSlope/Intercept?", lowest, segmenter.name)
 
 
 def _infer_spec(model: Any, path: Path) -> ServingSpec:
@@ -405,7 +403,7 @@ def predict_file(
 
     Returns:
         ``{"labels": array, "volume": Volume, "written": [paths], "counts": {label: voxels},
-        "volumes_ml": {label name: (voxels, ml)}, "output": Path}`` (:func:`print_result` prints it).
+        "volumes_ml": {label name: (voxels, ml)}, "output": Path}`` (:func:`tfmedseg.predict_cli.print_result` prints it).
 
     Raises:
         TfMedSegError: Any user error, naming the file.
@@ -454,51 +452,11 @@ def predict_file(
             "output": output}
 
 
-def print_result(result: dict) -> None:
-    """The command line's final output: voxels and millilitres of each label (lesions per view for a
-    bone scan), and what was written."""
-    for name, (voxels, ml) in result.get("volumes_ml", {}).items():
-        print(f"  {name}: {voxels} voxels, {ml:.2f} ml")
-    for view, v in result.get("instances", {}).get("views", {}).items():
-        print(f"{view}: chest score {v['chest_score']:.2f}, {len(v['lesions'])} lesion(s)")
-    written = result["written"]
-    print(f"wrote {result['output']}" + (f" ({len(written)} files)" if len(written) > 1 else ""))
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (0 ok, 2 user error)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m tfmedseg.predict",
-        description="Segment your own scan (a NIfTI file or a DICOM folder) with a trained tfmedseg model; with the "
-                    "seed-001 whole-body SavedModel, a bone-scan NM DICOM file -> instances.json + overlay PNGs.",
-        epilog="NIfTI input writes a uint8 label map; DICOM input writes <output>/overlay/ (RGB overlay series), "
-               "<output>/label.nii.gz and, with highdicom installed, <output>/seg.dcm. See docs/predict.md.",
-    )
-    parser.add_argument("--model", type=Path, required=True, help="SavedModel version dir, run dir (model.keras) or .keras file")
-    parser.add_argument("--input", type=Path, required=True, help="NIfTI file (.nii/.nii.gz) or a folder of DICOM files")
-    parser.add_argument("--output", type=Path, required=True, help="NIfTI file for NIfTI input; folder (or .nii.gz) for DICOM input")
-    parser.add_argument("--modality", default=None, help="NIfTI: modality of the scan (default CT); DICOM: only series of this Modality")
-    parser.add_argument("--series-uid", default=None, help="DICOM: SeriesInstanceUID to segment when the folder holds several series")
-    parser.add_argument("--series-number", type=int, default=None, help="DICOM: SeriesNumber of the overlay (default: source + 1000)")
-    parser.add_argument("--opacity", type=float, default=0.3, help="DICOM: overlay colour opacity (default 0.3)")
-    parser.add_argument("--window", type=float, nargs=2, metavar=("LEVEL", "WIDTH"), default=None,
-                        help="DICOM: grey window of the overlay (default 40 400 for CT, percentiles otherwise)")
-    parser.add_argument("--no-dicom-seg", action="store_true", help="DICOM: do not write seg.dcm even when highdicom is installed")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing output written by tfmedseg (a label map of ours, or a folder with "
-                             ".tfmedseg-output.json); foreign files and the input itself are never replaced")
-    add_verbosity_options(parser)
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse prints its own one-line usage error
-        return int(exc.code or 0)
-    configure_logging(args)
-    return report_user_errors(lambda: print_result(predict_file(
-        args.model, args.input, args.output, modality=args.modality, series_uid=args.series_uid,
-        series_number=args.series_number, opacity=args.opacity,
-        window=tuple(args.window) if args.window else "auto", dicom_seg=not args.no_dicom_seg,
-        overwrite=args.overwrite,
-    )))
+    """``python -m tfmedseg.predict`` (:func:`tfmedseg.predict_cli.main`); returns the exit status."""
+    from tfmedseg.predict_cli import main as cli_main
+
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

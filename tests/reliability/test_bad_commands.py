@@ -171,4 +171,4 @@ def test_model_with_nan_weights_is_refused_and_non_ct_scan_warned(tmp_path, prob
     nib.save(nib.Nifti1Image(np.full((8, 8, 3), 300.0, np.float32), np.eye(4)), str(mri))
     capsys.readouterr()
     assert main(["--model", str(run), "--input", str(mri), "--output", str(tmp_path / "mri_labels.nii.gz")]) == 0
-    assert "expects CT in HU" in capsys.readouterr().out
+    assert "expects CT in HU" in capsys.readouterr().err

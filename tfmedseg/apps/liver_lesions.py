@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 import tfmedseg  # noqa: F401  (oneDNN on before TensorFlow loads)
-from tfmedseg.errors import InvalidInputError, report_user_errors
+from tfmedseg.command import report_user_errors
+from tfmedseg.errors import InvalidInputError
 
 __all__ = ["liver_lesion_report", "main", "read_ct_series", "run_liver_lesions"]
 

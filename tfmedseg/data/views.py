@@ -148,7 +148,7 @@ def crop_sample(view: ViewImage, crop_size: int, class_names: Sequence[str], box
         ``(sample, CropTransform)``; lesions whose crop mask is empty are dropped.
     """
     from tfmedseg.data.detection import DetectionSample
-    from tfmedseg.models.detection.crop import crop_box
+    from tfmedseg.data.box_crops import crop_box
 
     crop, transform = crop_box(view.image, view.chest_box if box is None else box, crop_size)
     sample_id = f"{view.case_id}/{view.view}"
@@ -193,7 +193,7 @@ def instance_dataset(samples, batch_size: int, *, max_instances: int, mini_mask_
     import tensorflow as tf
 
     from tfmedseg.data.detection import detection_dataset
-    from tfmedseg.models.detection.roi import aligned_crop
+    from tfmedseg.data.box_crops import aligned_crop
 
     u = unlabeled_per_batch if len(unlabeled) else 0
     ds = detection_dataset(samples, unlabeled if u else (), batch_size, u, max_instances=max_instances, seed=seed,

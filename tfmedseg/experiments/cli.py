@@ -32,7 +32,8 @@ from typing import Any, Callable
 import numpy as np
 
 from tfmedseg.config import load_config, save_config
-from tfmedseg.errors import ConfigError, DatasetLayoutError, report_user_errors
+from tfmedseg.command import report_user_errors
+from tfmedseg.errors import ConfigError, DatasetLayoutError
 from tfmedseg.logs import add_file_log, add_verbosity_options, configure_logging
 
 __all__ = ["ExperimentContext", "build_parser", "parse_experiment_args", "experiment_main", "make_main",

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 import tfmedseg  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads)
-from tfmedseg.errors import ExportError, TfMedSegError, report_user_errors
+from tfmedseg.command import report_user_errors
+from tfmedseg.errors import ExportError, TfMedSegError
 from tfmedseg.io._atomic import atomic_file
 from tfmedseg.logs import add_verbosity_options, configure_logging
 from tfmedseg.progress import progress

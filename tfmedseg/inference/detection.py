@@ -47,7 +47,7 @@ def predict_crop_cascade(
         ``{"chest_box": (y0, x0, y1, x1) or None, "chest_score", "lesions": [dict(class_name, box,
         mask, score)], "seconds"}``; masks are bool ``[H, W]`` on the image, boxes in image pixels.
     """
-    from tfmedseg.models.detection.crop import crop_box
+    from tfmedseg.data.box_crops import crop_box
     from tfmedseg.preprocessing.resample import resize_array
 
     start = time.perf_counter()

@@ -14,7 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from tfmedseg.errors import InvalidInputError, report_user_errors
+from tfmedseg.command import report_user_errors
+from tfmedseg.errors import InvalidInputError
 from tfmedseg.logs import add_verbosity_options, configure_logging
 
 __all__ = ["build_parser", "main", "serve"]

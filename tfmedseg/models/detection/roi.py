@@ -28,6 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfmedseg.data.box_crops import aligned_crop
 from tfmedseg.errors import ConfigError
 
 __all__ = [
@@ -38,47 +39,6 @@ __all__ = [
     "make_mini_masks",
     "paste_masks",
 ]
-
-
-def aligned_crop(images, boxes, box_indices, output_size: int | Sequence[int], sampling_ratio: int = 1) -> tf.Tensor:
-    """ROIAlign of ``boxes`` (in pixel units of ``images``) into ``n x n`` bins.
-
-    Args:
-        images: ``float32 [N, H, W, C]`` feature maps (or masks).
-        boxes: ``float32 [K, 4]`` ``(y0, x0, y1, x1)`` in pixels of ``images`` (divide image
-            coordinates by the level's stride first).
-        box_indices: ``int32 [K]`` which of the ``N`` maps each box reads.
-        output_size: ``n`` or ``(nh, nw)`` bins.
-        sampling_ratio: Samples per bin side, averaged. Default 1 (Matterport: one sample).
-
-    Returns:
-        ``float32 [K, nh, nw, C]``; samples outside the map read 0.
-    """
-    images = tf.convert_to_tensor(images, tf.float32)
-    boxes = tf.convert_to_tensor(boxes, tf.float32)
-    nh, nw = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
-    mh, mw = nh * sampling_ratio, nw * sampling_ratio
-    shape = tf.shape(images)
-    hm1 = tf.maximum(tf.cast(shape[1], tf.float32) - 1.0, 1.0)
-    wm1 = tf.maximum(tf.cast(shape[2], tf.float32) - 1.0, 1.0)
-    y0, x0, y1, x1 = tf.unstack(boxes, axis=-1)
-    bh = (y1 - y0) / mh
-    bw = (x1 - x0) / mw
-    norm = tf.stack(
-        [
-            (y0 + 0.5 * bh - 0.5) / hm1,
-            (x0 + 0.5 * bw - 0.5) / wm1,
-            (y1 - 0.5 * bh - 0.5) / hm1,
-            (x1 - 0.5 * bw - 0.5) / wm1,
-        ],
-        axis=-1,
-    )
-    crops = tf.image.crop_and_resize(
-        images, tf.stop_gradient(norm), tf.cast(box_indices, tf.int32), (mh, mw), extrapolation_value=0.0
-    )
-    if sampling_ratio > 1:
-        crops = tf.nn.avg_pool2d(crops, sampling_ratio, sampling_ratio, "VALID")
-    return crops
 
 
 def assign_levels(boxes, min_level: int, max_level: int, canonical_size: float = 224.0, canonical_level: int = 4) -> tf.Tensor:
