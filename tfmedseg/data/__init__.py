@@ -5,6 +5,8 @@ See :mod:`~tfmedseg.data.pipelines` (segmentation), :mod:`~tfmedseg.data.detecti
 and :mod:`~tfmedseg.data.distribute` (tf.distribute helpers).
 """
 
+from tfmedseg._lazy import lazy_attributes
+
 _LAZY = {
     "DETECTION_KEYS": "tfmedseg.data.detection",
     "DetectionSample": "tfmedseg.data.detection",
@@ -32,17 +34,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    """Import the submodule that defines ``name`` on first use (importing the package needs no TensorFlow)."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _LAZY)

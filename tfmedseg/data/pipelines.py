@@ -23,7 +23,7 @@ gives the same batches; every epoch has a new order. ``batch_size`` is the *glob
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -110,11 +110,31 @@ def _common_inplane(cases: list[CaseArrays]) -> tuple[int, int, int]:
     return tuple(int(v) for v in ref)
 
 
-def _slice_order_fn(cases, units, order, foreground_fraction):
+def _unit_foreground(case: CaseArrays, starts: np.ndarray, span: int) -> np.ndarray:
+    """Whether the ``span`` label slices from each of ``starts`` hold foreground: bool ``[len(starts)]``."""
+    per_slice = case.label.reshape(case.depth, -1).any(axis=1)
+    if span == 1:
+        return per_slice[starts]
+    return np.array([per_slice[z0 : z0 + span].any() for z0 in starts], bool)
+
+
+def _slice_units_dataset(cases, units, span: int, extract_one, specs, batch_size, *, order, seed, epochs,
+                         foreground_fraction) -> tf.data.Dataset:
+    """Batches of ``extract_one(case, z)`` over each case's slice ``units`` (start slices) in the epoch
+    ``order``; ``foreground`` orders look at the ``span`` label slices of each unit."""
     foreground = None
     if order == "foreground":
-        foreground = [case.label.reshape(case.depth, -1).any(axis=1)[u] for case, u in zip(cases, units)]
-    return lambda rng: sampling.epoch_order(units, order, rng, foreground, foreground_fraction)
+        foreground = [_unit_foreground(case, u, span) for case, u in zip(cases, units)]
+
+    def order_fn(rng):
+        return sampling.epoch_order(units, order, rng, foreground, foreground_fraction)
+
+    order_fn(sampling.epoch_rng(seed, 0))  # validate order / fraction / foreground now, not in the graph
+
+    def fn(row):
+        return extract_one(cases[row[0]], int(row[1]))
+
+    return build_dataset(order_fn, 2, fn, specs, batch_size, seed, epochs, sum(len(u) for u in units))
 
 
 def stack25d_dataset(
@@ -139,15 +159,10 @@ def stack25d_dataset(
     cases = _labeled_cases(cases)
     h, w, c = _common_inplane(cases)
     units = [np.arange(case.depth) for case in cases]
-    order_fn = _slice_order_fn(cases, units, order, foreground_fraction)
-    order_fn(sampling.epoch_rng(seed, 0))  # validate order / fraction / foreground now, not in the graph
-
-    def fn(row):
-        case = cases[row[0]]
-        return extract.stack_25d(case.image, case.label, int(row[1]), n_slices, pad_value)
-
     specs = [tf.TensorSpec([h, w, n_slices * c], tf.float32), tf.TensorSpec([h, w, 1], tf.int32)]
-    return build_dataset(order_fn, 2, fn, specs, batch_size, seed, epochs, sum(len(u) for u in units))
+    return _slice_units_dataset(
+        cases, units, 1, lambda case, z: extract.stack_25d(case.image, case.label, z, n_slices, pad_value), specs,
+        batch_size, order=order, seed=seed, epochs=epochs, foreground_fraction=foreground_fraction)
 
 
 def slab3d_dataset(
@@ -179,41 +194,23 @@ def slab3d_dataset(
             units.append(sampling.slab_starts(case.depth, n_out))
         except InvalidInputError as exc:
             raise InvalidInputError(exc.reason, path=case.case_id) from None
-    foreground = None
-    if order == "foreground":
-        foreground = [
-            np.array([case.label[z0 : z0 + n_out].any() for z0 in u]) for case, u in zip(cases, units)
-        ]
-
-    def order_fn(rng):
-        return sampling.epoch_order(units, order, rng, foreground, foreground_fraction)
-
-    order_fn(sampling.epoch_rng(seed, 0))  # validate order / fraction / foreground now, not in the graph
-
-    def fn(row):
-        case = cases[row[0]]
-        return extract.slab_3d(case.image, case.label, int(row[1]), n_in, n_out, pad_value)
-
     specs = [tf.TensorSpec([n_in, h, w, c], tf.float32), tf.TensorSpec([n_out, h, w, 1], tf.int32)]
-    return build_dataset(order_fn, 2, fn, specs, batch_size, seed, epochs, sum(len(u) for u in units))
+    return _slice_units_dataset(
+        cases, units, n_out, lambda case, z: extract.slab_3d(case.image, case.label, z, n_in, n_out, pad_value), specs,
+        batch_size, order=order, seed=seed, epochs=epochs, foreground_fraction=foreground_fraction)
 
 
-def slice2d_dataset(
-    cases,
-    batch_size: int,
-    *,
-    order: str = "uniform",
-    seed: int = 0,
-    epochs: int | None = None,
-    foreground_fraction: float = 0.5,
-) -> tf.data.Dataset:
+def slice2d_dataset(cases, batch_size: int, *, order: str = "uniform", **kwargs: Any) -> tf.data.Dataset:
     """Seeds 000 / 003: full 2D slices, each slice on its own (a 2.5D stack of one slice).
+
+    Args:
+        cases, batch_size, order: As :func:`stack25d_dataset` (default order ``uniform``).
+        **kwargs: ``seed``, ``epochs``, ``foreground_fraction``, ``pad_value`` of :func:`stack25d_dataset`.
 
     Returns:
         Dataset of ``(x [B, H, W, C] float32, y [B, H, W, 1] int32)``.
     """
-    return stack25d_dataset(cases, batch_size, n_slices=1, order=order, seed=seed, epochs=epochs,
-                            foreground_fraction=foreground_fraction)
+    return stack25d_dataset(cases, batch_size, n_slices=1, order=order, **kwargs)
 
 
 def patch3d_dataset(

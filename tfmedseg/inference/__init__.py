@@ -1,5 +1,7 @@
 """Inference: sliding window, slice-wise 2D/2.5D prediction, post-processing, decision fusion."""
 
+from tfmedseg._lazy import lazy_attributes
+
 _LAZY = {
     "WeightedVote": "tfmedseg.inference.fusion",
     "build_decision_fusion": "tfmedseg.inference.fusion",
@@ -53,17 +55,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    """Import the submodule that defines ``name`` on first use (importing the package needs no TensorFlow)."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _LAZY)

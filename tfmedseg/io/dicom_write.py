@@ -204,6 +204,55 @@ def _study_tags(
     return tags
 
 
+def _series_tags(reference: Volume | None, *, modality: str, series_description: str, series_number: int,
+                 series_uid: str | None = None, series_time: str = "120000", study_uid: str | None = None,
+                 frame_of_reference_uid: str | None = None, patient_id: str = "ANON", patient_name: str | None = None,
+                 study_date: str = "20000101", study_time: str = "120000", uid_seed: str | None = None) -> dict[str, Any]:
+    """Patient, study (:func:`_study_tags`) and series tags of a new series (a new SeriesInstanceUID
+    unless ``series_uid``; dates and times deterministic by default)."""
+    tags = _study_tags(reference, patient_id=patient_id, patient_name=patient_name, study_uid=study_uid,
+                       frame_of_reference_uid=frame_of_reference_uid, study_date=study_date, study_time=study_time,
+                       uid_seed=uid_seed)
+    tags.update(
+        SeriesInstanceUID=series_uid or _make_uid(uid_seed, "series", series_number, series_description, modality),
+        SeriesNumber=int(series_number),
+        SeriesDescription=series_description,
+        SeriesDate=tags["StudyDate"],
+        SeriesTime=series_time,
+        AcquisitionDate=tags["StudyDate"],
+        AcquisitionTime=series_time,
+        ContentDate=tags["StudyDate"],
+        ContentTime=series_time,
+        PositionReferenceIndicator="",
+        Manufacturer="tfmedseg",
+        PatientPosition="HFS",
+    )
+    return tags
+
+
+def _array_and_geometry(volume: Volume | np.ndarray, reference: Volume | None, path: Path) -> tuple[np.ndarray, Volume]:
+    """``(array [D, H, W], the Volume whose affine places it)``: a Volume itself, or a bare array on
+    ``reference``'s grid (InvalidInputError without a reference or when not 3-D)."""
+    if isinstance(volume, Volume):
+        array, geometry = volume.array, volume
+    else:
+        if reference is None:
+            raise InvalidInputError("writing a bare array needs a reference Volume for its geometry", path=path)
+        array, geometry = np.asarray(volume), reference
+    if array.ndim != 3:
+        raise InvalidInputError(f"expected a 3-D [D, H, W] volume, got shape {array.shape}", path=path)
+    return array, geometry
+
+
+def _plane_vectors(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float, np.ndarray, np.ndarray]:
+    """DICOM in-plane geometry of a canonical affine: ``(row_dir, col_dir, ps_row, ps_col, normal, step)``,
+    directions in LPS, ``step`` the LPS vector from one slice to the next."""
+    col_vec, row_vec = affine[:3, 1], affine[:3, 2]  # along rows index (H) and columns index (W), RAS
+    ps_row, ps_col = float(np.linalg.norm(col_vec)), float(np.linalg.norm(row_vec))
+    row_dir, col_dir = _LPS * row_vec / ps_col, _LPS * col_vec / ps_row
+    return row_dir, col_dir, ps_row, ps_col, np.cross(row_dir, col_dir), _LPS * affine[:3, 0]
+
+
 def _pet_tags(
     *,
     units: str,
@@ -322,16 +371,7 @@ def write_dicom_series(
     if modality not in WRITE_MODALITIES:
         raise InvalidInputError(f"modality must be one of {WRITE_MODALITIES}, got {modality!r}", path=out_dir)
     reference = _reference_volume(reference)
-    if isinstance(volume, Volume):
-        array = volume.array
-        geometry_volume = volume
-    else:
-        if reference is None:
-            raise InvalidInputError("writing a bare array needs a reference Volume for its geometry", path=out_dir)
-        array = np.asarray(volume)
-        geometry_volume = reference
-    if array.ndim != 3:
-        raise InvalidInputError(f"expected a 3-D [D, H, W] volume, got shape {array.shape}", path=out_dir)
+    array, geometry_volume = _array_and_geometry(volume, reference, out_dir)
     if reference is not None and array.shape != reference.array.shape:
         raise InvalidInputError(
             f"array shape {array.shape} does not match the reference grid {reference.array.shape}", path=out_dir
@@ -341,40 +381,17 @@ def write_dicom_series(
     source, affine = _source_geometry(geometry_volume, reference, array)
     stored, slopes, intercepts = _encode(source, modality, bool(mask), out_dir)
 
-    col_vec, row_vec = affine[:3, 1], affine[:3, 2]  # along rows index (H) and columns index (W), RAS
-    ps_row, ps_col = float(np.linalg.norm(col_vec)), float(np.linalg.norm(row_vec))
-    flip = _LPS
-    row_dir, col_dir = flip * row_vec / ps_col, flip * col_vec / ps_row  # LPS
+    row_dir, col_dir, ps_row, ps_col, normal, step = _plane_vectors(affine)
     if abs(row_dir @ col_dir) > 1e-4:
         raise InvalidInputError("the in-plane axes of the affine are not orthogonal; cannot write DICOM", path=out_dir)
-    normal = np.cross(row_dir, col_dir)
-    step = flip * affine[:3, 0]
     thickness = abs(float(step @ normal))
 
-    tags = _study_tags(
-        reference,
-        patient_id=patient_id,
-        patient_name=patient_name,
-        study_uid=study_uid,
-        frame_of_reference_uid=frame_of_reference_uid,
-        study_date=study_date,
-        study_time=study_time,
-        uid_seed=uid_seed,
-    )
-    series_uid = series_uid or _make_uid(uid_seed, "series", series_number, series_description, modality)
+    tags = _series_tags(reference, modality=modality, series_description=series_description, series_number=series_number,
+                        series_uid=series_uid, series_time=series_time, study_uid=study_uid,
+                        frame_of_reference_uid=frame_of_reference_uid, patient_id=patient_id, patient_name=patient_name,
+                        study_date=study_date, study_time=study_time, uid_seed=uid_seed)
+    series_uid = tags["SeriesInstanceUID"]
     tags.update(
-        SeriesInstanceUID=series_uid,
-        SeriesNumber=int(series_number),
-        SeriesDescription=series_description,
-        SeriesDate=tags["StudyDate"],
-        SeriesTime=series_time,
-        AcquisitionDate=tags["StudyDate"],
-        AcquisitionTime=series_time,
-        ContentDate=tags["StudyDate"],
-        ContentTime=series_time,
-        PositionReferenceIndicator="",
-        Manufacturer="tfmedseg",
-        PatientPosition="HFS",
         ImageType=_image_type(modality, bool(mask)),
         ImageOrientationPatient=[_ds_str(v) for v in (*row_dir, *col_dir)],
         PixelSpacing=[_ds_str(ps_row), _ds_str(ps_col)],
@@ -404,7 +421,7 @@ def write_dicom_series(
         for k in range(stored.shape[0]):
             sop_uid = _make_uid(series_uid, "instance", k)
             ds = _base_dataset(SOP_CLASS_UIDS[modality], sop_uid, modality, tags)
-            position = flip * (affine @ np.array([k, 0.0, 0.0, 1.0]))[:3]
+            position = _LPS * (affine @ np.array([k, 0.0, 0.0, 1.0]))[:3]
             ds.InstanceNumber = k + 1
             ds.ImagePositionPatient = [_ds_str(v) for v in position]
             ds.SliceLocation = _ds_str(float(position @ normal))
@@ -472,22 +489,12 @@ def write_nm_spect(
 
     path = Path(path)
     reference = _reference_volume(reference)
-    if isinstance(volume, Volume):
-        array, affine = volume.array, volume.affine
-    else:
-        if reference is None:
-            raise InvalidInputError("writing a bare array needs a reference Volume for its geometry", path=path)
-        array, affine = np.asarray(volume), reference.affine
-    if array.ndim != 3:
-        raise InvalidInputError(f"expected a 3-D [D, H, W] volume, got shape {array.shape}", path=path)
+    array, geometry = _array_and_geometry(volume, reference, path)
+    affine = geometry.affine
     values = np.asarray(array, dtype=np.float64)
     if not np.isfinite(values).all() or (values.size and values.min() < 0):
         raise InvalidInputError("SPECT counts must be finite and non-negative", path=path)
-    flip = _LPS
-    ps_row, ps_col = float(np.linalg.norm(affine[:3, 1])), float(np.linalg.norm(affine[:3, 2]))
-    row_dir, col_dir = flip * affine[:3, 2] / ps_col, flip * affine[:3, 1] / ps_row
-    normal = np.cross(row_dir, col_dir)
-    step = flip * affine[:3, 0]
+    row_dir, col_dir, ps_row, ps_col, normal, step = _plane_vectors(affine)
     spacing = float(step @ normal)
     if abs(row_dir @ col_dir) > 1e-4 or np.linalg.norm(step - spacing * normal) > 1e-3 * abs(spacing):
         raise InvalidInputError("the grid is sheared; a multi-frame NM file needs slices along the normal", path=path)
@@ -496,19 +503,13 @@ def write_nm_spect(
     slope = 1.0 if integral and peak <= 65535 else float(_ds_str(peak / 65000.0)) if peak > 0 else 1.0
     stored = np.round(values / slope).astype(np.uint16)
 
-    tags = _study_tags(
-        reference,
-        patient_id=patient_id,
-        patient_name=patient_name,
-        study_uid=study_uid,
-        frame_of_reference_uid=frame_of_reference_uid,
-        study_date=study_date,
-        study_time=study_time,
-        uid_seed=uid_seed,
-    )
-    series_uid = series_uid or _make_uid(uid_seed, "series", series_number, series_description, "NM")
+    tags = _series_tags(reference, modality="NM", series_description=series_description, series_number=series_number,
+                        series_uid=series_uid, series_time=series_time, study_uid=study_uid,
+                        frame_of_reference_uid=frame_of_reference_uid, patient_id=patient_id, patient_name=patient_name,
+                        study_date=study_date, study_time=study_time, uid_seed=uid_seed)
+    series_uid = tags["SeriesInstanceUID"]
     sop_uid = _make_uid(series_uid, "instance")
-    position = flip * affine[:3, 3]
+    position = _LPS * affine[:3, 3]
     iop = [_ds_str(v) for v in (*row_dir, *col_dir)]
     ipp = [_ds_str(v) for v in position]
     detector = Dataset()
@@ -517,18 +518,6 @@ def write_nm_spect(
     radio = Dataset()
     radio.Radiopharmaceutical = radiopharmaceutical
     tags.update(
-        SeriesInstanceUID=series_uid,
-        SeriesNumber=int(series_number),
-        SeriesDescription=series_description,
-        SeriesDate=tags["StudyDate"],
-        SeriesTime=series_time,
-        AcquisitionDate=tags["StudyDate"],
-        AcquisitionTime=series_time,
-        ContentDate=tags["StudyDate"],
-        ContentTime=series_time,
-        PositionReferenceIndicator="",
-        Manufacturer="tfmedseg",
-        PatientPosition="HFS",
         ImageType=["ORIGINAL", "PRIMARY", "RECON TOMO", "EMISSION"],
         NumberOfFrames=int(stored.shape[0]),
         FrameIncrementPointer=Tag(0x0054, 0x0080),  # SliceVector

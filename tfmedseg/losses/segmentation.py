@@ -137,6 +137,20 @@ def _cross_entropy_map(t, logits_or_p, from_logits: bool, activation: str):
     return ops.sum(bce, axis=-1)
 
 
+def _log_sigmoid_pair(raw, p, from_logits: bool):
+    """``(log p, log(1 - p))`` of a sigmoid output: from the logits ``raw`` (stable) or the clipped
+    probabilities ``p``."""
+    if from_logits:
+        return ops.log_sigmoid(raw), ops.log_sigmoid(-raw)
+    eps = keras.config.epsilon()
+    return ops.log(ops.clip(p, eps, 1.0)), ops.log(ops.clip(1.0 - p, eps, 1.0))
+
+
+def _per_sample_mean(x, batch_like):
+    """Mean of ``x`` over everything but the batch axis: ``[B]``."""
+    return ops.mean(ops.reshape(x, (ops.shape(batch_like)[0], -1)), axis=-1)
+
+
 @keras.saving.register_keras_serializable(package="tfmedseg")
 class DiceLoss(_SegLoss):
     """Multi-class soft Dice loss, ``1 - mean_c dice_c`` per sample.
@@ -289,7 +303,7 @@ class BCEWithLogitsLoss(keras.losses.Loss):
             t = ops.expand_dims(t, -1)
         log_sig_neg = -ops.log_sigmoid(z)
         bce = (1.0 - t) * z + (1.0 + (self.pos_weight - 1.0) * t) * log_sig_neg
-        return ops.mean(ops.reshape(bce, (ops.shape(z)[0], -1)), axis=-1)
+        return _per_sample_mean(bce, z)
 
     def get_config(self):
         config = super().get_config()
@@ -324,20 +338,14 @@ class WeightedCrossEntropyLoss(_SegLoss):
         if t.shape[-1] == 1 and self.activation == "sigmoid":
             if len(self.class_weights) != 2:
                 raise ConfigError("a 1-channel sigmoid output needs [w_background, w_foreground]", path="class_weights")
-            eps = keras.config.epsilon()
-            if self.from_logits:
-                z = raw
-                log_p, log_q = ops.log_sigmoid(z), ops.log_sigmoid(-z)
-            else:
-                log_p = ops.log(ops.clip(p, eps, 1.0))
-                log_q = ops.log(ops.clip(1.0 - p, eps, 1.0))
+            log_p, log_q = _log_sigmoid_pair(raw, p, self.from_logits)
             ce = -(w[1] * t * log_p + w[0] * (1.0 - t) * log_q)
             ce = ops.sum(ce, axis=-1)
         else:
             if len(self.class_weights) != t.shape[-1]:
                 raise ConfigError(f"has {len(self.class_weights)} entries for {t.shape[-1]} classes", path="class_weights")
             ce = _cross_entropy_map(t * w, raw, self.from_logits, self.activation)
-        return ops.mean(ops.reshape(ce, (ops.shape(t)[0], -1)), axis=-1)
+        return _per_sample_mean(ce, t)
 
     def get_config(self):
         config = super().get_config()
@@ -377,19 +385,14 @@ class FocalLoss(_SegLoss):
             if isinstance(self.alpha, list):
                 term = term * ops.convert_to_tensor(self.alpha, "float32")
         else:
-            if self.from_logits:
-                z = raw
-                log_p, log_q = ops.log_sigmoid(z), ops.log_sigmoid(-z)
-            else:
-                log_p = ops.log(ops.clip(p, eps, 1.0))
-                log_q = ops.log(ops.clip(1.0 - p, eps, 1.0))
+            log_p, log_q = _log_sigmoid_pair(raw, p, self.from_logits)
             pos = -ops.power(1.0 - ops.exp(log_p), self.gamma) * log_p
             neg = -ops.power(1.0 - ops.exp(log_q), self.gamma) * log_q
             if isinstance(self.alpha, (int, float)):
                 pos, neg = float(self.alpha) * pos, (1.0 - float(self.alpha)) * neg
             term = t * pos + (1.0 - t) * neg
         fl = ops.sum(term, axis=-1)
-        return ops.mean(ops.reshape(fl, (ops.shape(t)[0], -1)), axis=-1)
+        return _per_sample_mean(fl, t)
 
     def get_config(self):
         config = super().get_config()

@@ -11,6 +11,8 @@ Example:
 
 from __future__ import annotations
 
+from tfmedseg._lazy import lazy_attributes
+
 _LAZY = {
     "BestLastCheckpoint": "tfmedseg.training.callbacks",
     "ImageSummary": "tfmedseg.training.callbacks",
@@ -44,20 +46,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    """Import the submodule that defines ``name`` on first use (``TrainConfig`` needs no TensorFlow)."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _LAZY)
 
 
 __all__ = [

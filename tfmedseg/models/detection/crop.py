@@ -1,15 +1,7 @@
-"""Detector-box crops and their inverse mapping (SSD chest box -> 320x320 MaligNet input).
+"""The chest detector's score: Jaccard of predicted and reference boxes (seed 001, Table 5).
 
-The chest box found by the SSD on a whole-body view is cropped from the view and resized to the
-second stage's input (320x320, seed §2); :class:`CropTransform` maps boxes and masks predicted
-on the crop back to the whole-body view (and the other way for ground truth). Host-side numpy,
-run once per view.
-
-Example:
-    >>> img = np.zeros((100, 80), np.float32)
-    >>> crop, tf_ = crop_box(img, (10, 20, 60, 60), output_size=20)
-    >>> crop.shape, tf_.boxes_to_source([[0, 0, 20, 20]]).tolist()
-    ((20, 20), [[10.0, 20.0, 60.0, 60.0]])
+The crops themselves (:func:`crop_box`, :class:`CropTransform`, :func:`crop_top_detection`) live in
+:mod:`tfmedseg.data.box_crops` and are re-exported here.
 """
 
 from __future__ import annotations
