@@ -107,7 +107,9 @@ def test_config_by_name_and_help_lists_names(tmp_path, capsys):
     (cdir / "demo_table2.yaml").write_text("epochs: 5\n")
     import unittest.mock
 
-    with unittest.mock.patch.object(cli, "CONFIG_DIR", cdir):
+    from tfmedseg.experiments import arguments
+
+    with unittest.mock.patch.object(arguments, "CONFIG_DIR", cdir):
         assert list(cli.available_configs("demo")) == ["paper", "quick", "table2"]
         for name, epochs in (("quick", 1), ("paper", 300), ("table2", 5)):
             ctx = _parse(["--config", name, "--output-dir", str(tmp_path / "o")], [])

@@ -123,8 +123,23 @@ class RandomUniformNoise(RandomAugmentLayer):
         return config
 
 
+class _PerSampleNoise(RandomAugmentLayer):
+    """Base of the layers that draw per-sample (per-channel) factors and offsets: their common
+    options and the draw setup (float image, factor shape, which samples change)."""
+
+    def _set_noise_options(self, shift, per_channel: bool, probability: float) -> None:
+        self.shift = _check_range("shift", shift)
+        self.per_channel = bool(per_channel)
+        self.probability = _check_probability("probability", probability)
+
+    def _noise_draw_setup(self, data: dict, seed: tf.Tensor):
+        """``(image, factor shape [B, 1.., C or 1], on [B, 1..] 0/1: the samples that change)``."""
+        image = _float_image(data)
+        return image, _sample_shape(image, self.per_channel), _bernoulli(seed, 0, _per_sample_shape(image), self.probability)
+
+
 @keras.saving.register_keras_serializable(package="tfmedseg")
-class RandomBrightnessContrast(RandomAugmentLayer):
+class RandomBrightnessContrast(_PerSampleNoise):
     """Per-sample contrast about the mean, then multiplicative and additive brightness.
 
     ``y = ((x - mean) * contrast + mean) * brightness + shift`` with ``mean`` the sample's
@@ -146,14 +161,10 @@ class RandomBrightnessContrast(RandomAugmentLayer):
         super().__init__(seed=seed, **kwargs)
         self.brightness = _check_range("brightness", brightness, low=0.0, allow_scalar=False)
         self.contrast = _check_range("contrast", contrast, low=0.0, allow_scalar=False)
-        self.shift = _check_range("shift", shift)
-        self.per_channel = bool(per_channel)
-        self.probability = _check_probability("probability", probability)
+        self._set_noise_options(shift, per_channel, probability)
 
     def _augment(self, data: dict, seed: tf.Tensor) -> dict:
-        image = _float_image(data)
-        shape = _sample_shape(image, self.per_channel)
-        on = _bernoulli(seed, 0, _per_sample_shape(image), self.probability)
+        image, shape, on = self._noise_draw_setup(data, seed)
         out = image
         if self.contrast != (1.0, 1.0):  # static skips keep zero magnitude exactly the identity
             contrast = 1.0 + (_uniform(seed, 1, shape, *self.contrast) - 1.0) * on
@@ -174,7 +185,7 @@ class RandomBrightnessContrast(RandomAugmentLayer):
 
 
 @keras.saving.register_keras_serializable(package="tfmedseg")
-class RandomIntensityScaleShift(RandomAugmentLayer):
+class RandomIntensityScaleShift(_PerSampleNoise):
     """Per-sample (per-channel) intensity scale and shift noise: ``y = x * scale + shift``.
 
     The nnU-Net-style "multiplicative/additive intensity noise": ``scale ~ U(scale)``,
@@ -195,14 +206,10 @@ class RandomIntensityScaleShift(RandomAugmentLayer):
         if isinstance(scale, (int, float)):
             scale = (1.0 - float(scale), 1.0 + float(scale))
         self.scale = _check_range("scale", scale, low=0.0, allow_scalar=False)
-        self.shift = _check_range("shift", shift)
-        self.per_channel = bool(per_channel)
-        self.probability = _check_probability("probability", probability)
+        self._set_noise_options(shift, per_channel, probability)
 
     def _augment(self, data: dict, seed: tf.Tensor) -> dict:
-        image = _float_image(data)
-        shape = _sample_shape(image, self.per_channel)
-        on = _bernoulli(seed, 0, _per_sample_shape(image), self.probability)
+        image, shape, on = self._noise_draw_setup(data, seed)
         scale = 1.0 + (_uniform(seed, 1, shape, *self.scale) - 1.0) * on
         shift = _uniform(seed, 2, shape, *self.shift) * on
         data[IMAGE_KEY] = image * tf.cast(scale, image.dtype) + tf.cast(shift, image.dtype)

@@ -35,6 +35,7 @@ import numpy as np
 
 import tfmedseg  # noqa: F401  (oneDNN on before TensorFlow loads)
 from tfmedseg.errors import ConfigError
+from tfmedseg.experiments.cli import make_main
 from tfmedseg.training.config import TrainConfig
 
 __all__ = ["TABLE_COLUMNS", "HecktorConfig", "main", "run"]
@@ -207,15 +208,9 @@ def run(ctx) -> dict[str, Any]:
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit code."""
-    from tfmedseg.experiments.cli import experiment_main
-
-    return experiment_main(argv, run, prog="tfmedseg.experiments.hecktor_petct",
-                           description="Seed 004: HECKTOR PET/CT GTVt segmentation, SE U-Net / RRSE U-Net.",
-                           config_cls=HecktorConfig, default_config="hecktor_petct_quick.yaml",
-                           phantom_dataset="hecktor", default_phantom_cases=12)
-
+main = make_main(run, "tfmedseg.experiments.hecktor_petct", HecktorConfig,
+                 "Seed 004: HECKTOR PET/CT GTVt segmentation, SE U-Net / RRSE U-Net.",
+                 phantom_dataset="hecktor", default_phantom_cases=12)
 
 if __name__ == "__main__":
     sys.exit(main())

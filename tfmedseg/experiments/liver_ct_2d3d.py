@@ -236,12 +236,9 @@ def run(ctx) -> dict[str, Any]:
     return summary
 
 
-main = make_main(
-    run, prog="tfmedseg.experiments.liver_ct_2d3d",
-    description="Seed 002: LiTS liver-then-tumour cascade with efficient 2.5D/3D networks.",
-    config_cls=LiverCT2D3DConfig, default_config="liver_ct_2d3d_quick.yaml",
-    phantom_dataset="lits", default_phantom_cases=10)
-
+main = make_main(run, "tfmedseg.experiments.liver_ct_2d3d", LiverCT2D3DConfig,
+                 "Seed 002: LiTS liver-then-tumour cascade with efficient 2.5D/3D networks.",
+                 phantom_dataset="lits", default_phantom_cases=10)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 import tfmedseg  # noqa: F401  (oneDNN on before TensorFlow loads)
+from tfmedseg.experiments.cli import make_main
 from tfmedseg.inference.liver_lesion import PipelineSettings
 from tfmedseg.models.backbones import OS8_BACKBONES
 from tfmedseg.training.config import TrainConfig
@@ -230,15 +231,9 @@ def run(ctx) -> dict:
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit code."""
-    from tfmedseg.experiments.cli import experiment_main
-
-    return experiment_main(argv, run, prog="tfmedseg.experiments.liver_lesion_fusion",
-                           description="Seed 003: liver and lesion DeepLabV3 networks with learned decision fusion.",
-                           config_cls=LiverLesionFusionConfig, default_config="liver_lesion_fusion_quick.yaml",
-                           phantom_dataset="lits", default_phantom_cases=10)
-
+main = make_main(run, "tfmedseg.experiments.liver_lesion_fusion", LiverLesionFusionConfig,
+                 "Seed 003: liver and lesion DeepLabV3 networks with learned decision fusion.",
+                 phantom_dataset="lits", default_phantom_cases=10)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from tfmedseg.clinical.maa_evaluation import DosimetrySettings
+from tfmedseg.experiments.cli import make_main
 from tfmedseg.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -189,21 +190,9 @@ def _export(exported: dict, cfg, out: Path) -> dict:
     return dirs
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit code."""
-    from tfmedseg.experiments.cli import experiment_main
-
-    return experiment_main(
-        argv,
-        run,
-        prog="tfmedseg.experiments.maa_spect_liver",
-        description="Seed 000: liver / tumour segmentation on 99mTc-MAA SPECT/CT (MA-Net), TLR and SIRT doses.",
-        config_cls=MaaSpectConfig,
-        default_config="maa_spect_liver_quick.yaml",
-        phantom_dataset="maa_spect",
-        default_phantom_cases=12,
-    )
-
+main = make_main(run, "tfmedseg.experiments.maa_spect_liver", MaaSpectConfig,
+                 "Seed 000: liver / tumour segmentation on 99mTc-MAA SPECT/CT (MA-Net), TLR and SIRT doses.",
+                 phantom_dataset="maa_spect", default_phantom_cases=12)
 
 if __name__ == "__main__":
     raise SystemExit(main())
