@@ -191,6 +191,29 @@ def test_tiny_run_end_to_end(phantom_root, cases, tmp_path, capsys):
         assert (out / stage / "best.weights.h5").is_file() and (out / stage / "last.weights.h5").is_file()
         assert list((out / stage / "logs").rglob("events.*"))
     assert list((out / "logs" / "predictions").rglob("events.*"))
+    # the exported inference models (their round trips: tests/detection/test_ssd.py, test_mask_rcnn.py; served
+    # from this experiment's export in the slow test below)
+    for name in ("bone_malignet_ssd", "bone_malignet_maskrcnn"):
+        assert (export / name / "1" / "saved_model.pb").is_file()
+    # the servable whole-body model (its reload is tested in tests/detection/test_whole_body.py)
+    meta = json.loads((export / "bone_malignet" / "1" / "metadata.json").read_text())
+    assert meta["class_names"] == list(bm.LESION_CLASSES) and (export / "bone_malignet" / "1" / "saved_model.pb").is_file()
+    # issue 13: rerun a finished run (says so, exits 0); a killed run: the slow test below
+    capsys.readouterr()
+    assert bm.main(argv) == 0 and "holds a finished run" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_tiny_run_killed_after_training_resumes(phantom_root, tmp_path, capsys):
+    """Issue 13: a run killed after training (no run_complete.json) resumes: no crash, no NaN in the time
+    table, nothing exported again (a second whole run, so slow; the default run covers the finished rerun)."""
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump({**TINY, "lesion_model": "malignet", "unlabeled_per_batch": 1,
+                                        "lesion_crop_boxes": "predicted", "malignet": {"global_filters": 8}}))
+    out, export = tmp_path / "run", tmp_path / "saved_models"
+    argv = ["--config", str(cfg_path), "--data-dir", str(phantom_root), "--output-dir", str(out),
+            "--set", f"export_dir={export}", "--seed", "0"]
+    assert bm.main(argv) == 0
     # the exported inference models load and serve fixed-size detections
     ssd = tf.saved_model.load(str(export / "bone_malignet_ssd" / "1"))
     det = ssd.serve(tf.zeros([1, 64, 64, 1]))
@@ -198,13 +221,8 @@ def test_tiny_run_end_to_end(phantom_root, cases, tmp_path, capsys):
     mrcnn = tf.saved_model.load(str(export / "bone_malignet_maskrcnn" / "1"))
     out_m = mrcnn.serve(tf.zeros([2, 64, 64, 1]))
     assert tuple(out_m["masks"].shape) == (2, 8, 64, 64) and out_m["masks"].dtype == tf.uint8
-    # the servable whole-body model (its reload is tested in tests/detection/test_whole_body.py)
-    meta = json.loads((export / "bone_malignet" / "1" / "metadata.json").read_text())
-    assert meta["class_names"] == list(bm.LESION_CLASSES) and (export / "bone_malignet" / "1" / "saved_model.pb").is_file()
-    # issue 13: rerun a finished run (says so, exits 0) and a run killed after training (resumes)
-    capsys.readouterr()
-    assert bm.main(argv) == 0 and "holds a finished run" in capsys.readouterr().out
     (out / "run_complete.json").unlink()
+    capsys.readouterr()
     assert bm.main(argv) == 0
     captured = capsys.readouterr()
     text = (captured.out + captured.err).lower()

@@ -22,11 +22,18 @@ TINY = [
 ]
 
 
-def test_tiny_run_end_to_end(tmp_path, capsys):
-    out = tmp_path / "run"
-    argv = TINY + ["--output-dir", str(out), "--cache-dir", str(tmp_path / "cache"),
-                   "--set", f"export_dir={tmp_path / 'saved_models'}"]
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One tiny run of the whole experiment, shared by the tests below: ``(argv, run dir, tmp root)``."""
+    root = tmp_path_factory.mktemp("liver_tiny")
+    out = root / "run"
+    argv = TINY + ["--output-dir", str(out), "--cache-dir", str(root / "cache"), "--set", f"export_dir={root / 'saved_models'}"]
     assert liver_ct_2d3d.main(argv) == 0
+    return argv, out, root
+
+
+def test_tiny_run_tables_and_submission(tiny_run):
+    _, out, root = tiny_run
     summary = json.loads((out / "summary.json").read_text())["summary"]
     assert 0.0 <= summary["liver Dice/case"] <= 1.0
     assert (out / "per_case.csv").read_text().count("\n") == 2  # header + 1 validation case
@@ -36,23 +43,35 @@ def test_tiny_run_end_to_end(tmp_path, capsys):
     # LiTS submission: labels 0/1/2 with the source geometry
     [sub] = list((out / "submission").glob("test-segmentation-*.nii"))
     index = sub.name.split("-")[-1].split(".")[0]
-    src = next((tmp_path / "cache" / "phantoms").glob("lits-*")).rglob(f"volume-{index}.nii*").__next__()
+    src = next((root / "cache" / "phantoms").glob("lits-*")).rglob(f"volume-{index}.nii*").__next__()
     seg, ct = read_nifti(sub, "SEG"), read_nifti(src, "CT")
     np.testing.assert_allclose(seg.meta["source_affine"], ct.meta["source_affine"])
     assert set(np.unique(seg.array)) <= {0, 1, 2}
-    # export: run-dir contract for each stage and one cascade SavedModel
-    assert (out / "liver_model" / "model.keras").is_file() and (out / "tumour_model" / "representative.npz").is_file()
-    export = tmp_path / "saved_models" / "liver_ct_2d3d" / "1"
-    labels = tf.saved_model.load(str(export)).signatures["segment"](scan=tf.constant(ct.array[:12]))["labels"].numpy()
-    assert labels.shape == (12, *ct.array.shape[1:]) and set(np.unique(labels)) <= {0, 1, 2}
     assert (out / "config.yaml").is_file() and list((out / "liver" / "logs").rglob("events.*"))
+
+
+def test_tiny_run_exports(tiny_run):
+    """Run-dir contract of each stage and one cascade SavedModel (served and compared with the host cascade in
+    tests/export/test_cascade_export.py; the slow documented-commands test runs predict on this export)."""
+    _, out, root = tiny_run
+    assert (out / "liver_model" / "model.keras").is_file() and (out / "tumour_model" / "representative.npz").is_file()
+    export = root / "saved_models" / "liver_ct_2d3d" / "1"
+    assert (export / "saved_model.pb").is_file()
     meta = json.loads((export / "metadata.json").read_text())
     assert meta["serving_spec"]["labels"] == ["background", "liver", "tumour"]  # predict / DICOM-SEG name the tumour
-    # issue 13: the README command run again after it finished says so, exits 0 and touches nothing
+    assert meta["serving_spec"]["input_size"] == [64, 64]
+
+
+def test_rerun_of_a_finished_run(tiny_run, capsys):
+    """Issue 13: the command run again after it finished says so, exits 0 and touches nothing; other settings
+    into the finished run's directory are refused (exit 2)."""
+    argv, out, _ = tiny_run
+    before = sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*") if p.name != "log.txt")
     capsys.readouterr()
     assert liver_ct_2d3d.main(argv) == 0 and "holds a finished run" in capsys.readouterr().out
     assert liver_ct_2d3d.main(argv + ["--seed", "5"]) == 2  # other settings into a finished run dir
     assert "finished run with other settings (seed differ" in capsys.readouterr().err
+    assert sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*") if p.name != "log.txt") == before
 
 
 @pytest.mark.slow
@@ -63,6 +82,10 @@ def test_rerun_after_a_kill_and_the_documented_commands(tmp_path, capsys):
     argv = TINY + ["--output-dir", str(out), "--cache-dir", str(tmp_path / "cache"),
                    "--set", f"export_dir={tmp_path / 'saved_models'}"]
     assert liver_ct_2d3d.main(argv) == 0
+    ct = read_nifti(next((tmp_path / "cache" / "phantoms").glob("lits-*")).rglob("volume-*.nii*").__next__(), "CT")
+    export = tmp_path / "saved_models" / "liver_ct_2d3d" / "1"
+    labels = tf.saved_model.load(str(export)).signatures["segment"](scan=tf.constant(ct.array[:12]))["labels"].numpy()
+    assert labels.shape == (12, *ct.array.shape[1:]) and set(np.unique(labels)) <= {0, 1, 2}
     _check_killed_rerun(argv, out, tmp_path / "saved_models" / "liver_ct_2d3d", capsys)
     src = next((tmp_path / "cache" / "phantoms").glob("lits-*")).rglob("volume-*.nii*").__next__()
     _run_documented_commands(out, tmp_path / "saved_models", src, tmp_path / "docs")
