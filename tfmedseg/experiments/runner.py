@@ -17,7 +17,8 @@ evaluate                            :func:`evaluate_cases`: one :class:`CaseOutc
 report                              :func:`write_tables` (per-case CSV, seed-layout summary, extra sections,
                                     montage) and :func:`write_summary_json`
 export                              :func:`export_stage` (run-dir contract + representative samples),
-                                    :func:`next_export_dir` (``<root>/<name>/<version>``)
+                                    :func:`next_export_dir` (``<root>/<name>/<version>``), :func:`export_once`
+                                    (no second version of the same weights); from :mod:`tfmedseg.export.versions`
 ==================================  =====================================================================
 
 Nothing here knows a dataset, a network or a seed: experiments pass those in.
@@ -34,6 +35,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from tfmedseg.errors import ConfigError
+from tfmedseg.export.versions import export_once, next_export_dir
 from tfmedseg.training.stages import (
     DetectionStage,
     SegmentationStage,
@@ -61,6 +63,7 @@ __all__ = [
     "write_summary_json",
     "export_stage",
     "next_export_dir",
+    "export_once",
 ]
 
 logger = logging.getLogger(__name__)
@@ -203,33 +206,6 @@ def write_summary_json(out_dir, summary: Mapping[str, Any], **extra: Any) -> Pat
 
 
 # ----------------------------------------------------------------------------- export
-def next_export_dir(export_root, name: str) -> Path:
-    """``<export_root>/<name>/<next version>`` (TF Serving's numbered versions)."""
-    from tfmedseg.export.savedmodel import next_version
-
-    root = Path(export_root) / name
-    return root / str(next_version(root))
-
-
-def export_once(export_root, name: str, models, write) -> Path | None:
-    """Export ``models`` as the next version of ``<export_root>/<name>`` unless a version holds these
-    weights already (a rerun of a killed run): ``write(version_dir) -> path`` does the export.
-
-    Returns:
-        The new version directory, or None when the weights were exported before.
-    """
-    from tfmedseg.export.versions import identical_version, record_fingerprint, weights_fingerprint
-
-    fingerprint = weights_fingerprint(models)
-    same = identical_version(Path(export_root) / name, fingerprint)
-    if same is not None:
-        logging.getLogger(__name__).info("%s with these weights is exported already: %s (not exported again)", name, same)
-        return None
-    path = Path(write(next_export_dir(export_root, name)))
-    record_fingerprint(path, fingerprint)
-    return path
-
-
 def export_stage(model, run_dir, spec, info: Mapping[str, Any], samples=None, *, max_batches: int = 8) -> Path:
     """Write the export contract of a trained network (:func:`tfmedseg.export.run_dir.save_for_export`).
 

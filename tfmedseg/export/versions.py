@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
-__all__ = ["weights_fingerprint", "identical_version", "record_fingerprint", "FINGERPRINT_FILE"]
+__all__ = ["weights_fingerprint", "identical_version", "record_fingerprint", "next_export_dir", "export_once", "FINGERPRINT_FILE"]
+
+_log = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "fingerprint.json"
 
@@ -51,3 +54,28 @@ def identical_version(model_root: str | os.PathLike, fingerprint: str) -> Path |
 def record_fingerprint(version_dir: str | os.PathLike, fingerprint: str) -> None:
     """Write ``fingerprint.json`` into an exported version directory."""
     (Path(version_dir) / FINGERPRINT_FILE).write_text(json.dumps({"weights_sha256": fingerprint}) + "\n")
+
+
+def next_export_dir(export_root, name: str) -> Path:
+    """``<export_root>/<name>/<next version>`` (TF Serving's numbered versions)."""
+    from tfmedseg.export.savedmodel import next_version
+
+    root = Path(export_root) / name
+    return root / str(next_version(root))
+
+
+def export_once(export_root, name: str, models, write) -> Path | None:
+    """Export ``models`` as the next version of ``<export_root>/<name>`` unless a version holds these
+    weights already (a rerun of a killed run): ``write(version_dir) -> path`` does the export.
+
+    Returns:
+        The new version directory, or None when the weights were exported before.
+    """
+    fingerprint = weights_fingerprint(models)
+    same = identical_version(Path(export_root) / name, fingerprint)
+    if same is not None:
+        _log.info("%s with these weights is exported already: %s (not exported again)", name, same)
+        return None
+    path = Path(write(next_export_dir(export_root, name)))
+    record_fingerprint(path, fingerprint)
+    return path
