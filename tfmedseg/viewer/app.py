@@ -442,7 +442,7 @@ def create_app(config: ViewerConfig, *, start_worker: bool = True, segmenters: S
         from starlette.concurrency import run_in_threadpool
         from tfmedseg.predict import read_input
 
-        counts = await run_in_threadpool(read_input, real, modality=body.get("modality") or ("NM" if real.is_dir() else "NM"))
+        counts = await run_in_threadpool(read_input, real, modality=body.get("modality") or "NM")
         scan.counts = scans.counts_on_grid(counts, scan.volume)
         return JSONResponse({"scan": scan.describe()})
 

@@ -53,13 +53,16 @@ class Scan:
     opened: float = dataclasses.field(default_factory=time.time)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
 
+    def __post_init__(self) -> None:
+        finite = self.volume.array[np.isfinite(self.volume.array)]
+        self._range = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+
     def describe(self) -> dict[str, Any]:
         v = self.volume
-        finite = v.array[np.isfinite(v.array)] if v.array.size else v.array
         return {
             "id": self.id, "name": self.name, "path": self.path, "shape": list(v.shape),
             "spacing": [float(s) for s in v.spacing], "modality": v.modality, "format": v.meta.get("format"),
-            "min": float(finite.min()) if finite.size else 0.0, "max": float(finite.max()) if finite.size else 0.0,
+            "min": self._range[0], "max": self._range[1],
             "units": units_of(v), "segmented": self.labels is not None, "model": self.model,
             "labels": label_colours(self.label_names) if self.labels is not None else [],
             "has_counts": self.counts is not None, "planar": self.planar,
