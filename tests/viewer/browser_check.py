@@ -171,6 +171,40 @@ def check_view(page, view: str, index: int, ct: np.ndarray, labels: np.ndarray, 
             int(min(20, len(lung_px))), "max_colour_error": worst, "canvas": [int(width), int(height)]}
 
 
+def check_controls(page, axial: int, ct: np.ndarray, labels: np.ndarray, liver: np.ndarray) -> dict:
+    """Mouse wheel and arrow keys move the slice; hiding a label removes its colour; a preset changes the grey."""
+    _show_slice(page, "axial", axial)
+    box = page.locator("#view-axial").bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # focus, crosshair: same axial slice
+    page.mouse.wheel(0, 120)
+    page.wait_for_function("(d) => document.getElementById('slider-axial').value === String(d)", arg=axial + 1)
+    page.keyboard.press("ArrowDown")
+    page.wait_for_function("(d) => document.getElementById('slider-axial').value === String(d)", arg=axial)
+    page.wait_for_function("(d) => (document.getElementById('view-axial').dataset.rendered || '').split('/')[1] === String(d)",
+                           arg=axial)
+    r, c = np.argwhere((labels[axial] == 1) & liver[axial])[len(np.argwhere((labels[axial] == 1) & liver[axial])) // 2]
+    rows, cols = ct.shape[1:]
+
+    def pixel():
+        pixels = _canvas_pixels(page, "axial")
+        return pixels[int((r + 0.5) * pixels.shape[0] / rows), int((c + 0.5) * pixels.shape[1] / cols)]
+
+    coloured = pixel()
+    page.uncheck("#label-toggles input[data-label='1']")
+    page.wait_for_function("() => (document.getElementById('view-axial').dataset.rendered || '').endsWith('/1')")
+    hidden = pixel()
+    assert np.abs(hidden - expected_rgb(float(ct[axial, r, c]), 0)).max() <= 4, f"hidden liver still coloured: {hidden}"
+    page.check("#label-toggles input[data-label='1']")
+    page.select_option("#preset-select", "bone")
+    page.wait_for_function("() => (document.getElementById('view-axial').dataset.rendered || '').includes('/400/1800/')")
+    bone = pixel()
+    grey_bone = min(max((float(ct[axial, r, c]) - (400 - 900)) / 1800, 0), 1) * 255
+    assert np.abs(bone - ((1 - OPACITY) * grey_bone + OPACITY * np.array(GREEN))).max() <= 4, f"bone window: {bone}"
+    page.select_option("#preset-select", "abdomen")
+    page.wait_for_function("() => (document.getElementById('view-axial').dataset.rendered || '').includes('/40/400/')")
+    return {"wheel_and_keys": "ok", "liver_pixel": coloured.tolist(), "liver_hidden": hidden.tolist(), "bone_window": bone.tolist()}
+
+
 def run(work: Path, screenshots: Path | None = None, chromium: str = "/usr/bin/chromium") -> dict:
     """Every check; returns what was measured (raises AssertionError on a failed check)."""
     import nibabel as nib
@@ -232,6 +266,8 @@ def run(work: Path, screenshots: Path | None = None, chromium: str = "/usr/bin/c
                                               phantom.spacing, rng)
                 session["coronal"] = check_view(page, "coronal", coronal, ct, labels, liver, phantom.masks["lungs"],
                                                 phantom.spacing, rng)
+                if name == names[0]:
+                    session["controls"] = check_controls(page, axial, ct, labels, liver)
                 # lesion list: click the first row -> the axial slider is at its slice
                 lesions = page.locator("#lesion-table tbody tr")
                 session["lesions"] = lesions.count()
@@ -255,6 +291,11 @@ def run(work: Path, screenshots: Path | None = None, chromium: str = "/usr/bin/c
                     _show_slice(page, "axial", axial)
                     _show_slice(page, "coronal", coronal)
                     page.check("#crosshair")
+                    page.evaluate("document.querySelector('main').scrollTop = 0")
+                    box = page.locator("#view-axial").bounding_box()  # the cursor read-out over a liver voxel
+                    r, c = np.argwhere((labels[axial] == 1) & liver[axial])[0]
+                    page.mouse.move(box["x"] + (c + 0.5) * box["width"] / ct.shape[2], box["y"] + (r + 0.5) * box["height"] / ct.shape[1])
+                    page.wait_for_function("() => document.getElementById('cursor-info').textContent.includes('liver')")
                     page.screenshot(path=str(screenshots / "viewer.png"))
                     page.locator("#view-axial").screenshot(path=str(screenshots / "viewer_axial.png"))
                     page.locator("#view-coronal").screenshot(path=str(screenshots / "viewer_coronal.png"))

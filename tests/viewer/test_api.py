@@ -248,3 +248,19 @@ def test_command_line_refuses_bad_roots_and_prints_one_line(tmp_path, capsys):
     assert main(["--root", str(tmp_path), "--work-dir", str(tmp_path / "work")]) == 2
     assert "must not lie inside --root" in capsys.readouterr().err
     assert build_parser().parse_args(["--root", "x"]).host == "127.0.0.1"
+
+
+@pytest.mark.parametrize("host, warned", [(None, False), ("0.0.0.0", True)])
+def test_server_binds_to_loopback_unless_told_otherwise(viewer_data, tmp_path, capsys, monkeypatch, host, warned):
+    import uvicorn
+
+    from tfmedseg.viewer.__main__ import main
+
+    seen = {}
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: seen.update(host=self.config.host, port=self.config.port))
+    args = ["--root", str(viewer_data.root), "--models", str(viewer_data.models), "--work-dir", str(tmp_path / "w")]
+    assert main(args + (["--host", host] if host else [])) == 0
+    captured = capsys.readouterr()
+    assert seen == {"host": host or "127.0.0.1", "port": 8765}
+    assert "1 model(s)" in captured.out
+    assert ("other computers on the network can open the viewer" in captured.err) == warned

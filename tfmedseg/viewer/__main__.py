@@ -66,7 +66,9 @@ def serve(args: argparse.Namespace) -> None:
     models = app.state.viewer.models()
     print(f"tfmedseg viewer: root {config.root}, {len(models)} model(s)"
           + (f" under {config.models}" if config.models else " (no --models)"))
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False))
+    # log_config=None: uvicorn's loggers go through tfmedseg's logging set-up (-v / -q) instead of its own handlers
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_config=None, log_level="warning",
+                                           access_log=False))
 
     original_startup = server.startup
 

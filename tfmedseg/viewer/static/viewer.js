@@ -604,7 +604,8 @@ function wire() {
     });
   }
   document.addEventListener("keydown", (e) => {
-    if (["INPUT", "SELECT", "TEXTAREA"].includes(document.activeElement.tagName)) return;
+    const focused = document.activeElement;  // a range, number field or select handles its own arrow keys
+    if (["SELECT", "TEXTAREA"].includes(focused.tagName) || (focused.tagName === "INPUT" && focused.type !== "checkbox")) return;
     const delta = { ArrowUp: 1, ArrowDown: -1, PageUp: 10, PageDown: -10, ArrowRight: 1, ArrowLeft: -1 }[e.key];
     if (delta !== undefined && S.scan) { e.preventDefault(); step(S.active, delta); }
   });
