@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from tfmedseg.clinical.partial_volume import gtm_concentrations
+from tfmedseg.clinical.partial_volume import gtm_concentrations, margin_measurement_regions
 from tfmedseg.clinical.sirt import (
     mass_kg_from_volume_ml,
     partition_model_doses,
@@ -35,7 +35,7 @@ __all__ = ["largest_tumour_slice", "patient_dosimetry", "write_patient_report"]
 
 def patient_dosimetry(counts: np.ndarray, liver: np.ndarray, tumour: np.ndarray, spacing: Sequence[float], *,
                       lung_shunt: float, target_normal_dose_gy: float, body: np.ndarray | None = None,
-                      sigma_mm: Sequence[float] | None = None) -> dict:
+                      sigma_mm: Sequence[float] | None = None, margin_mm: float = 0.0) -> dict:
     """TLR, volumes and partition-model doses of one patient.
 
     Args:
@@ -47,6 +47,8 @@ def patient_dosimetry(counts: np.ndarray, liver: np.ndarray, tumour: np.ndarray,
         target_normal_dose_gy: Prescribed mean dose to the non-tumoural liver (Gy).
         body: Body mask for the partial-volume correction's background region (default: none).
         sigma_mm: Resolution sigma per axis for the GTM correction; None: no correction.
+        margin_mm: GTM measurement margin (:func:`~tfmedseg.clinical.partial_volume.margin_measurement_regions`:
+            tumour core and normal liver this far from the tumour); 0: the masks themselves.
 
     Returns:
         ``{"tlr", "tlr_uncorrected", "tlr_method", "volume_tumour_ml", "volume_normal_ml",
@@ -76,7 +78,8 @@ def patient_dosimetry(counts: np.ndarray, liver: np.ndarray, tumour: np.ndarray,
         if body is not None and (np.asarray(body, bool) & ~liver).any():
             regions.append(np.asarray(body, bool) & ~liver)
         try:
-            conc = gtm_concentrations(counts, regions, spacing, sigma_mm)
+            measure = [*margin_measurement_regions(regions[0], regions[1], spacing, margin_mm), *regions[2:]]
+            conc = gtm_concentrations(counts, regions, spacing, sigma_mm, measure=measure)
             if conc[1] > 0 and conc[0] > 0:
                 tlr, method = float(conc[0] / conc[1]), "gtm"
         except InvalidInputError as exc:

@@ -7,6 +7,12 @@ the true concentrations. MAA SPECT has a 12-16 mm FWHM, so a small tumour's meas
 tumour-to-liver ratio is far below its true ratio (a 2 ml sphere keeps about half); the GTM
 ratio ``t_tumour / t_normal`` undoes that when the masks and the resolution are right.
 
+The means may be measured in other volumes than the model regions (Rousset's GTM allows any ROI
+``M_i``: ``W_ij = mean over M_i of (h * 1_{R_j})``): :func:`margin_measurement_regions` measures the
+tumour in its core and the normal liver away from the tumour, which makes the ratio much less
+sensitive to a tumour boundary one or two voxels off (a predicted mask) while it stays exact for
+exact masks.
+
 The resolution on the CT grid is the system FWHM combined with the SPECT voxel sampling and the
 trilinear resampling (:func:`effective_sigma_mm`: variance ``(FWHM / 2.355)^2 + v^2 / 4`` per axis,
 ``v^2 / 12`` for the voxel and ``v^2 / 6`` for linear interpolation).
@@ -22,7 +28,7 @@ from scipy import ndimage
 
 from tfmedseg.errors import InvalidInputError
 
-__all__ = ["effective_sigma_mm", "gtm_concentrations"]
+__all__ = ["effective_sigma_mm", "gtm_concentrations", "margin_measurement_regions"]
 
 
 def effective_sigma_mm(fwhm_mm: float, spect_spacing_mm: Sequence[float]) -> tuple[float, ...]:
@@ -37,8 +43,39 @@ def effective_sigma_mm(fwhm_mm: float, spect_spacing_mm: Sequence[float]) -> tup
     return tuple(math.sqrt((fwhm_mm / 2.3548) ** 2 + float(v) ** 2 / 4.0) for v in spect_spacing_mm)
 
 
+def margin_measurement_regions(tumour: np.ndarray, normal: np.ndarray, spacing_mm: Sequence[float],
+                               margin_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Measurement volumes ``(tumour core, normal liver away from the tumour)`` for :func:`gtm_concentrations`.
+
+    The core is the tumour deeper than ``margin_mm`` from its surface (where no tumour is that
+    deep: the deepest half of it); the normal-liver volume is ``normal`` farther than
+    ``margin_mm`` from the tumour (all of ``normal`` when nothing is that far).
+
+    Args:
+        tumour: ``[D, H, W]`` bool tumour mask.
+        normal: Same shape, non-tumoural liver.
+        spacing_mm: Voxel size (mm).
+        margin_mm: Margin (mm); 0 returns the masks themselves.
+
+    Example:
+        >>> t = np.zeros((1, 1, 9), bool); t[0, 0, 2:7] = True
+        >>> core, away = margin_measurement_regions(t, ~t, (1.0, 1.0, 1.0), 2.0)
+        >>> core.nonzero()[2].tolist(), away.nonzero()[2].tolist()
+        ([4], [0])
+    """
+    tumour, normal = np.asarray(tumour, bool), np.asarray(normal, bool)
+    if margin_mm <= 0 or not tumour.any():
+        return tumour, normal
+    depth = ndimage.distance_transform_edt(tumour, sampling=spacing_mm)
+    core = depth > margin_mm
+    if not core.any():
+        core = depth >= 0.5 * float(depth.max())
+    away = normal & (ndimage.distance_transform_edt(~tumour, sampling=spacing_mm) > margin_mm)
+    return core, (away if away.any() else normal)
+
+
 def gtm_concentrations(counts: np.ndarray, regions: Sequence[np.ndarray], spacing_mm: Sequence[float],
-                       sigma_mm: Sequence[float]) -> np.ndarray:
+                       sigma_mm: Sequence[float], measure: Sequence[np.ndarray] | None = None) -> np.ndarray:
     """True mean concentration of each region by the geometric transfer matrix.
 
     Args:
@@ -46,6 +83,8 @@ def gtm_concentrations(counts: np.ndarray, regions: Sequence[np.ndarray], spacin
         regions: Disjoint binary masks, same shape (e.g. tumour, non-tumoural liver, rest of body).
         spacing_mm: Voxel size of that grid (mm, per axis).
         sigma_mm: Gaussian sigma of the resolution on that grid (mm, per axis).
+        measure: One non-empty measurement volume per region (default: the regions), e.g.
+            :func:`margin_measurement_regions`.
 
     Returns:
         float64 ``[n]`` concentrations (counts per voxel).
@@ -60,10 +99,13 @@ def gtm_concentrations(counts: np.ndarray, regions: Sequence[np.ndarray], spacin
             raise InvalidInputError(f"region {i} has shape {m.shape}, counts {counts.shape}", path="regions")
         if not m.any():
             raise InvalidInputError(f"region {i} is empty", path="regions")
+    rois = masks if measure is None else [np.asarray(r, bool) for r in measure]
+    if len(rois) != len(masks) or any(r.shape != counts.shape or not r.any() for r in rois):
+        raise InvalidInputError(f"need {len(masks)} non-empty measurement volumes of shape {counts.shape}", path="measure")
     sigma_vox = [s / float(v) for s, v in zip(sigma_mm, spacing_mm)]
     spread = [ndimage.gaussian_filter(m.astype(np.float32), sigma_vox, mode="constant") for m in masks]
-    w = np.array([[float(s[mi].mean()) for s in spread] for mi in masks])
-    measured = np.array([float(counts[m].mean()) for m in masks])
+    w = np.array([[float(s[mi].mean()) for s in spread] for mi in rois])
+    measured = np.array([float(counts[m].mean()) for m in rois])
     if abs(np.linalg.det(w)) < 1e-12:
         raise InvalidInputError("the geometric transfer matrix is singular (regions too small for the resolution)",
                                 path="regions")

@@ -192,7 +192,7 @@ def _export(exported: dict, cfg, out: Path) -> dict:
 
 main = make_main(run, "tfmedseg.experiments.maa_spect_liver", MaaSpectConfig,
                  "Seed 000: liver / tumour segmentation on 99mTc-MAA SPECT/CT (MA-Net), TLR and SIRT doses.",
-                 phantom_dataset="maa_spect", default_phantom_cases=12)
+                 phantom_dataset="maa_spect", default_phantom_cases=22)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -47,6 +47,14 @@ MANIFEST_NAME = "phantom.json"
 COMPLETE_MARKER = ".tfmedseg-phantoms-complete"
 #: Bump when a generator changes its output; :func:`ensure_phantoms` regenerates on mismatch.
 GENERATOR_VERSION = 1
+#: Per-dataset version where one generator changed alone (others keep :data:`GENERATOR_VERSION`):
+#: maa_spect 2 = MAA tumour plan (no sub-resolution tumours) and display window 0.8-1.6.
+DATASET_VERSIONS = {"maa_spect": 2}
+
+
+def generator_version(dataset: str) -> int:
+    """The generator version recorded in (and required of) a phantom dataset of ``dataset``."""
+    return DATASET_VERSIONS.get(dataset, GENERATOR_VERSION)
 
 _WRITERS = {
     "lits": "tfmedseg.datasets.phantoms._writers_nifti:write_lits",
@@ -97,7 +105,7 @@ def generate(dataset: str, out_dir: str | os.PathLike, cases: int = 4, seed: int
     rngs = ProgressSequence([case_rng(seed, i) for i in range(int(cases))], desc=f"generating {dataset} phantoms",
                             unit="case")
     truth = writer(out_dir, rngs)
-    manifest = {"dataset": dataset, "cases": int(cases), "seed": int(seed), "generator_version": GENERATOR_VERSION,
+    manifest = {"dataset": dataset, "cases": int(cases), "seed": int(seed), "generator_version": generator_version(dataset),
                 "truth": truth}
     (out_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, default=float) + "\n")
     return out_dir
@@ -109,7 +117,7 @@ def _marker_matches(out_dir: Path, dataset: str, cases: int, seed: int) -> bool:
         info = json.loads(marker.read_text())
     except (OSError, ValueError):
         return False
-    return info == {"dataset": dataset, "cases": int(cases), "seed": int(seed), "generator_version": GENERATOR_VERSION}
+    return info == {"dataset": dataset, "cases": int(cases), "seed": int(seed), "generator_version": generator_version(dataset)}
 
 
 def ensure_phantoms(dataset: str, out_dir: str | os.PathLike, cases: int = 4, seed: int = 0) -> Path:
@@ -161,7 +169,7 @@ def ensure_phantoms(dataset: str, out_dir: str | os.PathLike, cases: int = 4, se
         raise DatasetLayoutError(f"cannot create the phantom dataset here: {exc.strerror or exc}", path=out_dir) from exc
     try:
         generate(dataset, tmp, cases=cases, seed=seed)
-        info = {"dataset": dataset, "cases": int(cases), "seed": int(seed), "generator_version": GENERATOR_VERSION}
+        info = {"dataset": dataset, "cases": int(cases), "seed": int(seed), "generator_version": generator_version(dataset)}
         (tmp / COMPLETE_MARKER).write_text(json.dumps(info))
         try:
             os.rename(tmp, out_dir)

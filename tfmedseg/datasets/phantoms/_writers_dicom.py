@@ -10,7 +10,7 @@ import numpy as np
 from tfmedseg.datasets.phantoms._nifti import save_nifti
 from tfmedseg.datasets.phantoms._writers_nifti import tumour_summary
 from tfmedseg.datasets.phantoms.abdomen import AbdomenPhantom, make_abdomen
-from tfmedseg.datasets.phantoms.maa import fuse_display, simulate_maa_spect
+from tfmedseg.datasets.phantoms.maa import MAA_TUMOUR_PLAN, display_window_max, fuse_display, simulate_maa_spect
 from tfmedseg.io.volume import Volume, canonical_affine
 
 __all__: list[str] = []
@@ -54,7 +54,7 @@ def write_maa_spect(out_dir: Path, rngs: list[np.random.Generator]) -> dict:
 
     truth = {}
     for index, rng in enumerate(rngs):
-        phantom = make_abdomen(rng, index, allow_empty=False)
+        phantom = make_abdomen(rng, index, allow_empty=False, tumour_plan=MAA_TUMOUR_PLAN)
         spect = simulate_maa_spect(phantom, rng)
         pid = f"MAA{index + 1:03d}"
         folder = out_dir / pid
@@ -68,7 +68,7 @@ def write_maa_spect(out_dir: Path, rngs: list[np.random.Generator]) -> dict:
         save_nifti((phantom.label == 2).astype(np.uint8), folder / "masks" / "tumor.nii.gz", phantom.spacing, phantom.origin_lps)
         # Seed-000 display variant: fused RGB slices and mask images for every slice with liver.
         liver_slices = np.flatnonzero((phantom.label > 0).any(axis=(1, 2)))
-        display_max = float(np.percentile(spect.on_ct[phantom.label > 0], 99.5)) * rng.uniform(0.5, 1.3)
+        display_max = display_window_max(spect.on_ct, phantom.label > 0, rng)
         display = folder / "display"
         for sub in ("fused", "liver", "tumor"):
             (display / sub).mkdir(parents=True, exist_ok=True)

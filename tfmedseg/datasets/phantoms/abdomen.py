@@ -19,7 +19,8 @@ from scipy import ndimage
 
 from tfmedseg.datasets.phantoms._shapes import ellipsoid, grid_mm, smooth_field, tube
 
-__all__ = ["AbdomenPhantom", "make_abdomen", "DEFAULT_CT_SHAPE", "DEFAULT_CT_SPACING", "TUMOUR_SIZE_GROUPS"]
+__all__ = ["AbdomenPhantom", "make_abdomen", "DEFAULT_CT_SHAPE", "DEFAULT_CT_SPACING", "TUMOUR_SIZE_GROUPS",
+           "DEFAULT_TUMOUR_PLAN"]
 
 #: Default CT grid ``[D, H, W]`` and spacing (mm) of the abdominal phantom.
 DEFAULT_CT_SHAPE = (48, 128, 128)
@@ -52,13 +53,18 @@ class AbdomenPhantom:
     tumours: list[dict]
 
 
-def _tumour_plan(rng: np.random.Generator, index: int, allow_empty: bool) -> list[str]:
+#: Default tumour plan: the first tumour's size group cycles with the case index, the extra ones
+#: (0-3) are drawn from ``extra``.
+DEFAULT_TUMOUR_PLAN = {"first": ("large", "medium", "small"), "extra": ("small", "small", "medium")}
+
+
+def _tumour_plan(rng: np.random.Generator, index: int, allow_empty: bool, plan: dict) -> list[str]:
     if allow_empty and index % 4 == 3:
         return []
-    plan = [("large", "medium", "small")[index % 3]]
+    groups = [plan["first"][index % len(plan["first"])]]
     extra = int(rng.integers(0, 4))
-    plan += [str(g) for g in rng.choice(["small", "small", "medium"], size=extra)]
-    return plan
+    groups += [str(g) for g in rng.choice(list(plan["extra"]), size=extra)]
+    return groups
 
 
 def make_abdomen(
@@ -68,6 +74,7 @@ def make_abdomen(
     shape: tuple[int, int, int] = DEFAULT_CT_SHAPE,
     spacing: tuple[float, float, float] = DEFAULT_CT_SPACING,
     allow_empty: bool = True,
+    tumour_plan: dict | None = None,
 ) -> AbdomenPhantom:
     """Draw one abdominal CT phantom.
 
@@ -79,6 +86,9 @@ def make_abdomen(
         shape: ``[D, H, W]`` grid.
         spacing: Voxel size (mm) along ``(D, H, W)``.
         allow_empty: Allow livers without tumours.
+        tumour_plan: ``{"first": groups, "extra": groups}`` of :data:`TUMOUR_SIZE_GROUPS` names
+            (default :data:`DEFAULT_TUMOUR_PLAN`): the first tumour's group is
+            ``first[index % len(first)]``, 0-3 extra tumours are drawn from ``extra``.
 
     Returns:
         An :class:`AbdomenPhantom`.
@@ -167,7 +177,7 @@ def make_abdomen(
     tumours = []
     tumour_mask = np.zeros(shape, bool)
     depth = ndimage.distance_transform_edt(liver, sampling=spacing)
-    for group in _tumour_plan(rng, index, allow_empty):
+    for group in _tumour_plan(rng, index, allow_empty, tumour_plan or DEFAULT_TUMOUR_PLAN):
         lo, hi = TUMOUR_SIZE_GROUPS[group]
         radius = rng.uniform(lo, hi)
         room = depth >= min(radius * 0.7, depth.max() * 0.9)

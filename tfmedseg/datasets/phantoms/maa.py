@@ -18,12 +18,23 @@ from scipy import ndimage
 
 from tfmedseg.datasets.phantoms.abdomen import AbdomenPhantom
 
-__all__ = ["MaaSpect", "simulate_maa_spect", "fuse_display", "SPECT_SPACING", "DISPLAY_WEIGHTS"]
+__all__ = ["MaaSpect", "simulate_maa_spect", "fuse_display", "display_window_max", "SPECT_SPACING", "DISPLAY_WEIGHTS",
+           "MAA_TUMOUR_PLAN", "DISPLAY_MAX_RANGE"]
 
 #: SPECT voxel size (mm).
 SPECT_SPACING = (4.8, 4.8, 4.8)
 #: ``(W1, W2)`` of the fused display image ``W1 * CT + W2 * SPECT`` (seed 000 best: 0.5 / 0.5).
 DISPLAY_WEIGHTS = (0.5, 0.5)
+#: Tumour sizes of the MAA patients (:func:`~tfmedseg.datasets.phantoms.abdomen.make_abdomen` plan):
+#: "large" / "medium" tumours only (equivalent diameters 36-92 mm). The seed's SIRT patients have
+#: 8-56 tumour slices each (mean 25) and the tumours were drawn on the SPECT/CT display, i.e. as hot
+#: spots; the CT phantom's "small" group (3-11 mm radius) is below a 14 mm FWHM SPECT's resolution.
+MAA_TUMOUR_PLAN = {"first": ("large", "medium"), "extra": ("medium",)}
+#: Range of the per-patient display window's upper level, as a multiple of the 99.5th percentile of
+#: the (blurred) liver counts: a reader sets it so that the hot spot stays visible, some patients a
+#: little dim (the seed's "abnormal" histograms that the R,G adjustment brightens). Below about 0.8
+#: a TLR 2 tumour saturates together with the liver and nobody could draw it.
+DISPLAY_MAX_RANGE = (0.8, 1.6)
 
 
 @dataclasses.dataclass
@@ -92,6 +103,12 @@ def simulate_maa_spect(
     origin = tuple(float(-(n - 1) * s / 2.0) for n, s in zip(shape[::-1], spacing[::-1]))
     voxel_ratio = float(np.prod(spacing) / np.prod(ct.spacing))
     return MaaSpect(counts, tuple(spacing), origin, tlr, lsf, blurred * scale / voxel_ratio)
+
+
+def display_window_max(spect_on_ct: np.ndarray, liver: np.ndarray, rng: np.random.Generator) -> float:
+    """The patient's display window upper level (counts): :data:`DISPLAY_MAX_RANGE` times the
+    99.5th percentile of ``spect_on_ct`` in the ``liver`` mask (tumours included)."""
+    return float(np.percentile(spect_on_ct[liver], 99.5)) * float(rng.uniform(*DISPLAY_MAX_RANGE))
 
 
 def _hot(x: np.ndarray) -> np.ndarray:
