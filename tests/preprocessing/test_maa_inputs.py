@@ -67,3 +67,51 @@ def test_prepared_inputs_and_inverse_crop(patient):
     np.testing.assert_array_equal(inputs.fused_masks, inputs.ct_masks)
     unadjusted = prepare_maa_inputs(ct, display, label, size=32, adjust_rg=False, match="index")
     assert not unadjusted.abnormal and unadjusted.display[..., 0].max() < inputs.display[..., 0].max()
+
+
+def test_rgb_adjustment_variant_of_table_12():
+    """An abnormal study whose hot spots reach 150-200 in R, G and B: "rgb" stretches B as well."""
+    rgb = np.zeros((2, 8, 8, 3), np.uint8)
+    rgb[..., 2] = 90
+    rgb[:, 2:4, 2:4] = (180, 160, 170)
+    rg, flag_rg = adjust_rg_histogram(rgb, channels="rg")
+    full, flag_rgb = adjust_rg_histogram(rgb, channels="rgb")
+    assert flag_rg and flag_rgb
+    np.testing.assert_array_equal(full[..., :2], rg[..., :2])  # R,G as the R,G variant
+    assert rg[0, 2, 2].tolist() == [213, 171, 170] and full[0, 2, 2].tolist() == [213, 171, 192]
+    assert full[0, 0, 0].tolist() == [0, 0, 90]  # below 150 untouched
+    with pytest.raises(Exception, match="channels"):
+        adjust_rg_histogram(rgb, channels="b")
+
+
+def test_spect_based_matching_of_table_15(patient):
+    """SPECT/CT base: each display image (here of CT slices 1, 3, 4, 5, stored shuffled) gets its most
+    similar CT slice of the whole CT; its labels are the display masks, predictions go to its own slice."""
+    ct, label, display = patient
+    rng = np.random.default_rng(0)  # structure that tells the slices apart (the fixture's are alike)
+    texture = np.where(ct > -500, rng.normal(0.0, 40.0, ct.shape), 0.0).astype(np.float32)
+    ct = ct + np.kron(texture[:, ::4, ::4], np.ones((1, 4, 4), np.float32))
+    fused = fuse_display(ct, np.where(label == 2, 4.0, np.where(label > 0, 1.0, 0.0)).astype(np.float32), 7.0)
+    order = np.array([3, 1, 5, 4])
+    sub = {"slices": order, "fused": fused[order], "liver": display["liver"][order], "tumor": display["tumor"][order]}
+    inputs = prepare_maa_inputs(ct, sub, label, size=32, match="ssim_spect")
+    np.testing.assert_array_equal(inputs.fused_ct, order)
+    np.testing.assert_array_equal(inputs.fused_slices, order)
+    np.testing.assert_array_equal(inputs.fused_partner, np.arange(4))
+    np.testing.assert_array_equal(inputs.fused_masks, inputs.display_masks)
+    ct_based = prepare_maa_inputs(ct, sub, label, size=32, match="ssim")
+    assert len(ct_based.fused) == len(inputs.fused) == 4
+    np.testing.assert_array_equal(order[ct_based.fused_partner], order)
+    with pytest.raises(Exception, match="match must be one of"):
+        prepare_maa_inputs(ct, sub, label, size=32, match="spect")
+
+
+def test_ct_only_patient_for_the_3dircadb_liver_stage(patient):
+    from tfmedseg.preprocessing.maa_inputs import prepare_ct_slices
+
+    ct, label, display = patient
+    ct_only = prepare_ct_slices(ct, label, size=32)
+    full = prepare_maa_inputs(ct, display, label, size=32)
+    np.testing.assert_array_equal(ct_only.ct, full.ct)
+    np.testing.assert_array_equal(ct_only.masks, full.ct_masks)
+    assert prepare_ct_slices(ct, None, size=32).masks is None

@@ -1,7 +1,8 @@
 """Seed 000: liver and tumour segmentation on 99mTc-MAA SPECT/CT (MA-Net / UNet++ / U-Net), TLR and SIRT doses.
 
 Stages per fold of the seed's 3-fold patient split (Table 6, :func:`~tfmedseg.data.folds.contiguous_fold`):
-(a) liver model on the CT window (L 30 / W 150) after the abdominal crop, inverse crop to the CT grid;
+(a) liver model on the CT window (L 30 / W 150) after the abdominal crop, inverse crop to the CT grid,
+trained on the fold's patients plus 3DIRCADb-01 when ``ircadb`` is set (the seed's Table 3);
 (b) tumour model on the SPECT/CT RGB display images, R,G histogram adjustment for abnormal studies;
 (c) combined liver + tumour model (2 sigmoid channels) on the CT + SPECT/CT fusion (0.5 / 0.5, SSIM
 matching). Table 8 recipe: Adam 1e-4, Dice loss, batch 16, 50 epochs. Per test patient: DSC / IoU,
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from tfmedseg.clinical.maa_evaluation import DosimetrySettings
+from tfmedseg.errors import ConfigError
 from tfmedseg.experiments.cli import make_main
 from tfmedseg.training.config import TrainConfig
 
@@ -67,6 +69,9 @@ class MaaSpectConfig:
     window_level: float = 30.0
     window_width: float = 150.0
     adjust_rg: bool = True
+    adjust_channels: str = "rg"
+    ircadb: str | None = None
+    ircadb_cases: int = 0
     fusion_weights: list = dataclasses.field(default_factory=lambda: [0.5, 0.5])
     match: str = "ssim"
     liver: StageConfig = dataclasses.field(default_factory=StageConfig)
@@ -75,11 +80,18 @@ class MaaSpectConfig:
     dosimetry: DosimetrySettings = dataclasses.field(default_factory=DosimetrySettings)
     export: bool = True
 
+    def __post_init__(self) -> None:
+        for value, allowed, key in ((self.match, ("ssim", "ssim_spect", "index"), "match"),
+                                    (self.adjust_channels, ("rg", "rgb"), "adjust_channels")):
+            if value not in allowed:
+                raise ConfigError(f"must be one of {list(allowed)}, got {value!r}", path=key)
 
-def _stage_arrays(prepared: dict, ids: list, stage: str, ct_channels: int) -> tuple[np.ndarray, np.ndarray]:
+
+def _stage_arrays(prepared: dict, ids: list, stage: str, ct_channels: int, extra_ct: tuple = ()) -> tuple[np.ndarray, np.ndarray]:
     parts = [prepared[i] for i in ids]
     if stage == "liver":
-        x, y = np.concatenate([p.ct for p in parts]), np.concatenate([p.ct_masks[..., :1] for p in parts])
+        x = np.concatenate([p.ct for p in parts] + [e.ct for e in extra_ct])
+        y = np.concatenate([p.ct_masks[..., :1] for p in parts] + [e.masks[..., :1] for e in extra_ct])
         return np.repeat(x, ct_channels, axis=-1), y
     if stage == "tumour":
         return np.concatenate([p.display for p in parts]), np.concatenate([p.display_masks[..., 1:] for p in parts])
@@ -87,7 +99,31 @@ def _stage_arrays(prepared: dict, ids: list, stage: str, ct_channels: int) -> tu
     return np.concatenate([p.fused for p in parts]), np.stack([both[..., 0] & ~both[..., 1], both[..., 1]], -1)
 
 
-def _train(name: str, sc: StageConfig, prepared: dict, train_ids: list, val_ids: list, cfg, out: Path, seed: int):
+def _ircadb_liver_slices(ctx, cfg, kwargs: dict) -> list:
+    """3DIRCADb-01 CTs for the liver stage (``ircadb``: a root, or ``phantoms`` for generated ones in
+    the real layout, drawn with another seed than the MAA phantoms so no anatomy repeats)."""
+    if not cfg.ircadb:
+        return []
+    from tfmedseg.experiments import runner
+    from tfmedseg.preprocessing.maa_inputs import prepare_ct_slices
+    from tfmedseg.progress import progress
+
+    root = cfg.ircadb
+    if root == "phantoms":
+        if not ctx.used_phantoms or cfg.ircadb_cases < 1:
+            raise ConfigError("'phantoms' needs the MAA phantoms and ircadb_cases >= 1; with --data-dir give the "
+                              "3DIRCADb-01 root (--set ircadb=/path/3Dircadb1) or ircadb=null", path="ircadb")
+        from tfmedseg.datasets.phantoms import ensure_phantoms
+
+        seed = ctx.seed + 7919
+        root = ensure_phantoms("ircadb", Path(ctx.data_dir).parent / f"ircadb-n{cfg.ircadb_cases}-s{seed}", cfg.ircadb_cases, seed)
+    ct_kwargs = {k: kwargs[k] for k in ("size", "level", "width", "crop")}
+    return [prepare_ct_slices(c.images["ct"].array, np.asarray(c.label.array), **ct_kwargs)
+            for c in progress(runner.load_cases("ircadb", root, cfg.ircadb_cases), desc="preparing 3DIRCADb")]
+
+
+def _train(name: str, sc: StageConfig, prepared: dict, train_ids: list, val_ids: list, cfg, out: Path, seed: int,
+           extra_ct: tuple = ()):
     """One stage through :func:`~tfmedseg.experiments.runner.train_stage` (best validation-loss epoch);
     returns the network and up to 8 representative export samples (slices with target)."""
     import keras
@@ -96,14 +132,14 @@ def _train(name: str, sc: StageConfig, prepared: dict, train_ids: list, val_ids:
     from tfmedseg.experiments import runner
     from tfmedseg.models import registry
 
-    x, y = _stage_arrays(prepared, train_ids, name.split("_")[-1], cfg.ct_channels)
+    x, y = _stage_arrays(prepared, train_ids, name.split("_")[-1], cfg.ct_channels, extra_ct)
     xv, yv = _stage_arrays(prepared, val_ids, name.split("_")[-1], cfg.ct_channels)
     steps = runner.steps_for(len(x), sc.batch_size, sc.steps_per_epoch)
 
     def build():
         return registry.build(sc.arch, encoder=sc.encoder, encoder_weights=sc.encoder_weights, classes=y.shape[-1],
-                              encoder_depth=sc.encoder_depth,
-                              decoder_channels=tuple(sc.decoder_channels), input_shape=x.shape[1:], activation="sigmoid")
+                              encoder_depth=sc.encoder_depth, decoder_channels=tuple(sc.decoder_channels),
+                              input_shape=x.shape[1:], activation="sigmoid")
 
     logger.info("stage %s: %d training / %d validation images, %d steps per epoch", name, len(x), len(xv), steps)
     keras.utils.set_random_seed(seed)  # shuffle(seed=) pairs with TF's global seed: the stage's, as the Trainer sets
@@ -130,10 +166,12 @@ def run(ctx) -> dict[str, Any]:
     out = Path(ctx.output_dir)
     cases = runner.load_cases("maa_spect", ctx.data_dir, cfg.max_cases)
     kwargs = {"size": cfg.size, "level": cfg.window_level, "width": cfg.window_width, "adjust_rg": cfg.adjust_rg,
-              "fusion_weights": tuple(cfg.fusion_weights), "match": cfg.match, "crop": cfg.crop}
+              "fusion_weights": tuple(cfg.fusion_weights), "match": cfg.match, "crop": cfg.crop,
+              "adjust_channels": cfg.adjust_channels}
     prepared = {c.case_id: prepare_maa_inputs(c.images["ct"].array, c.meta["display"], np.asarray(c.label.array), **kwargs)
                 for c in progress(cases, desc="preparing patients")}
     stages = [s for s in STAGES if getattr(cfg, s).enabled]
+    ircadb = _ircadb_liver_slices(ctx, cfg, kwargs) if "liver" in stages else []
     rows, times, exported = [], {s: [0.0, 0] for s in stages}, {}
     for fold in cfg.folds:
         train_idx, test_idx = contiguous_fold(len(cases), int(fold))
@@ -141,7 +179,7 @@ def run(ctx) -> dict[str, Any]:
         models, samples = {}, {}
         for stage in stages:
             models[stage], samples[stage] = _train(f"fold{fold}_{stage}", getattr(cfg, stage), prepared, train_ids, val_ids,
-                                                   cfg, out, ctx.seed + 100 * fold)
+                                                   cfg, out, ctx.seed + 100 * fold, ircadb if stage == "liver" else ())
 
         def evaluate_one(case, fold=fold, models=models) -> runner.CaseOutcome:
             result = evaluate_patient(case, prepared[case.case_id], models, cfg.dosimetry)
@@ -158,6 +196,7 @@ def run(ctx) -> dict[str, Any]:
                 times[stage][1] += result.images[stage]
         exported = {"models": models, "samples": samples, "fold": fold}
     text, summary = format_results(cfg.table, cfg.row, rows, stages, paper=cfg.paper)
+    summary["ircadb_ct_slices"] = int(sum(len(e.ct) for e in ircadb))  # 3DIRCADb slices in the liver training
     text += "\n" + seed_table_17({s: t / max(1, n) for s, (t, n) in times.items()})
     (out / "summary.md").write_text(text)
     print(text)

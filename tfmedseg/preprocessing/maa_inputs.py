@@ -9,11 +9,16 @@ the seed's "inverse crop to 512x512"):
 * ``display``: the fused SPECT/CT RGB display images (``display/fused``), R,G histogram adjusted
   for "abnormal" studies (:func:`~tfmedseg.preprocessing.spect_ct.adjust_rg_histogram`, 150/200)
   -- the tumour model's input (b);
-* ``fused``: ``W1 * CT + W2 * SPECT/CT`` (:func:`fuse_weighted`, 0.5/0.5) for each CT slice that
-  has a display partner chosen by SSIM (:func:`match_display_slices`, CT-based matching, seed
-  Table 15) -- the combined liver + tumour model's input (c).
+* ``fused``: ``W1 * CT + W2 * SPECT/CT`` (:func:`fuse_weighted`, 0.5/0.5) -- the combined liver +
+  tumour model's input (c). Seed Table 15's two registration bases: ``match="ssim"`` (CT-based,
+  the seed's best): each CT slice that has a display image gets the most similar display image
+  (:func:`match_display_slices`), labels from the CT masks; ``match="ssim_spect"`` (SPECT/CT-based):
+  each display image gets the most similar CT slice of the whole CT, labels from the display's
+  masks; ``match="index"``: the display file's own CT slice.
 
 Masks come with each input on the same crop (``liver`` includes the tumour).
+:func:`prepare_ct_slices` alone prepares a CT-only patient (3DIRCADb, the liver stage's public
+data in the seed).
 """
 
 from __future__ import annotations
@@ -28,7 +33,11 @@ from tfmedseg.preprocessing.intensity import ct_display_window
 from tfmedseg.preprocessing.resample import resize_array
 from tfmedseg.preprocessing.spect_ct import adjust_rg_histogram, fuse_weighted
 
-__all__ = ["MaaInputs", "crop_stack", "match_display_slices", "prepare_maa_inputs"]
+__all__ = ["MaaInputs", "CtSlices", "crop_stack", "match_display_slices", "prepare_ct_slices", "prepare_maa_inputs",
+           "MATCH_MODES"]
+
+#: Slice pairing of the fusion (module docstring).
+MATCH_MODES = ("ssim", "ssim_spect", "index")
 
 
 @dataclasses.dataclass
@@ -43,11 +52,14 @@ class MaaInputs:
         display: float32 ``[N, S, S, 3]`` adjusted SPECT/CT display in [0, 1].
         display_masks: uint8 ``[N, S, S, 2]`` or None.
         abnormal: The R,G histogram decision of the study.
-        fused_slices: int ``[M]`` CT slices with a matched display partner.
-        fused_partner: int ``[M]`` index (into ``display``) of each slice's partner.
+        fused_slices: int ``[M]`` CT slice where each fused image's prediction and label live
+            (the CT slice for CT-based matching, the display's own slice for SPECT/CT-based).
+        fused_partner: int ``[M]`` index (into ``display``) of each fused image's display image.
         fused: float32 ``[M, S, S, 3]`` fused images in [0, 1].
-        fused_masks: uint8 ``[M, S, S, 2]`` CT masks of those slices, or None.
-        match_ssim: float ``[M]`` SSIM of each chosen partner.
+        fused_masks: uint8 ``[M, S, S, 2]`` labels of the fused images (CT masks, or the display
+            masks for SPECT/CT-based matching), or None.
+        match_ssim: float ``[M]`` SSIM of each chosen pair.
+        fused_ct: int ``[M]`` CT slice blended into each fused image.
     """
 
     crop: Crop
@@ -62,6 +74,40 @@ class MaaInputs:
     fused: np.ndarray
     fused_masks: np.ndarray | None
     match_ssim: np.ndarray
+    fused_ct: np.ndarray | None = None
+
+
+@dataclasses.dataclass
+class CtSlices:
+    """The liver model's input of one CT: ``crop``, ``window`` uint8 ``[D, H, W]`` (CT grid),
+    ``ct`` float32 ``[D, S, S, 1]`` in [0, 1], ``masks`` uint8 ``[D, S, S, 2]`` (liver, tumour) or None."""
+
+    crop: Crop
+    window: np.ndarray
+    ct: np.ndarray
+    masks: np.ndarray | None
+
+
+def prepare_ct_slices(ct_hu: np.ndarray, label: np.ndarray | None = None, *, size: int = 256, level: float = 30.0,
+                      width: float = 150.0, crop: bool = True) -> CtSlices:
+    """CT window (level / width HU) on the abdominal crop resized to ``size`` (seed Fig. 29), every slice.
+
+    Args:
+        ct_hu: ``[D, H, W]`` CT in HU.
+        label: uint8 ``[D, H, W]`` 0/1/2 (tumour 2), or None.
+        size: Network in-plane size.
+        level / width: CT window (30 / 150 HU).
+        crop: Abdominal crop; False: the whole slice resized to ``size``.
+    """
+    ct_hu = np.asarray(ct_hu, np.float32)
+    if crop:
+        _, box = body_crop(ct_hu, out_size=size)
+    else:
+        box = Crop.from_box([(0, n) for n in ct_hu.shape], ct_hu.shape, (ct_hu.shape[0], size, size))
+    window = ct_display_window(ct_hu, level, width)
+    ct = box.apply(window.astype(np.float32) / 255.0, "linear")[..., None].astype(np.float32)
+    masks = None if label is None else box.apply(_mask_pair(label > 0, label == 2), "nearest")
+    return CtSlices(box, window, ct, masks)
 
 
 def crop_stack(crop: Crop, stack: np.ndarray, mode: str = "linear") -> np.ndarray:
@@ -94,6 +140,17 @@ def match_display_slices(ct_window: np.ndarray, display: np.ndarray, candidates:
     return match_slices_ssim(ct_small, sp_small, data_range=255.0)
 
 
+def match_ct_slices(ct_window: np.ndarray, display: np.ndarray, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """SPECT/CT-based SSIM matching (seed Table 15's other base): each display image's most similar
+    CT slice among all ``D`` slices of ``ct_window`` (uint8 ``[D, H, W]``); ``(CT index [N], ssim [N])``."""
+    from tfmedseg.preprocessing.spect_ct import match_slices_ssim
+
+    ct_small = resize_array(ct_window.astype(np.float32), (len(ct_window), size, size))
+    grey = display.astype(np.float32).mean(-1)
+    sp_small = resize_array(grey, (len(grey), size, size))
+    return match_slices_ssim(sp_small, ct_small, data_range=255.0)
+
+
 def _mask_pair(liver: np.ndarray, tumour: np.ndarray) -> np.ndarray:
     return np.stack([(liver > 0) | (tumour > 0), tumour > 0], axis=-1).astype(np.uint8)
 
@@ -101,7 +158,7 @@ def _mask_pair(liver: np.ndarray, tumour: np.ndarray) -> np.ndarray:
 def prepare_maa_inputs(ct_hu: np.ndarray, display: dict, label: np.ndarray | None = None, *, size: int = 256,
                        level: float = 30.0, width: float = 150.0, adjust_rg: bool = True, rg_low: int = 150,
                        rg_high: int = 200, fusion_weights: tuple[float, float] = (0.5, 0.5),
-                       match: str = "ssim", crop: bool = True) -> MaaInputs:
+                       match: str = "ssim", crop: bool = True, adjust_channels: str = "rg") -> MaaInputs:
     """All three inputs of one patient (module docstring).
 
     Args:
@@ -114,8 +171,9 @@ def prepare_maa_inputs(ct_hu: np.ndarray, display: dict, label: np.ndarray | Non
         adjust_rg: Apply the R,G histogram adjustment to abnormal studies.
         rg_low / rg_high: Its thresholds (150 / 200).
         fusion_weights: ``(W_CT, W_SPECT)``.
-        match: ``"ssim"`` (the seed) or ``"index"`` (the display file names' CT slice index).
+        match: One of :data:`MATCH_MODES` (module docstring).
         crop: Abdominal crop (seed Tables 10, 12); False: the whole slice resized to ``size``.
+        adjust_channels: ``"rg"`` or ``"rgb"`` (seed Table 12).
 
     Raises:
         InvalidInputError: Display images not on the CT pixel grid, unknown ``match``.
@@ -125,30 +183,31 @@ def prepare_maa_inputs(ct_hu: np.ndarray, display: dict, label: np.ndarray | Non
     if fused_rgb.shape[1:3] != ct_hu.shape[1:]:
         raise InvalidInputError(f"display images {fused_rgb.shape[1:3]} are not on the CT pixel grid {ct_hu.shape[1:]}",
                                 path="display/fused")
-    if match not in ("ssim", "index"):
-        raise InvalidInputError(f"match must be 'ssim' or 'index', got {match!r}", path="match")
-    if crop:
-        _, box = body_crop(ct_hu, out_size=size)
-    else:
-        box = Crop.from_box([(0, n) for n in ct_hu.shape], ct_hu.shape, (ct_hu.shape[0], size, size))
-    window = ct_display_window(ct_hu, level, width)
-    ct = box.apply(window.astype(np.float32) / 255.0, "linear")[..., None]
-    rgb, abnormal = adjust_rg_histogram(fused_rgb, rg_low, rg_high) if adjust_rg else (fused_rgb, False)
+    if match not in MATCH_MODES:
+        raise InvalidInputError(f"match must be one of {MATCH_MODES}, got {match!r}", path="match")
+    base = prepare_ct_slices(ct_hu, label, size=size, level=level, width=width, crop=crop)
+    box, window = base.crop, base.window
+    rgb, abnormal = adjust_rg_histogram(fused_rgb, rg_low, rg_high, adjust_channels) if adjust_rg else (fused_rgb, False)
     slices = np.asarray(display["slices"], np.int64)
-    if match == "ssim":
-        partner, ssim = match_display_slices(window, fused_rgb, slices)
-    else:
-        partner, ssim = np.arange(len(slices)), np.ones(len(slices))
-    fused = fuse_weighted(window[slices], rgb[partner], *fusion_weights)
-    ct_masks = display_masks = fused_masks = None
+    display_masks = None
     if label is not None:
-        ct_masks = box.apply(_mask_pair(label > 0, label == 2), "nearest")
         display_masks = crop_stack(box, _mask_pair(display["liver"], display["tumor"]), "nearest")
-        fused_masks = ct_masks[slices]
+    if match == "ssim_spect":  # SPECT/CT base: every display image gets its most similar CT slice
+        ct_of, ssim = match_ct_slices(window, fused_rgb)
+        partner, fused_slices, fused_masks = np.arange(len(slices)), slices, display_masks
+    else:
+        if match == "ssim":
+            partner, ssim = match_display_slices(window, fused_rgb, slices)
+        else:
+            partner, ssim = np.arange(len(slices)), np.ones(len(slices))
+        ct_of, fused_slices = slices, slices
+        fused_masks = None if base.masks is None else base.masks[slices]
+    fused = fuse_weighted(window[ct_of], rgb[partner], *fusion_weights)
     return MaaInputs(
-        crop=box, ct=ct.astype(np.float32), ct_masks=ct_masks, display_slices=slices,
+        crop=box, ct=base.ct, ct_masks=base.masks, display_slices=slices,
         display=(crop_stack(box, rgb.astype(np.float32) / 255.0, "linear")).astype(np.float32),
-        display_masks=display_masks, abnormal=bool(abnormal), fused_slices=slices, fused_partner=np.asarray(partner),
+        display_masks=display_masks, abnormal=bool(abnormal), fused_slices=np.asarray(fused_slices),
+        fused_partner=np.asarray(partner),
         fused=(crop_stack(box, fused.astype(np.float32) / 255.0, "linear")).astype(np.float32),
-        fused_masks=fused_masks, match_ssim=np.asarray(ssim, np.float64),
+        fused_masks=fused_masks, match_ssim=np.asarray(ssim, np.float64), fused_ct=np.asarray(ct_of),
     )

@@ -69,10 +69,50 @@ def resample_spect_to_ct(spect: Volume, ct: Volume, order: int = 1) -> Volume:
     return Volume(array, ct.spacing, ct.affine.copy(), spect.modality, meta)
 
 
+def _ssim_all_pairs(x: np.ndarray, y: np.ndarray, data_range: float, win: int = 7,
+                    chunk_bytes: int = 64 << 20) -> np.ndarray:
+    """Mean SSIM of every ``x[i]`` with every ``y[j]`` (``[X, H, W]``, ``[Y, H, W]`` float64) -> ``[X, Y]``.
+
+    The same arithmetic as ``skimage.metrics.structural_similarity`` with its defaults (7x7
+    uniform window, sample covariance, K1 0.01, K2 0.03, reflected borders, the 3-pixel border
+    excluded from the mean), batched: each image's local means and variances once, the local
+    cross moments for a chunk of pairs at a time.
+    """
+    from scipy.ndimage import uniform_filter
+
+    size = (1, win, win)
+    cov_norm = win * win / (win * win - 1.0)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    pad = (win - 1) // 2
+    inner = (slice(None), slice(pad, x.shape[1] - pad), slice(pad, x.shape[2] - pad))
+    ux, uy = uniform_filter(x, size), uniform_filter(y, size)
+    vx = (cov_norm * (uniform_filter(x * x, size) - ux * ux))[inner]
+    vy = (cov_norm * (uniform_filter(y * y, size) - uy * uy))[inner]
+    ux, uy = ux[inner], uy[inner]
+    out = np.empty((len(x), len(y)))
+    rows = max(1, chunk_bytes // max(1, 8 * y.size))
+    for start in range(0, len(x), rows):
+        stop = min(len(x), start + rows)
+        pairs = (x[start:stop, None] * y[None]).reshape((-1,) + y.shape[1:])
+        uxy = uniform_filter(pairs, size)[inner].reshape((stop - start, len(y)) + uy.shape[1:])
+        mx, sx = ux[start:stop, None], vx[start:stop, None]
+        mxy = mx * uy[None]
+        uxy -= mxy
+        uxy *= 2 * cov_norm
+        uxy += c2  # (2 vxy + C2)
+        uxy *= 2 * mxy + c1
+        uxy /= (mx * mx + (uy * uy)[None] + c1) * (sx + vy[None] + c2)
+        out[start:stop] = uxy.reshape(stop - start, len(y), -1).mean(-1)
+    return out
+
+
 def match_slices_ssim(
     ct_slices: np.ndarray, spect_slices: np.ndarray, data_range: float | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """For every CT slice, the index of the SPECT/CT slice with the highest SSIM (many-to-one).
+
+    SSIM as ``skimage.metrics.structural_similarity`` with its defaults (RGB: the mean over the
+    channels), computed for all pairs at once.
 
     Args:
         ct_slices: ``[X, H, W]`` grey or ``[X, H, W, 3]`` RGB CT display images.
@@ -83,14 +123,14 @@ def match_slices_ssim(
     Returns:
         ``(index [X] int64, ssim [X] float64)``: best SPECT/CT slice and its SSIM in [-1, 1].
     """
-    from skimage.metrics import structural_similarity
-
     ct_slices, spect_slices = np.asarray(ct_slices), np.asarray(spect_slices)
     if ct_slices.shape[1:] != spect_slices.shape[1:] or ct_slices.ndim not in (3, 4):
         raise InvalidInputError(
             f"CT slices {ct_slices.shape} and SPECT/CT slices {spect_slices.shape} need equal [H, W(, 3)]",
             path="spect_slices",
         )
+    if min(ct_slices.shape[1:3]) < 7:
+        raise InvalidInputError(f"SSIM needs images of at least 7 x 7 pixels, got {ct_slices.shape[1:3]}", path="ct_slices")
     if data_range is None:
         if ct_slices.dtype == np.uint8 and spect_slices.dtype == np.uint8:
             data_range = 255.0
@@ -98,12 +138,11 @@ def match_slices_ssim(
             lo = min(float(ct_slices.min()), float(spect_slices.min()))
             hi = max(float(ct_slices.max()), float(spect_slices.max()))
             data_range = max(hi - lo, 1e-12)
-    channel_axis = -1 if ct_slices.ndim == 4 else None
     ct_f, sp_f = ct_slices.astype(np.float64), spect_slices.astype(np.float64)
-    scores = np.empty((len(ct_f), len(sp_f)))
-    for i, a in enumerate(ct_f):
-        for j, b in enumerate(sp_f):
-            scores[i, j] = structural_similarity(a, b, data_range=data_range, channel_axis=channel_axis)
+    if ct_f.ndim == 4:
+        scores = np.mean([_ssim_all_pairs(ct_f[..., c], sp_f[..., c], data_range) for c in range(ct_f.shape[-1])], axis=0)
+    else:
+        scores = _ssim_all_pairs(ct_f, sp_f, data_range)
     best = np.argmax(scores, axis=1)
     return best.astype(np.int64), scores[np.arange(len(best)), best]
 
@@ -135,32 +174,48 @@ def is_abnormal_histogram(rgb: np.ndarray, low: int = 150, high: int = 200, perc
     return bool(np.percentile(hot.max(axis=-1), percentile) < high)
 
 
-def stretch_rg(rgb: np.ndarray, low: int = 150, high: int = 200) -> np.ndarray:
+_CHANNELS = {"rg": 2, "rgb": 3}
+
+
+def stretch_rg(rgb: np.ndarray, low: int = 150, high: int = 200, channels: str = "rg") -> np.ndarray:
     """Map R,G values ``[low, high]`` linearly to ``[low, 255]`` (above ``high`` -> 255), B unchanged.
+
+    ``channels="rgb"`` stretches B the same way (the seed's "adjust R,G,B" row of Table 12).
 
     Example:
         >>> stretch_rg(np.array([[[100, 150, 175], [200, 250, 40]]], np.uint8)).tolist()
         [[[100, 150, 175], [255, 255, 40]]]
+        >>> stretch_rg(np.array([[[100, 150, 175], [200, 250, 40]]], np.uint8), channels="rgb").tolist()
+        [[[100, 150, 202], [255, 255, 40]]]
     """
     rgb = _check_rgb(rgb)
     if not 0 <= low < high <= 255:
         raise InvalidInputError(f"need 0 <= low < high <= 255, got low={low}, high={high}", path="low/high")
-    rg = rgb[..., :2].astype(np.float64)
+    if channels not in _CHANNELS:
+        raise InvalidInputError(f"channels must be one of {sorted(_CHANNELS)}, got {channels!r}", path="adjust_channels")
+    n = _CHANNELS[channels]
+    rg = rgb[..., :n].astype(np.float64)
     stretched = low + (rg - low) * (255.0 - low) / (high - low)
     rg = np.where(rg >= low, np.clip(np.rint(stretched), 0, 255), rg)
     out = rgb.copy()
-    out[..., :2] = rg.astype(np.uint8)
+    out[..., :n] = rg.astype(np.uint8)
     return out
 
 
-def adjust_rg_histogram(rgb: np.ndarray, low: int = 150, high: int = 200) -> tuple[np.ndarray, bool]:
+def adjust_rg_histogram(rgb: np.ndarray, low: int = 150, high: int = 200, channels: str = "rg") -> tuple[np.ndarray, bool]:
     """Seed 000 histogram adjustment of one study: :func:`stretch_rg` when it is abnormal.
+
+    Args:
+        rgb: uint8 ``[..., H, W, 3]`` SPECT/CT images of one study.
+        low / high: Thresholds (150 / 200).
+        channels: ``"rg"`` (the seed's best) or ``"rgb"`` (Table 12's R,G,B row); the abnormal
+            decision always looks at R and G.
 
     Returns:
         ``(images, abnormal)``: the (possibly) adjusted uint8 images and the decision.
     """
     abnormal = is_abnormal_histogram(rgb, low, high)
-    return (stretch_rg(rgb, low, high) if abnormal else _check_rgb(rgb).copy()), abnormal
+    return (stretch_rg(rgb, low, high, channels) if abnormal else _check_rgb(rgb).copy()), abnormal
 
 
 def fuse_weighted(ct: np.ndarray, spect: np.ndarray, w1: float = 0.5, w2: float = 0.5, gamma: float = 0.0) -> np.ndarray:
