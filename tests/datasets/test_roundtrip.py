@@ -13,7 +13,7 @@ from tfmedseg.datasets.phantoms import PHANTOM_DATASETS, case_rng
 from tfmedseg.datasets.phantoms.abdomen import make_abdomen
 from tfmedseg.datasets.phantoms.bonescan import make_bone_scan
 from tfmedseg.datasets.phantoms.headneck import make_headneck
-from tfmedseg.datasets.phantoms.maa import simulate_maa_spect
+from tfmedseg.datasets.phantoms.maa import MAA_TUMOUR_PLAN, simulate_maa_spect
 from tfmedseg.errors import ConfigError
 from tfmedseg.io.volume import canonical_affine
 
@@ -109,7 +109,7 @@ def test_maa_spect_round_trip(maa_root):
     assert [c.case_id for c in cases] == ["MAA001", "MAA002"]
     for i, case in enumerate(cases):
         rng = case_rng(SEED, i)
-        truth = make_abdomen(rng, i, allow_empty=False)
+        truth = make_abdomen(rng, i, allow_empty=False, tumour_plan=MAA_TUMOUR_PLAN)
         spect_truth = simulate_maa_spect(truth, rng)
         ct, spect = case.images["ct"], case.images["spect"]
         np.testing.assert_array_equal(ct.array, truth.ct)
@@ -120,6 +120,7 @@ def test_maa_spect_round_trip(maa_root):
         assert case.meta["tumour_to_liver_ratio"] == pytest.approx(spect_truth.tlr)
         assert 2.0 <= case.meta["tumour_to_liver_ratio"] <= 8.0
         assert 0.03 <= case.meta["lung_shunt_fraction"] <= 0.15
+        assert {t["group"] for t in truth.tumours} <= {"medium", "large"}  # no sub-resolution tumours
         display = case.meta["display"]
         liver_slices = np.flatnonzero((truth.label > 0).any(axis=(1, 2)))
         np.testing.assert_array_equal(display["slices"], liver_slices)

@@ -34,7 +34,7 @@ def test_tiny_run_end_to_end(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_quick_config_meets_the_issue_figures(tmp_path):
-    """The default command on the default 12 phantoms (about 15 minutes on 2 quiet cores)."""
+    """The default command on the default 22 phantoms, fold 1 (5 test patients; about 15 minutes on 2 quiet cores)."""
     out = tmp_path / "quick"
     assert maa_spect_liver.main(["--cache-dir", str(tmp_path / "cache"), "--output-dir", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())["summary"]
