@@ -86,3 +86,34 @@ def test_report_files(phantom, tmp_path):
         pixels = np.asarray(img)
     assert img.size == (96, 96)
     assert (pixels == [255, 0, 0]).all(-1).any() and (pixels == [0, 255, 0]).all(-1).any()
+
+
+def test_gtm_measurement_margin_and_hot_spot_exclusion():
+    """Two 20 x 28 x 28 mm tumours at 4x the liver, blurred (5 mm sigma): exact masks stay exact with the
+    tumour-core / away-from-tumour measurement and the hot-spot exclusion; a mask that misses one tumour
+    (its uptake counted as normal liver) or is one voxel too small is much less wrong with them."""
+    sigma = (5.0, 5.0, 5.0)
+    shape = (24, 48, 48)
+    liver = np.zeros(shape, bool)
+    liver[3:21, 4:44, 4:44] = True
+    a, b = np.zeros(shape, bool), np.zeros(shape, bool)
+    a[7:17, 8:22, 8:22] = True
+    b[7:17, 28:42, 28:42] = True
+    counts = np.where(liver, 10.0, 0.0)
+    counts[a | b] = 40.0
+    blurred = ndimage.gaussian_filter(counts, [s / v for s, v in zip(sigma, SPACING)], mode="constant")
+    kwargs = {"lung_shunt": 0.0, "target_normal_dose_gy": 40.0, "body": np.ones(shape, bool), "sigma_mm": sigma}
+
+    def tlr(tumour, margin, hot):
+        return patient_dosimetry(blurred, liver, tumour, SPACING, margin_mm=margin, hot_factor=hot, **kwargs)["tlr"]
+
+    for margin, hot in ((0.0, None), (6.0, None), (6.0, 1.5)):
+        assert tlr(a | b, margin, hot) == pytest.approx(4.0, rel=0.01)
+    assert tlr(a, 0.0, None) < 0.8 * 4.0  # tumour b's counts inflate the normal liver
+    assert tlr(a, 6.0, 1.5) == pytest.approx(4.0, rel=0.08)
+    eroded = ndimage.binary_erosion(a | b)
+    assert abs(tlr(eroded, 6.0, 1.5) / 4.0 - 1) < 0.5 * abs(tlr(eroded, 0.0, None) / 4.0 - 1)
+    with pytest.raises(Exception, match="counts"):
+        from tfmedseg.clinical.partial_volume import margin_measurement_regions
+
+        margin_measurement_regions(a, liver & ~a, SPACING, 6.0, None, 1.5)

@@ -24,13 +24,15 @@ __all__ = ["DosimetrySettings", "PatientResult", "evaluate_patient"]
 @dataclasses.dataclass
 class DosimetrySettings:
     """Clinical inputs: lung shunt (when the dataset gives none), target normal-liver dose, SPECT
-    resolution for the partial-volume correction (None: uncorrected TLR) and its measurement margin
-    (tumour core / normal liver this far from the tumour, mm; 0: the whole masks)."""
+    resolution for the partial-volume correction (None: uncorrected TLR), its measurement margin
+    (tumour core / normal liver this far from the tumour, mm; 0: the whole masks) and the hot-spot
+    threshold of the normal-liver measurement (multiple of its median counts; None: off)."""
 
     lung_shunt_fraction: float = 0.1
     target_normal_dose_gy: float = 40.0
     spect_fwhm_mm: float | None = 14.0
     gtm_margin_mm: float = 8.0
+    normal_hot_factor: float | None = 1.5
 
 
 @dataclasses.dataclass
@@ -105,7 +107,7 @@ def evaluate_patient(case, inputs: MaaInputs, models: dict, settings: DosimetryS
     sigma = effective_sigma_mm(settings.spect_fwhm_mm, case.images["spect"].spacing) if settings.spect_fwhm_mm else None
     body = ct.array > -500.0
     kwargs = {"lung_shunt": lsf, "target_normal_dose_gy": settings.target_normal_dose_gy, "body": body, "sigma_mm": sigma,
-              "margin_mm": settings.gtm_margin_mm}
+              "margin_mm": settings.gtm_margin_mm, "hot_factor": settings.normal_hot_factor}
     record = patient_dosimetry(spect, liver, tumour, ct.spacing, **kwargs)
     reference = patient_dosimetry(spect, ref_liver, ref_tumour, ct.spacing, **kwargs)
     record["tlr_reference"] = reference["tlr"]

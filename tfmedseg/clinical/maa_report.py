@@ -35,7 +35,8 @@ __all__ = ["largest_tumour_slice", "patient_dosimetry", "write_patient_report"]
 
 def patient_dosimetry(counts: np.ndarray, liver: np.ndarray, tumour: np.ndarray, spacing: Sequence[float], *,
                       lung_shunt: float, target_normal_dose_gy: float, body: np.ndarray | None = None,
-                      sigma_mm: Sequence[float] | None = None, margin_mm: float = 0.0) -> dict:
+                      sigma_mm: Sequence[float] | None = None, margin_mm: float = 0.0,
+                      hot_factor: float | None = None) -> dict:
     """TLR, volumes and partition-model doses of one patient.
 
     Args:
@@ -49,6 +50,8 @@ def patient_dosimetry(counts: np.ndarray, liver: np.ndarray, tumour: np.ndarray,
         sigma_mm: Resolution sigma per axis for the GTM correction; None: no correction.
         margin_mm: GTM measurement margin (:func:`~tfmedseg.clinical.partial_volume.margin_measurement_regions`:
             tumour core and normal liver this far from the tumour); 0: the masks themselves.
+        hot_factor: Leave normal-liver voxels above this multiple of their median out of its
+            measurement volume (GTM only); None: keep them.
 
     Returns:
         ``{"tlr", "tlr_uncorrected", "tlr_method", "volume_tumour_ml", "volume_normal_ml",
@@ -78,7 +81,8 @@ def patient_dosimetry(counts: np.ndarray, liver: np.ndarray, tumour: np.ndarray,
         if body is not None and (np.asarray(body, bool) & ~liver).any():
             regions.append(np.asarray(body, bool) & ~liver)
         try:
-            measure = [*margin_measurement_regions(regions[0], regions[1], spacing, margin_mm), *regions[2:]]
+            core, away = margin_measurement_regions(regions[0], regions[1], spacing, margin_mm, counts, hot_factor)
+            measure = [core, away, *regions[2:]]
             conc = gtm_concentrations(counts, regions, spacing, sigma_mm, measure=measure)
             if conc[1] > 0 and conc[0] > 0:
                 tlr, method = float(conc[0] / conc[1]), "gtm"

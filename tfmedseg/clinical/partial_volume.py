@@ -11,7 +11,8 @@ The means may be measured in other volumes than the model regions (Rousset's GTM
 ``M_i``: ``W_ij = mean over M_i of (h * 1_{R_j})``): :func:`margin_measurement_regions` measures the
 tumour in its core and the normal liver away from the tumour, which makes the ratio much less
 sensitive to a tumour boundary one or two voxels off (a predicted mask) while it stays exact for
-exact masks.
+exact masks; leaving hot spots out of the normal-liver volume keeps tumour that a predicted mask
+missed from raising the normal-liver concentration.
 
 The resolution on the CT grid is the system FWHM combined with the SPECT voxel sampling and the
 trilinear resampling (:func:`effective_sigma_mm`: variance ``(FWHM / 2.355)^2 + v^2 / 4`` per axis,
@@ -44,34 +45,48 @@ def effective_sigma_mm(fwhm_mm: float, spect_spacing_mm: Sequence[float]) -> tup
 
 
 def margin_measurement_regions(tumour: np.ndarray, normal: np.ndarray, spacing_mm: Sequence[float],
-                               margin_mm: float) -> tuple[np.ndarray, np.ndarray]:
+                               margin_mm: float, counts: np.ndarray | None = None,
+                               hot_factor: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Measurement volumes ``(tumour core, normal liver away from the tumour)`` for :func:`gtm_concentrations`.
 
     The core is the tumour deeper than ``margin_mm`` from its surface (where no tumour is that
     deep: the deepest half of it); the normal-liver volume is ``normal`` farther than
-    ``margin_mm`` from the tumour (all of ``normal`` when nothing is that far).
+    ``margin_mm`` from the tumour (all of ``normal`` when nothing is that far), without its hot
+    spots when ``hot_factor`` is given: voxels whose ``counts`` exceed ``hot_factor`` times the
+    volume's median (uptake of tumour the mask missed; a reader places the normal-liver reference
+    away from hot spots too).
 
     Args:
         tumour: ``[D, H, W]`` bool tumour mask.
         normal: Same shape, non-tumoural liver.
         spacing_mm: Voxel size (mm).
-        margin_mm: Margin (mm); 0 returns the masks themselves.
+        margin_mm: Margin (mm); 0 keeps the masks themselves.
+        counts: ``[D, H, W]`` SPECT counts (needed with ``hot_factor``).
+        hot_factor: Hot-spot threshold as a multiple of the median (e.g. 1.5); None: keep all.
 
     Example:
-        >>> t = np.zeros((1, 1, 9), bool); t[0, 0, 2:7] = True
+        >>> t = np.zeros((1, 1, 12), bool); t[0, 0, 2:7] = True
         >>> core, away = margin_measurement_regions(t, ~t, (1.0, 1.0, 1.0), 2.0)
         >>> core.nonzero()[2].tolist(), away.nonzero()[2].tolist()
-        ([4], [0])
+        ([4], [9, 10, 11])
     """
     tumour, normal = np.asarray(tumour, bool), np.asarray(normal, bool)
-    if margin_mm <= 0 or not tumour.any():
-        return tumour, normal
-    depth = ndimage.distance_transform_edt(tumour, sampling=spacing_mm)
-    core = depth > margin_mm
-    if not core.any():
-        core = depth >= 0.5 * float(depth.max())
-    away = normal & (ndimage.distance_transform_edt(~tumour, sampling=spacing_mm) > margin_mm)
-    return core, (away if away.any() else normal)
+    core, away = tumour, normal
+    if margin_mm > 0 and tumour.any():
+        depth = ndimage.distance_transform_edt(tumour, sampling=spacing_mm)
+        core = depth > margin_mm
+        if not core.any():
+            core = depth >= 0.5 * float(depth.max())
+        away = normal & (ndimage.distance_transform_edt(~tumour, sampling=spacing_mm) > margin_mm)
+        away = away if away.any() else normal
+    if hot_factor is not None and away.any():
+        if counts is None:
+            raise InvalidInputError("hot_factor needs the counts", path="counts")
+        values = np.asarray(counts)[away]
+        cool = away.copy()
+        cool[away] = values <= hot_factor * float(np.median(values))
+        away = cool if cool.any() else away
+    return core, away
 
 
 def gtm_concentrations(counts: np.ndarray, regions: Sequence[np.ndarray], spacing_mm: Sequence[float],
