@@ -9,7 +9,7 @@ import numpy as np
 
 from tfmedseg.errors import InvalidInputError, ModelBuildError
 
-__all__ = ["copy_application_weights", "check_weights_path"]
+__all__ = ["copy_application_weights", "check_weights_path", "application_input", "application_model"]
 
 
 def copy_application_weights(model: keras.Model, reference: keras.Model, path: str | os.PathLike) -> int:
@@ -104,3 +104,22 @@ def resolve_application_weights(value, cache_file: str, option: str) -> str | No
     if not os.path.isfile(os.fspath(value)):
         raise ConfigError(f"weights file {value!r} does not exist (use imagenet, a local file or none)", path=option)
     return os.fspath(value)
+
+
+def application_input(input_shape, weights) -> keras.KerasTensor:
+    """The ``image`` input of a keras.applications-compatible backbone: ``input_shape`` must be
+    ``(H, W, C)`` and ``weights`` None or an existing file (checked before anything is built)."""
+    if len(input_shape) != 3:
+        raise ModelBuildError(f"input_shape must be (H, W, C), got {tuple(input_shape)}", path="input_shape")
+    check_weights_path(weights)
+    return keras.Input(tuple(input_shape), name="image")
+
+
+def application_model(inputs, outputs: dict, name: str, application, weights) -> keras.Model:
+    """``keras.Model(inputs, outputs)``, initialised from the keras.applications ``application``
+    (e.g. ``keras.applications.VGG16``) built with the local ``weights`` file when one is given."""
+    model = keras.Model(inputs, outputs, name=name)
+    if weights is not None:
+        reference = application(include_top=False, weights=weights, input_shape=(None, None, 3))
+        copy_application_weights(model, reference, weights)
+    return model

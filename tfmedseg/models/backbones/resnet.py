@@ -23,7 +23,7 @@ from typing import Sequence
 import keras
 
 from tfmedseg.errors import ModelBuildError
-from tfmedseg.models.backbones._weights import check_weights_path, copy_application_weights
+from tfmedseg.models.backbones._weights import application_input, application_model
 from tfmedseg.models.blocks.normalization import batch_norm
 
 __all__ = ["RESNET50_BLOCKS", "apply_bottleneck_block", "build_resnet_backbone"]
@@ -93,10 +93,7 @@ def build_resnet_backbone(
             f"need 4 positive stage_filters and stage_blocks, got {tuple(stage_filters)}, {tuple(stage_blocks)}",
             path="stage_filters",
         )
-    if len(input_shape) != 3:
-        raise ModelBuildError(f"input_shape must be (H, W, C), got {tuple(input_shape)}", path="input_shape")
-    check_weights_path(weights)
-    inputs = keras.Input(tuple(input_shape), name="image")
+    inputs = application_input(input_shape, weights)
     x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(inputs)
     x = keras.layers.Conv2D(stem_filters, 7, strides=2, kernel_regularizer=kernel_regularizer, name="conv1_conv")(x)
     x = batch_norm(epsilon=_EPS, name="conv1_bn")(x)
@@ -111,8 +108,4 @@ def build_resnet_backbone(
                 x, f, stride=stride, conv_shortcut=(i == 1), regularizer=kernel_regularizer, name=f"conv{stage}_block{i}"
             )
         outputs[f"C{stage}"] = x
-    model = keras.Model(inputs, outputs, name=name)
-    if weights is not None:
-        ref = keras.applications.ResNet50(include_top=False, weights=weights, input_shape=(None, None, 3))
-        copy_application_weights(model, ref, weights)
-    return model
+    return application_model(inputs, outputs, name, keras.applications.ResNet50, weights)

@@ -22,7 +22,7 @@ from typing import Sequence
 import keras
 
 from tfmedseg.errors import ModelBuildError
-from tfmedseg.models.backbones._weights import check_weights_path, copy_application_weights
+from tfmedseg.models.backbones._weights import application_input, application_model
 
 __all__ = ["VGG16_FILTERS", "build_vgg16_backbone"]
 
@@ -56,10 +56,7 @@ def build_vgg16_backbone(
     """
     if len(filters) != 5 or min(filters) < 1:
         raise ModelBuildError(f"filters needs 5 positive values, got {tuple(filters)}", path="filters")
-    if len(input_shape) != 3:
-        raise ModelBuildError(f"input_shape must be (H, W, C), got {tuple(input_shape)}", path="input_shape")
-    check_weights_path(weights)
-    inputs = keras.Input(tuple(input_shape), name="image")
+    inputs = application_input(input_shape, weights)
     x = inputs
     outputs = {}
     for block, (n_conv, f) in enumerate(zip(_CONVS, filters), start=1):
@@ -72,8 +69,4 @@ def build_vgg16_backbone(
             )(x)
         if block > 1:
             outputs[f"C{block - 1}"] = x
-    model = keras.Model(inputs, outputs, name=name)
-    if weights is not None:
-        ref = keras.applications.VGG16(include_top=False, weights=weights, input_shape=(None, None, 3))
-        copy_application_weights(model, ref, weights)
-    return model
+    return application_model(inputs, outputs, name, keras.applications.VGG16, weights)
