@@ -21,8 +21,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: A tiny run (4-filter basic U-Net stages at 64 x 64, as the default run's liver test): what is tested is the
+#: installed package, not the networks.
 TINY = [
     "--phantom-cases", "4", "--set", "inplane_size=64", "--set", "validation_fraction=0.25",
+    "--set", "liver.model=basic_unet", "--set", "tumour.model=basic_unet",
+    "--set", "liver.variant=null", "--set", "tumour.variant=null",
+    "--set", "liver.model_kwargs={base_filters: 4}", "--set", "tumour.model_kwargs={base_filters: 4}",
     "--set", "liver.steps_per_epoch=1", "--set", "tumour.steps_per_epoch=1",
     "--set", "liver.validation_steps=1", "--set", "tumour.validation_steps=1",
     "--set", "liver.train.epochs=2", "--set", "tumour.train.epochs=1",
