@@ -6,8 +6,16 @@ multiply-accumulates the way ptflops counts (:mod:`tfmedseg.models.flops`) and p
 to the thesis' figures with ratios (ours / thesis). The default rows must be within 3 %
 (parameters) and 5 % (MACs); ``tests/models/test_flops.py`` asserts that.
 
+With ``--appendix`` it also prints the Appendix A arithmetic per row: the parameters and MACs of
+the encoder alone (the ``encoder_l*`` layers, which follow the Appendix A tables block by block),
+and what the thesis' total leaves for stem + head + decoder + output (thesis - encoder). For the
+default rows that rest is small (2D MobileNetV2: 3.76M - 3.60M = 0.16M); for several top/bottom rows
+it is negative or several times larger, i.e. Tables 4.2/4.3 and Appendix A disagree (e.g. 2D
+MobileNetV2 top: Appendix A's encoder has about 2.70M parameters, Table 4.2 says 4.64M in all).
+``docs/experiments.md`` ("Parameter counts: ours, Tables 4.2/4.3 and Appendix A") holds the table.
+
 Usage:
-    python benchmarks/bench_efficient_fidelity.py [--size 256]
+    python benchmarks/bench_efficient_fidelity.py [--size 256] [--appendix]
 
 ``--size`` changes H = W (a multiple of 128); MACs then no longer compare with the tables.
 """
@@ -45,26 +53,35 @@ PARAM_TOLERANCE = 0.03
 MAC_TOLERANCE = 0.05
 
 
-def measure(network: str, variant: str, size: int = 256) -> tuple[float, float]:
-    """(MMACs, M params) of one configuration at ``size x size`` in-plane."""
+def measure(network: str, variant: str, size: int = 256, encoder: bool = False) -> tuple[float, ...]:
+    """(MMACs, M params) of one configuration at ``size x size`` in-plane; with ``encoder`` also
+    (MMACs, M params) of the encoder alone (the Appendix A layers)."""
     shape = (size, size, 9) if network.endswith("_2d") else (8, size, size, 1)
     report = model_complexity(registry.build(network, variant=variant, input_shape=shape))
-    return report.macs / 1e6, report.params / 1e6
+    out = (report.macs / 1e6, report.params / 1e6)
+    if encoder:
+        enc_macs, enc_params = report.by_prefix("encoder_")
+        out += (enc_macs / 1e6, enc_params / 1e6)
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256, help="in-plane size H = W (default 256)")
+    parser.add_argument("--appendix", action="store_true",
+                        help="also print the encoder alone (Appendix A arithmetic) and thesis - encoder")
     args = parser.parse_args()
     header = f"{'network':<16} {'variant':<8} {'MMACs':>8} {'thesis':>8} {'ratio':>6}   {'Mparams':>8} " \
              f"{'thesis':>7} {'ratio':>6}  check"
+    if args.appendix:
+        header += f"  {'enc Mparams':>11} {'thesis-enc':>10} {'enc MMACs':>9}"
     print(header)
     print("-" * len(header))
     start = time.perf_counter()
     failures = 0
     for network in NETWORKS:
         for variant in ("top", "default", "bottom"):
-            macs, params = measure(network, variant, args.size)
+            macs, params, *enc = measure(network, variant, args.size, encoder=args.appendix)
             t_macs, t_params = THESIS[(network, variant)]
             r_macs, r_params = macs / t_macs, params / t_params
             check = ""
@@ -72,8 +89,11 @@ def main() -> None:
                 ok = abs(r_params - 1) <= PARAM_TOLERANCE and abs(r_macs - 1) <= MAC_TOLERANCE
                 check = "ok" if ok else "FAIL"
                 failures += not ok
-            print(f"{network:<16} {variant:<8} {macs:8.2f} {t_macs:8.2f} {r_macs:6.3f}   {params:8.3f} "
-                  f"{t_params:7.2f} {r_params:6.3f}  {check}")
+            line = (f"{network:<16} {variant:<8} {macs:8.2f} {t_macs:8.2f} {r_macs:6.3f}   {params:8.3f} "
+                    f"{t_params:7.2f} {r_params:6.3f}  {check:<5}")
+            if enc:
+                line += f"  {enc[1]:11.3f} {t_params - enc[1]:10.3f} {enc[0]:9.2f}"
+            print(line)
     print(f"\n{failures} default configuration(s) outside {PARAM_TOLERANCE:.0%} params / {MAC_TOLERANCE:.0%} "
           f"MACs; {time.perf_counter() - start:.1f} s")
 

@@ -1,30 +1,33 @@
-"""Seed 002: LiTS liver-then-tumour cascade with efficient 2.5D / 3D networks.
+"""Seed 002: LiTS liver-then-tumour cascade with efficient 2.5D / 3D networks, and the thesis' sweep.
 
-``python -m tfmedseg.experiments.liver_ct_2d3d [--config quick|paper|FILE] [--data-dir LiTS]``
+``python -m tfmedseg.experiments.liver_ct_2d3d [--config quick|paper|sweep_quick|sweep|FILE] [--data-dir LiTS]``
 
 Wiring on :mod:`tfmedseg.experiments.runner`: LiTS layout -> split (Table A.2's 20 volumes when
 present, else seeded) -> cache (:func:`tfmedseg.preprocessing.cascade.cascade_training_arrays`: HU
 clamp -> [0, 1], in-plane resize, tumour input = CT combined with the reference liver, cut to the
 liver's slices) -> two :func:`~tfmedseg.experiments.runner.segmentation_stage` s on their
 :class:`~tfmedseg.data.geometry.SliceGeometry` (RAdam + Lookahead + warm-up + ReduceLROnPlateau +
-early stopping + SWA, Dice + CE, Table 3.1 augmentation on the device) -> cascade prediction of the
-validation cases (:mod:`tfmedseg.inference.cascade`) -> Tables 4.6/4.7, 4.8, lesion detection, 4.4/4.5
-(:mod:`tfmedseg.reports.lits`), LiTS-submission NIfTIs -> run-dir exports and one cascade SavedModel.
+early stopping, best-validation weights selected, SWA a separate candidate, Dice + CE, Table 3.1
+augmentation on the device) -> evaluation (:mod:`tfmedseg.experiments.lits_cascade`): the cascade
+(stage 1 -> stage 2) and stage 2 alone on the reference liver -> Tables 4.6/4.7, 4.8, lesion
+detection, 4.4/4.5 timing per iteration (:mod:`tfmedseg.reports.lits`), LiTS-submission NIfTIs ->
+run-dir exports and one cascade SavedModel. With ``sweep.networks`` (``--config sweep``): one row
+per tumour network x variant (:mod:`tfmedseg.experiments.sweep`, resumable per configuration),
+Tables 4.2-4.8 in ``summary.md`` (:mod:`tfmedseg.reports.lits_sweep`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 import tfmedseg  # noqa: F401  (oneDNN on before TensorFlow loads)
 from tfmedseg.config import check_range
+from tfmedseg.errors import ConfigError
 from tfmedseg.data.geometry import SliceGeometry
 from tfmedseg.experiments import runner
 from tfmedseg.experiments.cli import make_main
@@ -38,13 +41,6 @@ LITS_VALIDATION = (100, 109, 112, 121, 125, 129, 24, 25, 30, 32, 38, 35, 37, 4, 
 #: Seed 002's two input geometries: 2.5D stacks of 9 slices -> the middle one; 3D slabs 8 -> middle 4.
 STACK_25D = SliceGeometry(rank=2, context_slices=9, output_slices=1)
 SLAB_3D = SliceGeometry(rank=3, context_slices=8, output_slices=4)
-
-
-def _dice() -> list:
-    """Per-epoch training and validation Dice of a stage's foreground (TensorBoard, history.csv)."""
-    from tfmedseg.metrics.keras_metrics import DiceMetric
-
-    return [DiceMetric(class_id=1, name="dice")]
 
 
 def _seed002_train() -> TrainConfig:
@@ -62,11 +58,27 @@ class StageConfig(runner.SegmentationStage):
     ``mobilenetv2_2d`` ... ``dsts_3d`` of rank ``geometry.rank``, ``variant`` ``top``/``default``/``bottom``
     (Appendix A), ``geometry`` :data:`STACK_25D` or :data:`SLAB_3D` (YAML ``geometry: {rank: 3,
     context_slices: 8, output_slices: 4}`` with a ``*_3d`` model), ``order`` ``volume`` (seed 002: every
-    slice once, volume by volume), ``uniform`` or ``foreground``."""
+    slice once, volume by volume), ``uniform`` or ``foreground``; ``select_weights`` ``best`` (the
+    thesis keeps the best-validation weights, L865; the SWA average is evaluated beside them)."""
 
     augmentation: str | None = "seed002_table31"
     train: TrainConfig = dataclasses.field(default_factory=_seed002_train)
+    select_weights: str = "best"
     geometry: SliceGeometry = dataclasses.field(default_factory=lambda: STACK_25D)
+
+
+@dataclasses.dataclass
+class SweepConfig:
+    """The seed-002 comparison (Tables 4.2-4.8, ``--config sweep`` / ``sweep_quick``): one row per tumour
+    network ``networks`` x ``variants`` (2D ones on :data:`STACK_25D`, 3D on :data:`SLAB_3D` with
+    ``batch_size_3d`` slabs, 0: the tumour batch); the liver stage is shared (``share_liver``) or the
+    row's network; complexity counted at ``complexity_size`` in-plane. No ``networks``: one cascade."""
+
+    networks: tuple[str, ...] = ()
+    variants: tuple[str, ...] = ("top", "default", "bottom")
+    batch_size_3d: int = 0
+    share_liver: bool = True
+    complexity_size: int = 256
 
 
 @dataclasses.dataclass
@@ -99,12 +111,16 @@ class LiverCT2D3DConfig:
     tumour: StageConfig = dataclasses.field(default_factory=StageConfig)
     export_name: str = "liver_ct_2d3d"
     export_dir: str = "saved_models"
+    sweep: SweepConfig = dataclasses.field(default_factory=SweepConfig)
 
     def __post_init__(self) -> None:
         check_range(self.inplane_size, "inplane_size", 16, 1024, integer=True)  # 1024^2 x batch x channels fits memory
         check_range(self.max_cases, "max_cases", 0, None, integer=True)
         check_range(self.tumour_slice_margin, "tumour_slice_margin", 0, 512, integer=True)
         check_range(self.validation_fraction, "validation_fraction", 0.0, 1.0)
+        bad = [n for n in self.sweep.networks if not n.endswith(("_2d", "_3d"))] or sorted(set(self.sweep.variants) - {"top", "default", "bottom"})
+        if bad:
+            raise ConfigError(f"{bad}: networks end in _2d / _3d (rank), variants are top, default, bottom", path="sweep")
         for key in ("liver_threshold", "tumour_threshold", "tumour_component_threshold"):
             check_range(getattr(self.cascade, key), f"cascade.{key}", 0.0, 1.0)
         for name in ("liver", "tumour"):
@@ -115,125 +131,109 @@ class LiverCT2D3DConfig:
             check_range(stage.foreground_fraction, f"{name}.foreground_fraction", 0.0, 1.0)
 
 
-# ----------------------------------------------------------------------------- data
-def split_cases(cases: list, config: LiverCT2D3DConfig, seed: int) -> tuple[list, list]:
-    """Table A.2 split when all its volumes are present, else a seeded ``validation_fraction`` split."""
-    index = {c.meta.get("index"): c for c in cases}
-    if all(i in index for i in config.validation_ids):
-        val = [index[i] for i in config.validation_ids]
-        ids = {c.case_id for c in val}
-        return [c for c in cases if c.case_id not in ids], val
-    return runner.seeded_split(cases, config.validation_fraction, seed, keep_one=False)
+# ----------------------------------------------------------------------------- one cascade
+_INPUTS = {"liver": "image", "tumour": "tumour_input"}
 
 
-def preprocess_case(case, config: LiverCT2D3DConfig):
-    """``(arrays, spacing, meta)`` of one case for the cache
-    (:func:`tfmedseg.preprocessing.cascade.cascade_training_arrays`)."""
-    from tfmedseg.preprocessing.cascade import cascade_training_arrays
+def _train(ctx, name, stage, data, out, seed):
+    from tfmedseg.experiments.lits_cascade import foreground_dice
 
-    ct = case.images["ct"]
-    arrays, (lo, hi) = cascade_training_arrays(
-        ct.array, case.label.array, hu_window=config.hu_window, inplane_size=config.inplane_size,
-        combination=config.cascade.combination, slice_margin=config.tumour_slice_margin)
-    return arrays, ct.spacing, {"liver_slices": [lo, hi]}
+    train_cases, val_cases, arrays = data
+    return runner.segmentation_stage(name, stage, stage.geometry, arrays(train_cases, _INPUTS[name], name),
+                                     arrays(val_cases, _INPUTS[name], name), output_dir=out, seed=seed,
+                                     inplane_size=ctx.config.inplane_size, metrics=foreground_dice)
 
 
-# ----------------------------------------------------------------------------- evaluation
-def stage_spec(stage: StageConfig, config: LiverCT2D3DConfig, labels: tuple[str, ...]):
-    """Serving spec of one stage: its geometry, in-plane size and HU window."""
-    from tfmedseg.inference.spec import IntensitySpec, ServingSpec
+def cascade_run(ctx, config: LiverCT2D3DConfig, out: Path, data, *, liver=None, export: bool = True) -> dict[str, Any]:
+    """Train (resume) both stages into ``out`` (or reuse a trained ``liver`` stage), evaluate the
+    cascade and each stage alone with its candidate weights, report; returns the summary and timings."""
+    from tfmedseg.experiments import lits_cascade as lc
+    from tfmedseg.reports.lits import lits_report
 
-    return ServingSpec(input_size=(config.inplane_size, config.inplane_size), labels=labels, batch_size=8,
-                       intensity=IntensitySpec("clip_scale", *config.hu_window, 0.0, 1.0),
-                       **stage.geometry.serving_fields())
-
-
-def case_evaluator(liver_net, tumour_net, config: LiverCT2D3DConfig, output_dir: Path):
-    """``case -> CaseOutcome``: cascade prediction, LiTS-submission NIfTI, Table 4.8 row, lesion counts."""
-    import tensorflow as tf
-
-    from tfmedseg.inference.cascade import CascadeStage, predict_cascade
-    from tfmedseg.io.nifti import write_nifti
-    from tfmedseg.metrics.lesions import lesion_detection_counts
-    from tfmedseg.reports import OverlayItem, evaluate_segmentation_case
-
-    stages = []
-    for net, stage, labels in ((liver_net, config.liver, ("background", "liver")), (tumour_net, config.tumour, ("background", "tumour"))):
-        fn = tf.function(lambda x, _net=net: _net(x, training=False), reduce_retracing=True)
-        stages.append(CascadeStage(fn, stage_spec(stage, config, labels)))
-    model_name = f"{config.liver.model}/{config.liver.variant} + {config.tumour.model}/{config.tumour.variant}"
-
-    def evaluate_one(case) -> runner.CaseOutcome:
-        ct = case.images["ct"]
-        start = time.perf_counter()
-        result = predict_cascade(ct.array, stages[0], stages[1], config.cascade, hu_window=config.hu_window)
-        seconds = time.perf_counter() - start
-        index = case.meta.get("index", case.case_id)
-        write_nifti(result.labels, output_dir / "submission" / f"test-segmentation-{index}.nii", reference=ct, dtype=np.uint8)
-        reference = case.label.array
-        row = {"model": model_name, "case": case.case_id,
-               **evaluate_segmentation_case(result.labels, reference, spacing=ct.spacing),
-               **lesion_detection_counts(result.labels == 2, reference == 2)}
-        overlay = OverlayItem(case.case_id, ct.array, result.labels >= 1, result.labels == 2)
-        return runner.CaseOutcome(row, overlay, seconds, ct.array.shape[0])
-
-    return evaluate_one
+    _, val_cases, arrays = data
+    stages = {"liver": config.liver, "tumour": config.tumour}
+    results = {n: liver if n == "liver" and liver is not None else _train(ctx, n, s, data, out, ctx.seed + i)
+               for i, (n, s) in enumerate(stages.items())}
+    nets = {n: r.model for n, r in results.items()}
+    specs = {n: lc.serving_spec(s.geometry, config.inplane_size, config.hu_window, ("background", n)) for n, s in stages.items()}
+    names = {n: f"{s.model}/{s.variant}" for n, s in stages.items()}
+    evaluation = runner.evaluate_cases(val_cases, lc.cascade_evaluator(
+        nets["liver"], nets["tumour"], (specs["liver"], specs["tumour"]), config.cascade, config.hu_window,
+        f"{names['liver']} + {names['tumour']}", out if export else None))
+    rows = evaluation.rows + lc.evaluate_stages_alone(results, specs, val_cases, config.cascade, config.hu_window, names)
+    timings = {n: {**results[n].timing, "predict_seconds_per_slice": evaluation.seconds_per_unit,
+                   **lc.prediction_timing(nets[n], specs[n], s.geometry, arrays(val_cases, _INPUTS[n], n), seed=ctx.seed)}
+               for n, s in stages.items()}
+    scores, sections, summary = lits_report(rows, timings)
+    runner.write_tables(out, rows, scores, overlays=evaluation.overlays, sections=sections, show=export,
+                        title=f"Seed 002 Table 4.8-style scores, {len(evaluation.rows)} validation case(s)")
+    runner.write_summary_json(out, summary, timings=timings)
+    if export:
+        path = lc.export_cascade(config, out, nets, specs, summary, {n: arrays(val_cases, _INPUTS[n], n) for n in stages}, ctx.seed)
+        if path is not None:
+            ctx.exported(path, "the cascade (signatures segment, segment_bytes)")
+    return {"summary": summary, "timings": timings}
 
 
 # ----------------------------------------------------------------------------- entry point
 def run(ctx) -> dict[str, Any]:
-    """Run the experiment (:class:`~tfmedseg.experiments.cli.ExperimentContext`); returns the summary
-    figures (Table 4.8 columns, lesion detection) as a flat dict."""
-    from tfmedseg.config import config_hash
+    """Run the experiment (:class:`~tfmedseg.experiments.cli.ExperimentContext`): one cascade, or the
+    sweep of ``config.sweep``; returns the summary (Table 4.8 columns, stage 2, detection)."""
     from tfmedseg.data.source import CaseArrays
-    from tfmedseg.export.savedmodel import export_cascade_savedmodel
-    from tfmedseg.reports.lits import lits_report
+    from tfmedseg.experiments import lits_cascade as lc
 
     config: LiverCT2D3DConfig = ctx.config
-    out = ctx.output_dir
     cases = runner.load_cases(config.dataset, ctx.data_dir, config.max_cases)
-    train_cases, val_cases = split_cases(cases, config, ctx.seed)
+    train_cases, val_cases = lc.split_cases(cases, config.validation_ids, config.validation_fraction, ctx.seed)
     runner.logger.info("%d cases from %s: %d train, %d validation", len(cases), ctx.data_dir, len(train_cases), len(val_cases))
     prep = {"hu_window": list(config.hu_window), "inplane_size": config.inplane_size, "combination": config.cascade.combination,
             "tumour_slice_margin": config.tumour_slice_margin, "version": 1}
-    prepared = runner.prepare_cases(cases, runner.case_cache(ctx, "liver_ct_2d3d", prep), lambda c: preprocess_case(c, config))
+    prepared = runner.prepare_cases(cases, runner.case_cache(ctx, "liver_ct_2d3d", prep), lambda c: lc.case_arrays(c, config))
 
     def arrays(subset, image_key, label_key):
         return [CaseArrays(c.case_id, prepared[c.case_id][image_key], prepared[c.case_id][label_key]) for c in subset]
 
-    inputs = {"liver": "image", "tumour": "tumour_input"}
-    stages = {"liver": config.liver, "tumour": config.tumour}
-    nets, timings = {}, {}
-    for offset, (name, stage) in enumerate(stages.items()):
-        result = runner.segmentation_stage(
-            name, stage, stage.geometry, arrays(train_cases, inputs[name], name), arrays(val_cases, inputs[name], name),
-            output_dir=out, seed=ctx.seed + offset, inplane_size=config.inplane_size, metrics=_dice)
-        nets[name], timings[name] = result.model, result.timing
+    data = (train_cases, val_cases, arrays)
+    if config.sweep.networks:
+        return _sweep(ctx, config, data)
+    return cascade_run(ctx, config, ctx.output_dir, data)["summary"]
 
-    evaluation = runner.evaluate_cases(val_cases, case_evaluator(nets["liver"], nets["tumour"], config, out))
-    rows = evaluation.rows
-    for t in timings.values():
-        t["predict_seconds_per_slice"] = evaluation.seconds_per_unit
-    scores, sections, summary = lits_report(rows, timings)
-    runner.write_tables(out, rows, scores, overlays=evaluation.overlays, sections=sections,
-                        title=f"Seed 002 Table 4.8-style scores, {len(rows)} validation case(s)")
-    runner.write_summary_json(out, summary, timings=timings)
 
-    info = {"seed": "002", "experiment": "liver_ct_2d3d", "config_hash": config_hash(config),
-            "metrics": {k: v for k, v in summary.items() if not math.isnan(v)}}
-    specs = {}
-    for name, stage in stages.items():
-        specs[name] = stage_spec(stage, config, ("background", name))
-        samples = stage.geometry.dataset(arrays(val_cases, inputs[name], name), 1, seed=ctx.seed, epochs=1,
-                                         foreground_fraction=stage.foreground_fraction)
-        runner.export_stage(nets[name], out / f"{name}_model", specs[name],
-                            {**info, "stage": name, "model": stage.model, "variant": stage.variant}, samples)
-    path = runner.export_once(config.export_dir, config.export_name, [nets["liver"], nets["tumour"]], lambda p: export_cascade_savedmodel(
-        nets["liver"], nets["tumour"], p, liver_spec=specs["liver"], tumour_spec=specs["tumour"], cascade=config.cascade,
-        model_name=config.export_name, metadata=info))
-    if path is not None:
-        ctx.exported(path, "the cascade (signatures segment, segment_bytes)")
-    return summary
+def _sweep(ctx, config: LiverCT2D3DConfig, data) -> dict[str, Any]:
+    """Tables 4.2-4.8 over ``config.sweep`` (:mod:`tfmedseg.experiments.sweep`): one tumour network
+    per row; the liver stage is trained once into ``<output_dir>/liver`` when ``share_liver``."""
+    from tfmedseg.config import config_hash
+    from tfmedseg.experiments.sweep import SweepEntry, run_sweep
+    from tfmedseg.reports.lits_sweep import sweep_report, sweep_row
+
+    sw, out, shared = config.sweep, ctx.output_dir, {}
+    configs = [(n, v) for n in sw.networks for v in sw.variants]
+    entries, entry_configs = [], {}
+    for network, variant in configs:
+        is3d = network.endswith("_3d")
+        tumour = dataclasses.replace(config.tumour, model=network, variant=variant, geometry=SLAB_3D if is3d else STACK_25D,
+                                     batch_size=sw.batch_size_3d if is3d and sw.batch_size_3d else config.tumour.batch_size)
+        liver = config.liver if sw.share_liver else dataclasses.replace(tumour, train=config.liver.train)
+        cfg = dataclasses.replace(config, tumour=tumour, liver=liver, sweep=SweepConfig())
+        entries.append(SweepEntry(f"{network}-{variant}", {"config": config_hash(cfg), "seed": ctx.seed, "shared": sw.share_liver}))
+        entry_configs[entries[-1].name] = cfg
+
+    def run_one(entry, directory):
+        cfg, start = entry_configs[entry.name], time.perf_counter()
+        if sw.share_liver and "liver" not in shared:
+            shared["liver"] = _train(ctx, "liver", config.liver, data, out, ctx.seed)
+        result = cascade_run(ctx, cfg, directory, data, liver=shared.get("liver"), export=False)
+        return sweep_row(cfg.tumour.model, cfg.tumour.variant, result["summary"], result["timings"]["tumour"],
+                         cfg.tumour.geometry.input_shape(sw.complexity_size), seconds=time.perf_counter() - start)
+
+    def on_rows(rows, pending):
+        title = f"Seed 002 sweep: {len(configs)} tumour-network configuration(s)"
+        (out / "summary.md").write_text(sweep_report(rows, configs, title=title, pending=pending))
+        runner.write_summary_json(out, {"finished": len(rows), "pending": len(pending)}, rows=rows, pending=pending)
+
+    rows = run_sweep(entries, run_one, out, on_rows=on_rows)
+    print("\n" + (out / "summary.md").read_text())
+    return {"finished": float(len(rows))}
 
 
 main = make_main(run, "tfmedseg.experiments.liver_ct_2d3d", LiverCT2D3DConfig,

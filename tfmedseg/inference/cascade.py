@@ -66,6 +66,7 @@ def predict_cascade(
     cascade: CascadeConfig = CascadeConfig(),
     *,
     hu_window: tuple[float, float] = (-200.0, 200.0),
+    reference_liver: np.ndarray | None = None,
 ) -> CascadeResult:
     """Run the two-stage cascade on a CT volume in HU.
 
@@ -76,10 +77,19 @@ def predict_cascade(
         cascade: Combination (:func:`tfmedseg.preprocessing.cascade.combine`) and thresholds
             (:class:`~tfmedseg.inference.spec.CascadeConfig`).
         hu_window: Seed 002 clamp, mapped to [0, 1].
+        reference_liver: A given liver mask ``[D, H, W]`` (the reference): stage 1 is skipped and
+            stage 2 runs on the CT combined with it (seed 002's stage-2 evaluation, Sec. 4.1.1, L1012);
+            ``liver_probability`` is then that mask.
     """
     unit = hu_to_unit(np.asarray(ct_hu, np.float32), *hu_window)
-    liver_p = predict_stage(liver, unit)
-    liver_mask = largest_connected_component(liver_p > cascade.liver_threshold, connectivity=3)
+    if reference_liver is None:
+        liver_p = predict_stage(liver, unit)
+        liver_mask = largest_connected_component(liver_p > cascade.liver_threshold, connectivity=3)
+    else:
+        liver_mask = np.asarray(reference_liver).astype(bool)
+        if liver_mask.shape != unit.shape:
+            raise ValueError(f"reference_liver shape {liver_mask.shape} differs from the CT's {unit.shape}")
+        liver_p = liver_mask.astype(np.float32)
     tumour_p = predict_stage(tumour, combine(unit, liver_mask.astype(np.float32), cascade.combination))
     tumour_mask = tumour_p > cascade.tumour_threshold
     tumour_mask = drop_low_confidence_components(tumour_mask, np.clip(tumour_p, 0.0, 1.0),

@@ -441,25 +441,36 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
     """Stochastic weight averaging (Izmailov et al. 2018) from ``start_epoch`` on.
 
     At the end of every epoch ``>= start_epoch`` (0-based) the trainable weights are added to a
-    running mean; at the end of training the mean replaces the weights and, when ``bn_data`` is
-    given, the BatchNorm statistics are recomputed by a pass over it (the averaged weights change
-    the activations, so the running statistics collected during training no longer fit).
+    running mean; at the end of training the mean is swapped in and, when ``bn_data`` is given, the
+    BatchNorm statistics are recomputed by a pass over it (the averaged weights change the
+    activations, so the running statistics collected during training no longer fit). The averaged
+    weights are saved to ``path`` when given. With ``replace=False`` the model then gets back the
+    weights it had before (e.g. the best-validation weights that early stopping restored just
+    before): SWA is a separate candidate, never silently the selected weights.
 
     Args:
         start_epoch: First epoch (0-based) included in the average.
         bn_data: Training batches for the BatchNorm pass (``x`` or ``(x, y)``), or None.
         bn_steps: Batches of ``bn_data`` to use (required for an infinite dataset).
         verbose: Print when the average is swapped in.
+        path: Optional ``*.weights.h5`` file for the averaged weights (``swa.weights.h5``).
+        replace: Keep the averaged weights in the model at the end (True) or restore the model's
+            weights after saving them (False).
     """
 
-    def __init__(self, start_epoch: int, bn_data=None, bn_steps: int | None = None, verbose: int = 1):
+    def __init__(self, start_epoch: int, bn_data=None, bn_steps: int | None = None, verbose: int = 1,
+                 path=None, replace: bool = True):
         super().__init__()
         if start_epoch < 0:
             raise ConfigError(f"must be >= 0, got {start_epoch}", path="swa_start_epoch")
+        if not replace and path is None:
+            raise ConfigError("SWA that does not replace the weights needs a file to save the average to", path="swa_replace")
         self.start_epoch = int(start_epoch)
         self.bn_data = bn_data
         self.bn_steps = bn_steps
         self.verbose = verbose
+        self.path = None if path is None else Path(path)
+        self.replace = bool(replace)
         self.n_averaged = 0
         self.average = None
 
@@ -477,11 +488,20 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if not self.n_averaged:
             return
+        kept = None if self.replace else self.model.get_weights()
         for v, a in zip(self.model.trainable_variables, self.average):
             v.assign(a.astype(v.dtype))
         used = recompute_batchnorm_statistics(self.model, self.bn_data, self.bn_steps) if self.bn_data is not None else 0
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_file(self.path, ".weights.h5") as tmp:
+                save_weights_without_optimizer(self.model, tmp)
+        if kept is not None:
+            self.model.set_weights(kept)
         if self.verbose:
-            _log.info("SWA: averaged %d epochs' weights; BatchNorm statistics from %d batches", self.n_averaged, used)
+            _log.info("SWA: averaged %d epochs' weights; BatchNorm statistics from %d batches%s%s", self.n_averaged, used,
+                      f"; saved to {self.path}" if self.path is not None else "",
+                      "" if self.replace else " (a candidate: the model keeps its selected weights)")
 
     def get_resume_state(self):
         return {"n_averaged": self.n_averaged, "average": self.average}

@@ -40,7 +40,10 @@ class TrainConfig:
             best weights (0 = off).
         swa_start_epoch: First epoch (0-based) of stochastic weight averaging (-1 = off);
             ``swa_bn_steps`` training batches recompute BatchNorm statistics at the end
-            (default ``steps_per_epoch``).
+            (default ``steps_per_epoch``). The average is saved to ``swa.weights.h5``;
+            ``swa_replace``: it also replaces the trained weights at the end (False, the default:
+            the model keeps the weights training ended with, e.g. the best epoch's that early
+            stopping restored, and SWA stays a separate candidate to evaluate).
         mixed_precision: One of ``PRECISION_NAMES`` (``float32``, ``mixed_float16``,
             ``mixed_bfloat16``, ``auto``: bfloat16 where the CPU or GPU computes it natively,
             float16 on older GPUs, float32 on other CPUs; see
@@ -81,6 +84,7 @@ class TrainConfig:
     early_stopping_patience: int = 0
     swa_start_epoch: int = -1
     swa_bn_steps: int | None = None
+    swa_replace: bool = False
     mixed_precision: str = "float32"
     clipnorm: float | None = None
     global_clipnorm: float | None = None

@@ -8,6 +8,7 @@ training time. :mod:`tfmedseg.experiments.runner` re-exports them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -18,7 +19,8 @@ from typing import Any, Callable, Sequence
 from tfmedseg.errors import ConfigError
 from tfmedseg.training.config import TrainConfig
 
-__all__ = ["SegmentationStage", "DetectionStage", "StageResult", "steps_for", "train_stage", "segmentation_stage"]
+__all__ = ["SegmentationStage", "DetectionStage", "StageResult", "WEIGHT_CHOICES", "WEIGHT_FILES", "check_weight_choice",
+           "candidate_weights", "steps_for", "train_stage", "segmentation_stage"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,10 @@ class SegmentationStage:
         validation_steps: Validation batches per epoch; None: every validation sample once.
         order: Epoch order of the samples (:data:`tfmedseg.data.sampling.ORDERS`).
         foreground_fraction: Share of foreground-centred samples for ``order: foreground``.
+        select_weights: The weights the stage returns (:data:`WEIGHT_CHOICES`): ``trained`` (as
+            training ended: early stopping's best when it is on), ``best`` (``best.weights.h5``,
+            the best validation epoch), ``last`` or ``swa`` (the SWA average, a separate candidate
+            otherwise: :attr:`StageResult.candidates`).
     """
 
     model: str = "mobilenetv2_2d"
@@ -50,10 +56,26 @@ class SegmentationStage:
     validation_steps: int | None = None
     order: str = "volume"
     foreground_fraction: float = 0.5
+    select_weights: str = "trained"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"must be >= 1, got {self.batch_size}", path="batch_size")
+        check_weight_choice(self.select_weights, self.train.swa_start_epoch)
+
+
+#: What a stage may return: the model as training ended, or the weights of one candidate file.
+WEIGHT_CHOICES = ("trained", "best", "last", "swa")
+#: Candidate weight files of a stage directory.
+WEIGHT_FILES = {"best": "best.weights.h5", "last": "last.weights.h5", "swa": "swa.weights.h5"}
+
+
+def check_weight_choice(choice: str, swa_start_epoch: int) -> None:
+    """ConfigError for an unknown ``select_weights`` or ``swa`` without SWA."""
+    if choice not in WEIGHT_CHOICES:
+        raise ConfigError(f"unknown value {choice!r}; allowed: {WEIGHT_CHOICES}", path="select_weights")
+    if choice == "swa" and swa_start_epoch < 0:
+        raise ConfigError("'swa' needs SWA on (train.swa_start_epoch >= 0)", path="select_weights")
 
 
 @dataclasses.dataclass
@@ -97,11 +119,19 @@ class StageResult:
         timing: ``train_seconds``, ``epochs``, ``steps``, ``final_loss`` and, when the caller gave
             ``units_per_step``, ``train_seconds_per_<unit>``.
         history: ``keras.callbacks.History.history`` of this run.
+        candidates: Weight files of the stage that exist (``best``, ``last``, ``swa``: name -> path),
+            to evaluate the others beside the selected weights.
+        selected: Which weights ``model`` holds (:data:`WEIGHT_CHOICES`).
+        training_model: The model the weight files were saved from (``model``'s training wrapper),
+            for :func:`candidate_weights`.
     """
 
     model: Any
     timing: dict[str, float]
     history: dict[str, list]
+    candidates: dict[str, Path] = dataclasses.field(default_factory=dict)
+    selected: str = "trained"
+    training_model: Any = None
 
 
 def steps_for(units: int, batch_size: int, override: int | None = None) -> int:
@@ -149,6 +179,7 @@ def train_stage(
     metrics=None,
     epoch_metrics: Callable[[Any], dict] | None = None,
     restore_best: bool = False,
+    select_weights: str | None = None,
     **overrides: Any,
 ) -> StageResult:
     """Train one stage with :class:`~tfmedseg.training.trainer.Trainer` into ``output_dir/name``.
@@ -171,6 +202,13 @@ def train_stage(
             reach TensorBoard's ``logs/validation`` per epoch.
         restore_best: Load ``best.weights.h5`` (the epoch of the best ``monitor`` value) into the
             model after training, when it exists; False: the last epoch's weights.
+        select_weights: Instead of ``restore_best``: one of :data:`WEIGHT_CHOICES` (``best``,
+            ``last``, ``swa``: that file is loaded; ``trained``: the model as training ended).
+
+    Besides ``fit``'s wall time (``train_seconds``), the timing holds the seconds per training
+    iteration measured on the steps alone (:class:`~tfmedseg.training.iteration_timer.IterationTimer`,
+    the first step of each run excluded): ``iteration_seconds`` / ``iteration_seconds_std`` and,
+    with ``units_per_step``, ``iteration_seconds_per_<unit>`` / ``..._std`` (seed 002's ``t / b``).
         **overrides: Further :class:`TrainConfig` fields to replace (e.g. ``image_every_epochs=0``).
     """
     import keras
@@ -178,9 +216,14 @@ def train_stage(
     from tfmedseg.training.augmented import AugmentedModel
     from tfmedseg.training.trainer import Trainer
 
+    from tfmedseg.training.iteration_timer import ITERATION_FILE, IterationTimer
+
     cfg = dataclasses.replace(train_config, steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
                               output_dir=str(Path(output_dir) / name), seed=seed, **overrides)
-    trainer = Trainer(cfg, build_model, metrics=metrics, epoch_metrics=epoch_metrics)
+    if select_weights is not None:
+        check_weight_choice(select_weights, cfg.swa_start_epoch)
+    timer = IterationTimer(Path(cfg.output_dir) / ITERATION_FILE)
+    trainer = Trainer(cfg, build_model, metrics=metrics, epoch_metrics=epoch_metrics, callbacks=[timer])
     logger.info("training stage %s: %d steps per epoch, up to %d epochs", name, steps_per_epoch, cfg.epochs)
     start = time.perf_counter()
     history = trainer.fit(train_data, validation_data=validation_data)
@@ -189,16 +232,30 @@ def train_stage(
     epochs = len(losses) or 1  # a resumed run counts the epochs of all its runs (history.csv), not only this call's
     timing = {"train_seconds": seconds, "epochs": float(epochs), "steps": float(epochs * steps_per_epoch),
               "final_loss": float(losses[-1]) if losses else math.nan}
+    iterations = timer.total()
+    timing.update(iteration_seconds=iterations.mean if iterations.count else math.nan,
+                  iteration_seconds_std=iterations.std, iterations_timed=float(iterations.count))
     if units_per_step:
         timing[f"train_seconds_per_{unit}"] = seconds / (epochs * steps_per_epoch * units_per_step)
-    model = trainer.model
-    best = Path(cfg.output_dir) / "best.weights.h5"
-    if restore_best and best.is_file():
-        model.load_weights(best)
+        per_unit = iterations.per_unit(units_per_step)
+        timing[f"iteration_seconds_per_{unit}"] = per_unit["mean"]
+        timing[f"iteration_seconds_per_{unit}_std"] = per_unit["std"]
+    model = training_model = trainer.model
+    stage_dir = Path(cfg.output_dir)
+    candidates = {k: stage_dir / f for k, f in WEIGHT_FILES.items() if (stage_dir / f).is_file()}
+    choice = select_weights or ("best" if restore_best else "trained")
+    if choice != "trained":
+        if choice in candidates:
+            model.load_weights(candidates[choice])
+            logger.info("stage %s: selected the %s weights (%s)", name, choice, candidates[choice])
+        elif select_weights is not None:
+            raise ConfigError(f"stage {name} has no {WEIGHT_FILES[choice]} to select", path=stage_dir)
+        else:
+            choice = "trained"
     if isinstance(model, AugmentedModel):
         model = model.network
     keras.utils.set_random_seed(seed)
-    return StageResult(model, timing, dict(history.history))
+    return StageResult(model, timing, dict(history.history), candidates, choice, training_model)
 
 
 def segmentation_stage(
@@ -252,5 +309,27 @@ def segmentation_stage(
     train_ds = geometry.dataset(train_cases, batch, order=stage.order, seed=seed, **fraction)
     val_ds = geometry.dataset(validation_cases, min(batch, max(1, val_units)), seed=seed + 1, **fraction)
     return train_stage(name, stage.train, build, train_ds, val_ds, output_dir=output_dir, seed=seed,
-                       steps_per_epoch=steps, validation_steps=val_steps,
+                       steps_per_epoch=steps, validation_steps=val_steps, select_weights=stage.select_weights,
                        units_per_step=batch * geometry.output_slices, unit="slice", **overrides)
+
+
+@contextlib.contextmanager
+def candidate_weights(result: StageResult, name: str):
+    """Temporarily hold candidate ``name`` (``best``, ``last``, ``swa``, or ``result.selected``) in
+    ``result.model``; the selected weights are back when the block ends.
+
+    Yields:
+        ``result.model`` with the candidate's weights.
+    """
+    if name == result.selected:
+        yield result.model
+        return
+    if name not in result.candidates:
+        raise ConfigError(f"no {name} weights in this stage (candidates: {sorted(result.candidates)})", path=name)
+    kept = result.model.get_weights()
+    target = result.training_model if result.training_model is not None else result.model
+    target.load_weights(result.candidates[name])
+    try:
+        yield result.model
+    finally:
+        result.model.set_weights(kept)

@@ -11,6 +11,7 @@ Output directory layout::
       config.yaml          resolved TrainConfig
       version.json         tfmedseg / TensorFlow / Keras versions, strategy, replicas
       best.weights.h5      weights of the best epoch (``monitor``), best.json: its epoch and value
+      swa.weights.h5       the SWA average (when ``swa_start_epoch >= 0``), a separate candidate
       last.weights.h5      weights after the last completed epoch
       history.csv          one row per completed epoch (appended across restarts)
       backup/              resume checkpoints (latest.json -> ckpt-<epoch>/)
@@ -183,7 +184,8 @@ class Trainer:
             own.append(cb)
             stateful.append(cb)
         if cfg.swa_start_epoch >= 0:
-            cb = cbs.StochasticWeightAveraging(cfg.swa_start_epoch, bn_data=train_data, bn_steps=cfg.swa_bn_steps or cfg.steps_per_epoch)
+            cb = cbs.StochasticWeightAveraging(cfg.swa_start_epoch, bn_data=train_data, bn_steps=cfg.swa_bn_steps or cfg.steps_per_epoch,
+                                              path=self.output_dir / "swa.weights.h5", replace=cfg.swa_replace)
             own.append(cb)
             stateful.append(cb)
         if cfg.tensorboard:
