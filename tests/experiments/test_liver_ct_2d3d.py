@@ -41,9 +41,15 @@ def test_tiny_run_tables_and_submission(tiny_run):
     _, out, root = tiny_run
     summary = json.loads((out / "summary.json").read_text())["summary"]
     assert 0.0 <= summary["liver Dice/case"] <= 1.0
-    assert (out / "per_case.csv").read_text().count("\n") == 2  # header + 1 validation case
+    per_case = (out / "per_case.csv").read_text()
+    assert per_case.count("\n") == 3  # header + 1 validation case, evaluated as the cascade and as stage 2
+    assert ",cascade," in per_case and ",stage 2 (reference liver)," in per_case
+    assert 0.0 <= summary["stage 2 tumour Dice/case"] <= 1.0  # issue 17: the thesis' stage-2 evaluation
     text = (out / "summary.md").read_text()
-    assert "Dice by lesion size" in text and "IoU >= 0.5" in text and "predict (whole cascade)" in text
+    assert "Dice by lesion size" in text and "IoU >= 0.5" in text and "Stage 2 alone" in text
+    assert "train t/b per iteration" in text and "predict t/(b z) per batch" in text  # Tables 4.4/4.5 as defined
+    timings = json.loads((out / "summary.json").read_text())["timings"]
+    assert timings["tumour"]["iterations_timed"] == 1 and timings["tumour"]["predict_batches_timed"] == 7
     assert (out / "montage.png").stat().st_size > 0
     # LiTS submission: labels 0/1/2 with the source geometry
     [sub] = list((out / "submission").glob("test-segmentation-*.nii"))

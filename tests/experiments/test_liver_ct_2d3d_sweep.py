@@ -55,21 +55,26 @@ def tiny_sweep(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
     out = tmp / "run"
     argv = TINY_SWEEP + ["--output-dir", str(out), "--cache-dir", str(tmp / "cache")]
-    original = sweep._write_row
-    written = []
+    original_write, original_run = sweep._write_row, liver_ct_2d3d.cascade_run
+    written, started = [], []
 
-    def write_then_die(directory, entry, row):
-        path = original(directory, entry, row)
+    def write(directory, entry, row):
         written.append(entry.name)
-        if len(written) == 1:
-            raise Killed(entry.name)
-        return path
+        return original_write(directory, entry, row)
+
+    def run_then_die(*args, **kwargs):
+        started.append(1)
+        if len(started) == 2:  # the process dies as the second configuration starts
+            raise Killed()
+        return original_run(*args, **kwargs)
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(sweep, "_write_row", write_then_die)
+    mp.setattr(sweep, "_write_row", write)
     try:
+        mp.setattr(liver_ct_2d3d, "cascade_run", run_then_die)
         with pytest.raises(Killed):
             liver_ct_2d3d.main(argv)
+        mp.setattr(liver_ct_2d3d, "cascade_run", original_run)
         first = out / "sweep" / "_sweep_tiny_a_2d-default"
         partial = (out / "summary.md").read_text()
         stamp = (first / "tumour" / "train_seconds.json").stat().st_mtime_ns, (first / "row.json").stat().st_mtime_ns
@@ -180,3 +185,22 @@ def test_paper_config_matches_the_thesis():
     assert (slab.context_slices, slab.output_slices) == (8, 4)  # L825-827
     swept = load_config(liver_ct_2d3d.LiverCT2D3DConfig, resolve_config_path("sweep", "liver_ct_2d3d"))
     assert len(swept.sweep.networks) * len(swept.sweep.variants) == 21 and swept.inplane_size == 256
+
+
+@pytest.mark.slow
+def test_sweep_of_a_2d_and_a_3d_network(tmp_path):
+    """The real networks on both geometries (2.5D stacks, 3D slabs: t/(b z) with z = 4), tiny budget."""
+    out = tmp_path / "run"
+    argv = ["--config", "sweep_quick", "--phantom-cases", "4", "--set", "validation_fraction=0.25",
+            "--set", "sweep.networks=[mobilenetv2_2d,dsts_3d]", "--set", "sweep.variants=[bottom]",
+            "--set", "liver.steps_per_epoch=2", "--set", "tumour.steps_per_epoch=3", "--set", "liver.validation_steps=1",
+            "--set", "tumour.validation_steps=1", "--set", "liver.train.epochs=1", "--set", "tumour.train.epochs=2",
+            "--set", "tumour.train.swa_start_epoch=1", "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache")]
+    assert liver_ct_2d3d.main(argv) == 0
+    rows = {r["model"]: r for r in json.loads((out / "summary.json").read_text())["rows"]}
+    assert rows["dsts_3d"]["params_m"] == pytest.approx(2.61, abs=0.01)  # at 8 x 256 x 256 (Table 4.3: 2.88)
+    assert rows["mobilenetv2_2d"]["params_m"] == pytest.approx(5.42, abs=0.01)  # Table 4.2: 6.37
+    for row in rows.values():
+        assert 0 < row["predict_s_per_slice"] < row["train_s_per_slice"] * 100
+    text = (out / "summary.md").read_text()
+    assert "3D DSTS bottom (Table 4.8) | done |" in text and "Table 4.3" in text and "Table 4.7" in text

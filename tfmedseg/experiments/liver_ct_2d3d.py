@@ -165,7 +165,7 @@ def cascade_run(ctx, config: LiverCT2D3DConfig, out: Path, data, *, liver=None, 
                    **lc.prediction_timing(nets[n], specs[n], s.geometry, arrays(val_cases, _INPUTS[n], n), seed=ctx.seed)}
                for n, s in stages.items()}
     scores, sections, summary = lits_report(rows, timings)
-    runner.write_tables(out, rows, scores, overlays=evaluation.overlays, sections=sections, show=export,
+    runner.write_tables(out, rows, scores, overlays=evaluation.overlays, sections=sections, show=export, summary_rows=evaluation.rows,
                         title=f"Seed 002 Table 4.8-style scores, {len(evaluation.rows)} validation case(s)")
     runner.write_summary_json(out, summary, timings=timings)
     if export:

@@ -186,13 +186,15 @@ def evaluate_cases(cases: Iterable, evaluate_one: Callable[[Any], CaseOutcome], 
 
 # ----------------------------------------------------------------------------- report
 def write_tables(out_dir, rows: Sequence[Mapping[str, Any]], layout, *, title: str, group_by: str = "model",
-                 overlays: Sequence = (), sections: Sequence[str] = (), show: bool = True) -> dict[str, Path]:
-    """Per-case CSV, the summary table in ``layout`` (:func:`tfmedseg.reports.write_report`) followed by
-    the markdown ``sections``, and the montage; ``show`` prints ``summary.md`` (the run's final table)."""
+                 overlays: Sequence = (), sections: Sequence[str] = (), show: bool = True,
+                 summary_rows: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Path]:
+    """Per-case CSV, the summary table in ``layout`` (:func:`tfmedseg.reports.write_report`; of
+    ``summary_rows`` when given, else of ``rows``) followed by the markdown ``sections``, and the
+    montage; ``show`` prints ``summary.md`` (the run's final table)."""
     from tfmedseg.reports import write_report
 
     paths = write_report(out_dir, rows, layout=layout, group_by=group_by, overlays=overlays, title=title,
-                         sections=sections)
+                         sections=sections, summary_rows=summary_rows)
     if show:
         print("\n" + paths["summary"].read_text())
     return paths

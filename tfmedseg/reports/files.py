@@ -23,6 +23,7 @@ def write_report(
     title: str = "",
     overlays: Sequence[OverlayItem] = (),
     sections: Sequence[str] = (),
+    summary_rows: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Path]:
     """Writes ``per_case.csv``, ``summary.md`` and (with ``overlays``) ``montage.png`` into ``out_dir``.
 
@@ -34,6 +35,8 @@ def write_report(
         title: Heading of the summary.
         overlays: Montage tiles for a few cases.
         sections: Markdown appended to ``summary.md`` after the table (further tables in the seed's layouts).
+        summary_rows: The rows the summary table reduces (default: ``rows``; e.g. one evaluation
+            of several in ``per_case.csv``).
 
     Returns:
         ``{"per_case": path, "summary": path[, "montage": path]}``.
@@ -51,7 +54,7 @@ def write_report(
         w.writeheader()
         for r in rows:
             w.writerow({k: r.get(k, "") for k in keys})
-    table, n_inf = summarize(rows, layout, group_by)
+    table, n_inf = summarize(rows if summary_rows is None else summary_rows, layout, group_by)
     text = format_table(table, layout, title)
     if n_inf:
         text += "\nInfinite values (an empty mask) left out of: " + ", ".join(

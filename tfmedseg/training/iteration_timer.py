@@ -100,11 +100,13 @@ class IterationTimer(keras.callbacks.Callback):
         self.path = Path(path) if path is not None else None
         self.skip_first = int(skip_first)
         self.stats = TimeStats()
+        self._earlier = TimeStats()
         self._seen = 0
         self._start = None
 
     def on_train_begin(self, logs=None):
         self.stats, self._seen = TimeStats(), 0
+        self._earlier = read_iteration_stats(self.path) if self.path is not None else TimeStats()
 
     def on_train_batch_begin(self, batch, logs=None):
         self._start = time.perf_counter()
@@ -121,24 +123,23 @@ class IterationTimer(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps(self.total().to_json()))
 
     def total(self) -> TimeStats:
-        """This call's statistics merged with those of earlier runs saved at ``path``."""
-        earlier = TimeStats()
-        if self.path is not None and self.path.is_file():
-            try:
-                earlier = TimeStats.from_json(json.loads(self.path.read_text()))
-            except (OSError, ValueError, KeyError, TypeError):
-                _log.warning("%s is damaged: iteration times restart", self.path)
-        return earlier.merge(self.stats)
+        """This call's statistics merged with those of the earlier runs saved at ``path``."""
+        return self._earlier.merge(self.stats)
 
 
 def read_iteration_stats(path) -> TimeStats:
-    """The :class:`TimeStats` saved by :class:`IterationTimer` at ``path`` (empty when absent)."""
+    """The :class:`TimeStats` saved by :class:`IterationTimer` at ``path`` (empty when absent or damaged)."""
+    path = Path(path)
+    if not path.is_file():
+        return TimeStats()
     try:
-        return TimeStats.from_json(json.loads(Path(path).read_text()))
+        return TimeStats.from_json(json.loads(path.read_text()))
     except (OSError, ValueError, KeyError, TypeError):
+        _log.warning("%s is damaged: iteration times restart", path)
         return TimeStats()
 
 
