@@ -219,12 +219,13 @@ def _sweep(ctx, config: LiverCT2D3DConfig, data) -> dict[str, Any]:
         entry_configs[entries[-1].name] = cfg
 
     def run_one(entry, directory):
-        cfg, start = entry_configs[entry.name], time.perf_counter()
+        cfg, start, cpu = entry_configs[entry.name], time.perf_counter(), time.process_time()
         if sw.share_liver and "liver" not in shared:
             shared["liver"] = _train(ctx, "liver", config.liver, data, out, ctx.seed)
         result = cascade_run(ctx, cfg, directory, data, liver=shared.get("liver"), export=False)
         return sweep_row(cfg.tumour.model, cfg.tumour.variant, result["summary"], result["timings"]["tumour"],
-                         cfg.tumour.geometry.input_shape(sw.complexity_size), seconds=time.perf_counter() - start)
+                         cfg.tumour.geometry.input_shape(sw.complexity_size), seconds=time.perf_counter() - start,
+                         cpu_seconds=time.process_time() - cpu)
 
     def on_rows(rows, pending):
         title = f"Seed 002 sweep: {len(configs)} tumour-network configuration(s)"

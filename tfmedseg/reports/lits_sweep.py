@@ -123,7 +123,7 @@ def sweep_report(rows: Sequence[Mapping[str, Any]], configs: Sequence[tuple[str,
             return [""] * 13
         return ([""] + [f(row.get(f"stage 2 {k}")) for k in keys] + [f(row.get(k)) for k in keys[:2]]
                 + [f(row.get("liver Dice/case")), f(row.get("swa stage 2 tumour Dice/case")),
-                   f(row.get("epochs"), "{:.0f}"), f(row.get("seconds"), "{:.0f}")])
+                   f(row.get("epochs"), "{:.0f}"), f"{f(row.get('seconds'), '{:.0f}')} / {f(row.get('cpu_seconds'), '{:.0f}')}"])
 
     for rank, caption in ((2, "2D (2.5D, 9 slices -> 1)"), (3, "3D (8 slices -> 4)")):
         part = [c for c in configs if c[0].endswith(f"_{rank}d")]
@@ -144,10 +144,11 @@ def sweep_report(rows: Sequence[Mapping[str, Any]], configs: Sequence[tuple[str,
                                     f"Table {n}: {caption} tumour Dice by lesion size, stage 2 on the reference liver"))
     parts.append(markdown_table(
         ("Model", "status", "S2 Dice/case", "S2 global Dice", "S2 VOE", "S2 RVD", "S2 ASSD mm", "S2 MSSD mm",
-         "cascade Dice/case", "cascade global Dice", "cascade liver Dice/case", "S2 Dice/case SWA", "epochs", "seconds"),
+         "cascade Dice/case", "cascade global Dice", "cascade liver Dice/case", "S2 Dice/case SWA", "epochs", "wall / CPU s"),
         _rows(list(configs), by_key, scores),
         "Table 4.8-style tumour scores: S2 = stage 2 alone on the reference liver (selected weights); cascade = "
-        "stage 1 -> stage 2 (shared liver stage unless configured otherwise); SWA = the SWA candidate's stage 2"))
+        "stage 1 -> stage 2 (shared liver stage unless configured otherwise); SWA = the SWA candidate's stage 2; "
+        "wall / CPU s: the row's seconds (the first row includes the shared liver stage)"))
     return "\n".join(p for p in parts if p)
 
 
