@@ -20,6 +20,7 @@ import tensorflow as tf
 from keras import ops
 
 from tfmedseg.errors import ConfigError
+from tfmedseg.training.fused_optimizers import FusedAdam, FusedSGD
 
 __all__ = ["OPTIMIZER_NAMES", "RAdam", "Lookahead", "get_optimizer"]
 
@@ -219,9 +220,9 @@ class Lookahead(keras.optimizers.Optimizer):
 
 
 _OPTIMIZERS = {
-    "adam": keras.optimizers.Adam,
+    "adam": FusedAdam,  # keras.optimizers.Adam computed by fused kernels (fused_optimizers.py)
     "adamw": keras.optimizers.AdamW,
-    "sgd": keras.optimizers.SGD,
+    "sgd": FusedSGD,  # keras.optimizers.SGD computed by fused kernels
     "rmsprop": keras.optimizers.RMSprop,
     "radam": RAdam,
     "nadam": keras.optimizers.Nadam,
