@@ -227,3 +227,17 @@ def test_multiworker_two_processes_end_with_equal_weights(tmp_path):
         np.testing.assert_array_equal(chief[key], worker[key])
     np.testing.assert_allclose(chief["losses"], worker["losses"], rtol=1e-6)
     assert np.isfinite(chief["losses"]).all()
+
+
+def test_optimizer_slots_are_built_before_the_first_step_which_traces_once(tmp_path, data):
+    """Keras builds the optimizer inside the first traced step when no strategy is set, which traces
+    the step twice; the trainer builds it eagerly (build_optimizer_now)."""
+    from tfmedseg.training.augmented import AugmentedModel
+
+    trainer = Trainer(_cfg(tmp_path, "once", strategy="default", epochs=1, steps_per_epoch=2), lambda: AugmentedModel(_build()))
+    assert trainer.model.optimizer.built
+    traces = []
+    original = trainer.model.train_step
+    trainer.model.train_step = lambda batch: traces.append(1) or original(batch)
+    trainer.fit(_ds(*data))
+    assert len(traces) == 1

@@ -97,6 +97,24 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ConfigError(f"must be >= 0, got {cfg.image_every_epochs}", path="image_every_epochs")
 
 
+def build_optimizer_now(model: keras.Model) -> None:
+    """Create the compiled optimizer's slot variables now, eagerly (call in the strategy scope).
+
+    Without a ``tf.distribute`` strategy set Keras 3 defers this to the first traced training step:
+    every slot (two per weight for Adam) is then created inside ``tf.function`` with a lifted
+    initialiser and the step is traced twice (once to find the new variables). For the seed-004
+    SE U-Net (310 weights) that was 60 s of variable creation plus a second trace of a 8k-op
+    graph (``docs/performance.md``, "First training step").
+    """
+    if model.optimizer is None or model.optimizer.built:
+        return
+    if not model.built and getattr(getattr(model, "network", None), "built", False):
+        model.build(model.network.input_shape)  # AugmentedModel: the wrapper has no weights of its own
+    network = getattr(model, "network", model)
+    if model.built and model.trainable_variables and all(layer.built for layer in network._flatten_layers()):
+        model.optimizer.build(model.trainable_variables)
+
+
 class Trainer:
     """Build a model under a strategy and train it with ``fit`` from a :class:`TrainConfig`.
 
@@ -143,6 +161,7 @@ class Trainer:
                     metrics=metrics() if callable(metrics) else metrics,
                     jit_compile=config.jit_compile,
                 )
+                build_optimizer_now(self.model)
         finally:
             _set_policy(previous)
         if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
