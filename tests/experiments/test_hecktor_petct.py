@@ -48,6 +48,11 @@ def test_tiny_run_end_to_end(tmp_path, capsys):
     assert res["labels"].shape == (40, 36, 34) and res["probability"].shape == (32, 32, 32)
     assert (out / "model" / "model.keras").is_file() and (out / "model" / "representative.npz").is_file()
     assert (out / "config.yaml").is_file()
+    # validation GTVt Dice per epoch reaches TensorBoard (and history.csv)
+    tags = {v.tag for f in (out / "train" / "logs" / "validation").glob("events.out.tfevents.*")
+            for event in tf.compat.v1.train.summary_iterator(str(f)) for v in event.summary.value}
+    assert "epoch_dice" in tags and "epoch_loss" in tags
+    assert "val_dice" in (out / "train" / "history.csv").read_text().splitlines()[0]
 
 
 def test_segment_petct_equals_the_numpy_pipeline(tmp_path):

@@ -59,6 +59,13 @@ def _seed004_train() -> TrainConfig:
                        epochs=100, monitor="val_loss", image_every_epochs=10)
 
 
+def _gtvt_dice() -> list:
+    """Pooled GTVt Dice (argmax == 1) per epoch, training and validation (history.csv, TensorBoard)."""
+    from tfmedseg.metrics.keras_metrics import DiceMetric
+
+    return [DiceMetric(class_id=1, name="dice")]
+
+
 @dataclasses.dataclass
 class HecktorConfig:
     """Seed 004 settings (defaults: the paper's Table 3 best row on real HECKTOR 2021).
@@ -171,7 +178,7 @@ def run(ctx) -> dict[str, Any]:
     steps = runner.steps_for(config.samples_per_epoch or len(train_arrays), config.batch_size)
     stage = runner.train_stage("train", config.train, build, train_ds, val_ds, output_dir=out, seed=ctx.seed,
                                steps_per_epoch=steps, validation_steps=config.validation_steps or len(val_arrays),
-                               units_per_step=config.batch_size, unit="cube")
+                               units_per_step=config.batch_size, unit="cube", metrics=_gtvt_dice)
     net, train_seconds = stage.model, stage.timing["train_seconds"]
 
     rows = []
