@@ -111,6 +111,22 @@ def test_c6_tiling_shape_and_values():
     assert head.global_features(np.ones((2, 2, 2, 16), np.float32)).shape == (2, 4)
 
 
+def test_global_head_without_the_tile_equals_the_tiled_concat():
+    """The head's per-image global term equals the seed's tile + concat (same weights), in both BN modes."""
+    rng = np.random.default_rng(0)
+    head = GlobalFeatureBoxHead(5, fc_filters=8, pool_size=7, global_filters=4)
+    rois = rng.normal(size=(2, 30, 7, 7, 6)).astype(np.float32)
+    c5 = rng.normal(size=(2, 3, 3, 16)).astype(np.float32)
+    head(rois, context=c5)
+    for w in head.bn1.weights + head.c6_bn.weights:  # non-trivial BN statistics
+        w.assign(rng.uniform(0.5, 1.5, size=w.shape).astype(np.float32))
+    for training in (False, True):
+        fused, tiled = head(rois, context=c5, training=training), head.tiled_call(rois, c5, training=training)
+        for a, b in zip(fused, tiled):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4)
+    assert np.abs(fused[0].numpy()).max() > 1e-2  # not trivially zero
+
+
 @pytest.fixture(scope="module")
 def malignet():
     keras.utils.set_random_seed(0)

@@ -68,3 +68,47 @@ def test_pseudo_label_samples_become_labeled_training_samples():
     padded = pad_instances(student[0], 4)
     assert int(padded["num_instances"]) == 2 and padded["classes"][:2].tolist() == [1, 2]
     assert int(pad_instances(student[2], 4)["num_instances"]) == 0  # no lesion: a negative image
+
+
+def test_table8_counts_every_threshold_and_level():
+    from tfmedseg.training.self_training import pseudo_label_table
+
+    rows = pseudo_label_table(PREDICTIONS, [0.8, 0.85, 0.9])
+    assert rows[0] == {"threshold": None, "filter": "all", "images": 5, "lesions": 8}
+    got = {(r["threshold"], r["filter"]): (r["images"], r["lesions"]) for r in rows[1:]}
+    for t in (0.8, 0.85, 0.9):
+        (n_img, n_les, _), lesion_level = EXPECTED[t]
+        assert got[(t, "image")] == (n_img, n_les) and got[(t, "lesion")] == lesion_level
+
+
+def test_self_training_rounds_retrain_on_filtered_pseudo_labels(monkeypatch):
+    """Each round trains a student on labeled + filtered pseudo-labels; the student teaches the next round."""
+    from types import SimpleNamespace
+
+    from tfmedseg.data.detection import DetectionSample
+    from tfmedseg.training import self_training as st
+
+    unlabeled = [DetectionSample(f"u{i}", np.zeros((3, 3, 1), np.float32)) for i in range(5)]
+    labeled = ["L0", "L1"]
+    teachers = []
+    monkeypatch.setattr(st, "predict_samples", lambda model, samples: teachers.append(model) or PREDICTIONS)
+    trained = []
+
+    def train(samples, k):
+        trained.append((k, samples))
+        return SimpleNamespace(model=f"student{k}")
+
+    config = st.SelfTrainingConfig(rounds=2, threshold=0.85, filter="image", report_thresholds=(0.9,))
+    result, report = st.self_training_rounds("teacher", unlabeled, labeled, config, train,
+                                             score=lambda m: {"lesion_f1": 0.5})
+    assert result.model == "student2" and teachers == ["teacher", "student1"]
+    assert [k for k, _ in trained] == [1, 2]
+    samples = trained[0][1]
+    assert samples[:2] == labeled and [s.sample_id for s in samples[2:]] == ["u0#pseudo", "u2#pseudo", "u3#pseudo"]
+    assert [len(s.boxes) for s in samples[2:]] == [2, 2, 0]
+    assert report["rounds"][0] == {"round": 1, "threshold": 0.85, "filter": "image", "images": 3, "lesions": 4, "f1": 0.5}
+    assert [r["filter"] for r in report["table"]] == ["all", "lesion", "image"]
+    with pytest.raises(ConfigError, match="self_training.rounds"):
+        st.SelfTrainingConfig(rounds=0)
+    with pytest.raises(ConfigError, match="self_training.threshold"):
+        st.SelfTrainingConfig(report_thresholds=(1.5,))

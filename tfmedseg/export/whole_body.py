@@ -69,3 +69,20 @@ def export_whole_body_savedmodel(model, export_dir: str | os.PathLike, *, class_
     }
     path = Path(export_dir)
     return _write_export(module, {"serving_default": module.serving_default}, path, info, overwrite, model.name)
+
+
+def seed001_exports(ssd, lesion_model, view_shape, *, percentile: float, crop_margin: float, class_names: Sequence[str],
+                    metadata: dict[str, Any]) -> list[tuple]:
+    """Seed 001's three exports as ``(name, models, write(version_dir) -> path)``: the chest detector
+    (``bone_malignet_ssd``), the lesion model (``bone_malignet_maskrcnn``) and the servable whole-body
+    two-stage model (``bone_malignet``, :class:`~tfmedseg.models.detection.two_stage.WholeBodyLesionModel`
+    with ``metadata``), for :func:`tfmedseg.experiments.runner.export_once`."""
+    from tfmedseg.export.savedmodel import export_detector
+    from tfmedseg.models.detection.two_stage import WholeBodyLesionModel
+
+    whole = WholeBodyLesionModel(ssd, lesion_model, tuple(view_shape), percentile, crop_margin, name="bone_malignet")
+    return [("bone_malignet_ssd", [ssd], lambda p: export_detector(ssd, p, model_name="bone_malignet_ssd")),
+            ("bone_malignet_maskrcnn", [lesion_model],
+             lambda p: export_detector(lesion_model, p, model_name="bone_malignet_maskrcnn")),
+            ("bone_malignet", [ssd, lesion_model],
+             lambda p: export_whole_body_savedmodel(whole, p, class_names=class_names, metadata=metadata))]

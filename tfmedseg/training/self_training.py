@@ -27,15 +27,54 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
 
 from tfmedseg.errors import ConfigError
 
-__all__ = ["FILTER_LEVELS", "confident_predictions", "filter_pseudo_labels", "pseudo_label_samples", "select_instances"]
+__all__ = ["FILTER_LEVELS", "SelfTrainingConfig", "confident_predictions", "filter_pseudo_labels", "pseudo_label_samples",
+           "pseudo_label_table", "predict_samples", "select_instances", "self_training_rounds"]
 
 FILTER_LEVELS = ("lesion", "image")
+
+
+@dataclasses.dataclass
+class SelfTrainingConfig:
+    """The self-training stage (Table 8).
+
+    Attributes:
+        rounds: Teacher -> pseudo-labels -> student rounds (the seed: 1); each student is the next
+            round's teacher.
+        threshold: Filter threshold of the pseudo-labels the student trains on (None: all >= ``min_confidence``).
+        filter: ``"image"`` or ``"lesion"`` level (module docstring).
+        min_confidence: The teacher's detection minimum confidence (Table 11: 0.7).
+        report_thresholds: Thresholds whose kept images / lesions are counted for Table 8 (both levels).
+        epochs: Student epochs; None: the lesion stage's.
+    """
+
+    rounds: int = 1
+    threshold: float | None = 0.85
+    filter: str = "image"
+    min_confidence: float = 0.7
+    report_thresholds: tuple = (0.8, 0.85, 0.9)
+    epochs: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ConfigError(f"must be >= 1, got {self.rounds}", path="self_training.rounds")
+        if self.filter not in FILTER_LEVELS:
+            raise ConfigError(f"unknown filter level {self.filter!r}; allowed: {FILTER_LEVELS}", path="self_training.filter")
+        for t in ([self.threshold] if self.threshold is not None else []) + list(self.report_thresholds):
+            if not 0.0 <= t < 1.0:
+                raise ConfigError(f"thresholds must be in [0, 1), got {t}", path="self_training.threshold")
+        if not 0.0 <= self.min_confidence < 1.0:
+            raise ConfigError(f"must be in [0, 1), got {self.min_confidence}", path="self_training.min_confidence")
+        if self.epochs is not None and self.epochs < 1:
+            raise ConfigError(f"must be >= 1, got {self.epochs}", path="self_training.epochs")
+        self.report_thresholds = tuple(float(t) for t in self.report_thresholds)
 
 
 def select_instances(prediction: dict, keep: np.ndarray) -> dict:
@@ -119,3 +158,90 @@ def pseudo_label_samples(kept: Sequence[tuple[int, dict]], samples: Sequence) ->
         out.append(DetectionSample(f"{src.sample_id}#pseudo", src.image, np.asarray(pred["boxes"], np.float32).reshape(n, 4),
                                    (masks > 0).astype(np.uint8), np.asarray(pred["classes"], np.int32).reshape(n)))
     return out
+
+
+_inference_functions: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def predict_samples(model, samples: Sequence, batch_size: int = 16) -> list[dict]:
+    """The teacher's instances on each sample image (inference mode, batches of ``batch_size``).
+
+    Args:
+        model: A Mask R-CNN / MaligNet (``images [B, S, S, 1] -> {"boxes", "classes", "scores",
+            "masks" uint8 [B, D, S, S], "num_detections"}``).
+        samples: :class:`~tfmedseg.data.detection.DetectionSample` s of one image size.
+
+    Returns:
+        One ``{"boxes" [N, 4], "classes" [N], "scores" [N], "masks" [N, S, S]}`` (numpy) per sample.
+    """
+    import tensorflow as tf
+
+    call = _inference_functions.get(model)
+    if call is None:  # one traced function per model (called every epoch by the validation metrics)
+        call = _inference_functions[model] = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    out = []
+    for start in range(0, len(samples), batch_size):
+        x = np.stack([s.image for s in samples[start:start + batch_size]]).astype(np.float32)
+        if x.ndim == 3:
+            x = x[..., None]
+        det = {k: np.asarray(v) for k, v in call(tf.constant(x)).items()}
+        for k in range(len(x)):
+            n = int(det["num_detections"][k])
+            out.append({key: det[key][k, :n] for key in ("boxes", "classes", "scores", "masks")})
+    return out
+
+
+def pseudo_label_table(predictions: Sequence[dict], thresholds: Sequence[float],
+                       min_confidence: float = 0.7) -> list[dict]:
+    """Table 8's counts: images and lesions kept by each filter level at each threshold.
+
+    Returns:
+        ``[{"threshold": None (All) | t, "filter": level, "images": n, "lesions": n}]``: the "All" row
+        (every prediction >= ``min_confidence``) and then both levels at each threshold.
+    """
+    _, counts = filter_pseudo_labels(predictions, None, "lesion", min_confidence)
+    rows = [{"threshold": None, "filter": "all", **counts}]
+    for t in thresholds:
+        for level in FILTER_LEVELS:
+            rows.append({"threshold": float(t), "filter": level,
+                         **filter_pseudo_labels(predictions, t, level, min_confidence)[1]})
+    return rows
+
+
+def self_training_rounds(teacher, unlabeled: Sequence, labeled: Sequence, config: SelfTrainingConfig, train, score=None,
+                         teacher_name: str = "teacher"):
+    """Table 8's self-training: ``config.rounds`` times pseudo-label the unlabeled samples with the
+    teacher, filter them (``config.threshold`` / ``config.filter``) and train a student on the labeled
+    plus pseudo-labeled samples; each student is the next round's teacher.
+
+    Args:
+        teacher: The trained model (Mask R-CNN / MaligNet).
+        unlabeled: Unlabeled :class:`~tfmedseg.data.detection.DetectionSample` s (chest crops).
+        labeled: The labeled training samples.
+        config: :class:`SelfTrainingConfig`.
+        train: ``(samples, round) -> result`` training a student (``result.model``; round from 1).
+        score: Optional ``model -> {"lesion_f1": ...}`` on validation data, reported per round.
+        teacher_name: The teacher's name in the report.
+
+    Returns:
+        ``(last student's result, report)``: ``report`` = ``{"teacher", "min_confidence", "unlabeled_images",
+        "table"`` (:func:`pseudo_label_table` of the first teacher's predictions), ``"rounds"``: per round
+        the threshold, filter, images / lesions added and the student's ``f1``}.
+    """
+    import logging
+
+    log = logging.getLogger(__name__)
+    preds = predict_samples(teacher, unlabeled)
+    report = {"teacher": teacher_name, "min_confidence": config.min_confidence, "unlabeled_images": len(unlabeled),
+              "table": pseudo_label_table(preds, config.report_thresholds, config.min_confidence), "rounds": []}
+    result = None
+    for k in range(1, config.rounds + 1):
+        kept, counts = filter_pseudo_labels(preds, config.threshold, config.filter, config.min_confidence)
+        log.info("self-training round %d/%d: %s-level > %s keeps %d of %d unlabeled images, %d lesions", k, config.rounds,
+                 config.filter, config.threshold, counts["images"], len(unlabeled), counts["lesions"])
+        result = train(list(labeled) + pseudo_label_samples(kept, unlabeled), k)
+        f1 = float(score(result.model)["lesion_f1"]) if score is not None else float("nan")
+        report["rounds"].append({"round": k, "threshold": config.threshold, "filter": config.filter, **counts, "f1": f1})
+        if k < config.rounds:
+            preds = predict_samples(result.model, unlabeled)
+    return result, report

@@ -14,7 +14,7 @@ from typing import Any
 
 from tfmedseg.errors import ConfigError
 
-__all__ = ["UPSAMPLING_MODES", "LOSS_NAMES", "UNSUPERVISED_LOSS", "SSDConfig", "MaskRCNNConfig", "MaligNetConfig",
+__all__ = ["TABLE4_ROWS", "primary_row", "resolve_rows", "row_variant", "UPSAMPLING_MODES", "LOSS_NAMES", "UNSUPERVISED_LOSS", "SSDConfig", "MaskRCNNConfig", "MaligNetConfig",
            "as_mask_rcnn_config", "variant_name"]
 
 #: Top-down x2 upsampling modes of the (ladder) FPN.
@@ -284,3 +284,58 @@ def variant_name(config: MaligNetConfig) -> str:
     if config.ladder_fpn:
         return "ResNet50 + LFPN w/o global features"
     return f"ResNet50 + {decoder} w/ global features" if config.global_features else "ResNet50 + FPN (Mask R-CNN)"
+
+
+#: Table 4's rows: ``name -> (label, ladder_fpn, global_features, unlabeled views, self-training)``;
+#: ``mask_rcnn`` is the plain Mask R-CNN, the next three switch MaligNet's two additions, the last two
+#: add the unlabeled views (eq. 34-35) and then a self-training round (Table 8) to the full MaligNet.
+TABLE4_ROWS = {
+    "mask_rcnn": ("ResNet50 + FPN (Mask R-CNN)", False, False, False, False),
+    "global": ("ResNet50 + FPN w/ global features", False, True, False, False),
+    "lfpn": ("ResNet50 + LFPN w/o global features", True, False, False, False),
+    "malignet": ("ResNet50 + LFPN w/ global features (MaligNet)", True, True, False, False),
+    "unlabeled": ("MaligNet + unlabeled data", True, True, True, False),
+    "self_training": ("MaligNet + unlabeled data + self-training", True, True, True, True),
+}
+
+
+def row_variant(row: str, base: "MaligNetConfig") -> "MaligNetConfig | None":
+    """The model of a Table 4 row: ``base`` with the row's two switches, or None for ``mask_rcnn``.
+
+    Raises:
+        ConfigError: Unknown row (the allowed names are :data:`TABLE4_ROWS`).
+    """
+    if row not in TABLE4_ROWS:
+        raise ConfigError(f"unknown Table 4 row {row!r}; allowed: {tuple(TABLE4_ROWS)}", path="table4_rows")
+    _, ladder, glob, _, _ = TABLE4_ROWS[row]
+    return dataclasses.replace(base, ladder_fpn=ladder, global_features=glob) if ladder or glob else None
+
+
+def resolve_rows(rows, lesion_model: str, base: "MaligNetConfig", unlabeled_per_batch: int) -> list[tuple]:
+    """The lesion models an experiment trains: ``[(row, MaligNetConfig or None for Mask R-CNN, unlabeled
+    views per batch)]``; without ``rows``, the one ``lesion_model`` (``base`` switches as given).
+
+    Raises:
+        ConfigError: Unlabeled views without a ladder FPN, an unknown row, an ``unlabeled`` / ``self_training`` row with ``unlabeled_per_batch``
+            0, or ``self_training`` first (it needs a teacher row before it).
+    """
+    if not rows:
+        if unlabeled_per_batch and not (lesion_model == "malignet" and base.ladder_fpn):
+            raise ConfigError("unlabeled views only train through the ladder FPN's denoising cost: set lesion_model: "
+                              "malignet (with malignet.ladder_fpn) or keep 0", path="unlabeled_per_batch")
+        return [(lesion_model, base if lesion_model == "malignet" else None, unlabeled_per_batch)]
+    out = [(r, row_variant(r, base), unlabeled_per_batch if TABLE4_ROWS[r][3] else 0) for r in rows]
+    if any(TABLE4_ROWS[r][3] for r in rows) and unlabeled_per_batch < 1:
+        raise ConfigError("the unlabeled / self_training rows need unlabeled_per_batch >= 1", path="unlabeled_per_batch")
+    if rows[0] == "self_training":
+        raise ConfigError("self_training needs a row before it (its teacher)", path="table4_rows")
+    return out
+
+
+def primary_row(rows: list[tuple], explicit: str | None = None) -> str:
+    """The row an experiment exports and compares with Mask R-CNN: ``explicit``, else the last row
+    before ``self_training`` (:func:`resolve_rows` output)."""
+    names = [r[0] for r in rows]
+    if explicit is not None and explicit not in names:
+        raise ConfigError(f"{explicit!r} is not one of the trained rows {names}", path="primary_row")
+    return explicit or ([r for r in names if r != "self_training"] or names)[-1]

@@ -7,7 +7,9 @@ with each ROI's ROIAlign features before the classifier's two conv+BN+ReLU layer
 class/box branch reads it; the mask head does not (Fig. 6/8).
 
 Choices where the seed is silent (spec §3d): embedding width ``E = 256``, fusion before the 7x7
-"fc" conv (``[B, J, 7, 7, C + E]``).
+"fc" conv (``[B, J, 7, 7, C + E]``). The head computes that conv without materialising the tile
+(:meth:`GlobalFeatureBoxHead.call`: the global part is the same for every ROI, so it is computed
+once per image; identical result, the baseline's cost per ROI).
 
 Example:
     >>> head = GlobalFeatureBoxHead(num_classes=5, fc_filters=8, pool_size=7, global_filters=4)
@@ -22,7 +24,7 @@ import keras
 import numpy as np  # noqa: F401  (doctest)
 import tensorflow as tf
 
-from tfmedseg.models.detection.heads import BoxClassHead
+from tfmedseg.models.detection.heads import BoxClassHead, _merge_rois
 
 __all__ = ["GlobalFeatureBoxHead", "tile_global_features"]
 
@@ -79,11 +81,43 @@ class GlobalFeatureBoxHead(BoxClassHead):
         return tf.reduce_mean(x, axis=[1, 2])
 
     def call(self, roi_features, context=None, training=False):
+        """The classifier on ``concat([roi_features, tile(C6)])``, computed without the tile.
+
+        The first "fc" layer is a ``S x S`` valid conv, i.e. a dense layer on the flattened cell
+        grid, so its kernel splits into an ROI part ``W_r [S, S, C, F]`` and a global part
+        ``W_g [S, S, E, F]``; the global part of every ROI of an image is the same
+        ``g @ sum_ij W_g[i, j]`` (the tiled vector is constant over ROIs and cells). Computing it once
+        per image gives exactly the tiled concatenation's result (same weights, tested against
+        :func:`tile_global_features`) at the baseline head's cost per ROI.
+        """
         if context is None:
             raise ValueError("GlobalFeatureBoxHead needs context=C5")
+        return self._from_features(self.fused_fc1(tf.convert_to_tensor(roi_features), context, training), training)
+
+    def fused_fc1(self, roi_features, context, training=False) -> tf.Tensor:
+        """First "fc" conv of ``concat([roi_features [B, J, S, S, C], tile(C6)])``, before BN: ``[B, J, F]``."""
+        g = self.global_features(context, training)  # [B, E]
+        x, b, r = _merge_rois(roi_features)  # [B * J, S, S, C]
+        c = roi_features.shape[-1]
+        kernel = tf.cast(self.conv1.kernel, x.dtype)
+        y = tf.nn.conv2d(x, kernel[:, :, :c], strides=1, padding="VALID")  # [B * J, 1, 1, F]
+        y = tf.reshape(y, [b, r, self.fc_filters])
+        y += tf.matmul(tf.cast(g, x.dtype), tf.reduce_sum(kernel[:, :, c:], axis=[0, 1]))[:, None, :]
+        return y + tf.cast(self.conv1.bias, x.dtype) if self.conv1.use_bias else y
+
+    def tiled_call(self, roi_features, context, training=False):
+        """The seed's formulation (``tf.tile`` + concat, then the plain head): the reference of :meth:`call`."""
         roi_features = tf.convert_to_tensor(roi_features)
         g = tile_global_features(self.global_features(context, training), tf.shape(roi_features)[1], self.pool_size)
         return super().call(tf.concat([roi_features, tf.cast(g, roi_features.dtype)], -1), training=training)
+
+    def _from_features(self, y, training):
+        """BN/ReLU of the fused first layer ``[B, J, F]``, the second layer and the two outputs."""
+        b, r = tf.shape(y)[0], tf.shape(y)[1]
+        x = tf.nn.relu(self.bn1(tf.reshape(y, [-1, 1, 1, self.fc_filters]), training=training))
+        x = tf.reshape(tf.nn.relu(self.bn2(self.conv2(x), training=training)), [-1, self.fc_filters])
+        return (tf.reshape(self.logits(x), [b, r, self.num_classes]),
+                tf.reshape(self.deltas(x), [b, r, self.num_classes, 4]))
 
     def get_config(self):
         return {**super().get_config(), "global_filters": self.global_filters}

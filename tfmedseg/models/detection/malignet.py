@@ -35,10 +35,18 @@ from tfmedseg.models.detection.mask_rcnn import (
     _as_config,
     build_mask_rcnn_parts,
 )
-from tfmedseg.models.detection.config import MaligNetConfig, variant_name
+from tfmedseg.models.detection.config import (  # noqa: F401  (re-exported)
+    TABLE4_ROWS,
+    MaligNetConfig,
+    primary_row,
+    resolve_rows,
+    row_variant,
+    variant_name,
+)
 from tfmedseg.models.registry import register
 
-__all__ = ["MaligNetConfig", "build_malignet", "build_malignet_parts", "variant_name"]
+__all__ = ["TABLE4_ROWS", "MaligNetConfig", "build_malignet", "build_malignet_parts", "primary_row", "resolve_rows", "row_variant", "variant_name"]
+
 
 
 def build_malignet_parts(config: MaskRCNNConfig, malignet: MaligNetConfig, weights: str | None = None) -> dict[str, Any]:
