@@ -16,8 +16,8 @@ def test_tiny_run_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "Table 16" in printed and "mean of 1" in printed and "Table 17" in printed
     data = json.loads((out / "summary.json").read_text())
-    assert data["summary"]["ircadb_ct_slices"] == 2 * 48  # the 2 3DIRCADb-layout phantoms joined the liver stage
-    assert (tmp_path / "cache" / "phantoms" / "ircadb-n2-s7919" / "3Dircadb1.2" / "MASKS_DICOM" / "liver").is_dir()
+    assert data["summary"]["ircadb_ct_slices"] == 48  # the 3DIRCADb-layout phantom joined the liver stage
+    assert (tmp_path / "cache" / "phantoms" / "ircadb-n1-s7919" / "3Dircadb1.1" / "MASKS_DICOM" / "liver").is_dir()
     rows = data["rows"]
     assert len(rows) == 1 and rows[0]["patient"] == "MAA004"  # Table 6 block: the last patient of 4
     for key in ("liver_dsc", "tumour_iou", "combined_liver_dsc", "combined_tumour_iou", "tlr_ref", "tlr_true"):
