@@ -65,6 +65,9 @@ def test_prepared_inputs_and_inverse_crop(patient):
     assert compute_dice(back[..., 1], label == 2) > 0.75
     assert inputs.display_masks.shape == (6, 32, 32, 2)
     np.testing.assert_array_equal(inputs.fused_masks, inputs.ct_masks)
+    no_fusion = prepare_maa_inputs(ct, display, label, size=32, fusion=False)  # no SSIM: each display's own slice
+    np.testing.assert_array_equal(no_fusion.fused_partner, np.arange(6))
+    assert (no_fusion.match_ssim == 1).all() and np.array_equal(no_fusion.display, inputs.display)
     unadjusted = prepare_maa_inputs(ct, display, label, size=32, adjust_rg=False, match="index")
     assert not unadjusted.abnormal and unadjusted.display[..., 0].max() < inputs.display[..., 0].max()
 

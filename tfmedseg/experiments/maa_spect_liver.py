@@ -167,7 +167,7 @@ def run(ctx) -> dict[str, Any]:
     cases = runner.load_cases("maa_spect", ctx.data_dir, cfg.max_cases)
     kwargs = {"size": cfg.size, "level": cfg.window_level, "width": cfg.window_width, "adjust_rg": cfg.adjust_rg,
               "fusion_weights": tuple(cfg.fusion_weights), "match": cfg.match, "crop": cfg.crop,
-              "adjust_channels": cfg.adjust_channels}
+              "adjust_channels": cfg.adjust_channels, "fusion": cfg.combined.enabled}
     prepared = {c.case_id: prepare_maa_inputs(c.images["ct"].array, c.meta["display"], np.asarray(c.label.array), **kwargs)
                 for c in progress(cases, desc="preparing patients")}
     stages = [s for s in STAGES if getattr(cfg, s).enabled]

@@ -158,7 +158,8 @@ def _mask_pair(liver: np.ndarray, tumour: np.ndarray) -> np.ndarray:
 def prepare_maa_inputs(ct_hu: np.ndarray, display: dict, label: np.ndarray | None = None, *, size: int = 256,
                        level: float = 30.0, width: float = 150.0, adjust_rg: bool = True, rg_low: int = 150,
                        rg_high: int = 200, fusion_weights: tuple[float, float] = (0.5, 0.5),
-                       match: str = "ssim", crop: bool = True, adjust_channels: str = "rg") -> MaaInputs:
+                       match: str = "ssim", crop: bool = True, adjust_channels: str = "rg",
+                       fusion: bool = True) -> MaaInputs:
     """All three inputs of one patient (module docstring).
 
     Args:
@@ -174,6 +175,8 @@ def prepare_maa_inputs(ct_hu: np.ndarray, display: dict, label: np.ndarray | Non
         match: One of :data:`MATCH_MODES` (module docstring).
         crop: Abdominal crop (seed Tables 10, 12); False: the whole slice resized to ``size``.
         adjust_channels: ``"rg"`` or ``"rgb"`` (seed Table 12).
+        fusion: False skips the SSIM matching (runs without the combined model): the fused images
+            then pair each display image with its own CT slice, as ``match="index"``.
 
     Raises:
         InvalidInputError: Display images not on the CT pixel grid, unknown ``match``.
@@ -192,6 +195,8 @@ def prepare_maa_inputs(ct_hu: np.ndarray, display: dict, label: np.ndarray | Non
     display_masks = None
     if label is not None:
         display_masks = crop_stack(box, _mask_pair(display["liver"], display["tumor"]), "nearest")
+    if not fusion:
+        match = "index"
     if match == "ssim_spect":  # SPECT/CT base: every display image gets its most similar CT slice
         ct_of, ssim = match_ct_slices(window, fused_rgb)
         partner, fused_slices, fused_masks = np.arange(len(slices)), slices, display_masks
