@@ -274,6 +274,24 @@ def test_tiny_run_killed_after_training_resumes(phantom_root, tmp_path, capsys):
     assert json.loads((out / "summary.json").read_text())["summary"]["ssd_train_seconds"] > 0
     for name in ("bone_malignet_ssd", "bone_malignet_maskrcnn", "bone_malignet"):
         assert sorted(p.name for p in (export / name).iterdir()) == ["1"]
+    # issue 13: the documented whole-body command line (docs/predict.md) runs on this run's export
+    import importlib.util
+    import pathlib
+
+    from tfmedseg.predict import main as predict_main
+
+    spec = importlib.util.spec_from_file_location("_documented", pathlib.Path(__file__).with_name("_documented.py"))
+    documented = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(documented)
+    commands = [argv for module, argv in documented.documented_commands()
+                if module == "predict" and "bone_malignet" in argv[argv.index("--model") + 1]]
+    assert commands
+    scan = next(phantom_root.rglob("wholebody.dcm"))
+    for k, argv in enumerate(commands):
+        values = {"--model": lambda v: v.replace("saved_models", str(export)), "--input": lambda v: str(scan),
+                  "--output": lambda v, k=k: str(tmp_path / f"cmd{k}" / v)}
+        argv = [values[argv[i - 1]](a) if i and argv[i - 1] in values else a for i, a in enumerate(argv)]
+        assert predict_main(argv) == 0, argv
 
 
 # ----------------------------------------------------------------------------- bad input through main()
