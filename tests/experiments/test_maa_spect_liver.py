@@ -54,3 +54,33 @@ def test_every_seed_table_config_loads():
         assert any(getattr(cfg, s).enabled for s in maa_spect_liver.STAGES), name
         if name.startswith("table"):
             assert cfg.table == name[5:] and cfg.paper
+
+
+def test_table_12_and_15_variants_and_3dircadb_settings_are_config_values():
+    from tfmedseg.config import load_config
+    from tfmedseg.errors import ConfigError
+    from tfmedseg.experiments.cli import available_configs
+
+    names = available_configs("maa_spect_liver")
+    rgb = load_config(maa_spect_liver.MaaSpectConfig, names["table12"], ["adjust_channels=rgb"])
+    assert rgb.adjust_channels == "rgb" and rgb.tumour.enabled and not rgb.combined.enabled
+    spect_based = load_config(maa_spect_liver.MaaSpectConfig, names["table15"], ["match=ssim_spect"])
+    assert spect_based.match == "ssim_spect" and spect_based.combined.enabled
+    for name in ("paper", "table9", "table10", "table16"):  # the liver stage trains on 3DIRCADb too (seed Table 3)
+        cfg = load_config(maa_spect_liver.MaaSpectConfig, names[name])
+        assert (cfg.ircadb, cfg.ircadb_cases) == ("phantoms", 20)
+    for bad in ("adjust_channels=b", "match=spect"):
+        with pytest.raises(ConfigError):
+            load_config(maa_spect_liver.MaaSpectConfig, names["table12"], [bad])
+
+
+def test_generated_3dircadb_needs_the_phantom_run(tmp_path):
+    from types import SimpleNamespace
+
+    from tfmedseg.errors import ConfigError
+
+    cfg = maa_spect_liver.MaaSpectConfig(ircadb="phantoms", ircadb_cases=20)
+    ctx = SimpleNamespace(used_phantoms=False, data_dir=tmp_path, seed=0)
+    with pytest.raises(ConfigError, match="3DIRCADb-01 root"):
+        maa_spect_liver._ircadb_liver_slices(ctx, cfg, {"size": 32, "level": 30.0, "width": 150.0, "crop": True})
+    assert maa_spect_liver._ircadb_liver_slices(ctx, maa_spect_liver.MaaSpectConfig(), {}) == []
