@@ -28,8 +28,6 @@ TOOLS = {
     "liver-lesions": ("tfmedseg.apps.liver_lesions", "seed 003 app: a CT DICOM series -> liver and lesion overlay, DICOM-SEG, report"),
     "viewer": ("tfmedseg.viewer.__main__", "local web viewer: open, segment, look at, measure and download scans"),
 }
-#: Modules of ``tfmedseg.experiments`` that are not experiments.
-NOT_EXPERIMENTS = {"cli", "runner"}
 
 
 def _first_docstring_line(path: Path) -> str:
@@ -40,12 +38,29 @@ def _first_docstring_line(path: Path) -> str:
     return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
+def _is_command_module(path: Path) -> bool:
+    """True when the module ends in an ``if __name__ == "__main__":`` guard (an experiment command)."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return False
+    for node in tree.body:
+        test = getattr(node, "test", None) if isinstance(node, ast.If) else None
+        if (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name) and test.left.id == "__name__"
+                and any(isinstance(c, ast.Constant) and c.value == "__main__" for c in test.comparators)):
+            return True
+    return False
+
+
 def experiment_names() -> list[str]:
-    """The experiment modules in ``tfmedseg/experiments/`` (found without importing them)."""
+    """The experiment modules in ``tfmedseg/experiments/`` (found without importing them): those that
+    run as a command (``python -m tfmedseg.experiments.<name>``); the runner, the command-line pieces
+    and the sweep machinery beside them are library modules, not experiments."""
     import tfmedseg.experiments as pkg
 
+    root = Path(pkg.__path__[0])
     return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__)
-                  if not m.ispkg and not m.name.startswith("_") and m.name not in NOT_EXPERIMENTS)
+                  if not m.ispkg and not m.name.startswith("_") and _is_command_module(root / f"{m.name}.py"))
 
 
 def commands() -> dict[str, tuple[str, str]]:
