@@ -139,7 +139,10 @@ def test_maa_spect_tumour_uptake_is_higher(maa_root):
         sidx = np.linalg.solve(spect.affine, world)[:3]
         return float(ndimage.map_coordinates(spect.array, sidx, order=1).mean())
     measured = mean_counts(label == 2) / mean_counts(label == 1)
-    assert 1.3 < measured < case.meta["tumour_to_liver_ratio"] + 0.5
+    true = case.meta["tumour_to_liver_ratio"]
+    # The raw SPECT ratio sits a little under the truth (partial-volume blur at the tumour edge:
+    # measured 2.11 for a true 2.19 on the default phantom), never above it.
+    assert 1.3 < measured and 0.85 * true < measured <= 1.02 * true, (measured, true)
 
 
 def test_bone_scan_round_trip(bone_root):
