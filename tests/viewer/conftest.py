@@ -39,17 +39,18 @@ def expected_labels(shift: int = 0) -> np.ndarray:
     return np.roll(labels, shift, axis=2)
 
 
-def threshold_network(threshold: float, sharpness: float = 40.0):
-    """3-slice 2.5D 'network': foreground where the middle slice's unit intensity exceeds ``threshold``."""
-    import keras
+def _load_cascade_helpers():
+    """``tests/viewer/_cascade.py`` (by path: the tests are not a package, and this file also runs as a script)."""
+    import importlib.util
+    from pathlib import Path
 
-    inp = keras.Input((None, None, 3), name="image")
-    conv = keras.layers.Conv2D(2, 1, activation="softmax", name="probabilities")
-    out = conv(inp)
-    kernel = np.zeros((1, 1, 3, 2), np.float32)
-    kernel[0, 0, 1] = [-sharpness, sharpness]
-    conv.set_weights([kernel, np.array([sharpness * threshold, -sharpness * threshold], np.float32)])
-    return keras.Model(inp, out)
+    spec = importlib.util.spec_from_file_location("_viewer_cascade", Path(__file__).with_name("_cascade.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+threshold_network = _load_cascade_helpers().threshold_network
 
 
 def export_threshold_cascade(models_root, name: str = "liver_ct_2d3d", version: int = 1):
