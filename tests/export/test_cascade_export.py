@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import json
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from cascade_networks import threshold_network  # tests/support
 from tfmedseg.errors import ConfigError
 from tfmedseg.export.savedmodel import CASCADE_SIGNATURES, export_cascade_savedmodel
 from tfmedseg.inference.cascade import CascadeStage, predict_cascade
 from tfmedseg.inference.graph import drop_low_peak_components
 from tfmedseg.inference.postprocess import drop_low_confidence_components
 from tfmedseg.inference.spec import CascadeConfig, ServingSpec
-
-
-def _threshold_model(threshold: float, sharpness: float = 40.0):
-    """3-slice 2.5D 'network': foreground probability sigmoid(2a(x_mid - t)) as a 2-class softmax."""
-    inp = keras.Input((None, None, 3), name="image")
-    conv = keras.layers.Conv2D(2, 1, activation="softmax", name="probabilities")
-    out = conv(inp)
-    kernel = np.zeros((1, 1, 3, 2), np.float32)
-    kernel[0, 0, 1] = [-sharpness, sharpness]
-    conv.set_weights([kernel, np.array([sharpness * threshold, -sharpness * threshold], np.float32)])
-    return keras.Model(inp, out)
 
 
 def test_drop_low_peak_components_matches_host_version(rng):
@@ -40,7 +29,7 @@ def test_drop_low_peak_components_matches_host_version(rng):
 
 @pytest.fixture(scope="module")
 def cascade(tmp_path_factory):
-    liver, tumour = _threshold_model(0.55), _threshold_model(0.8)
+    liver, tumour = threshold_network(0.55), threshold_network(0.8)
     spec = ServingSpec(mode="2.5d", context_slices=3, input_size=(16, 16), batch_size=4)
     path = export_cascade_savedmodel(liver, tumour, tmp_path_factory.mktemp("sm") / "cascade" / "1",
                                      liver_spec=spec, tumour_spec=spec, model_name="cascade",

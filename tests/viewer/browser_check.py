@@ -41,18 +41,8 @@ ABDOMEN = (40.0, 400.0)  # the page's default CT window (level, width)
 GREEN, RED = (0, 255, 0), (255, 0, 0)
 
 
-def _load_cascade_helpers():
-    """``tests/viewer/_cascade.py`` (by path: the tests are not a package, and this file also runs as a script)."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("_viewer_cascade", Path(__file__).with_name("_cascade.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-threshold_network = _load_cascade_helpers().threshold_network
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))  # standalone runs
+from cascade_networks import threshold_network  # noqa: E402  (tests/support)
 
 
 def prepare(work: Path) -> dict:

@@ -39,18 +39,7 @@ def expected_labels(shift: int = 0) -> np.ndarray:
     return np.roll(labels, shift, axis=2)
 
 
-def _load_cascade_helpers():
-    """``tests/viewer/_cascade.py`` (by path: the tests are not a package, and this file also runs as a script)."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("_viewer_cascade", Path(__file__).with_name("_cascade.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-threshold_network = _load_cascade_helpers().threshold_network
+from cascade_networks import threshold_network  # noqa: E402  (tests/support)
 
 
 def export_threshold_cascade(models_root, name: str = "liver_ct_2d3d", version: int = 1):

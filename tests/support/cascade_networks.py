@@ -1,4 +1,8 @@
-"""The hand-set seed-002 cascade networks the viewer tests export (shared by conftest.py and browser_check.py)."""
+"""Hand-set seed-002 cascade networks with known outputs, shared by the export and viewer tests.
+
+``tests/support`` is on ``sys.path`` (``[tool.pytest.ini_options] pythonpath``); scripts under ``tests/`` that
+also run standalone add it themselves.
+"""
 
 from __future__ import annotations
 
