@@ -12,13 +12,13 @@ import numpy as np
 import pydicom
 import pytest
 
+from nifti_files import NIFTI_AFFINE, write_nifti  # tests/support
 from tfmedseg.io import Volume, canonical_affine, read_dicom_series, read_nifti, write_dicom_series
 from tfmedseg.io.volume import from_canonical
 from tfmedseg.predict import main
 
 # Source NIfTI geometry: voxel axes (i, j, k) -> (-x, +y, +z) RAS at 0.8 x 0.8 x 2.5 mm, so the canonical
 # (S, P, L) array is a transpose of the file's array with the j axis flipped.
-NIFTI_AFFINE = np.array([[-0.8, 0.0, 0.0, 10.0], [0.0, 0.8, 0.0, -20.0], [0.0, 0.0, 2.5, -30.0], [0.0, 0.0, 0.0, 1.0]])
 ORIGIN_LPS = (10.0, -20.0, 30.0)
 
 # Hand-computed overlay colours (window 40/400 HU -> grey, then 30 % colour):
@@ -27,18 +27,9 @@ ORIGIN_LPS = (10.0, -20.0, 30.0)
 LIVER_RGB, TUMOUR_RGB, BLOB_RGB, AIR_RGB = (103, 179, 103), (228, 152, 152), (147, 147, 147), (0, 0, 0)
 
 
-def _write_nifti(path, array_canonical, affine=NIFTI_AFFINE):
-    source = from_canonical(array_canonical, nib.orientations.io_orientation(affine))
-    image = nib.Nifti1Image(source, affine)
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=2)
-    nib.save(image, str(path))
-    return path
-
-
 @pytest.fixture(scope="module")
 def nifti_ct(tmp_path_factory, phantom):
-    path = _write_nifti(tmp_path_factory.mktemp("nifti") / "ct.nii.gz", phantom.ct())
+    path = write_nifti(tmp_path_factory.mktemp("nifti") / "ct.nii.gz", phantom.ct())
     np.testing.assert_array_equal(read_nifti(path, "CT").array, phantom.ct())  # the fixture is what the tests assume
     return path
 
@@ -209,7 +200,7 @@ def _case(name, tmp_path, models, nifti_ct, dicom_ct):
     if name == "nan_voxels":
         ct = np.full((6, 16, 20), -1000.0, np.float32)
         ct[3, 4, 5] = np.nan
-        return good, _write_nifti(tmp_path / "nan.nii.gz", ct), out, "NaN"
+        return good, write_nifti(tmp_path / "nan.nii.gz", ct), out, "NaN"
     if name == "output_parent_is_a_file":
         (tmp_path / "afile").write_text("x")
         return good, nifti_ct, tmp_path / "afile" / "sub" / "o.nii.gz", "is a file"

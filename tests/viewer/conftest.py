@@ -21,7 +21,6 @@ SPACING = (2.5, 0.8, 0.8)
 LIVER = (slice(2, 6), slice(2, 12), slice(2, 14))
 TUMOUR = (slice(2, 4), slice(4, 8), slice(4, 8))
 BLOB = (slice(0, 2), slice(14, 16), slice(16, 20))
-NIFTI_AFFINE = np.array([[-0.8, 0.0, 0.0, 10.0], [0.0, 0.8, 0.0, -20.0], [0.0, 0.0, 2.5, -30.0], [0.0, 0.0, 0.0, 1.0]])
 
 
 def phantom_ct(shift: int = 0) -> np.ndarray:
@@ -40,6 +39,7 @@ def expected_labels(shift: int = 0) -> np.ndarray:
 
 
 from cascade_networks import threshold_network  # noqa: E402  (tests/support)
+from nifti_files import write_nifti  # noqa: E402  (tests/support)
 
 
 def export_threshold_cascade(models_root, name: str = "liver_ct_2d3d", version: int = 1):
@@ -51,18 +51,6 @@ def export_threshold_cascade(models_root, name: str = "liver_ct_2d3d", version: 
     return export_cascade_savedmodel(threshold_network(0.55), threshold_network(0.8), models_root / name / str(version),
                                      liver_spec=spec, tumour_spec=spec, model_name=name, cascade=CascadeConfig())
 
-
-def write_nifti(path, array_canonical, affine=NIFTI_AFFINE):
-    import nibabel as nib
-
-    from tfmedseg.io.volume import from_canonical
-
-    source = from_canonical(array_canonical, nib.orientations.io_orientation(affine))
-    image = nib.Nifti1Image(source, affine)
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=2)
-    nib.save(image, str(path))
-    return path
 
 
 @pytest.fixture(scope="session")
