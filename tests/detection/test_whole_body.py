@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfmedseg.export.whole_body import export_whole_body_savedmodel
+from tfmedseg.export.whole_body import export_whole_body_savedmodel, served_matches_keras
 from tfmedseg.models.detection.malignet import MaligNetConfig, build_malignet
 from tfmedseg.models.detection.mask_rcnn import MaskRCNNConfig
 from tfmedseg.models.detection.ssd import SSDConfig, build_ssd
@@ -69,6 +69,20 @@ def test_instances_in_view_coordinates_and_savedmodel_round_trip(pipeline, expor
     np.testing.assert_array_equal(served["classes"].numpy(), out["classes"].numpy())
     np.testing.assert_allclose(served["scores"].numpy(), out["scores"].numpy(), atol=1e-4)
     assert np.mean(served["masks"].numpy() != m) < 1e-3
+
+
+def test_served_matches_keras_compares_instances(pipeline, exported):
+    """The run's export check (issue 14): reload, same counts/classes, boxes within 1 px; a shift is caught."""
+    model, views = pipeline
+    check = served_matches_keras(exported, model, views)
+    assert check["match"] and check["views"] == 2 and check["instances"] > 0 and check["max_box_diff_px"] <= 1.0
+
+    def shifted(v, training=False):
+        out = dict(model(v, training=training))
+        return {**out, "boxes": out["boxes"] + 1.5}
+
+    check = served_matches_keras(exported, shifted, views)
+    assert not check["match"] and check["same_counts"] and check["max_box_diff_px"] == pytest.approx(1.5, abs=0.05)
 
 
 def test_predict_on_a_bone_scan_nm_dicom(exported, tmp_path):

@@ -241,6 +241,8 @@ def test_tiny_run_end_to_end(phantom_root, cases, tmp_path, capsys):
     meta = json.loads((export / "bone_malignet" / "1" / "metadata.json").read_text())
     assert meta["class_names"] == list(bm.LESION_CLASSES) and (export / "bone_malignet" / "1" / "saved_model.pb").is_file()
     assert meta["lesion_row"] == "self_training"
+    check = meta["served_vs_keras"]  # reloaded with tf.saved_model.load, compared with Keras on the validation views
+    assert check["match"] and check["views"] == 2 and check["max_box_diff_px"] <= 1.0
     # issue 13: rerun a finished run (says so, exits 0); a killed run: the slow test below
     capsys.readouterr()
     assert bm.main(argv) == 0 and "holds a finished run" in capsys.readouterr().out
@@ -338,15 +340,14 @@ def test_unknown_lesion_class(phantom_root, tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- quick configuration
-@pytest.mark.slow
-def test_quick_config_on_default_phantoms(tmp_path):
-    """The default command on the default phantoms: every Table 4 row in one run (issue 14's Must show).
+#: A directory laid out like this test's tmp_path (run/, cache/, saved_models/) that holds this test's
+#: run: the test reruns main() into it, which says "holds a finished run" (same config, seed, data;
+#: other settings are refused) or resumes a killed one, then checks the same Must-show figures.
+QUICK_RUN_DIR = "TFMEDSEG_BONE_MALIGNET_QUICK_RUN"
 
-    Figures reached are in docs/experiments.md ("Quick configuration on this machine").
-    """
-    out = tmp_path / "run"
-    assert bm.main(["--output-dir", str(out), "--cache-dir", str(tmp_path / "cache"),
-                    "--set", f"export_dir={tmp_path / 'saved_models'}"]) == 0
+
+def check_quick_run(out, export) -> dict:
+    """Issue 14's Must show on a finished quick run (``out``: the run directory, ``export``: its export_dir)."""
     data = json.loads((out / "summary.json").read_text())
     summary = data["summary"]
     assert summary["primary_row"] == "unlabeled"
@@ -355,9 +356,38 @@ def test_quick_config_on_default_phantoms(tmp_path):
     assert summary["mask_rcnn_lesion_f1"] >= 0.5  # trained long enough to find lesions
     assert summary["lesion_f1"] >= summary["mask_rcnn_lesion_f1"] - 0.03  # MaligNet (+ unlabeled) vs Mask R-CNN
     assert summary["inference_ratio"] <= 1.15  # whole inference per view, same views, interleaved, median
-    # the unlabeled views are consumed (2 per step) and the denoising cost falls
+    # the unlabeled views are consumed (2 per step, counted per epoch) and the denoising cost falls
     steps = data["timings"]["unlabeled"]["steps"] / data["timings"]["unlabeled"]["epochs"]
     assert summary["unlabeled_unlabeled_views_per_epoch"] == 2 * steps
+    with open(out / "lesion_unlabeled" / "history.csv") as fh:
+        assert {float(r["unlabeled_views"]) for r in csv.DictReader(fh)} == {2.0 * steps}
     assert summary["unlabeled_denoising_last"] < 0.5 * summary["unlabeled_denoising_first"]
     text = (out / "summary.md").read_text()
-    assert "Table 8-style" in text and "Fig. 18-style" in text
+    for heading in ("Table 4-style", "Table 5-style", "Table 6-style", "Table 7-style", "Table 8-style",
+                    "Fig. 17-style", "Fig. 18-style", "Inference time per view"):
+        assert heading in text, heading
+    table4 = text.split("Table 4-style")[1].split("###")[0]
+    for label, *_ in bm.TABLE4_ROWS.values():  # every row printed
+        assert f"| {label} |" in table4, label
+    # the exported whole-body MaligNet, reloaded with tf.saved_model.load, gives the Keras instances
+    version = max((export / "bone_malignet").iterdir(), key=lambda p: int(p.name))
+    check = json.loads((version / "metadata.json").read_text())["served_vs_keras"]
+    assert check["match"] and check["views"] == 10 and check["max_box_diff_px"] <= 1.0
+    return summary
+
+
+@pytest.mark.slow
+def test_quick_config_on_default_phantoms(tmp_path):
+    """The default command on the default phantoms: every Table 4 row in one run (issue 14's Must show).
+
+    With ``TFMEDSEG_BONE_MALIGNET_QUICK_RUN`` set, the run there is reused (see :data:`QUICK_RUN_DIR`).
+    Figures reached are in docs/experiments.md ("Quick configuration on this machine").
+    """
+    import os
+    import pathlib
+
+    base = pathlib.Path(os.environ.get(QUICK_RUN_DIR) or tmp_path)
+    out = base / "run"
+    assert bm.main(["--output-dir", str(out), "--cache-dir", str(base / "cache"),
+                    "--set", f"export_dir={base / 'saved_models'}"]) == 0
+    check_quick_run(out, base / "saved_models")

@@ -232,7 +232,8 @@ def run(ctx) -> dict[str, float]:
     meta = {"config_hash": config_hash(config), "lesion_f1": summary["lesion_f1"], "lesion_row": primary}
     for name, models, write in seed001_exports(ssd.model, trained[primary][1].model, val_views[0].image.shape,
                                                percentile=config.intensity_percentile, crop_margin=config.crop_margin,
-                                               class_names=LESION_CLASSES, metadata=meta):
+                                               class_names=LESION_CLASSES, metadata=meta,
+                                               check_views=[v.image for v in val_views]):  # served == Keras
         if (path := runner.export_once(config.export_dir, name, models, write)) is not None:  # no identical re-export
             ctx.exported(path, name)
     return summary
