@@ -61,9 +61,7 @@ def main(argv=None) -> int:
     cases = load_dataset("maa_spect", args.data_dir)
     cases = cases[: cfg.max_cases] if cfg.max_cases else cases
     case = cases[contiguous_fold(len(cases), int(cfg.folds[-1]))[1][0]]
-    inputs = prepare_maa_inputs(case.images["ct"].array, case.meta["display"], np.asarray(case.label.array), size=cfg.size,
-                                level=cfg.window_level, width=cfg.window_width, adjust_rg=cfg.adjust_rg,
-                                fusion_weights=tuple(cfg.fusion_weights), match=cfg.match, crop=cfg.crop)
+    inputs = prepare_maa_inputs(case.images["ct"].array, case.meta["display"], np.asarray(case.label.array), **cfg.input_kwargs())
     data = {"liver": (np.repeat(inputs.ct, cfg.ct_channels, -1), inputs.ct_masks[..., 0]),
             "tumour": (inputs.display, inputs.display_masks[..., 1])}
     print(f"patient {case.case_id} (fold {cfg.folds[-1]} test), {args.reps} runs per runtime, batch 1, 1 thread\n")

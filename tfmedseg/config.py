@@ -29,6 +29,7 @@ import os
 import types
 import typing
 from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import yaml
@@ -36,7 +37,7 @@ import yaml
 from tfmedseg.errors import ConfigError
 
 __all__ = ["from_dict", "to_dict", "load_config", "apply_overrides", "save_config", "config_hash", "check_range",
-           "yaml_load_strict", "StrictYamlLoader"]
+           "check_choice", "attribute_config", "yaml_load_strict", "StrictYamlLoader"]
 
 T = TypeVar("T")
 
@@ -326,6 +327,29 @@ def check_range(value: Any, key: str, low: float | None = None, high: float | No
         raise ConfigError(f"expected {'an integer' if integer else 'a number'}, got {value!r}", path=key)
     if not math.isfinite(float(value)) or (low is not None and value < low) or (high is not None and value > high):
         raise ConfigError(f"must lie in [{low if low is not None else '-inf'}, {high if high is not None else 'inf'}], got {value!r}", path=key)
+
+
+def check_choice(value: Any, key: str, allowed: Sequence[Any]) -> None:
+    """Refuse a config value that is not one of ``allowed``.
+
+    Raises:
+        ConfigError: Naming ``key`` (its last dotted part in the message), the value and the allowed ones.
+    """
+    if value not in allowed:
+        raise ConfigError(f"unknown {key.rsplit('.', 1)[-1]} {value!r}; allowed: {tuple(allowed)}", path=key)
+
+
+def attribute_config(base: Mapping[str, Any], obj: Any, *names: str, **values: Any) -> dict[str, Any]:
+    """A Keras ``get_config``: ``base`` (the parent's config) with ``obj``'s attributes ``names`` and
+    the converted ``values`` (lists for tuples, serialised objects) added.
+
+    Example:
+        >>> class Scale:
+        ...     factor, offset = 2.0, 1.0
+        >>> attribute_config({"name": "scale"}, Scale(), "factor", offset=[1.0])
+        {'name': 'scale', 'factor': 2.0, 'offset': [1.0]}
+    """
+    return {**base, **{name: getattr(obj, name) for name in names}, **values}
 
 
 def config_hash(config: Any) -> str:

@@ -59,6 +59,7 @@ _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _MAX_SERIES_NUMBER = 2**31 - 1 - 1000
 
 
+@dataclasses.dataclass(frozen=True, eq=False)  # compared and hashed by identity, like the graph it holds
 class Segmenter:
     """A loaded segmentation model: raw scan ``[D, H, W]`` float32 -> labels ``[D, H, W]`` uint8.
 
@@ -67,14 +68,14 @@ class Segmenter:
         kind: One of :data:`MODEL_KINDS`.
         spec: The model's :class:`~tfmedseg.inference.spec.ServingSpec` (labels, spacing, ...).
         path: Where the model was loaded from.
+        function: The loaded graph, a scan tensor -> its labels (call the segmenter instead).
     """
 
-    def __init__(self, name: str, kind: str, spec: ServingSpec, path: Path, function: Callable[[np.ndarray], np.ndarray]):
-        self.name = name
-        self.kind = kind
-        self.spec = spec
-        self.path = path
-        self._function = function
+    name: str
+    kind: str
+    spec: ServingSpec
+    path: Path
+    function: Callable[[Any], Any] = dataclasses.field(repr=False)
 
     def __call__(self, scan: np.ndarray) -> np.ndarray:
         """Labels of a raw scan on the canonical grid (HU for CT), same shape, uint8.
@@ -88,7 +89,7 @@ class Segmenter:
         if scan.ndim != 3:
             raise InvalidInputError(f"expected a 3-D scan [D, H, W], got shape {scan.shape}", path="scan")
         try:
-            labels = np.asarray(self._function(tf.constant(scan)))
+            labels = np.asarray(self.function(tf.constant(scan)))
         except (tf.errors.OpError, ValueError, TypeError) as exc:
             raise ServingError(f"the model failed on a scan of shape {scan.shape}: {type(exc).__name__}: {_cause_line(exc)}",
                                path=self.path) from exc

@@ -86,7 +86,7 @@ def test_rerun_of_a_finished_run(tiny_run, capsys):
 
 
 @pytest.mark.slow
-def test_rerun_after_a_kill_and_the_documented_commands(tmp_path, capsys):
+def test_rerun_after_a_kill_and_the_documented_commands(tmp_path, rerun_killed):
     """Issue 13: a run killed after training resumes (no crash, no identical re-export), and every
     documented predict / export command line runs on the tiny run."""
     out = tmp_path / "run"
@@ -97,7 +97,7 @@ def test_rerun_after_a_kill_and_the_documented_commands(tmp_path, capsys):
     export = tmp_path / "saved_models" / "liver_ct_2d3d" / "1"
     labels = tf.saved_model.load(str(export)).signatures["segment"](scan=tf.constant(ct.array[:12]))["labels"].numpy()
     assert labels.shape == (12, *ct.array.shape[1:]) and set(np.unique(labels)) <= {0, 1, 2}
-    _check_killed_rerun(argv, out, tmp_path / "saved_models" / "liver_ct_2d3d", capsys)
+    rerun_killed(liver_ct_2d3d.main, argv, out, [tmp_path / "saved_models" / "liver_ct_2d3d"])  # both stages resume
     src = next((tmp_path / "cache" / "phantoms").glob("lits-*")).rglob("volume-*.nii*").__next__()
     _run_documented_commands(out, tmp_path / "saved_models", src, tmp_path / "docs")
 
@@ -139,16 +139,6 @@ def _run_documented_commands(run_dir, saved_models, nifti, work):
         assert main(argv) == 0, (module, argv)
 
 
-def _check_killed_rerun(argv, out, model_root, capsys):
-    """A run killed after training (no run_complete.json) resumes both stages and exports nothing new."""
-    (out / "run_complete.json").unlink()
-    capsys.readouterr()
-    assert liver_ct_2d3d.main(argv) == 0
-    captured = capsys.readouterr()
-    text = (captured.out + captured.err).lower()
-    assert "resumed from" in text and "exported already" in text
-    assert sorted(p.name for p in model_root.iterdir()) == ["1"]  # no identical version 2
-
 
 def test_bad_configuration_fails_before_training(tmp_path, capsys):
     assert liver_ct_2d3d.main(["--set", "cascade.combination=multiply", "--output-dir", str(tmp_path)]) == 2
@@ -158,11 +148,13 @@ def test_bad_configuration_fails_before_training(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_quick_config_learns_on_phantoms(tmp_path):
-    """The default command on the default phantoms (about 10 minutes on 2 cores)."""
-    out = tmp_path / "run"
-    assert liver_ct_2d3d.main(["--output-dir", str(out), "--cache-dir", str(tmp_path / "cache"),
-                               "--set", f"export_dir={tmp_path / 'saved_models'}"]) == 0
+def test_quick_config_learns_on_phantoms(quick_run_dir):
+    """The default command on the default phantoms (issue 12's Must show; 20-40 minutes on 2 shared
+    cores). ``TFMEDSEG_LIVER_QUICK_RUN``: reuse (or resume) the run in that directory."""
+    base = quick_run_dir("TFMEDSEG_LIVER_QUICK_RUN")
+    out = base / "run"
+    assert liver_ct_2d3d.main(["--output-dir", str(out), "--cache-dir", str(base / "cache"),
+                               "--set", f"export_dir={base / 'saved_models'}"]) == 0
     summary = json.loads((out / "summary.json").read_text())["summary"]
     assert summary["liver Dice/case"] >= 0.90
     assert summary["tumour Dice/case"] >= 0.50

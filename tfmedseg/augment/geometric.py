@@ -29,6 +29,7 @@ from tfmedseg.augment._common import (
     _uniform,
 )
 from tfmedseg.errors import ConfigError, InvalidInputError
+from tfmedseg.config import attribute_config
 
 __all__ = ["RandomGeometric", "BOXES_KEY", "MASKS_KEY", "NUM_VALID_KEY"]
 
@@ -368,26 +369,9 @@ class RandomGeometric(RandomAugmentLayer):
         return out
 
     def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(
-            ndim=self.ndim,
-            rotation=self.rotation[0] if len(self.rotation) == 1 else list(self.rotation),
-            rotation_probability=self.rotation_probability,
-            shear=self.shear,
-            translation=list(self.translation),
-            scale=list(self.scale),
-            anisotropic_scale=self.anisotropic_scale,
-            flip_axes=list(self.flip_axes),
-            flip_probability=self.flip_probability,
-            elastic_probability=self.elastic_probability,
-            elastic_magnitude=self.elastic_magnitude,
-            elastic_control_points=self.elastic_control_points,
-            fill_value=self.fill_value,
-            label_fill_value=self.label_fill_value,
-            one_hot_label=self.one_hot_label,
-            interpolation=self.interpolation,
-            instance_keys=list(self.instance_keys),
-            in_plane=self.in_plane,
-            jit_compile=self.jit_compile,
-        )
-        return config
+        return attribute_config(
+            super().get_config(), self, "ndim", "rotation_probability", "shear", "anisotropic_scale", "flip_probability",
+            "elastic_probability", "elastic_magnitude", "elastic_control_points", "fill_value", "label_fill_value",
+            "one_hot_label", "interpolation", "in_plane", "jit_compile",
+            rotation=self.rotation[0] if len(self.rotation) == 1 else list(self.rotation), translation=list(self.translation),
+            scale=list(self.scale), flip_axes=list(self.flip_axes), instance_keys=list(self.instance_keys))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
+from tfmedseg.config import check_choice
 from tfmedseg.errors import ConfigError
 
 __all__ = ["SliceGeometry", "PatchGeometry", "SLICE_RANKS"]
@@ -50,8 +51,7 @@ class SliceGeometry:
     channels: int = 1
 
     def __post_init__(self) -> None:
-        if self.rank not in SLICE_RANKS:
-            raise ConfigError(f"unknown rank {self.rank!r}; allowed: {SLICE_RANKS}", path="geometry.rank")
+        check_choice(self.rank, "geometry.rank", SLICE_RANKS)
         if self.rank == 2 and self.output_slices != 1:
             raise ConfigError(f"a rank-2 network predicts one slice, got output_slices={self.output_slices}",
                               path="geometry.output_slices")

@@ -118,10 +118,15 @@ def _unit_foreground(case: CaseArrays, starts: np.ndarray, span: int) -> np.ndar
     return np.array([per_slice[z0 : z0 + span].any() for z0 in starts], bool)
 
 
-def _slice_units_dataset(cases, units, span: int, extract_one, specs, batch_size, *, order, seed, epochs,
-                         foreground_fraction) -> tf.data.Dataset:
-    """Batches of ``extract_one(case, z)`` over each case's slice ``units`` (start slices) in the epoch
-    ``order``; ``foreground`` orders look at the ``span`` label slices of each unit."""
+def _slice_units_dataset(cases, units, span: int, extract_one, specs, batch_size, *, order: str = "volume",
+                         seed: int = 0, epochs: int | None = None, foreground_fraction: float = 0.5) -> tf.data.Dataset:
+    """Batches of ``extract_one(case, z)`` over each case's slice ``units`` (start slices).
+
+    The sampling keywords of the slice datasets: ``order`` is one of
+    :data:`~tfmedseg.data.sampling.ORDERS` (default ``"volume"``, seed 002's epoch order; the
+    ``foreground`` order looks at the ``span`` label slices of each unit and draws
+    ``foreground_fraction`` of them with foreground), ``seed`` fixes the order and ``epochs`` (None:
+    repeat forever) the length."""
     foreground = None
     if order == "foreground":
         foreground = [_unit_foreground(case, u, span) for case, u in zip(cases, units)]
@@ -137,21 +142,12 @@ def _slice_units_dataset(cases, units, span: int, extract_one, specs, batch_size
     return build_dataset(order_fn, 2, fn, specs, batch_size, seed, epochs, sum(len(u) for u in units))
 
 
-def stack25d_dataset(
-    cases,
-    batch_size: int,
-    *,
-    n_slices: int = 9,
-    order: str = "volume",
-    seed: int = 0,
-    epochs: int | None = None,
-    foreground_fraction: float = 0.5,
-    pad_value: float = 0.0,
-) -> tf.data.Dataset:
+def stack25d_dataset(cases, batch_size: int, *, n_slices: int = 9, pad_value: float = 0.0, **sampling_options: Any) -> tf.data.Dataset:
     """Seed 002 2.5D stacks: ``n_slices`` (9) slices as channels -> the middle slice's label.
 
-    Slices beyond the volume ends are ``pad_value`` (0). ``order`` is one of
-    :data:`~tfmedseg.data.sampling.ORDERS` (default ``"volume"``, the seed's epoch order).
+    Slices beyond the volume ends are ``pad_value`` (0). ``**sampling_options``: ``order`` (one of
+    :data:`~tfmedseg.data.sampling.ORDERS`, default ``"volume"``, the seed's epoch order), ``seed``
+    (0), ``epochs`` (None: endless), ``foreground_fraction`` (0.5, for the ``foreground`` order).
 
     Returns:
         Dataset of ``(x [B, H, W, n_slices * C] float32, y [B, H, W, 1] int32)``.
@@ -162,26 +158,17 @@ def stack25d_dataset(
     specs = [tf.TensorSpec([h, w, n_slices * c], tf.float32), tf.TensorSpec([h, w, 1], tf.int32)]
     return _slice_units_dataset(
         cases, units, 1, lambda case, z: extract.stack_25d(case.image, case.label, z, n_slices, pad_value), specs,
-        batch_size, order=order, seed=seed, epochs=epochs, foreground_fraction=foreground_fraction)
+        batch_size, **sampling_options)
 
 
-def slab3d_dataset(
-    cases,
-    batch_size: int,
-    *,
-    n_in: int = 8,
-    n_out: int = 4,
-    order: str = "volume",
-    seed: int = 0,
-    epochs: int | None = None,
-    foreground_fraction: float = 0.5,
-    pad_value: float = 0.0,
-) -> tf.data.Dataset:
+def slab3d_dataset(cases, batch_size: int, *, n_in: int = 8, n_out: int = 4, pad_value: float = 0.0,
+                   **sampling_options: Any) -> tf.data.Dataset:
     """Seed 002 3D slabs: ``n_in`` (8) slices in, the middle ``n_out`` (4) slices' labels out.
 
     The target slabs of a volume tile it with stride ``n_out``; the last one is moved back to end
     at the last slice (:func:`~tfmedseg.data.sampling.slab_starts`), so targets are always real
     slices; the 2 context slices on each side are zero (``pad_value``) beyond the volume ends.
+    ``**sampling_options``: ``order``, ``seed``, ``epochs``, ``foreground_fraction`` as :func:`stack25d_dataset`.
 
     Returns:
         Dataset of ``(x [B, n_in, H, W, C] float32, y [B, n_out, H, W, 1] int32)``.
@@ -197,7 +184,7 @@ def slab3d_dataset(
     specs = [tf.TensorSpec([n_in, h, w, c], tf.float32), tf.TensorSpec([n_out, h, w, 1], tf.int32)]
     return _slice_units_dataset(
         cases, units, n_out, lambda case, z: extract.slab_3d(case.image, case.label, z, n_in, n_out, pad_value), specs,
-        batch_size, order=order, seed=seed, epochs=epochs, foreground_fraction=foreground_fraction)
+        batch_size, **sampling_options)
 
 
 def slice2d_dataset(cases, batch_size: int, *, order: str = "uniform", **kwargs: Any) -> tf.data.Dataset:

@@ -201,12 +201,17 @@ def make_main(run: Callable[[ExperimentContext], Any], prog: str | None = None, 
     """An experiment module's ``main(argv=None) -> exit code``: :func:`experiment_main` bound to its
     ``run`` and its :func:`parse_experiment_args` arguments (``prog``, ``config_cls``, ``description``,
     ``phantom_dataset``, ``default_phantom_cases``; ``default_config`` defaults to the ``quick`` config).
+    Without ``prog`` / ``description``: the dotted name of ``run``'s module (also under ``python -m``)
+    and the first line of its docstring.
 
     Example (the end of an experiment module)::
 
-        main = make_main(run, "tfmedseg.experiments.my_experiment", MyConfig, "What it does.",
-                         phantom_dataset="lits", default_phantom_cases=6)
+        main = make_main(run, config_cls=MyConfig, phantom_dataset="lits", default_phantom_cases=6)
     """
+    module = getattr(run, "__globals__", {})  # the defining module's namespace, also under runpy / python -m
+    spec = module.get("__spec__")
+    prog = prog or (spec.name if spec is not None else run.__module__)
+    description = description or ((module.get("__doc__") or "").strip().splitlines() or [None])[0]
     kwargs = dict(parse_kwargs, default_config=default_config)
     kwargs.update({k: v for k, v in (("prog", prog), ("config_cls", config_cls), ("description", description)) if v is not None})
 

@@ -215,9 +215,7 @@ def run(ctx) -> dict[str, Any]:
     return summary
 
 
-main = make_main(run, "tfmedseg.experiments.hecktor_petct", HecktorConfig,
-                 "Seed 004: HECKTOR PET/CT GTVt segmentation, SE U-Net / RRSE U-Net.",
-                 phantom_dataset="hecktor", default_phantom_cases=12)
+main = make_main(run, config_cls=HecktorConfig, phantom_dataset="hecktor", default_phantom_cases=12)
 
 if __name__ == "__main__":
     sys.exit(main())

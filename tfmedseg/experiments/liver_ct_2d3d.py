@@ -237,9 +237,7 @@ def _sweep(ctx, config: LiverCT2D3DConfig, data) -> dict[str, Any]:
     return {"finished": float(len(rows))}
 
 
-main = make_main(run, "tfmedseg.experiments.liver_ct_2d3d", LiverCT2D3DConfig,
-                 "Seed 002: LiTS liver-then-tumour cascade with efficient 2.5D/3D networks.",
-                 phantom_dataset="lits", default_phantom_cases=10)
+main = make_main(run, config_cls=LiverCT2D3DConfig, phantom_dataset="lits", default_phantom_cases=10)
 
 if __name__ == "__main__":
     sys.exit(main())

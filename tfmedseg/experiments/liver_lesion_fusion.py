@@ -231,9 +231,7 @@ def run(ctx) -> dict:
     return summary
 
 
-main = make_main(run, "tfmedseg.experiments.liver_lesion_fusion", LiverLesionFusionConfig,
-                 "Seed 003: liver and lesion DeepLabV3 networks with learned decision fusion.",
-                 phantom_dataset="lits", default_phantom_cases=10)
+main = make_main(run, config_cls=LiverLesionFusionConfig, phantom_dataset="lits", default_phantom_cases=10)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from tfmedseg.clinical.maa_evaluation import DosimetrySettings
+from tfmedseg.config import check_choice
 from tfmedseg.errors import ConfigError
 from tfmedseg.experiments.cli import make_main
 from tfmedseg.training.config import TrainConfig
@@ -55,7 +56,8 @@ class StageConfig:
 
 @dataclasses.dataclass
 class MaaSpectConfig:
-    """Seed 000 experiment (defaults: the paper's Table 16 setting)."""
+    """Seed 000 experiment (defaults: the paper's Table 16 setting). ``hu_window``: the CT window
+    (low, high) HU, the seed's "30 ... 150 HU" read as level 30 / width 150 (the other reading: [30, 150])."""
 
     table: str = "16"
     row: str = "MA-Net timm-EfficientNet-B6 + cropping + R,G adjustment"
@@ -66,8 +68,7 @@ class MaaSpectConfig:
     size: int = 256
     crop: bool = True
     ct_channels: int = 3
-    window_level: float = 30.0
-    window_width: float = 150.0
+    hu_window: tuple[float, float] = (-45.0, 105.0)
     adjust_rg: bool = True
     adjust_channels: str = "rg"
     ircadb: str | None = None
@@ -81,10 +82,17 @@ class MaaSpectConfig:
     export: bool = True
 
     def __post_init__(self) -> None:
-        for value, allowed, key in ((self.match, ("ssim", "ssim_spect", "index"), "match"),
-                                    (self.adjust_channels, ("rg", "rgb"), "adjust_channels")):
-            if value not in allowed:
-                raise ConfigError(f"must be one of {list(allowed)}, got {value!r}", path=key)
+        check_choice(self.match, "match", ("ssim", "ssim_spect", "index"))
+        check_choice(self.adjust_channels, "adjust_channels", ("rg", "rgb"))
+        if not self.hu_window[1] > self.hu_window[0]:
+            raise ConfigError(f"needs low < high, got {list(self.hu_window)}", path="hu_window")
+
+    def input_kwargs(self) -> dict:
+        """The keyword arguments of :func:`~tfmedseg.preprocessing.maa_inputs.prepare_maa_inputs`."""
+        (low, high), c = self.hu_window, self
+        return {"size": c.size, "level": (low + high) / 2, "width": high - low, "adjust_rg": c.adjust_rg, "crop": c.crop,
+                "fusion_weights": tuple(c.fusion_weights), "match": c.match, "adjust_channels": c.adjust_channels,
+                "fusion": c.combined.enabled}
 
 
 def _stage_arrays(prepared: dict, ids: list, stage: str, ct_channels: int, extra_ct: tuple = ()) -> tuple[np.ndarray, np.ndarray]:
@@ -165,9 +173,7 @@ def run(ctx) -> dict[str, Any]:
     cfg = ctx.config
     out = Path(ctx.output_dir)
     cases = runner.load_cases("maa_spect", ctx.data_dir, cfg.max_cases)
-    kwargs = {"size": cfg.size, "level": cfg.window_level, "width": cfg.window_width, "adjust_rg": cfg.adjust_rg,
-              "fusion_weights": tuple(cfg.fusion_weights), "match": cfg.match, "crop": cfg.crop,
-              "adjust_channels": cfg.adjust_channels, "fusion": cfg.combined.enabled}
+    kwargs = cfg.input_kwargs()
     prepared = {c.case_id: prepare_maa_inputs(c.images["ct"].array, c.meta["display"], np.asarray(c.label.array), **kwargs)
                 for c in progress(cases, desc="preparing patients")}
     stages = [s for s in STAGES if getattr(cfg, s).enabled]
@@ -219,7 +225,7 @@ def _export(exported: dict, cfg, out: Path) -> dict:
     for stage in ("liver", "tumour"):
         if stage in exported.get("models", {}):
             x, y = exported["samples"][stage]
-            intensity = IntensitySpec(low=cfg.window_level - cfg.window_width / 2, high=cfg.window_level + cfg.window_width / 2)
+            intensity = IntensitySpec(low=cfg.hu_window[0], high=cfg.hu_window[1])
             spec = ServingSpec(mode="2d", input_size=(cfg.size, cfg.size), labels=("background", stage), threshold=0.5,
                                intensity=intensity if stage == "liver" else IntensitySpec(kind="none"))
             info = {"seed": "000", "stage": stage, "fold": exported["fold"], "arch": getattr(cfg, stage).arch,
@@ -229,9 +235,7 @@ def _export(exported: dict, cfg, out: Path) -> dict:
     return dirs
 
 
-main = make_main(run, "tfmedseg.experiments.maa_spect_liver", MaaSpectConfig,
-                 "Seed 000: liver / tumour segmentation on 99mTc-MAA SPECT/CT (MA-Net), TLR and SIRT doses.",
-                 phantom_dataset="maa_spect", default_phantom_cases=22)
+main = make_main(run, config_cls=MaaSpectConfig, phantom_dataset="maa_spect", default_phantom_cases=22)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -32,17 +32,8 @@ from tfmedseg.inference.graph import probabilities_to_labels, segment_cascade, s
 from tfmedseg.inference.spec import CascadeConfig, ServingSpec
 from tfmedseg.io._atomic import OUTPUT_MARKER, commit_dir, has_marker, make_staging_dir, write_marker
 
-__all__ = [
-    "SegmentationServingModule",
-    "CascadeServingModule",
-    "DetectionServingModule",
-    "export_savedmodel",
-    "export_cascade_savedmodel",
-    "export_detector",
-    "next_version",
-    "SIGNATURES",
-    "CASCADE_SIGNATURES",
-]
+__all__ = ["SegmentationServingModule", "CascadeServingModule", "DetectionServingModule", "export_savedmodel",
+           "export_cascade_savedmodel", "export_detector", "next_version", "SIGNATURES", "CASCADE_SIGNATURES"]
 
 SIGNATURES = ("serving_default", "predict_bytes", "segment", "segment_bytes")
 #: A cascade has no single model input: its default signature is the raw-scan one.

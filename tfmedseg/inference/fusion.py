@@ -32,16 +32,8 @@ from keras import ops
 from tfmedseg.errors import ConfigError, InvalidInputError
 from tfmedseg.validation import as_array, check_finite
 
-__all__ = [
-    "FORMULATIONS",
-    "WeightedVote",
-    "build_decision_fusion",
-    "train_decision_fusion",
-    "decision_fusion_predict",
-    "normalized_weights",
-    "fuse_mean_probability",
-    "fuse_majority_vote",
-]
+__all__ = ["FORMULATIONS", "WeightedVote", "build_decision_fusion", "train_decision_fusion", "decision_fusion_predict",
+           "normalized_weights", "fuse_mean_probability", "fuse_majority_vote"]
 
 FORMULATIONS = ("majority", "literal")
 

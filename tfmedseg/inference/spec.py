@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from tfmedseg.config import from_dict, to_dict
+from tfmedseg.config import check_choice, check_range, from_dict, to_dict
 from tfmedseg.errors import ConfigError
 
 __all__ = ["IntensitySpec", "ServingSpec", "CascadeConfig", "INPUT_MODES", "INTENSITY_KINDS", "CASCADE_COMBINATIONS"]
@@ -41,8 +41,7 @@ class IntensitySpec:
     out_high: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.kind not in INTENSITY_KINDS:
-            raise ConfigError(f"unknown intensity kind {self.kind!r}; allowed: {INTENSITY_KINDS}", path="intensity.kind")
+        check_choice(self.kind, "intensity.kind", INTENSITY_KINDS)
         if self.kind == "clip_scale" and not self.high > self.low:
             raise ConfigError(f"high ({self.high}) must exceed low ({self.low})", path="intensity.high")
 
@@ -79,8 +78,7 @@ class ServingSpec:
     spacing_mm: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.mode not in INPUT_MODES:
-            raise ConfigError(f"unknown input mode {self.mode!r}; allowed: {INPUT_MODES}", path="mode")
+        check_choice(self.mode, "mode", INPUT_MODES)
         if self.context_slices < 1 or self.output_slices < 1 or self.output_slices > self.context_slices:
             raise ConfigError(
                 f"need 1 <= output_slices ({self.output_slices}) <= context_slices ({self.context_slices})",
@@ -130,11 +128,8 @@ class CascadeConfig:
 
     def __post_init__(self) -> None:
         for name in ("liver_threshold", "tumour_threshold", "tumour_component_threshold"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"must be in [0, 1], got {getattr(self, name)}", path=name)
-        if self.combination not in CASCADE_COMBINATIONS:
-            raise ConfigError(f"unknown combination {self.combination!r}; allowed: {CASCADE_COMBINATIONS}",
-                              path="combination")
+            check_range(getattr(self, name), name, 0.0, 1.0)
+        check_choice(self.combination, "combination", CASCADE_COMBINATIONS)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for ``metadata.json``."""

@@ -12,6 +12,7 @@ reference; per-slice ``NM`` series written by :func:`write_dicom_series` are rea
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from tfmedseg.errors import InvalidInputError
 from tfmedseg.io._atomic import atomic_dir, atomic_file
 from tfmedseg.io.volume import CANONICAL_AXCODES, Volume
 
-__all__ = ["write_dicom_series", "write_nm_spect", "SOP_CLASS_UIDS", "WRITE_MODALITIES"]
+__all__ = ["write_dicom_series", "write_nm_spect", "SeriesIdentity", "SOP_CLASS_UIDS", "WRITE_MODALITIES"]
 
 #: Storage SOP classes used when writing, by modality.
 SOP_CLASS_UIDS = {
@@ -165,17 +166,41 @@ def _reference_volume(reference: Volume | str | os.PathLike | None) -> Volume | 
     return read_dicom_series(reference)
 
 
-def _study_tags(
-    reference: Volume | None,
-    *,
-    patient_id: str,
-    patient_name: str | None,
-    study_uid: str | None,
-    frame_of_reference_uid: str | None,
-    study_date: str,
-    study_time: str,
-    uid_seed: str | None,
-) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class SeriesIdentity:
+    """Patient, study and series identity of a written series: the ``**identity`` keyword arguments
+    of :func:`write_dicom_series` and :func:`write_nm_spect`.
+
+    Attributes:
+        patient_id: PatientID (ignored when the reference has one).
+        patient_name: PatientName; default: the patient ID.
+        study_uid: StudyInstanceUID; default: the reference's, else a new UID.
+        series_uid: SeriesInstanceUID; default: a new UID.
+        frame_of_reference_uid: FrameOfReferenceUID; default: the reference's, else a new UID.
+        study_date, study_time, series_time: DICOM DA / TM strings (deterministic defaults).
+        uid_seed: Makes every generated UID a deterministic function of this string.
+    """
+
+    patient_id: str = "ANON"
+    patient_name: str | None = None
+    study_uid: str | None = None
+    series_uid: str | None = None
+    frame_of_reference_uid: str | None = None
+    study_date: str = "20000101"
+    study_time: str = "120000"
+    series_time: str = "120000"
+    uid_seed: str | None = None
+
+    @classmethod
+    def of(cls, writer: str, identity: dict[str, Any]) -> SeriesIdentity:
+        """The identity from a writer's ``**identity`` (TypeError naming ``writer`` for an unknown key)."""
+        unknown = sorted(set(identity) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise TypeError(f"{writer}() got unexpected keyword argument(s) {unknown}")
+        return cls(**identity)
+
+
+def _study_tags(reference: Volume | None, identity: SeriesIdentity) -> dict[str, Any]:
     tags: dict[str, Any] = {}
     if reference is not None:
         tags.update({k: v for k, v in reference.meta.get("reference_tags", {}).items() if v is not None})
@@ -185,36 +210,33 @@ def _study_tags(
             tags["FrameOfReferenceUID"] = reference.meta["frame_of_reference_uid"]
         if not tags.get("PatientID") and reference.meta.get("patient_id"):
             tags["PatientID"] = reference.meta["patient_id"]
-    tags.setdefault("PatientID", patient_id)
-    tags.setdefault("PatientName", patient_name if patient_name is not None else tags["PatientID"])
+    tags.setdefault("PatientID", identity.patient_id)
+    tags.setdefault("PatientName", identity.patient_name if identity.patient_name is not None else tags["PatientID"])
     tags.setdefault("PatientBirthDate", "")
     tags.setdefault("PatientSex", "")
-    tags.setdefault("StudyDate", study_date)
-    tags.setdefault("StudyTime", study_time)
+    tags.setdefault("StudyDate", identity.study_date)
+    tags.setdefault("StudyTime", identity.study_time)
     tags.setdefault("StudyID", "1")
     tags.setdefault("AccessionNumber", "")
     tags.setdefault("ReferringPhysicianName", "")
-    if study_uid is not None:
-        tags["StudyInstanceUID"] = study_uid
-    tags.setdefault("StudyInstanceUID", _make_uid(uid_seed, "study"))
-    if frame_of_reference_uid is not None:
-        tags["FrameOfReferenceUID"] = frame_of_reference_uid
-    tags.setdefault("FrameOfReferenceUID", _make_uid(uid_seed, "frame_of_reference"))
+    if identity.study_uid is not None:
+        tags["StudyInstanceUID"] = identity.study_uid
+    tags.setdefault("StudyInstanceUID", _make_uid(identity.uid_seed, "study"))
+    if identity.frame_of_reference_uid is not None:
+        tags["FrameOfReferenceUID"] = identity.frame_of_reference_uid
+    tags.setdefault("FrameOfReferenceUID", _make_uid(identity.uid_seed, "frame_of_reference"))
     tags.pop("PatientWeight", None)
     return tags
 
 
-def _series_tags(reference: Volume | None, *, modality: str, series_description: str, series_number: int,
-                 series_uid: str | None = None, series_time: str = "120000", study_uid: str | None = None,
-                 frame_of_reference_uid: str | None = None, patient_id: str = "ANON", patient_name: str | None = None,
-                 study_date: str = "20000101", study_time: str = "120000", uid_seed: str | None = None) -> dict[str, Any]:
+def _series_tags(reference: Volume | None, identity: SeriesIdentity, *, modality: str, series_description: str,
+                 series_number: int) -> dict[str, Any]:
     """Patient, study (:func:`_study_tags`) and series tags of a new series (a new SeriesInstanceUID
-    unless ``series_uid``; dates and times deterministic by default)."""
-    tags = _study_tags(reference, patient_id=patient_id, patient_name=patient_name, study_uid=study_uid,
-                       frame_of_reference_uid=frame_of_reference_uid, study_date=study_date, study_time=study_time,
-                       uid_seed=uid_seed)
+    unless ``identity.series_uid``; dates and times deterministic by default)."""
+    tags = _study_tags(reference, identity)
+    series_time = identity.series_time
     tags.update(
-        SeriesInstanceUID=series_uid or _make_uid(uid_seed, "series", series_number, series_description, modality),
+        SeriesInstanceUID=identity.series_uid or _make_uid(identity.uid_seed, "series", series_number, series_description, modality),
         SeriesNumber=int(series_number),
         SeriesDescription=series_description,
         SeriesDate=tags["StudyDate"],
@@ -294,18 +316,9 @@ def write_dicom_series(
     *,
     modality: str = "CT",
     series_description: str = "",
-    study_uid: str | None = None,
-    series_uid: str | None = None,
-    frame_of_reference_uid: str | None = None,
-    patient_id: str = "ANON",
     series_number: int = 1,
     reference: Volume | str | os.PathLike | None = None,
     mask: bool | None = None,
-    patient_name: str | None = None,
-    study_date: str = "20000101",
-    study_time: str = "120000",
-    series_time: str = "120000",
-    uid_seed: str | None = None,
     filename: str = "IM{index:04d}.dcm",
     overwrite: bool = False,
     units: str = "BQML",
@@ -315,6 +328,7 @@ def write_dicom_series(
     radiopharmaceutical_start_time: str | None = None,
     radiopharmaceutical: str = "Fluorodeoxyglucose",
     decay_correction: str = "START",
+    **identity: Any,
 ) -> list[Path]:
     """Write a canonical volume as a DICOM series, one file per slice, atomically.
 
@@ -331,19 +345,12 @@ def write_dicom_series(
         out_dir: Directory to create; the files appear only when all are written.
         modality: DICOM Modality, one of :data:`WRITE_MODALITIES`.
         series_description: SeriesDescription.
-        study_uid: StudyInstanceUID; default: the reference's, else a new UID.
-        series_uid: SeriesInstanceUID; default: a new UID.
-        frame_of_reference_uid: FrameOfReferenceUID; default: the reference's, else a new UID.
-        patient_id: PatientID (ignored when ``reference`` has one).
         series_number: SeriesNumber.
         reference: A series read with :func:`read_dicom_series` (or its directory) whose patient,
             study and frame of reference are reused, and whose slice planes are written; the
             volume must be on its grid (a prediction written back as a new series of the study).
         mask: Store as an unscaled uint8/uint16 mask; default: ``volume.modality == "SEG"`` or a
             bool or uint8 array.
-        patient_name: PatientName; default: the patient ID.
-        study_date, study_time, series_time: DICOM DA/TM strings (deterministic defaults).
-        uid_seed: Makes every generated UID a deterministic function of this string.
         filename: File name pattern with ``{index}`` (0-based slice index).
         overwrite: Replace a non-empty ``out_dir``.
         units: PET ``Units`` (``"BQML"`` for Bq/ml).
@@ -353,6 +360,9 @@ def write_dicom_series(
         radiopharmaceutical_start_time: Injection time of day, DICOM TM ``HHMMSS``.
         radiopharmaceutical: Radiopharmaceutical name.
         decay_correction: PET DecayCorrection (``"START"`` or ``"ADMIN"``).
+        **identity: Patient, study and series identity (``patient_id``, ``patient_name``,
+            ``study_uid``, ``series_uid``, ``frame_of_reference_uid``, ``study_date``,
+            ``study_time``, ``series_time``, ``uid_seed``): the fields of :class:`SeriesIdentity`.
 
     Returns:
         The written file paths, in slice order.
@@ -386,10 +396,8 @@ def write_dicom_series(
         raise InvalidInputError("the in-plane axes of the affine are not orthogonal; cannot write DICOM", path=out_dir)
     thickness = abs(float(step @ normal))
 
-    tags = _series_tags(reference, modality=modality, series_description=series_description, series_number=series_number,
-                        series_uid=series_uid, series_time=series_time, study_uid=study_uid,
-                        frame_of_reference_uid=frame_of_reference_uid, patient_id=patient_id, patient_name=patient_name,
-                        study_date=study_date, study_time=study_time, uid_seed=uid_seed)
+    ident = SeriesIdentity.of("write_dicom_series", identity)
+    tags = _series_tags(reference, ident, modality=modality, series_description=series_description, series_number=series_number)
     series_uid = tags["SeriesInstanceUID"]
     tags.update(
         ImageType=_image_type(modality, bool(mask)),
@@ -443,18 +451,10 @@ def write_nm_spect(
     path: str | os.PathLike,
     *,
     series_description: str = "SPECT",
-    study_uid: str | None = None,
-    series_uid: str | None = None,
-    frame_of_reference_uid: str | None = None,
-    patient_id: str = "ANON",
     series_number: int = 2,
     reference: Volume | str | os.PathLike | None = None,
-    patient_name: str | None = None,
-    study_date: str = "20000101",
-    study_time: str = "120000",
-    series_time: str = "120000",
-    uid_seed: str | None = None,
     radiopharmaceutical: str = "Tc-99m MAA",
+    **identity: Any,
 ) -> Path:
     """Write a canonical SPECT volume as one multi-frame NM file (RECON TOMO), atomically.
 
@@ -469,12 +469,11 @@ def write_nm_spect(
         volume: Canonical :class:`Volume` ``[D, H, W]`` of non-negative counts (or an array on
             ``reference``'s grid).
         path: Output file; parent directories are created.
-        series_description, study_uid, series_uid, frame_of_reference_uid, patient_id,
-            series_number, patient_name, study_date, study_time, series_time, uid_seed:
-            as in :func:`write_dicom_series`.
+        series_description, series_number: as in :func:`write_dicom_series`.
         reference: Series (Volume or directory) whose patient, study and frame of reference are
             reused.
         radiopharmaceutical: Radiopharmaceutical name.
+        **identity: The fields of :class:`SeriesIdentity`, as in :func:`write_dicom_series`.
 
     Returns:
         The written path.
@@ -503,10 +502,8 @@ def write_nm_spect(
     slope = 1.0 if integral and peak <= 65535 else float(_ds_str(peak / 65000.0)) if peak > 0 else 1.0
     stored = np.round(values / slope).astype(np.uint16)
 
-    tags = _series_tags(reference, modality="NM", series_description=series_description, series_number=series_number,
-                        series_uid=series_uid, series_time=series_time, study_uid=study_uid,
-                        frame_of_reference_uid=frame_of_reference_uid, patient_id=patient_id, patient_name=patient_name,
-                        study_date=study_date, study_time=study_time, uid_seed=uid_seed)
+    tags = _series_tags(reference, SeriesIdentity.of("write_nm_spect", identity), modality="NM",
+                        series_description=series_description, series_number=series_number)
     series_uid = tags["SeriesInstanceUID"]
     sop_uid = _make_uid(series_uid, "instance")
     position = _LPS * affine[:3, 3]

@@ -34,6 +34,7 @@ import keras
 from keras import ops
 
 from tfmedseg.errors import ConfigError
+from tfmedseg.config import attribute_config
 
 __all__ = [
     "ACTIVATIONS",
@@ -114,9 +115,7 @@ class _SegLoss(keras.losses.Loss):
         self.activation = activation
 
     def get_config(self):
-        config = super().get_config()
-        config.update(from_logits=self.from_logits, activation=self.activation)
-        return config
+        return attribute_config(super().get_config(), self, "from_logits", "activation")
 
 
 def _cross_entropy_map(t, logits_or_p, from_logits: bool, activation: str):
@@ -217,15 +216,8 @@ class DiceLoss(_SegLoss):
         return 1.0 - ops.mean(dice, axis=-1)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            include_background=self.include_background,
-            smooth=self.smooth,
-            squared=self.squared,
-            batch_dice=self.batch_dice,
-            class_weights=self.class_weights,
-        )
-        return config
+        return attribute_config(super().get_config(), self, "include_background", "smooth", "squared", "batch_dice",
+                                "class_weights")
 
 
 @keras.saving.register_keras_serializable(package="tfmedseg")
@@ -250,9 +242,7 @@ class DiceCELoss(DiceLoss):
         return self.dice_weight * dice + self.ce_weight * ce
 
     def get_config(self):
-        config = super().get_config()
-        config.update(dice_weight=self.dice_weight, ce_weight=self.ce_weight)
-        return config
+        return attribute_config(super().get_config(), self, "dice_weight", "ce_weight")
 
 
 @keras.saving.register_keras_serializable(package="tfmedseg")
@@ -306,9 +296,7 @@ class BCEWithLogitsLoss(keras.losses.Loss):
         return _per_sample_mean(bce, z)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(pos_weight=self.pos_weight)
-        return config
+        return attribute_config(super().get_config(), self, "pos_weight")
 
 
 @keras.saving.register_keras_serializable(package="tfmedseg")
@@ -348,9 +336,7 @@ class WeightedCrossEntropyLoss(_SegLoss):
         return _per_sample_mean(ce, t)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(class_weights=self.class_weights)
-        return config
+        return attribute_config(super().get_config(), self, "class_weights")
 
 
 @keras.saving.register_keras_serializable(package="tfmedseg")
@@ -395,6 +381,4 @@ class FocalLoss(_SegLoss):
         return _per_sample_mean(fl, t)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(gamma=self.gamma, alpha=self.alpha)
-        return config
+        return attribute_config(super().get_config(), self, "gamma", "alpha")

@@ -57,15 +57,8 @@ from tfmedseg.models.backbones import OS8_BACKBONES
 from tfmedseg.models.blocks.grouped_conv import GroupedConv2D
 from tfmedseg.models.blocks.normalization import batch_norm
 
-__all__ = [
-    "OS8_BACKBONES",
-    "SIZES",
-    "build_densenet_small",
-    "build_inception_small",
-    "build_os8_backbone",
-    "build_resnet_os8",
-    "resolve_weights",
-]
+__all__ = ["OS8_BACKBONES", "SIZES", "build_densenet_small", "build_inception_small", "build_os8_backbone",
+           "build_resnet_os8", "resolve_weights"]
 
 SIZES = ("paper", "small")
 

@@ -30,6 +30,7 @@ import keras
 from keras import ops
 
 from tfmedseg.models.blocks.shapes import as_tuple
+from tfmedseg.config import attribute_config
 
 __all__ = ["DEPTHWISE3D_IMPLEMENTATIONS", "DepthwiseConv3D", "with_depthwise3d_implementation"]
 
@@ -118,15 +119,8 @@ class DepthwiseConv3D(keras.layers.Layer):
         return (input_shape[0], *spatial, input_shape[-1])
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            kernel_size=self.kernel_size,
-            strides=self.strides,
-            use_bias=self.use_bias,
-            implementation=self.implementation,
-            depthwise_initializer=keras.initializers.serialize(self.depthwise_initializer),
-        )
-        return config
+        return attribute_config(super().get_config(), self, "kernel_size", "strides", "use_bias", "implementation",
+                                depthwise_initializer=keras.initializers.serialize(self.depthwise_initializer))
 
 
 def with_depthwise3d_implementation(model: keras.Model, implementation: str) -> keras.Model:

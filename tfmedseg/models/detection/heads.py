@@ -17,6 +17,7 @@ from __future__ import annotations
 import keras
 import numpy as np  # noqa: F401  (doctest)
 import tensorflow as tf
+from tfmedseg.config import attribute_config
 
 __all__ = ["BoxClassHead", "MaskHead"]
 
@@ -86,13 +87,7 @@ class BoxClassHead(keras.layers.Layer):
         return logits, deltas
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "num_classes": self.num_classes,
-            "fc_filters": self.fc_filters,
-            "pool_size": self.pool_size,
-            "weight_decay": self.weight_decay,
-        }
+        return attribute_config(super().get_config(), self, "num_classes", "fc_filters", "pool_size", "weight_decay")
 
 
 @keras.saving.register_keras_serializable(package="tfmedseg")
@@ -150,11 +145,4 @@ class MaskHead(keras.layers.Layer):
         return tf.reshape(x, tf.concat([[b, r], tf.shape(x)[1:]], 0))
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "num_classes": self.num_classes,
-            "filters": self.filters,
-            "num_convs": self.num_convs,
-            "upsample": self.upsample,
-            "weight_decay": self.weight_decay,
-        }
+        return attribute_config(super().get_config(), self, "num_classes", "filters", "num_convs", "upsample", "weight_decay")

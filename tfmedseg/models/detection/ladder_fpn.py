@@ -42,6 +42,7 @@ import tensorflow as tf
 
 from tfmedseg.errors import ConfigError, ModelBuildError
 from tfmedseg.models.detection.config import UPSAMPLING_MODES
+from tfmedseg.config import attribute_config
 
 __all__ = ["LEVELS", "STEPS", "LadderFPN", "build_ladder_fpn"]
 
@@ -202,16 +203,8 @@ class LadderFPN(keras.layers.Layer):
         return True
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "level_channels": dict(self.level_channels),
-            "filters": self.filters,
-            "noise_stddev": self.noise_stddev,
-            "upsampling": self.upsampling,
-            "stop_target_gradient": self.stop_target_gradient,
-            "weight_decay": self.weight_decay,
-            "seed": self.seed,
-        }
+        return attribute_config(super().get_config(), self, "filters", "noise_stddev", "upsampling", "stop_target_gradient",
+                                "weight_decay", "seed", level_channels=dict(self.level_channels))
 
 
 def build_ladder_fpn(backbone: keras.Model, filters: int = 256, noise_stddev: float = 0.03, upsampling: str = "bicubic",

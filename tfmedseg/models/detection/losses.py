@@ -13,9 +13,11 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import tensorflow as tf
 
-__all__ = ["scale_for_replicas", "smooth_l1", "softmax_cross_entropy", "binary_cross_entropy", "weighted_mean", "ssd_hard_negative_loss"]
+__all__ = ["scale_for_replicas", "apply_loss_gradients", "update_loss_trackers", "smooth_l1", "softmax_cross_entropy", "binary_cross_entropy", "weighted_mean", "ssd_hard_negative_loss"]
 
 
 def weighted_mean(values, weights) -> tf.Tensor:
@@ -105,3 +107,23 @@ def scale_for_replicas(loss) -> tf.Tensor:
     """
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     return loss / float(replicas) if replicas > 1 else loss
+
+
+def apply_loss_gradients(model, compute_losses: Callable[[], dict]) -> dict:
+    """One optimizer step of a detector's ``train_step``: ``compute_losses()`` (a dict with the scalar
+    ``"total"``) under a gradient tape, the gradients of the replica-scaled total
+    (:func:`scale_for_replicas`) applied to ``model.trainable_variables``. Returns the losses."""
+    with tf.GradientTape() as tape:
+        losses = compute_losses()
+        scaled = scale_for_replicas(losses["total"])
+    grads = tape.gradient(scaled, model.trainable_variables)
+    model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    return losses
+
+
+def update_loss_trackers(trackers: dict, losses: dict) -> dict:
+    """Feed each tracker its loss (the ``"loss"`` tracker gets ``losses["total"]``); returns the
+    trackers' results, the logs of a detector's ``train_step`` / ``test_step``."""
+    for name, tracker in trackers.items():
+        tracker.update_state(losses["total" if name == "loss" else name])
+    return {name: tracker.result() for name, tracker in trackers.items()}

@@ -60,14 +60,8 @@ from tfmedseg.models.registry import register
 # conversion cuts the first (tracing) step of fit/export by about half.
 _no_autograph = tf.autograph.experimental.do_not_convert
 
-__all__ = [
-    "LOSS_NAMES",
-    "MaskRCNNConfig",
-    "MaskRCNN",
-    "build_mask_rcnn_parts",
-    "build_mask_rcnn",
-    "prepare_ground_truth",
-]
+__all__ = ["LOSS_NAMES", "MaskRCNNConfig", "MaskRCNN", "build_mask_rcnn_parts", "build_mask_rcnn",
+           "prepare_ground_truth"]
 
 VIEW_COUNTS = ("labeled_views", "unlabeled_views")
 
@@ -258,25 +252,16 @@ class MaskRCNN(keras.Model):
     @_no_autograph
     def train_step(self, data):
         gt = _unpack(data)
-        with tf.GradientTape() as tape:
-            losses = self.compute_losses(gt["images"], gt["boxes"], gt["classes"], gt["masks"], training=True,
-                                         labeled=gt.get("labeled"))
-            scaled = det_losses.scale_for_replicas(losses["total"])
-        grads = tape.gradient(scaled, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
-        return self._update(losses)
+        losses = det_losses.apply_loss_gradients(self, lambda: self.compute_losses(
+            gt["images"], gt["boxes"], gt["classes"], gt["masks"], training=True, labeled=gt.get("labeled")))
+        return det_losses.update_loss_trackers(self._trackers, losses)
 
     @_no_autograph
     def test_step(self, data):
         gt = _unpack(data)
-        return self._update(self.compute_losses(gt["images"], gt["boxes"], gt["classes"], gt["masks"], training=False,
-                                                labeled=gt.get("labeled")))
-
-    def _update(self, losses):
-        self._trackers["loss"].update_state(losses["total"])
-        for k in self.loss_names + VIEW_COUNTS:
-            self._trackers[k].update_state(losses[k])
-        return {k: t.result() for k, t in self._trackers.items()}
+        losses = self.compute_losses(gt["images"], gt["boxes"], gt["classes"], gt["masks"], training=False,
+                                     labeled=gt.get("labeled"))
+        return det_losses.update_loss_trackers(self._trackers, losses)
 
     @property
     def metrics(self):

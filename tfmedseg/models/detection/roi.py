@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from tfmedseg.data.box_crops import aligned_crop
 from tfmedseg.errors import ConfigError
+from tfmedseg.config import attribute_config
 
 __all__ = [
     "aligned_crop",
@@ -115,16 +116,8 @@ class MultilevelROIAlign(keras.layers.Layer):
         return tf.reshape(out, [batch, rois, self.output_size, self.output_size, channels])
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            output_size=self.output_size,
-            min_level=self.min_level,
-            max_level=self.max_level,
-            sampling_ratio=self.sampling_ratio,
-            canonical_size=self.canonical_size,
-            canonical_level=self.canonical_level,
-        )
-        return config
+        return attribute_config(super().get_config(), self, "output_size", "min_level", "max_level", "sampling_ratio",
+                                "canonical_size", "canonical_level")
 
 
 def crop_mask_targets(gt_masks, gt_boxes, rois, matched_index, output_size: int) -> tf.Tensor:

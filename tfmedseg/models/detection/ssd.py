@@ -218,23 +218,14 @@ class SSD(keras.Model):
     @_no_autograph
     def train_step(self, data):
         images, gt = _unpack(data)
-        with tf.GradientTape() as tape:
-            losses = self.compute_losses(images, gt["boxes"], gt["classes"], training=True)
-            scaled = det_losses.scale_for_replicas(losses["total"])
-        grads = tape.gradient(scaled, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
-        return self._update_trackers(losses)
+        losses = det_losses.apply_loss_gradients(self, lambda: self.compute_losses(images, gt["boxes"], gt["classes"], training=True))
+        return det_losses.update_loss_trackers(self._trackers, losses)
 
     @_no_autograph
     def test_step(self, data):
         images, gt = _unpack(data)
-        return self._update_trackers(self.compute_losses(images, gt["boxes"], gt["classes"], training=False))
-
-    def _update_trackers(self, losses):
-        self._trackers["loss"].update_state(losses["total"])
-        self._trackers["class_loss"].update_state(losses["class_loss"])
-        self._trackers["box_loss"].update_state(losses["box_loss"])
-        return {k: t.result() for k, t in self._trackers.items()}
+        losses = self.compute_losses(images, gt["boxes"], gt["classes"], training=False)
+        return det_losses.update_loss_trackers(self._trackers, losses)
 
     @property
     def metrics(self):

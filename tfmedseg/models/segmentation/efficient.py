@@ -81,20 +81,8 @@ from tfmedseg.models.blocks.separable3d import DEPTHWISE3D_IMPLEMENTATIONS, appl
 from tfmedseg.models.blocks.shufflenet import apply_shufflenet_v2_unit
 from tfmedseg.models.registry import register
 
-__all__ = [
-    "FAMILIES",
-    "VARIANTS",
-    "StageConfig",
-    "stage_configs",
-    "EfficientSegmenter",
-    "mobilenetv2_2d",
-    "mobilenetv3_2d",
-    "shufflenetv2_2d",
-    "mobilenetv2_3d",
-    "mobilenetv3_3d",
-    "shufflenetv2_3d",
-    "dsts_3d",
-]
+__all__ = ["FAMILIES", "VARIANTS", "StageConfig", "stage_configs", "EfficientSegmenter", "mobilenetv2_2d",
+           "mobilenetv3_2d", "shufflenetv2_2d", "mobilenetv2_3d", "mobilenetv3_3d", "shufflenetv2_3d", "dsts_3d"]
 
 FAMILIES = ("mobilenetv2", "mobilenetv3", "shufflenetv2", "dsts")
 VARIANTS = ("top", "default", "bottom")
