@@ -370,16 +370,13 @@ def check_quick_run(out, export) -> dict:
 
 
 @pytest.mark.slow
-def test_quick_config_on_default_phantoms(tmp_path):
+def test_quick_config_on_default_phantoms(quick_run_dir):
     """The default command on the default phantoms: every Table 4 row in one run (issue 14's Must show).
 
     With ``TFMEDSEG_BONE_MALIGNET_QUICK_RUN`` set, the run there is reused (see :data:`QUICK_RUN_DIR`).
     Figures reached are in docs/experiments.md ("Quick configuration on this machine").
     """
-    import os
-    import pathlib
-
-    base = pathlib.Path(os.environ.get(QUICK_RUN_DIR) or tmp_path)
+    base = quick_run_dir(QUICK_RUN_DIR)  # tests/experiments/conftest.py
     out = base / "run"
     assert bm.main(["--output-dir", str(out), "--cache-dir", str(base / "cache"),
                     "--set", f"export_dir={base / 'saved_models'}"]) == 0
