@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from tfmedseg.config import check_choice, check_range
 from tfmedseg.errors import ConfigError
 
 __all__ = ["TABLE4_ROWS", "primary_row", "resolve_rows", "row_variant", "UPSAMPLING_MODES", "LOSS_NAMES", "UNSUPERVISED_LOSS", "SSDConfig", "MaskRCNNConfig", "MaligNetConfig",
@@ -103,6 +104,8 @@ class SSDConfig:
                 f"need 0 < negative_iou <= positive_iou <= 1, got {self.negative_iou}, {self.positive_iou}",
                 path="negative_iou",
             )
+        _check_ranges(self, "ssd", unit=("nms_iou", "score_threshold"), positive=("fc_filters", "max_detections", "max_instances"),
+                      non_negative=("neg_pos_ratio", "weight_decay", "l2_norm_scale"))
 
     @classmethod
     def tiny(cls, **overrides: Any) -> "SSDConfig":
@@ -204,8 +207,7 @@ class MaskRCNNConfig:
             raise ConfigError(f"needs 5 anchor scales (P2..P6), got {len(self.rpn_anchor_scales)}", path="rpn_anchor_scales")
         if self.image_size % 64:
             raise ConfigError(f"image_size must be a multiple of 64 (P6 stride), got {self.image_size}", path="image_size")
-        if self.fpn_upsampling not in UPSAMPLING_MODES:
-            raise ConfigError(f"unknown fpn_upsampling {self.fpn_upsampling!r}; allowed: {UPSAMPLING_MODES}", path="fpn_upsampling")
+        check_choice(self.fpn_upsampling, "mask_rcnn.fpn_upsampling", UPSAMPLING_MODES)
         unknown = set(self.loss_weights) - set(LOSS_NAMES) - {UNSUPERVISED_LOSS}
         if unknown:
             raise ConfigError(f"unknown loss name(s) {sorted(unknown)}; allowed: {LOSS_NAMES + (UNSUPERVISED_LOSS,)}",
@@ -214,6 +216,17 @@ class MaskRCNNConfig:
             raise ConfigError("num_classes must be >= 1 and roi_positive_ratio in (0, 1]", path="num_classes")
         if self.train_rois_per_image > self.post_nms_rois_training:
             raise ConfigError("train_rois_per_image cannot exceed post_nms_rois_training", path="train_rois_per_image")
+        if not 0.0 <= self.rpn_negative_iou <= self.rpn_positive_iou <= 1.0:
+            raise ConfigError(f"need 0 <= rpn_negative_iou <= rpn_positive_iou <= 1, got {self.rpn_negative_iou}, "
+                              f"{self.rpn_positive_iou}", path="mask_rcnn.rpn_negative_iou")
+        _check_ranges(self, "mask_rcnn", unit=("rpn_positive_fraction", "rpn_nms_threshold", "roi_positive_iou", "anchor_offset",
+                                               "detection_min_confidence", "detection_nms_threshold"),
+                      positive=("input_channels", "stem_filters", "fpn_filters", "rpn_anchor_stride", "rpn_filters",
+                                "rpn_train_anchors_per_image", "pre_nms_limit", "post_nms_rois_training",
+                                "post_nms_rois_inference", "train_rois_per_image", "pool_size", "mask_pool_size",
+                                "head_fc_filters", "mask_filters", "mask_convs", "roi_sampling_ratio",
+                                "detection_max_instances", "max_gt_instances", "mini_mask_size"),
+                      non_negative=("weight_decay",))
 
     @classmethod
     def tiny(cls, **overrides: Any) -> "MaskRCNNConfig":
@@ -266,14 +279,17 @@ class MaligNetConfig:
     global_filters: int | None = None
 
     def __post_init__(self) -> None:
-        if self.noise_stddev < 0:
-            raise ConfigError(f"must be >= 0, got {self.noise_stddev}", path="malignet.noise_stddev")
-        if self.unsupervised_weight < 0:
-            raise ConfigError(f"must be >= 0, got {self.unsupervised_weight}", path="malignet.unsupervised_weight")
-        if self.upsampling not in UPSAMPLING_MODES:
-            raise ConfigError(f"unknown upsampling {self.upsampling!r}; allowed: {UPSAMPLING_MODES}", path="malignet.upsampling")
-        if self.global_filters is not None and self.global_filters < 1:
-            raise ConfigError(f"must be >= 1, got {self.global_filters}", path="malignet.global_filters")
+        _check_ranges(self, "malignet", positive=("global_filters",), non_negative=("noise_stddev", "unsupervised_weight"))
+        check_choice(self.upsampling, "malignet.upsampling", UPSAMPLING_MODES)
+
+
+def _check_ranges(config: Any, prefix: str, *, unit: tuple[str, ...] = (), positive: tuple[str, ...] = (),
+                  non_negative: tuple[str, ...] = ()) -> None:
+    """:func:`~tfmedseg.config.check_range` on the named fields of ``config`` (``unit``: in [0, 1],
+    ``positive``: integers >= 1 or None, ``non_negative``: numbers >= 0); errors name ``prefix.field``."""
+    for names, low, high, integer in ((unit, 0.0, 1.0, False), (positive, 1, None, True), (non_negative, 0.0, None, False)):
+        for name in names:
+            check_range(getattr(config, name), f"{prefix}.{name}", low, high, integer=integer)
 
 
 def variant_name(config: MaligNetConfig) -> str:
