@@ -82,3 +82,13 @@ def test_layout_errors():
     with pytest.raises(ConfigError, match="tumour_intersection"):
         summarize([{"a": 1.0}], [Column("G", "tumour", "global_dice")])
     assert math.isnan(summarize([{"a": math.inf}], [Column("A", "a")])[0][0]["A"])
+
+
+def test_read_history_counts_an_epoch_logged_again_after_a_resume_once(tmp_path):
+    """A run killed after logging epoch 1 but before its checkpoint resumes at epoch 1 and logs it again."""
+    from tfmedseg.reports.instances import read_history
+
+    (tmp_path / "history.csv").write_text("epoch,loss,note\n0,3.0,a\n1,2.0,b\n1,1.5,c\n2,1.0,d\n")
+    history = read_history(tmp_path)
+    assert history["epoch"] == [0.0, 1.0, 2.0] and history["loss"] == [3.0, 1.5, 1.0]
+    assert read_history(tmp_path / "missing") == {}

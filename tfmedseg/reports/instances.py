@@ -36,7 +36,8 @@ def detection_view_layout() -> tuple[Column, ...]:
 
 
 def read_history(stage_dir) -> dict[str, list[float]]:
-    """Every numeric column of a stage's ``history.csv`` (all epochs, across resumed runs); {} if absent."""
+    """Every numeric column of a stage's ``history.csv`` (all epochs, across resumed runs: an epoch
+    logged again after a resume from an earlier checkpoint counts once, its last row); {} if absent."""
     import csv
 
     try:
@@ -44,6 +45,8 @@ def read_history(stage_dir) -> dict[str, list[float]]:
             rows = list(csv.DictReader(fh))
     except OSError:
         return {}
+    if rows and "epoch" in rows[0]:
+        rows = list({row["epoch"]: row for row in rows}.values())  # insertion order, the last row per epoch
     out: dict[str, list[float]] = {}
     for row in rows:
         for key, value in row.items():
