@@ -17,8 +17,15 @@ mean ``|p_tflite - p_keras|`` and the Dice between the foreground (argmax > 0) m
 untrained (seeded), so the Dice drift is indicative only: probabilities sit near 0.5 where a small
 drift flips the argmax.
 
+``--run DIR`` (repeatable) benchmarks a *trained* model instead: the run directory of an experiment
+(``model.keras`` + ``representative.npz``, :func:`tfmedseg.export.run_dir.load_for_export`), e.g. the
+seed-004 quick run's SE U-Net on 48^3 x 2 cubes. Its representative inputs (the run's validation
+samples) are timed, calibrate int8 (as ``python -m tfmedseg.export`` does) and give the drift; with
+the saved labels, each runtime's Dice against them ("Dice vs truth") is reported too.
+
 Usage:
     python benchmarks/bench_export_latency.py                       # 3 2D models at 256, 1 3D at 128
+    python benchmarks/bench_export_latency.py --models --run runs/hecktor_petct/model   # trained run only
     python benchmarks/bench_export_latency.py --models dsts_3d --size-3d 256 --reps 10
     python benchmarks/bench_export_latency.py --json latency.json   # also write the raw figures
 """
@@ -79,6 +86,20 @@ def _build(name: str, shape: tuple[int, ...]):
     return registry.build(name, input_shape=shape, classes=2)
 
 
+def _load_run(job: dict):
+    """``(model, bundle)`` of a ``--run`` job (a trained run directory)."""
+    from tfmedseg.export.run_dir import load_for_export
+
+    bundle = load_for_export(job["run"])
+    return bundle.model, bundle
+
+
+def _dice(a, b) -> float:
+    import numpy as np
+
+    return 1.0 if a.sum() + b.sum() == 0 else float(2 * np.logical_and(a, b).sum() / (a.sum() + b.sum()))
+
+
 def _prepare(job: dict) -> dict:
     """Build, save weights, export the SavedModel and the TFLite variants; measure their drift."""
     _set_threads(2)
@@ -90,19 +111,29 @@ def _prepare(job: dict) -> dict:
     from tfmedseg.export.tflite import TFLiteRunner, convert_to_tflite
 
     name, shape, out = job["model"], tuple(job["shape"]), job["dir"]
-    model = _build(name, shape)
-    model.save_weights(os.path.join(out, "model.weights.h5"))
-    if len(shape) == 3:
-        spec = ServingSpec(mode="2.5d", input_size=shape[:2], context_slices=shape[-1])
+    truth = None
+    if job.get("run"):
+        model, bundle = _load_run(job)
+        spec = bundle.spec
+        x = calibration = np.asarray(bundle.representative, np.float32)
+        if bundle.representative_labels is not None:
+            truth = np.asarray(bundle.representative_labels).reshape(x.shape[:-1]) > 0
     else:
-        spec = ServingSpec(mode="3d_slab", input_size=shape[1:3], context_slices=shape[0], output_slices=shape[0] // 2)
+        model = _build(name, shape)
+        model.save_weights(os.path.join(out, "model.weights.h5"))
+        if len(shape) == 3:
+            spec = ServingSpec(mode="2.5d", input_size=shape[:2], context_slices=shape[-1])
+        else:
+            spec = ServingSpec(mode="3d_slab", input_size=shape[1:3], context_slices=shape[0], output_slices=shape[0] // 2)
+        x = _phantom_inputs(shape, 4, 0)
+        calibration = _phantom_inputs(shape, 8, 4)
     start = time.perf_counter()
     export_savedmodel(model, os.path.join(out, "savedmodel", "1"), spec=spec, model_name=name)
     info = {"params": int(model.count_params()), "export_s": {"savedmodel": time.perf_counter() - start},
             "size_mb": {}, "drift": {}}
-    x = _phantom_inputs(shape, 4, 0)
-    calibration = _phantom_inputs(shape, 8, 4)
-    reference = model(x, training=False).numpy()
+    reference = model.predict(x, batch_size=1, verbose=0)
+    if truth is not None:
+        info["keras_dice_vs_truth"] = _dice(np.argmax(reference, -1) > 0, truth)
     for q in TFLITE:
         start = time.perf_counter()
         blob = convert_to_tflite(model, q, (lambda: (c[None] for c in calibration)) if q == "int8" else None)
@@ -114,11 +145,13 @@ def _prepare(job: dict) -> dict:
         runner = TFLiteRunner(path, num_threads=2)
         predicted = runner(x)
         a, b = np.argmax(predicted, -1) > 0, np.argmax(reference, -1) > 0
-        dice = 1.0 if a.sum() + b.sum() == 0 else float(2 * np.logical_and(a, b).sum() / (a.sum() + b.sum()))
         diff = np.abs(predicted - reference)
-        info["drift"][f"tflite_{q}"] = {"max": float(diff.max()), "mean": float(diff.mean()), "dice": dice,
+        info["drift"][f"tflite_{q}"] = {"max": float(diff.max()), "mean": float(diff.mean()), "dice": _dice(a, b),
                                         "delegate": runner.delegate}
-    info["size_mb"]["keras_f32"] = os.path.getsize(os.path.join(out, "model.weights.h5")) / 1e6
+        if truth is not None:
+            info["drift"][f"tflite_{q}"]["dice_vs_truth"] = _dice(a, truth)
+    weights = os.path.join(job["run"], "model.keras") if job.get("run") else os.path.join(out, "model.weights.h5")
+    info["size_mb"]["keras_f32"] = os.path.getsize(weights) / 1e6
     info["margin"] = float(np.median(np.abs(reference[..., 1] - reference[..., 0])))
     return info
 
@@ -136,9 +169,13 @@ def _time_runtimes(job: dict) -> dict:
     from tfmedseg.export.tflite import TFLiteRunner
 
     name, shape, out = job["model"], tuple(job["shape"]), job["dir"]
-    model = _build(name, shape)
-    model.load_weights(os.path.join(out, "model.weights.h5"))
-    x = _phantom_inputs(shape, 1, 0)
+    if job.get("run"):
+        model, bundle = _load_run(job)
+        x = np.asarray(bundle.representative[:1], np.float32)
+    else:
+        model = _build(name, shape)
+        model.load_weights(os.path.join(out, "model.weights.h5"))
+        x = _phantom_inputs(shape, 1, 0)
     xt = tf.constant(x)
     keras_fn = tf.function(lambda t: model(t, training=False))
     xla_fn = tf.function(lambda t: model(t, training=False), jit_compile=True)
@@ -146,7 +183,7 @@ def _time_runtimes(job: dict) -> dict:
     runners = {q: TFLiteRunner(os.path.join(out, f"{q}.tflite"), num_threads=threads) for q in TFLITE}
     calls = {
         "keras_f32": lambda: keras_fn(xt).numpy(),
-        "keras_xla": lambda: xla_fn(xt).numpy(),
+        **({} if job.get("no_xla") else {"keras_xla": lambda: xla_fn(xt).numpy()}),
         "savedmodel": lambda: serve(image=xt)["probabilities"].numpy(),
         **{f"tflite_{q}": (lambda r=r: r(x)) for q, r in runners.items()},
     }
@@ -172,6 +209,23 @@ def _time_runtimes(job: dict) -> dict:
             "delegates": {q: r.delegate for q, r in runners.items()}}
 
 
+def _run_name(run: str) -> str:
+    """``<experiment>/<model dir>`` of a run directory, e.g. ``hecktor_petct/model``."""
+    info = os.path.join(run, "export_info.json")
+    model = "trained"
+    if os.path.isfile(info):
+        with open(info) as f:
+            model = json.load(f).get("model", model)
+    return f"{model} (trained, {os.path.basename(os.path.normpath(run))})"
+
+
+def _run_input_shape(run: str) -> tuple[int, ...]:
+    import numpy as np
+
+    with np.load(os.path.join(run, "representative.npz"), allow_pickle=False) as data:
+        return tuple(int(d) for d in data["inputs"].shape[1:])
+
+
 def _subprocess(mode: str, job: dict) -> dict | None:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", mode, json.dumps(job)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -182,13 +236,23 @@ def _subprocess(mode: str, job: dict) -> dict | None:
     return json.loads(lines[-1][len("RESULT "):])
 
 
+def _unit(shape: list[int], run: bool) -> str:
+    if run:
+        return "x".join(str(d) for d in shape[:-1]) + f" x {shape[-1]} cube" if len(shape) == 4 else "input"
+    return "slice" if shape[-1] != 1 else f"{shape[0] // 2}-slice slab"
+
+
 def _table(rows: list[dict], threads: list[int]) -> str:
+    truth = any("keras_dice_vs_truth" in row["prep"] for row in rows)
     head = "| model | runtime | size MB | " + " | ".join(
-        f"{t} thr ms mean ± sd (median) | x Keras" for t in threads) + " | max abs dp | Dice vs Keras |"
+        f"{t} thr ms mean ± sd (median) | x Keras" for t in threads) + " | max abs dp | Dice vs Keras |" + (
+        " Dice vs truth |" if truth else "")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for row in rows:
-        unit = "slice" if row["shape"][-1] != 1 else f"{row['shape'][0] // 2}-slice slab"
+        unit = _unit(row["shape"], bool(row.get("run")))
         for key in RUNTIMES:
+            if all(key not in lat["latency"] for lat in row["timing"].values() if lat):
+                continue
             size = row["prep"]["size_mb"].get(key)
             cells = [f"{row['model']} ({unit})" if key == "keras_f32" else "", key, "" if size is None else f"{size:.2f}"]
             for t in threads:
@@ -204,6 +268,9 @@ def _table(rows: list[dict], threads: list[int]) -> str:
                 cells += [f"{drift['max']:.1e}", f"{drift['dice']:.3f}"]
             else:
                 cells += ["0 (ref)", "1 (ref)"] if key == "keras_f32" else ["", ""]
+            if truth:
+                value = drift.get("dice_vs_truth") if drift else (row["prep"].get("keras_dice_vs_truth") if key == "keras_f32" else None)
+                cells.append("" if value is None else f"{value:.3f}")
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -219,7 +286,7 @@ def _verdicts(rows: list[dict], threads: list[int]) -> list[str]:
             base = lat["latency"]["keras_f32"]["mean_ms"]
             best = min((f"tflite_{q}" for q in TFLITE), key=lambda k: lat["latency"][k]["mean_ms"])
             ratio = lat["latency"][best]["mean_ms"] / base
-            xla = lat["latency"]["keras_xla"]["mean_ms"] / base
+            xla = lat["latency"].get("keras_xla", {"mean_ms": float("nan")})["mean_ms"] / base
             parts.append(f"{t} thr: best {best} {ratio:.2f}x Keras ({'goal met' if ratio <= GOAL else 'goal NOT met'}; "
                          f"Keras XLA {xla:.2f}x; load {lat['load'][0]:.1f}->{lat['load'][1]:.1f})")
         out.append(f"{row['model']}: " + "; ".join(parts) + f"; int8 delegate {row['prep']['drift']['tflite_int8']['delegate']}"
@@ -237,6 +304,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="round-robin rounds (min of means is reported)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", nargs="*", type=int, default=[1, 2])
+    parser.add_argument("--run", action="append", default=[], metavar="DIR",
+                        help="also benchmark the trained model of this run directory (model.keras + representative.npz)")
+    parser.add_argument("--no-xla", action="store_true", help="skip Keras with jit_compile (slow to compile in 3D)")
     parser.add_argument("--json", help="also write the raw figures to this file")
     parser.add_argument("--worker", nargs=2, metavar=("MODE", "JOB"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -248,10 +318,12 @@ def main() -> None:
     rows = []
     started = time.time()
     load_start = os.getloadavg()[0]
-    for name in args.models:
-        shape = _input_shape(name, args.size, args.size_3d, args.slices_3d)
+    jobs = [(name, _input_shape(name, args.size, args.size_3d, args.slices_3d), None) for name in args.models]
+    for run in args.run:
+        jobs.append((_run_name(run), _run_input_shape(run), os.path.abspath(run)))
+    for name, shape, run in jobs:
         with tempfile.TemporaryDirectory(prefix="bench_export_") as tmp:
-            job = {"model": name, "shape": list(shape), "dir": tmp}
+            job = {"model": name, "shape": list(shape), "dir": tmp, "run": run, "no_xla": args.no_xla}
             prep = _subprocess("prepare", job)
             if prep is None:
                 continue
@@ -261,7 +333,7 @@ def main() -> None:
                                               "warmup": args.warmup})
                 if result is not None:
                     timing[threads] = result
-            rows.append({"model": name, "shape": list(shape), "prep": prep, "timing": timing})
+            rows.append({"model": name, "shape": list(shape), "prep": prep, "timing": timing, "run": run})
             print(f"[{time.time() - started:.0f} s] {name} {shape} done", file=sys.stderr, flush=True)
     print(f"\nLatency per 2D slice (input {args.size}x{args.size}x9) / per 3D slab (input {args.slices_3d}x"
           f"{args.size_3d}x{args.size_3d}x1, {args.slices_3d // 2} slices out), batch 1; min-of-means over {args.rounds}"

@@ -69,3 +69,58 @@ def test_cli_errors_are_one_line_messages(tmp_path, capsys):
     bad.write_bytes(b"not a zip")
     assert main(["--model", str(bad), "--output", str(tmp_path / "m" / "1")]) == 2
     assert "bad.keras" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "all"])
+def test_failed_export_leaves_nothing_behind(run_dir, tmp_path, capsys, monkeypatch, fmt):
+    """A conversion failing at the last variant (int8) leaves no version folder, no empty parents and
+    no float32/float16 files behind; a folder that existed keeps exactly what it held."""
+    import tfmedseg.export.tflite as tflite_module
+    from tfmedseg.errors import ExportError
+
+    real = tflite_module.convert_to_tflite
+
+    def failing(model, quantization="float32", representative_data=None):
+        if quantization == "int8":
+            raise ExportError("calibration exploded", path=model.name)
+        return real(model, quantization, representative_data)
+
+    monkeypatch.setattr(tflite_module, "convert_to_tflite", failing)
+    path, _ = run_dir
+    out = tmp_path / "saved_models" / "liver" / "1"
+    assert main(["--model", str(path), "--format", fmt, "--output", str(out)]) == 2
+    assert "calibration exploded" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # not even saved_models/ or saved_models/liver/
+
+    existing = tmp_path / "existing" / "1"
+    existing.mkdir(parents=True)
+    (existing / "metadata.json").write_text('{"model_name": "liver"}')
+    assert main(["--model", str(path), "--format", "tflite", "--output", str(existing)]) == 2
+    assert sorted(p.name for p in existing.iterdir()) == ["metadata.json"]
+    assert (existing / "metadata.json").read_text() == '{"model_name": "liver"}'
+
+
+def test_failure_after_writing_removes_only_what_the_run_added(run_dir, tmp_path, monkeypatch):
+    """A failure after files were written (here: the metadata update) removes the files this run
+    added to an existing folder and keeps the ones that were there."""
+    import tfmedseg.export.__main__ as cli
+
+    def broken_metadata(*args, **kwargs):
+        raise OSError("disk full")
+
+    existing = tmp_path / "v" / "1"
+    existing.mkdir(parents=True)
+    (existing / "metadata.json").write_text('{"model_name": "liver"}')
+    (existing / "saved_model.pb").write_bytes(b"ours")
+    real_atomic = cli.atomic_file
+
+    def atomic_failing_for_json(path, suffix=""):
+        if str(path).endswith(".json"):
+            return broken_metadata()
+        return real_atomic(path, suffix)
+
+    monkeypatch.setattr(cli, "atomic_file", atomic_failing_for_json)
+    path, _ = run_dir
+    with pytest.raises(OSError, match="disk full"):
+        cli.main(["--model", str(path), "--format", "tflite", "--output", str(existing)])
+    assert sorted(p.name for p in existing.iterdir()) == ["metadata.json", "saved_model.pb"]

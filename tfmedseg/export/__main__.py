@@ -10,8 +10,12 @@ itself; this command exports one stage (a run directory with ``model.keras``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +44,23 @@ def _labels(probs: np.ndarray, threshold: float) -> np.ndarray:
 def export_tflite(bundle: Any, output: Path) -> dict[str, Any]:
     """Write ``model_<quantization>.tflite`` files and return a per-variant accuracy report.
 
+    All variants are converted and checked (:func:`convert_tflite_variants`) before the first file
+    is written, so a conversion that fails writes nothing.
+    """
+    variants = convert_tflite_variants(bundle)
+    return write_tflite_variants(variants, output)
+
+
+def convert_tflite_variants(bundle: Any) -> dict[str, tuple[bytes, dict[str, Any]]]:
+    """Convert ``bundle.model`` to every TFLite variant in memory and measure each against Keras.
+
     The report gives, per variant, the maximum absolute probability difference to Keras and the Dice
     between the Keras and TFLite foreground masks (all non-background labels) on the representative
     inputs; when the run saved their reference labels, also each runtime's Dice against them and the
     drop of the TFLite Dice from the Keras Dice.
+
+    Returns:
+        ``{quantization: (flatbuffer bytes, report entry)}``.
     """
     import keras
 
@@ -64,17 +81,14 @@ def export_tflite(bundle: Any, output: Path) -> dict[str, Any]:
     truth = None if bundle.representative_labels is None else np.asarray(bundle.representative_labels).reshape(reference.shape[:-1]) > 0
     ref_fg = _labels(reference, bundle.spec.threshold) > 0
     keras_vs_truth = None if truth is None else _dice(ref_fg, truth)
-    report: dict[str, Any] = {}
+    variants: dict[str, tuple[bytes, dict[str, Any]]] = {}
     for quantization in progress(QUANTIZATIONS, desc="TFLite conversion and checks", unit="variant"):
         data = (lambda: (s[None] for s in samples)) if quantization == "int8" else None
         flatbuffer = convert_to_tflite(model, quantization, data)
-        path = output / f"model_{quantization}.tflite"
-        with atomic_file(path, ".tflite") as tmp:
-            Path(tmp).write_bytes(flatbuffer)
         predicted = TFLiteRunner(flatbuffer)(samples)
         lite_fg = _labels(predicted, bundle.spec.threshold) > 0
         entry = {
-            "file": path.name,
+            "file": f"model_{quantization}.tflite",
             "bytes": len(flatbuffer),
             "max_abs_diff": float(np.abs(predicted - reference).max()),
             "dice_vs_keras": _dice(ref_fg, lite_fg),
@@ -86,8 +100,18 @@ def export_tflite(bundle: Any, output: Path) -> dict[str, Any]:
             entry["keras_dice_vs_truth"] = keras_vs_truth
             entry["dice_drop_vs_keras"] = keras_vs_truth - entry["dice_vs_truth"]
             line += f", Dice vs truth {entry['dice_vs_truth']:.4f} (Keras {keras_vs_truth:.4f})"
-        report[quantization] = entry
+        variants[quantization] = (flatbuffer, entry)
         print(line)
+    return variants
+
+
+def write_tflite_variants(variants: dict[str, tuple[bytes, dict[str, Any]]], output: Path) -> dict[str, Any]:
+    """Write the converted variants into ``output`` (each file staged and renamed); return the report."""
+    report = {}
+    for quantization, (flatbuffer, entry) in variants.items():
+        with atomic_file(output / entry["file"], ".tflite") as tmp:
+            Path(tmp).write_bytes(flatbuffer)
+        report[quantization] = entry
     return report
 
 
@@ -106,15 +130,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def export(args: argparse.Namespace) -> None:
-    """Run the export the parsed command line asks for."""
+    """Run the export the parsed command line asks for.
+
+    Nothing is left behind by a failing export: the TFLite variants are converted and checked in
+    memory before anything is written, the SavedModel is staged and renamed, and on any failure
+    the folders this run created (the version folder and its missing parents) and the files it
+    added to an existing folder are removed again (:func:`_undo_on_failure`).
+    """
     from tfmedseg.export.run_dir import load_for_export
-    from tfmedseg.export.savedmodel import export_savedmodel
 
     if args.format == "tflite":
         _check_tflite_output(args.output, args.overwrite)
     bundle = load_for_export(args.model)
     name = args.name or args.output.parent.name
     print(f"exporting {args.model} as {name!r} to {args.output}")
+    with _undo_on_failure(args.output):
+        _export(args, bundle, name)
+
+
+def _export(args: argparse.Namespace, bundle: Any, name: str) -> None:
+    from tfmedseg.export.savedmodel import export_savedmodel
+
+    variants = convert_tflite_variants(bundle) if args.format in ("tflite", "all") else None
     if args.format in ("savedmodel", "all"):
         export_savedmodel(bundle.model, args.output, spec=bundle.spec, model_name=name, metadata=bundle.info,
                           overwrite=args.overwrite)
@@ -124,8 +161,8 @@ def export(args: argparse.Namespace) -> None:
             args.output.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ExportError(f"cannot create the output folder: {exc.strerror or exc}", path=args.output) from exc
-    if args.format in ("tflite", "all"):
-        report = export_tflite(bundle, args.output)
+    if variants is not None:
+        report = write_tflite_variants(variants, args.output)
         meta_path = args.output / "metadata.json"
         try:
             meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"model_name": name, **bundle.info}
@@ -134,6 +171,40 @@ def export(args: argparse.Namespace) -> None:
         meta["tflite"] = report
         with atomic_file(meta_path, ".json") as tmp:
             Path(tmp).write_text(json.dumps(meta, indent=2, default=str))
+
+
+@contextlib.contextmanager
+def _undo_on_failure(output: Path) -> Iterator[None]:
+    """On any failure (``KeyboardInterrupt`` included), remove what this run added under ``output``.
+
+    Folders that did not exist before (``output`` and its missing parents) are removed; inside a
+    folder that existed, only the entries that were not there before are removed. Nothing that
+    existed before the run is deleted (a file replaced with ``--overwrite`` stays replaced).
+    """
+    missing = []
+    path = Path(os.path.abspath(output))
+    while not os.path.lexists(path) and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    before = set(os.listdir(output)) if not missing and output.is_dir() else None
+    try:
+        yield
+    except BaseException:
+        if missing:
+            if missing[0].is_dir() and not missing[0].is_symlink():
+                shutil.rmtree(missing[0], ignore_errors=True)
+            for parent in missing[1:]:
+                with contextlib.suppress(OSError):
+                    parent.rmdir()  # only when empty
+        elif before is not None:
+            for entry in set(os.listdir(output)) - before:
+                target = output / entry
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        target.unlink()
+        raise
 
 
 def _check_tflite_output(output: Path, overwrite: bool) -> None:

@@ -20,6 +20,7 @@ Inputs and outputs stay float32 in every variant.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -28,7 +29,9 @@ import numpy as np
 
 from tfmedseg.errors import ExportError
 
-__all__ = ["QUANTIZATIONS", "TFLiteRunner", "convert_to_tflite", "tflite_compatible_clone"]
+__all__ = ["QUANTIZATIONS", "TFLiteRunner", "convert_to_tflite", "tflite_compatible_clone", "widen_constant_ranges"]
+
+logger = logging.getLogger(__name__)
 
 QUANTIZATIONS = ("float32", "float16", "int8")
 
@@ -213,9 +216,122 @@ def convert_to_tflite(
         converter.representative_dataset = gen
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     try:
-        return converter.convert()
+        if quantization != "int8":
+            return converter.convert()
+        flatbuffer = _calibrate_and_quantize(converter)
+    except ExportError:
+        raise
     except Exception as exc:
         raise ExportError(f"TFLite {quantization} conversion failed: {type(exc).__name__}: {str(exc)[:500]}", path=model.name) from exc
+    _check_prepares_in_child(flatbuffer, f"TFLite {quantization} model of {model.name}")
+    return flatbuffer
+
+
+#: A calibrated activation range narrower than this is treated as constant (see
+#: :func:`widen_constant_ranges`).
+CONSTANT_RANGE = 1e-6
+
+
+def _calibrate_and_quantize(converter: Any) -> bytes:
+    """Full-integer quantisation in two steps, calibration then quantisation, with the calibrated
+    ranges repaired in between (:func:`widen_constant_ranges`).
+
+    The steps are the converter's own (``_experimental_calibrate_only`` then ``mlir_quantize`` with
+    float32 input and output, as ``TFLiteConverter.convert`` and TF's ``QuantizationDebugger`` run
+    them).
+    """
+    import tensorflow as tf
+    from tensorflow.lite.python import convert as tflite_convert
+
+    converter._experimental_calibrate_only = True
+    calibrated = converter.convert()
+    calibrated, widened = widen_constant_ranges(calibrated)
+    if widened:
+        logger.info("int8 calibration saw %d activation(s) constant at 0 (e.g. ReLU units that never fired on the "
+                    "representative data); their range was set to [0, 1]: %s", len(widened), ", ".join(widened[:5]))
+    return tflite_convert.mlir_quantize(calibrated, disable_per_channel=converter._experimental_disable_per_channel,
+                                        input_data_type=tf.float32, output_data_type=tf.float32)
+
+
+def widen_constant_ranges(calibrated: bytes) -> tuple[bytes, list[str]]:
+    """Give every activation that calibration saw constant a usable int8 range.
+
+    A ReLU unit that never fires on the representative data (a "dead" unit; a trained seed-004 SE
+    U-Net has some in its squeeze-excitation branches) is calibrated to the range
+    ``[0, 1.2e-38]``. The quantiser turns that into an int8 scale of ~1e-8 and the next
+    ``FULLY_CONNECTED`` gets a bias scale of ~1e-11; LiteRT's XNNPACK delegate (the default) then
+    aborts the whole process while preparing the model ("free(): double free detected in tcache
+    2", SIGABRT) instead of reporting an error. Widening such a range (width below
+    :data:`CONSTANT_RANGE`) to ``[min(lo, 0), min(lo, 0) + 1]`` keeps 0 exactly representable (the
+    value those units output) and gives a normal scale of 1/255. Ranges are judged after including
+    0, as the quantiser does, so only activations that stayed within :data:`CONSTANT_RANGE` of 0
+    are touched.
+
+    Args:
+        calibrated: A calibrated (not yet quantised) TFLite model, ``_experimental_calibrate_only``.
+
+    Returns:
+        ``(model bytes, names of the widened tensors)``; the input bytes when none was widened.
+    """
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+    widened = []
+    for subgraph in model.subgraphs:
+        for tensor in subgraph.tensors:
+            q = tensor.quantization
+            if q is None or q.min is None or q.max is None or len(q.min) != 1 or len(q.max) != 1:
+                continue
+            if model.buffers[tensor.buffer].data is not None and len(model.buffers[tensor.buffer].data):
+                continue  # a constant: quantised from its values, not from calibration
+            low, high = min(float(q.min[0]), 0.0), max(float(q.max[0]), 0.0)  # the quantiser includes 0
+            if high - low < CONSTANT_RANGE:
+                q.min[0], q.max[0] = low, low + 1.0
+                name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
+                widened.append(name.split(";")[-1])
+    if not widened:
+        return calibrated, []
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), widened
+
+
+_PREPARE_CHECK = """
+import sys
+try:
+    from ai_edge_litert import interpreter
+except ImportError:
+    sys.exit(0)
+interpreter.Interpreter(model_path=sys.argv[1], num_threads=1).allocate_tensors()
+"""
+
+
+def _check_prepares_in_child(flatbuffer: bytes, what: str) -> None:
+    """Prepare ``flatbuffer`` with LiteRT's default delegates in a child process.
+
+    A delegate that cannot handle a graph may abort the process natively (seen with XNNPACK on
+    int8 models, see :func:`widen_constant_ranges`) rather than raise; checking in a child turns
+    that into an :class:`~tfmedseg.errors.ExportError` instead of killing the export command.
+    Skipped when ``ai-edge-litert`` is not installed (the ``tf.lite`` fallback loads all of
+    TensorFlow, too slow for a check).
+    """
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tfmedseg_tflite_check_") as tmp:
+        path = os.path.join(tmp, "model.tflite")
+        with open(path, "wb") as f:
+            f.write(flatbuffer)
+        proc = subprocess.run([sys.executable, "-c", _PREPARE_CHECK, path], capture_output=True, text=True)
+    if proc.returncode == 0:
+        return
+    if proc.returncode < 0:
+        cause = f"killed by {signal.Signals(-proc.returncode).name}"
+    else:
+        cause = f"exit status {proc.returncode}"
+    detail = " ".join(proc.stderr.strip().splitlines()[-2:])[-300:]
+    raise ExportError(f"LiteRT cannot prepare the converted {what} with its default (XNNPACK) delegate: the check "
+                      f"process was {cause} ({detail or 'no message'})", path=what.split(" of ")[-1])
 
 
 class TFLiteRunner:

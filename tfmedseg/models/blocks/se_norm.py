@@ -53,6 +53,8 @@ __all__ = [
     "apply_norm_conv",
     "apply_residual_se_unit",
     "make_normalization",
+    "spatial_mean",
+    "spatial_moments",
 ]
 
 #: Normalisation kinds of :func:`make_normalization`: SE norm over instance or batch statistics
@@ -74,6 +76,39 @@ def _check_choice(value, allowed, argument):
 
 def _spatial_axes(rank: int) -> list[int]:
     return list(range(1, rank + 1))
+
+
+def spatial_mean(x, axes: Sequence[int], keepdims: bool = False):
+    """Mean over ``axes`` taken one axis at a time (last first): the same value as one
+    ``ops.mean(x, axes)``, but accurate in float32 over large volumes.
+
+    TensorFlow's CPU kernel and TFLite's ``MEAN`` both accumulate a multi-axis channels-last mean
+    sequentially in float32: over a 48^3 cube (110,592 voxels per channel) the variance of a
+    trained SE U-Net's first norm came out 2e-4 (TF) and 7e-4 (TFLite) relative off the float64
+    value, and the two runtimes disagreed by 2.5e-3 in the output probabilities. Reducing axis by
+    axis (sums of at most one side length) gives 2e-7, so Keras, the SavedModel and TFLite agree.
+
+    Args:
+        x: ``[B, *spatial, C]`` tensor.
+        axes: The axes to average over.
+        keepdims: Keep the reduced axes with length 1.
+    """
+    for axis in sorted(axes, reverse=True):
+        x = ops.mean(x, axis=axis, keepdims=True)
+    return x if keepdims else ops.squeeze(x, axis=tuple(axes))
+
+
+def spatial_moments(x, axes: Sequence[int]):
+    """``(mean, variance)`` over ``axes`` (kept with length 1) from :func:`spatial_mean`, computed in
+    float32 for half-precision inputs (as ``keras.ops.moments``) and returned in ``x``'s dtype."""
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    if dtype in ("float16", "bfloat16"):
+        x = ops.cast(x, "float32")
+    mean = spatial_mean(x, axes, keepdims=True)
+    var = spatial_mean(ops.square(x - ops.stop_gradient(mean)), axes, keepdims=True)
+    if dtype in ("float16", "bfloat16"):
+        mean, var = ops.cast(mean, dtype), ops.cast(var, dtype)
+    return mean, var
 
 
 def _rank_of(shape) -> int:
@@ -111,7 +146,7 @@ class InstanceNormalization(keras.layers.Layer):
             self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
 
     def call(self, x):
-        mean, var = ops.moments(x, axes=self._axes, keepdims=True)
+        mean, var = spatial_moments(x, self._axes)
         y = (x - mean) * ops.rsqrt(var + self.epsilon)
         if self.affine:
             y = y * self.gamma + self.beta
@@ -169,13 +204,13 @@ class SENormalization(keras.layers.Layer):
             self.batch_norm.build(input_shape)
 
     def call(self, x, training=None):
-        pooled = ops.mean(x, axis=self._axes)  # [B, C]
+        pooled = spatial_mean(x, self._axes)  # [B, C]
         gamma = ops.sigmoid(self.gamma_excite(self.gamma_squeeze(pooled)))
         beta = ops.tanh(self.beta_excite(self.beta_squeeze(pooled)))
         if self.base == "batch":
             normed = self.batch_norm(x, training=training)
         else:
-            mean, var = ops.moments(x, axes=self._axes, keepdims=True)
+            mean, var = spatial_moments(x, self._axes)
             normed = (x - mean) * ops.rsqrt(var + self.epsilon)
         shape = (-1,) + (1,) * len(self._axes) + (int(x.shape[-1]),)
         return ops.reshape(gamma, shape) * normed + ops.reshape(beta, shape)
