@@ -85,3 +85,84 @@ def test_bad_conversions_are_clear(model_2d):
     runner = TFLiteRunner(convert_to_tflite(model_2d))
     with pytest.raises(ExportError, match="does not fit"):
         runner(np.zeros((1, 8, 8, 3), np.float32))
+
+
+def _dead_unit_se_block_model():
+    """Conv -> squeeze-excitation block whose squeeze unit never fires (bias -100), as some of a
+    trained network's ReLU units do: int8 calibration sees that output constant at 0."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    squeeze = keras.layers.Dense(4, activation="relu", name="squeeze")
+    excite = keras.layers.Dense(8, activation="sigmoid", name="excite")
+    gate = excite(squeeze(keras.layers.GlobalAveragePooling2D()(x)))
+    x = keras.layers.Multiply()([x, keras.layers.Reshape((1, 1, 8))(gate)])
+    model = keras.Model(inp, keras.layers.Conv2D(2, 1, activation="softmax", name="probabilities")(x))
+    kernel, bias = squeeze.get_weights()
+    squeeze.set_weights([np.random.default_rng(1).normal(size=kernel.shape).astype(np.float32), np.full_like(bias, -100.0)])
+    kernel, bias = excite.get_weights()
+    excite.set_weights([np.full_like(kernel, 0.01), np.linspace(-0.1, 0.1, bias.size, dtype=np.float32)])
+    return model
+
+
+def test_int8_with_a_dead_relu_unit_runs_under_xnnpack(caplog):
+    """Converted the plain way, the dead unit gets an int8 scale of ~1e-8 and XNNPACK refuses the
+    graph ("failed to create XNNPACK runtime"; in the trained seed-004 SE U-Net it aborted the
+    process, SIGABRT). With the constant range widened it runs with XNNPACK, close to Keras."""
+    import logging
+
+    model = _dead_unit_se_block_model()
+    data = np.random.default_rng(0).random((4, 16, 16, 3)).astype(np.float32)
+    with caplog.at_level(logging.INFO, logger="tfmedseg.export.tflite"):
+        blob = convert_to_tflite(model, "int8", lambda: (d[None] for d in data))
+    assert "squeeze" in caplog.text and "constant at 0" in caplog.text
+    runner = TFLiteRunner(blob)
+    assert runner.delegate == "xnnpack"
+    diff = np.abs(runner(data) - model.predict(data, verbose=0))
+    assert np.isfinite(diff).all() and diff.mean() < 0.02
+
+
+def test_int8_keeps_run_time_normalisation_in_float32():
+    """SE / instance normalisation statistics stay float32 in the int8 model (int8 variances lose
+    the epsilon and small values); the convolution's activations around them are still int8."""
+    from ai_edge_litert import interpreter as litert
+
+    from tfmedseg.models.blocks.se_norm import SENormalization
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 8, 2), name="image")
+    x = SENormalization(name="sen")(keras.layers.Conv3D(4, 3, padding="same", activation="relu")(inp))
+    x = keras.layers.Conv3D(4, 3, padding="same", activation="relu")(x)
+    model = keras.Model(inp, keras.layers.Conv3D(2, 1, activation="softmax", name="probabilities")(x))
+    data = np.random.default_rng(0).normal(size=(4, 8, 8, 8, 2)).astype(np.float32)
+    blob = convert_to_tflite(model, "int8", lambda: (d[None] for d in data))
+    interpreter = litert.Interpreter(model_content=blob)
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()
+    rsqrt = [op for op in ops if op["op_name"] == "RSQRT"]
+    assert rsqrt and all(tensors[i]["dtype"] == np.float32 for op in rsqrt for i in op["outputs"])
+    assert any(tensors[i]["dtype"] == np.int8 for op in ops for i in op["outputs"])  # still partly integer
+    diff = np.abs(TFLiteRunner(blob)(data) - model.predict(data, verbose=0))
+    assert diff.mean() < 0.02
+
+
+def test_widen_constant_ranges_leaves_normal_ranges_alone(model_2d, rng):
+    import tensorflow as tf
+
+    from tfmedseg.export.tflite import _frozen_converter, widen_constant_ranges
+
+    data = rng.random((4, 16, 16, 3)).astype(np.float32)
+    converter = _frozen_converter(model_2d)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([d[None]] for d in data)
+    converter._experimental_calibrate_only = True
+    calibrated = converter.convert()
+    assert widen_constant_ranges(calibrated) == (calibrated, [])
+
+
+def test_a_runtime_that_aborts_natively_becomes_an_export_error(monkeypatch):
+    import tfmedseg.export.tflite as tflite_module
+
+    monkeypatch.setattr(tflite_module, "_PREPARE_CHECK", "import os; os.abort()")
+    with pytest.raises(ExportError, match="SIGABRT"):
+        tflite_module._check_prepares_in_child(b"not a model", "TFLite int8 model of m")
