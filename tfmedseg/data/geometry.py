@@ -87,11 +87,12 @@ class SliceGeometry:
         return sum(c.depth for c in cases)
 
     def dataset(self, cases: Sequence, batch_size: int, *, order: str = "volume", seed: int = 0,
-                epochs: int | None = None, foreground_fraction: float = 0.5):
-        """The ``(x, y)`` tf.data pipeline of this geometry (:mod:`tfmedseg.data.pipelines`)."""
+                epochs: int | None = None, foreground_fraction: float = 0.5, shard: tuple[int, int] | None = None):
+        """The ``(x, y)`` tf.data pipeline of this geometry (:mod:`tfmedseg.data.pipelines`); ``shard``:
+        this worker's ``(num_workers, index)`` share of the cases."""
         from tfmedseg.data.pipelines import slab3d_dataset, stack25d_dataset
 
-        kwargs = dict(order=order, seed=seed, epochs=epochs, foreground_fraction=foreground_fraction)
+        kwargs = dict(order=order, seed=seed, epochs=epochs, foreground_fraction=foreground_fraction, shard=shard)
         if self.rank == 3:
             return slab3d_dataset(cases, batch_size, n_in=self.context_slices, n_out=self.output_slices, **kwargs)
         return stack25d_dataset(cases, batch_size, n_slices=self.context_slices, **kwargs)
@@ -139,14 +140,14 @@ class PatchGeometry:
         return self.samples_per_epoch or len(cases)
 
     def dataset(self, cases: Sequence, batch_size: int, *, order: str = "foreground", seed: int = 0,
-                epochs: int | None = None, foreground_fraction: float = 0.33):
+                epochs: int | None = None, foreground_fraction: float = 0.33, shard: tuple[int, int] | None = None):
         """The ``(x, y)`` patch pipeline (:func:`tfmedseg.data.pipelines.patch3d_dataset`): a share
         ``foreground_fraction`` of the patches is centred on a foreground voxel; ``order`` is accepted
         for a uniform call and ignored (patch centres are always drawn at random)."""
         from tfmedseg.data.pipelines import patch3d_dataset
 
         return patch3d_dataset(cases, batch_size, self.patch_size, foreground_fraction=foreground_fraction,
-                               samples_per_epoch=self.units(cases), seed=seed, epochs=epochs)
+                               samples_per_epoch=self.units(cases), seed=seed, epochs=epochs, shard=shard)
 
     def serving_fields(self) -> dict:
         """Keyword arguments of ``ServingSpec`` describing this geometry."""

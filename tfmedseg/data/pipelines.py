@@ -29,8 +29,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfmedseg.data import extract, sampling
-from tfmedseg.data.distribute import pipeline_options
-from tfmedseg.data.source import CaseArrays, as_case_arrays
+from tfmedseg.data.distribute import check_shard, pipeline_options, shard_rows
+from tfmedseg.data.source import CaseArrays, as_case_arrays, slice_foreground
 from tfmedseg.errors import InvalidInputError
 
 __all__ = ["stack25d_dataset", "slab3d_dataset", "slice2d_dataset", "patch3d_dataset", "build_dataset"]
@@ -45,6 +45,7 @@ def build_dataset(
     seed: int = 0,
     epochs: int | None = None,
     rows_per_epoch: int | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
     """Generic pipeline: per-epoch index table -> parallel numpy extraction -> batch -> prefetch.
 
@@ -58,6 +59,10 @@ def build_dataset(
         epochs: Number of epochs, None = infinite.
         rows_per_epoch: Rows per epoch when constant (sets the dataset's cardinality for finite
             ``epochs``).
+        shard: ``(num_shards, index)``: keep only the rows of cases ``c`` (column 0) with
+            ``c % num_shards == index``, *before* anything is read, so each worker of a
+            multi-worker run reads its own cases (:func:`tfmedseg.data.distribute.worker_shard`);
+            tf.data's auto-sharding is then turned off. None: every row.
 
     Returns:
         A ``tf.data.Dataset`` of tuples of batched tensors.
@@ -65,15 +70,20 @@ def build_dataset(
     if int(batch_size) < 1:
         raise InvalidInputError(f"must be >= 1, got {batch_size}", path="batch_size")
 
+    shard = check_shard(shard)
+
     def order_for_epoch(epoch: np.int64) -> np.ndarray:
-        table = np.asarray(order_fn(sampling.epoch_rng(seed, int(epoch))), dtype=np.int64)
-        return table.reshape(-1, row_width)
+        table = np.asarray(order_fn(sampling.epoch_rng(seed, int(epoch))), dtype=np.int64).reshape(-1, row_width)
+        return table if shard is None else shard_rows(table, shard)
 
     def epoch_rows(epoch: tf.Tensor) -> tf.data.Dataset:
         table = tf.numpy_function(order_for_epoch, [epoch], tf.int64, stateful=False)
         return tf.data.Dataset.from_tensor_slices(tf.ensure_shape(table, [None, row_width]))
 
     dtypes = [spec.dtype for spec in output_specs]
+
+    if shard is not None and not len(order_for_epoch(np.int64(0))):
+        raise InvalidInputError(f"shard {shard} of the cases holds no sample (fewer cases than workers?)", path="shard")
 
     def extract_row(row: np.ndarray):
         return tuple(np.asarray(a, dtype=d.as_numpy_dtype) for a, d in zip(extract_fn(row), dtypes))
@@ -86,9 +96,9 @@ def build_dataset(
     ds = epochs_ds.flat_map(epoch_rows)
     ds = ds.map(extract_tf, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(int(batch_size), drop_remainder=True)
-    if epochs is not None and rows_per_epoch is not None:
+    if epochs is not None and rows_per_epoch is not None and shard is None:
         ds = ds.apply(tf.data.experimental.assert_cardinality((int(epochs) * int(rows_per_epoch)) // int(batch_size)))
-    return ds.prefetch(tf.data.AUTOTUNE).with_options(pipeline_options())
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(pipeline_options(sharded=shard is not None))
 
 
 def _labeled_cases(cases) -> list[CaseArrays]:
@@ -111,22 +121,25 @@ def _common_inplane(cases: list[CaseArrays]) -> tuple[int, int, int]:
 
 
 def _unit_foreground(case: CaseArrays, starts: np.ndarray, span: int) -> np.ndarray:
-    """Whether the ``span`` label slices from each of ``starts`` hold foreground: bool ``[len(starts)]``."""
-    per_slice = case.label.reshape(case.depth, -1).any(axis=1)
+    """Whether the ``span`` label slices from each of ``starts`` hold foreground: bool ``[len(starts)]``
+    (a streamed label map is read a few slices at a time)."""
+    per_slice = slice_foreground(case.label)
     if span == 1:
         return per_slice[starts]
     return np.array([per_slice[z0 : z0 + span].any() for z0 in starts], bool)
 
 
 def _slice_units_dataset(cases, units, span: int, extract_one, specs, batch_size, *, order: str = "volume",
-                         seed: int = 0, epochs: int | None = None, foreground_fraction: float = 0.5) -> tf.data.Dataset:
+                         seed: int = 0, epochs: int | None = None, foreground_fraction: float = 0.5,
+                         shard: tuple[int, int] | None = None) -> tf.data.Dataset:
     """Batches of ``extract_one(case, z)`` over each case's slice ``units`` (start slices).
 
     The sampling keywords of the slice datasets: ``order`` is one of
     :data:`~tfmedseg.data.sampling.ORDERS` (default ``"volume"``, seed 002's epoch order; the
     ``foreground`` order looks at the ``span`` label slices of each unit and draws
     ``foreground_fraction`` of them with foreground), ``seed`` fixes the order and ``epochs`` (None:
-    repeat forever) the length."""
+    repeat forever) the length; ``shard`` (``(workers, index)``, :func:`build_dataset`) keeps this
+    worker's cases only."""
     foreground = None
     if order == "foreground":
         foreground = [_unit_foreground(case, u, span) for case, u in zip(cases, units)]
@@ -139,7 +152,7 @@ def _slice_units_dataset(cases, units, span: int, extract_one, specs, batch_size
     def fn(row):
         return extract_one(cases[row[0]], int(row[1]))
 
-    return build_dataset(order_fn, 2, fn, specs, batch_size, seed, epochs, sum(len(u) for u in units))
+    return build_dataset(order_fn, 2, fn, specs, batch_size, seed, epochs, sum(len(u) for u in units), shard)
 
 
 def stack25d_dataset(cases, batch_size: int, *, n_slices: int = 9, pad_value: float = 0.0, **sampling_options: Any) -> tf.data.Dataset:
@@ -147,7 +160,9 @@ def stack25d_dataset(cases, batch_size: int, *, n_slices: int = 9, pad_value: fl
 
     Slices beyond the volume ends are ``pad_value`` (0). ``**sampling_options``: ``order`` (one of
     :data:`~tfmedseg.data.sampling.ORDERS`, default ``"volume"``, the seed's epoch order), ``seed``
-    (0), ``epochs`` (None: endless), ``foreground_fraction`` (0.5, for the ``foreground`` order).
+    (0), ``epochs`` (None: endless), ``foreground_fraction`` (0.5, for the ``foreground`` order),
+    ``shard`` (this worker's share of the cases, :func:`build_dataset`). Cases streamed from the cache
+    (:class:`~tfmedseg.data.source.CaseArrays` over ``CachedArray`` s) are read 9 slices per sample.
 
     Returns:
         Dataset of ``(x [B, H, W, n_slices * C] float32, y [B, H, W, 1] int32)``.
@@ -168,7 +183,8 @@ def slab3d_dataset(cases, batch_size: int, *, n_in: int = 8, n_out: int = 4, pad
     The target slabs of a volume tile it with stride ``n_out``; the last one is moved back to end
     at the last slice (:func:`~tfmedseg.data.sampling.slab_starts`), so targets are always real
     slices; the 2 context slices on each side are zero (``pad_value``) beyond the volume ends.
-    ``**sampling_options``: ``order``, ``seed``, ``epochs``, ``foreground_fraction`` as :func:`stack25d_dataset`.
+    ``**sampling_options``: ``order``, ``seed``, ``epochs``, ``foreground_fraction``, ``shard`` as
+    :func:`stack25d_dataset`.
 
     Returns:
         Dataset of ``(x [B, n_in, H, W, C] float32, y [B, n_out, H, W, 1] int32)``.
@@ -211,6 +227,7 @@ def patch3d_dataset(
     seed: int = 0,
     epochs: int | None = None,
     pad_value: float = 0.0,
+    shard: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
     """3D patches with foreground oversampling (seed 004 style; nnU-Net uses 1/3).
 
@@ -252,4 +269,4 @@ def patch3d_dataset(
         return extract.patch_3d(case.image, case.label, row[1:4], size, pad_value)
 
     specs = [tf.TensorSpec(size + (channels.pop(),), tf.float32), tf.TensorSpec(size + (1,), tf.int32)]
-    return build_dataset(order_fn, 5, fn, specs, batch_size, seed, epochs, n)
+    return build_dataset(order_fn, 5, fn, specs, batch_size, seed, epochs, n, shard)

@@ -60,6 +60,19 @@ class Case:
         """True when the case has a label map or an instance annotation."""
         return self.label is not None or self.instances is not None
 
+    @property
+    def volumes(self) -> list[Volume]:
+        """Every image channel and the label map (when present)."""
+        return list(self.images.values()) + ([self.label] if self.label is not None else [])
+
+    def release(self) -> None:
+        """Drop the voxels of lazily read volumes (:class:`~tfmedseg.io.lazy.LazyVolume`); they are
+        read again when next used. Eager volumes are kept. Loops over many cases call this after
+        each case so that one case's voxels are held at a time."""
+        from tfmedseg.io.lazy import release_volumes
+
+        release_volumes(*self.volumes)
+
     def image(self, name: str | None = None) -> Volume:
         """The channel ``name``, or the first channel."""
         if name is None:

@@ -16,16 +16,10 @@ import os
 import re
 from pathlib import Path
 
-from tfmedseg.datasets._common import (
-    check_label_values,
-    check_same_grid,
-    label_volume,
-    require_dir,
-    require_nonempty,
-)
+from tfmedseg.datasets._common import check_label_values, check_same_grid, require_dir, require_nonempty
 from tfmedseg.datasets.case import Case
 from tfmedseg.errors import ConfigError, DatasetLayoutError
-from tfmedseg.io.nifti import read_nifti
+from tfmedseg.io.lazy import LazyVolume, read_nifti_lazy
 
 __all__ = ["load_lits", "LITS_LABELS", "LITS_SPLITS"]
 
@@ -66,13 +60,18 @@ def load_lits(root: str | os.PathLike, *, split: str = "train") -> list[Case]:
     Returns:
         Cases sorted by N, ``case_id`` ``"lits-NNN"``; ``images["ct"]`` in HU (modality ``CT``,
         canonical ``[D, H, W]``), ``label`` uint8 0/1/2 (modality ``SEG``) on the CT grid
-        (None for ``split="test"``); ``meta`` has ``index`` and ``paths``.
+        (None for ``split="test"``); ``meta`` has ``index`` and ``paths``. The volumes are
+        :class:`~tfmedseg.io.lazy.LazyVolume` s: only the headers are read here (sizes checked
+        against the files), the voxels when ``array`` is first used (label values are checked
+        then); :meth:`~tfmedseg.datasets.case.Case.release` drops them again.
 
     Raises:
         ConfigError: Unknown ``split``.
         DatasetLayoutError: ``root`` missing or without volumes, a volume without its segmentation
             (or the reverse), a duplicate index.
-        InvalidInputError: Unreadable NIfTI, shape/affine mismatch, label values outside 0/1/2.
+        InvalidInputError: Unreadable NIfTI header, a header declaring more data than the file
+            holds, shape/affine mismatch; label values outside 0/1/2 or unreadable voxels when the
+            voxels are read.
 
     Example:
         >>> cases = load_lits("data/LiTS")  # doctest: +SKIP
@@ -85,7 +84,7 @@ def load_lits(root: str | os.PathLike, *, split: str = "train") -> list[Case]:
     if split == "test":
         volumes = require_nonempty(sorted(found["test-volume"].items()), root, "LiTS test-volume-N.nii files")
         return [
-            Case(f"lits-test-{n:03d}", {"ct": read_nifti(p, "CT")}, None, None, {"index": n, "paths": {"ct": str(p)}})
+            Case(f"lits-test-{n:03d}", {"ct": read_nifti_lazy(p, "CT")}, None, None, {"index": n, "paths": {"ct": str(p)}})
             for n, p in volumes
         ]
     volumes, segmentations = found["volume"], found["segmentation"]
@@ -98,13 +97,19 @@ def load_lits(root: str | os.PathLike, *, split: str = "train") -> list[Case]:
             raise DatasetLayoutError(f"volume has no partner segmentation-{n}.nii[.gz]", path=path)
     cases = []
     for n in sorted(volumes):
-        ct = read_nifti(volumes[n], "CT")
+        ct = read_nifti_lazy(volumes[n], "CT")
         seg_path = segmentations[n]
-        seg = read_nifti(seg_path, "SEG")
+        seg = read_nifti_lazy(seg_path, "SEG", transform=lambda v, p=seg_path: check_label_values(v, LITS_LABELS, p))
         check_same_grid(ct, seg, seg_path)
-        label = check_label_values(seg, LITS_LABELS, seg_path)
-        label_vol = label_volume(ct, label, seg_path)
-        label_vol.meta.update({k: seg.meta[k] for k in ("header", "source_affine", "source_shape", "source_ornt") if k in seg.meta})
+        meta = {"path": str(seg_path), **{k: seg.meta[k] for k in ("header", "source_affine", "source_shape", "source_ornt")}}
+        label = LazyVolume(ct.shape, ct.spacing, ct.affine.copy(), "SEG", meta, read=lambda s=seg: _take(s))
         meta = {"index": n, "paths": {"ct": str(volumes[n]), "label": str(seg_path)}}
-        cases.append(Case(f"lits-{n:03d}", {"ct": ct}, label_vol, None, meta))
+        cases.append(Case(f"lits-{n:03d}", {"ct": ct}, label, None, meta))
     return cases
+
+
+def _take(volume: LazyVolume):
+    """The voxels of ``volume``, which is then released (the label volume holding them keeps them)."""
+    array = volume.array
+    volume.release()
+    return array

@@ -112,20 +112,31 @@ def case_cache(ctx, name: str, preprocessing: Mapping[str, Any]):
     return CaseCache(root / name, dict(preprocessing))
 
 
-def prepare_cases(cases: Sequence, cache, build: Callable[[Any], tuple]) -> dict[str, dict[str, np.ndarray]]:
-    """Preprocess every case once through ``cache``: ``{case_id: {array name: array}}``.
+def prepare_cases(cases: Sequence, cache, build: Callable[[Any], tuple]) -> dict[str, dict[str, Any]]:
+    """Preprocess every case once through ``cache``: ``{case_id: {array name: streamed array}}``.
 
     Args:
-        cases: Dataset cases (``case_id`` attribute).
+        cases: Dataset cases (``case_id`` attribute; lazily read ones are released after each).
         cache: A :class:`~tfmedseg.preprocessing.cache.CaseCache`.
         build: ``case -> (arrays, spacing, meta)`` run for cases not in the cache yet.
 
-    Progress is shown (:func:`tfmedseg.progress.progress`); cached cases load without rebuilding.
+    Returns:
+        Per case its arrays as :class:`~tfmedseg.preprocessing.cache.CachedArray` s: read from the
+        cache file on demand (indexing along axis 0 reads those slices, ``np.asarray`` the whole
+        array), so neither building nor holding the result keeps more than one case in memory; a
+        rerun (or a run interrupted mid-way) builds only the cases not cached yet.
+
+    Progress is shown (:func:`tfmedseg.progress.progress`); cached cases are not rebuilt.
     """
     from tfmedseg.progress import progress
 
-    return {case.case_id: cache.get_or_build(case.case_id, lambda c=case: build(c)).arrays
-            for case in progress(cases, desc="preprocessing (cached)", unit="case")}
+    built = 0
+    for case in progress(cases, desc="preprocessing (cached)", unit="case"):
+        built += cache.ensure(case.case_id, lambda c=case: build(c))
+        if hasattr(case, "release"):
+            case.release()
+    logger.info("cache %s: %d case(s) built, %d reused", cache.directory, built, len(cases) - built)
+    return {case.case_id: cache.lazy_arrays(case.case_id) for case in cases}
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -167,13 +178,16 @@ class Evaluation:
 def evaluate_cases(cases: Iterable, evaluate_one: Callable[[Any], CaseOutcome], *, max_overlays: int = 8,
                    what: str = "case") -> Evaluation:
     """Evaluate every case with ``evaluate_one`` (prediction + per-case row), with progress
-    (:func:`tfmedseg.progress.progress`; ``what`` names the unit: ``case``, ``view``)."""
+    (:func:`tfmedseg.progress.progress`; ``what`` names the unit: ``case``, ``view``); each case's
+    lazily read voxels are released after it."""
     from tfmedseg.progress import progress
 
     cases = list(cases)
     rows, overlays, outcomes, seconds, units = [], [], [], 0.0, 0
     for case in progress(cases, desc=f"evaluating {what}s", unit=what):
         outcome = evaluate_one(case)
+        if hasattr(case, "release"):
+            case.release()  # lazily read voxels: one case in memory at a time
         rows.append(outcome.row)
         outcomes.append(outcome)
         seconds += outcome.seconds

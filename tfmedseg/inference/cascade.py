@@ -2,8 +2,10 @@
 
 Stage 1 predicts liver probabilities slice by slice (2.5D stacks) or slab by slab (3D), keeps the
 largest 3D connected component of the thresholded liver; stage 2 predicts tumour probabilities on
-the CT combined with that liver mask (``"mask"``: CT x liver, ``"add"``: CT + liver), drops tumour
-components whose maximum probability is below a threshold and keeps tumour inside the liver.
+the CT combined with that liver mask (``"mask"``: CT x liver, ``"add"``: CT + liver) on the slices
+that hold liver only (its training data are the liver's slices too; elsewhere the tumour
+probability is 0), drops tumour components whose maximum probability is below a threshold and
+keeps tumour inside the liver.
 
 Slicing, in-plane resizing (e.g. 512 -> 256 and back) and batching are the same TF code the
 exported raw-scan signature runs (:func:`tfmedseg.inference.graph.predict_volume_probabilities`), so
@@ -31,7 +33,7 @@ from tfmedseg.inference.spec import CascadeConfig, ServingSpec
 from tfmedseg.preprocessing.cascade import combine
 from tfmedseg.preprocessing.intensity import hu_to_unit
 
-__all__ = ["CascadeConfig", "CascadeStage", "CascadeResult", "predict_stage", "predict_cascade"]
+__all__ = ["CascadeConfig", "CascadeStage", "CascadeResult", "predict_stage", "predict_cascade", "liver_slices"]
 
 
 @dataclasses.dataclass
@@ -53,10 +55,19 @@ class CascadeResult:
     tumour_probability: np.ndarray
 
 
-def predict_stage(stage: CascadeStage, volume: np.ndarray) -> np.ndarray:
-    """Foreground probability ``[D, H, W]`` of one stage on a preprocessed volume ``[D, H, W]``."""
-    probs = predict_volume_probabilities(stage.predict, tf.constant(volume, tf.float32), stage.spec)
-    return probs.numpy()[..., -1]
+def predict_stage(stage: CascadeStage, volume: np.ndarray, slice_range: tuple[int, int] | None = None) -> np.ndarray:
+    """Foreground probability ``[D, H, W]`` of one stage on a preprocessed volume ``[D, H, W]``
+    (only on the slices ``lo <= z < hi`` of ``slice_range``, 0 elsewhere, when given)."""
+    rng = None if slice_range is None else tuple(tf.constant(int(v), tf.int32) for v in slice_range)
+    probs = predict_volume_probabilities(lambda x: stage.predict(x)[..., -1:], tf.constant(volume, tf.float32), stage.spec,
+                                         slice_range=rng)
+    return probs.numpy()[..., 0]
+
+
+def liver_slices(liver_mask: np.ndarray) -> tuple[int, int]:
+    """``(lo, hi)``: the axial slices holding liver (``(0, 0)`` for an empty mask)."""
+    zs = np.flatnonzero(np.asarray(liver_mask).reshape(len(liver_mask), -1).any(axis=1))
+    return (int(zs[0]), int(zs[-1]) + 1) if zs.size else (0, 0)
 
 
 def predict_cascade(
@@ -90,7 +101,8 @@ def predict_cascade(
         if liver_mask.shape != unit.shape:
             raise ValueError(f"reference_liver shape {liver_mask.shape} differs from the CT's {unit.shape}")
         liver_p = liver_mask.astype(np.float32)
-    tumour_p = predict_stage(tumour, combine(unit, liver_mask.astype(np.float32), cascade.combination))
+    tumour_p = predict_stage(tumour, combine(unit, liver_mask.astype(np.float32), cascade.combination),
+                             liver_slices(liver_mask))
     tumour_mask = tumour_p > cascade.tumour_threshold
     tumour_mask = drop_low_confidence_components(tumour_mask, np.clip(tumour_p, 0.0, 1.0),
                                                  cascade.tumour_component_threshold, connectivity=3)

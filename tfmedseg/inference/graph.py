@@ -24,6 +24,8 @@ __all__ = [
     "connected_component_ids",
     "largest_component",
     "drop_low_peak_components",
+    "mask_bounding_box",
+    "liver_slice_range",
     "segment_volume",
     "segment_cascade",
 ]
@@ -67,7 +69,30 @@ def _batched(predict: Callable[[tf.Tensor], tf.Tensor], inputs: tf.Tensor, batch
     return merged[:n]
 
 
-def predict_volume_probabilities(predict: Callable[[tf.Tensor], tf.Tensor], volume: tf.Tensor, spec: ServingSpec) -> tf.Tensor:
+def _batched_rows(fn: Callable[[tf.Tensor], tf.Tensor], rows: tf.Tensor, batch_size: int) -> tf.Tensor:
+    """``fn`` on ``rows`` (int32 ``[N]``, N >= 1) in chunks of ``batch_size``, outputs concatenated.
+
+    The last chunk is filled up with copies of the last row (their outputs are dropped), so every
+    call sees a full batch; ``fn(chunk)`` returns ``[batch_size * q, ...]`` for a fixed q.
+    """
+    n = tf.shape(rows)[0]
+    n_batches = (n + batch_size - 1) // batch_size
+    padded = tf.concat([rows, tf.fill([n_batches * batch_size - n], rows[-1])], axis=0)
+    first = fn(padded[:batch_size])
+    per_row = tf.shape(first)[0] // batch_size
+    out = tf.TensorArray(first.dtype, size=n_batches, element_shape=first.shape)
+    out = out.write(0, first)
+
+    def body(i, acc):
+        return i + 1, acc.write(i, fn(padded[i * batch_size: (i + 1) * batch_size]))
+
+    _, out = tf.while_loop(lambda i, _: i < n_batches, body, [tf.constant(1), out])
+    stacked = out.concat()
+    return stacked[: n * per_row]
+
+
+def predict_volume_probabilities(predict: Callable[[tf.Tensor], tf.Tensor], volume: tf.Tensor, spec: ServingSpec,
+                                 slice_range: tuple[tf.Tensor, tf.Tensor] | None = None) -> tf.Tensor:
     """Class probabilities ``[D, H, W, C]`` of a preprocessed volume ``[D, H, W]``.
 
     Args:
@@ -75,6 +100,10 @@ def predict_volume_probabilities(predict: Callable[[tf.Tensor], tf.Tensor], volu
             ``[B, k, h, w, 1]`` for 3D slabs, ``[B, d, h, w, 1]`` for 3D patches).
         volume: Intensity-mapped volume ``[D, H, W]`` float32.
         spec: The model's serving spec.
+        slice_range: Optional ``(lo, hi)`` (int32 scalars): predict only the output slices
+            ``lo <= z < hi`` (slice modes; the slabs covering them, cut from the whole volume so
+            each keeps its context) and return 0 for every other slice. Those slices' values equal
+            the values of a whole-volume call. None: every slice.
     """
     shape = tf.shape(volume)
     depth, height, width = shape[0], shape[1], shape[2]
@@ -83,23 +112,35 @@ def predict_volume_probabilities(predict: Callable[[tf.Tensor], tf.Tensor], volu
         k, o = spec.context_slices, spec.output_slices
         r = (k - o) // 2
         n = (depth + o - 1) // o
-        padded = tf.pad(volume, [[r, n * o - depth + r], [0, 0], [0, 0]])
-        index = tf.range(n)[:, None] * o + tf.range(k)[None, :]  # [n, k]
-        frames = tf.gather(padded, index)  # [n, k, H, W]
-        if spec.mode == "3d_slab":
-            slices = tf.reshape(frames, [n * k, height, width, 1])
-            if size is not None:
-                slices = _resize_slices(slices, size)
-            inputs = tf.reshape(slices, tf.concat([[n, k], tf.shape(slices)[1:]], axis=0))  # [n, k, h, w, 1]
-            probs = _batched(predict, inputs, spec.batch_size)  # [n, o, h, w, C]
-            probs = tf.reshape(probs, tf.concat([[n * o], tf.shape(probs)[2:]], axis=0))
-        else:
-            inputs = tf.transpose(frames, [0, 2, 3, 1])  # [n, H, W, k]
-            if size is not None:
-                inputs = _resize_slices(inputs, size)
-            probs = _batched(predict, inputs, spec.batch_size)  # [n, h, w, C]
-        if size is not None:
-            probs = _resize_slices(probs, [height, width])
+        # Resize every slice once (the same values as resizing each stack's channels), then cut the
+        # stacks / slabs of one batch at a time: nothing of size [n, k, H, W] is ever held.
+        small = volume if size is None else _resize_slices(volume[..., None], size)[..., 0]  # [D, h, w]
+        padded = tf.pad(small, [[r, n * o - depth + r], [0, 0], [0, 0]])
+        first, last = tf.constant(0), n
+        if slice_range is not None:
+            lo = tf.clip_by_value(tf.cast(slice_range[0], tf.int32), 0, depth)
+            hi = tf.clip_by_value(tf.cast(slice_range[1], tf.int32), lo, depth)
+            # At least one chunk is computed (static shapes downstream); it is zeroed below when empty.
+            first = tf.minimum(lo // o, n - 1)
+            last = tf.maximum((hi + o - 1) // o, first + 1)
+        m = last - first
+
+        def run(chunks: tf.Tensor) -> tf.Tensor:
+            frames = tf.gather(padded, chunks[:, None] * o + tf.range(k)[None, :])  # [B, k, h, w]
+            if spec.mode == "3d_slab":
+                probs = predict(frames[..., None])  # [B, o, h, w, C]
+                probs = tf.reshape(probs, tf.concat([[-1], tf.shape(probs)[2:]], axis=0))  # [B * o, h, w, C]
+            else:
+                probs = predict(tf.transpose(frames, [0, 2, 3, 1]))  # [B, h, w, C]
+            return probs if size is None else _resize_slices(probs, [height, width])
+
+        probs = _batched_rows(run, first + tf.range(m), spec.batch_size)  # [m * o, H, W, C]
+        if slice_range is None:
+            return probs[:depth]
+        z = first * o + tf.range(m * o)
+        keep = tf.logical_and(z >= lo, z < hi)
+        probs = tf.where(keep[:, None, None, None], probs, tf.zeros_like(probs))
+        probs = tf.pad(probs, [[first * o, (n - last) * o], [0, 0], [0, 0], [0, 0]])
         return probs[:depth]
     # 3d_patch: zero-pad to whole windows, cut into non-overlapping blocks, reassemble.
     pd, ph, pw = spec.patch_size
@@ -164,9 +205,42 @@ def connected_component_ids(mask: tf.Tensor) -> tf.Tensor:
     return final
 
 
-def largest_component(mask: tf.Tensor) -> tf.Tensor:
-    """Keep the largest 26-connected component of a boolean ``[D, H, W]`` mask (in-graph)."""
+def mask_bounding_box(mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(start, stop)`` int32 ``[3]`` of the smallest box holding every True voxel of a ``[D, H, W]``
+    mask (``stop`` exclusive); ``start == stop == 0`` for an empty mask."""
     mask = tf.cast(mask, tf.bool)
+    starts, stops = [], []
+    for axis in range(3):
+        other = [a for a in range(3) if a != axis]
+        hit = tf.where(tf.reduce_any(mask, axis=other))[:, 0]
+        any_hit = tf.size(hit) > 0
+        starts.append(tf.cond(any_hit, lambda h=hit: tf.cast(h[0], tf.int32), lambda: tf.constant(0)))
+        stops.append(tf.cond(any_hit, lambda h=hit: tf.cast(h[-1], tf.int32) + 1, lambda: tf.constant(0)))
+    return tf.stack(starts), tf.stack(stops)
+
+
+def _in_box(fn: Callable[..., tf.Tensor], mask: tf.Tensor, *others: tf.Tensor) -> tf.Tensor:
+    """``fn(mask, *others)`` evaluated on the mask's bounding box only and zero-padded back.
+
+    Exact for functions whose result is False outside the mask and depends only on the mask's
+    voxels and their neighbours (connected components): nothing connects across the empty margin.
+    """
+    mask = tf.cast(mask, tf.bool)
+    start, stop = mask_bounding_box(mask)
+    size = stop - start
+    cut = [tf.slice(t, start, size) for t in (mask,) + others]
+    inner = fn(*cut)
+    shape = tf.shape(mask)
+    return tf.pad(inner, tf.stack([start, shape - stop], axis=1))
+
+
+def largest_component(mask: tf.Tensor) -> tf.Tensor:
+    """Keep the largest 26-connected component of a boolean ``[D, H, W]`` mask (in-graph; computed on
+    the mask's bounding box)."""
+    return _in_box(_largest_component, mask)
+
+
+def _largest_component(mask: tf.Tensor) -> tf.Tensor:
     final = connected_component_ids(mask)
     values = tf.boolean_mask(final, mask)
     unique, _, counts = tf.unique_with_counts(values)
@@ -175,13 +249,24 @@ def largest_component(mask: tf.Tensor) -> tf.Tensor:
 
 
 def drop_low_peak_components(mask: tf.Tensor, probability: tf.Tensor, threshold: float) -> tf.Tensor:
-    """Drop 26-connected components of ``mask`` whose maximum ``probability`` is below ``threshold``."""
-    mask = tf.cast(mask, tf.bool)
+    """Drop 26-connected components of ``mask`` whose maximum ``probability`` is below ``threshold``
+    (in-graph; computed on the mask's bounding box)."""
+    return _in_box(lambda m, p: _drop_low_peak(m, p, threshold), mask, probability)
+
+
+def _drop_low_peak(mask: tf.Tensor, probability: tf.Tensor, threshold: float) -> tf.Tensor:
     ids = tf.boolean_mask(connected_component_ids(mask), mask)
     unique, index = tf.unique(ids)
     peak = tf.math.unsorted_segment_max(tf.boolean_mask(probability, mask), index, tf.size(unique))
     keep = tf.gather(peak, index) >= threshold
     return tf.scatter_nd(tf.where(mask), keep, tf.shape(mask, out_type=tf.int64))
+
+
+def liver_slice_range(mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(lo, hi)`` int32: the axial slices ``lo <= z < hi`` holding any voxel of a ``[D, H, W]`` mask
+    (``0, 0`` when empty): where the seed-002 tumour stage runs."""
+    start, stop = mask_bounding_box(mask)
+    return start[0], stop[0]
 
 
 def segment_volume(predict: Callable[[tf.Tensor], tf.Tensor], scan: tf.Tensor, spec: ServingSpec) -> tuple[tf.Tensor, tf.Tensor]:
@@ -208,16 +293,25 @@ def segment_cascade(
     """Seed-002 liver-then-tumour cascade in-graph: raw scan ``[D, H, W]`` -> labels 0/1/2 uint8.
 
     The same steps as :func:`tfmedseg.inference.cascade.predict_cascade` (largest liver component,
-    tumour input = CT combined with the liver, low-peak tumour components dropped, tumour inside the
-    liver), so a served cascade and the host-side one agree.
+    tumour input = CT combined with the liver, tumour stage on the liver's slices only, low-peak
+    tumour components dropped, tumour inside the liver), so a served cascade and the host-side one
+    agree. Connected components run on the bounding box of their mask; only the foreground
+    probability of each stage is kept (``[D, H, W]`` float32, not ``[D, H, W, 2]``).
     """
     unit = apply_intensity(scan, liver_spec.intensity)
-    liver_p = predict_volume_probabilities(liver_predict, unit, liver_spec)[..., -1]
+    liver_p = predict_volume_probabilities(_foreground(liver_predict), unit, liver_spec)[..., 0]
     liver = largest_component(liver_p > cascade.liver_threshold)
     liver_f = tf.cast(liver, tf.float32)
     combined = unit * liver_f if cascade.combination == "mask" else unit + liver_f
-    tumour_p = predict_volume_probabilities(tumour_predict, combined, tumour_spec)[..., -1]
+    tumour_p = predict_volume_probabilities(_foreground(tumour_predict), combined, tumour_spec,
+                                            slice_range=liver_slice_range(liver))[..., 0]
     tumour = drop_low_peak_components(tumour_p > cascade.tumour_threshold, tf.clip_by_value(tumour_p, 0.0, 1.0),
                                       cascade.tumour_component_threshold)
     tumour = tf.logical_and(tumour, liver)
     return tf.cast(liver, tf.uint8) + tf.cast(tumour, tf.uint8)
+
+
+def _foreground(predict: Callable[[tf.Tensor], tf.Tensor]) -> Callable[[tf.Tensor], tf.Tensor]:
+    """``predict`` keeping only the last (foreground) channel: ``[..., C] -> [..., 1]``; the resize back
+    to the scan's size then moves one channel instead of C."""
+    return lambda x: predict(x)[..., -1:]

@@ -102,6 +102,7 @@ def check_header(image, path: Path) -> None:
     nbytes = voxels * dtype.itemsize
     size = path.stat().st_size
     offset = int(header.get("vox_offset", 0) or 0) if "vox_offset" in header else 0
+    offset = max(offset, int(getattr(getattr(image, "dataobj", None), "offset", 0) or 0))  # 0 means "after the header"
     if str(path).lower().endswith(".gz"):
         if nbytes > size * _GZIP_MAX_RATIO:
             raise InvalidInputError(f"header declares {nbytes} bytes of voxels {shape} but the compressed file has only "

@@ -285,10 +285,13 @@ def segmentation_stage(
         classes: Output channels of the network.
         **overrides: Further :class:`TrainConfig` fields to replace.
 
-    The training samples use ``stage.order``; validation uses the geometry's default order with seed
+    The training samples use ``stage.order``; in a multi-worker run (``TF_CONFIG``) each worker reads
+    only its share of the training cases (:func:`~tfmedseg.data.distribute.worker_shard`);
+    validation uses the geometry's default order with seed
     ``seed + 1`` and a batch no larger than the validation set. Time is reported per output slice.
     """
     from tfmedseg.augment.presets import build_preset
+    from tfmedseg.data.distribute import worker_shard
     from tfmedseg.models import registry
     from tfmedseg.training.augmented import AugmentedModel
 
@@ -306,7 +309,7 @@ def segmentation_stage(
         return AugmentedModel(net, augmentation, name=f"{name}_training")
 
     fraction = dict(foreground_fraction=stage.foreground_fraction)
-    train_ds = geometry.dataset(train_cases, batch, order=stage.order, seed=seed, **fraction)
+    train_ds = geometry.dataset(train_cases, batch, order=stage.order, seed=seed, shard=worker_shard(), **fraction)
     val_ds = geometry.dataset(validation_cases, min(batch, max(1, val_units)), seed=seed + 1, **fraction)
     return train_stage(name, stage.train, build, train_ds, val_ds, output_dir=output_dir, seed=seed,
                        steps_per_epoch=steps, validation_steps=val_steps, select_weights=stage.select_weights,

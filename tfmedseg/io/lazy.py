@@ -1,0 +1,158 @@
+"""Volumes whose voxels are read on demand: :class:`LazyVolume` and :func:`read_nifti_lazy`.
+
+A dataset of 131 LiTS CTs is tens of GB; a loader that reads every voxel up front cannot hold it.
+A :class:`LazyVolume` knows its geometry (shape, spacing, affine, header metadata) from the file
+header alone and reads the voxels the first time ``array`` is asked for; :meth:`LazyVolume.release`
+drops them again, so a loop over cases holds one case's voxels at a time.
+
+A :class:`LazyVolume` *is* a :class:`~tfmedseg.io.volume.Volume` (every method works; the ones that
+need voxels read them), so code written for eager volumes runs unchanged.
+
+Example:
+    >>> ct = read_nifti_lazy("volume-0.nii", "CT")  # doctest: +SKIP
+    >>> ct.shape, ct.loaded                           # header only  # doctest: +SKIP
+    ((75, 512, 512), False)
+    >>> hu = ct.array; ct.release()                   # read, then drop  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from tfmedseg.errors import InvalidInputError
+from tfmedseg.io.volume import CANONICAL_AXCODES, Volume, spacing_from_affine
+
+__all__ = ["LazyVolume", "read_nifti_lazy", "release_volumes"]
+
+
+class LazyVolume(Volume):
+    """A :class:`Volume` whose ``array`` is produced by ``read()`` on first access.
+
+    Args:
+        shape: The array shape ``read()`` returns (from the header; checked on read).
+        spacing, affine, modality, meta: As :class:`Volume`.
+        read: Zero-argument function returning the voxel array.
+
+    Attributes:
+        loaded: True while the voxels are held in memory.
+    """
+
+    def __init__(self, shape: tuple[int, ...], spacing, affine, modality: str, meta: dict[str, Any],
+                 read: Callable[[], np.ndarray]):
+        self._shape = tuple(int(n) for n in shape)
+        self._read = read
+        self._array: np.ndarray | None = None
+        self.spacing = tuple(float(s) for s in spacing)
+        self.affine = np.asarray(affine, dtype=np.float64)
+        self.modality = modality
+        self.meta = dict(meta)
+        path = self.meta.get("path")
+        if len(self._shape) not in (2, 3) or len(self.spacing) != len(self._shape):
+            raise InvalidInputError(f"shape {self._shape} and spacing {self.spacing} do not describe a 2-D/3-D image", path=path)
+        if not all(np.isfinite(s) and s > 0 for s in self.spacing):
+            raise InvalidInputError(f"spacing must be positive and finite, got {self.spacing}", path=path)
+
+    @property
+    def array(self) -> np.ndarray:  # type: ignore[override]
+        """The voxels (read now if not held); the shape is checked against the header's."""
+        if self._array is None:
+            array = np.asarray(self._read())
+            if tuple(array.shape) != self._shape:
+                raise InvalidInputError(f"voxel array {tuple(array.shape)} differs from the header's shape {self._shape}",
+                                        path=self.meta.get("path"))
+            self._array = array
+        return self._array
+
+    @array.setter
+    def array(self, value: np.ndarray) -> None:
+        value = np.asarray(value)
+        if tuple(value.shape) != self._shape:
+            raise InvalidInputError(f"array {value.shape} does not fit the grid {self._shape}", path=self.meta.get("path"))
+        self._array = value
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    @property
+    def ndim(self) -> int:
+        return len(self._shape)
+
+    @property
+    def loaded(self) -> bool:
+        return self._array is not None
+
+    def release(self) -> None:
+        """Drop the voxels (the next ``array`` access reads them again)."""
+        self._array = None
+
+    def __repr__(self) -> str:
+        return (f"LazyVolume(shape={self._shape}, spacing={self.spacing}, modality={self.modality!r}, "
+                f"path={self.meta.get('path')!r}, loaded={self.loaded})")
+
+
+def release_volumes(*volumes) -> None:
+    """:meth:`LazyVolume.release` every lazy volume among ``volumes`` (eager ones and None are skipped)."""
+    for volume in volumes:
+        if isinstance(volume, LazyVolume):
+            volume.release()
+
+
+def read_nifti_lazy(path: str | os.PathLike, modality: str = "OT", *,
+                    transform: Callable[[Volume], np.ndarray] | None = None) -> LazyVolume:
+    """Read a 3D NIfTI file's header now and its voxels on demand.
+
+    Header checks happen here, before any voxel is read (:func:`tfmedseg.io.nifti.check_header`:
+    declared size against the file size and the voxel limit, voxel type, pixdim; a 3-D shape; a
+    finite, non-singular affine). The canonical shape, spacing and affine are those
+    :func:`tfmedseg.io.nifti.read_nifti` gives; the voxels come from ``read_nifti`` on first use.
+
+    Args:
+        path: ``.nii`` / ``.nii.gz`` file.
+        modality: As :func:`~tfmedseg.io.nifti.read_nifti`.
+        transform: Optional ``Volume -> array`` applied to the freshly read volume (e.g. label-value
+            checks and a cast to uint8); must keep the shape.
+
+    Raises:
+        InvalidInputError: Missing, not NIfTI, not 3-D, a bad header or affine (naming the file).
+    """
+    import nibabel as nib
+
+    from tfmedseg.io import nifti
+
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError("file does not exist", path=path)
+    if not nifti.is_nifti_path(path):
+        raise InvalidInputError("not a NIfTI file name (expected .nii or .nii.gz)", path=path)
+    try:
+        image = nib.load(str(path))
+    except (EOFError, OSError, ValueError, TypeError, zlib.error, nib.filebasedimages.ImageFileError) as exc:
+        raise InvalidInputError(f"cannot read the NIfTI header ({type(exc).__name__}: {exc})", path=path) from exc
+    if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InvalidInputError(f"not a NIfTI image (nibabel read {type(image).__name__})", path=path)
+    source_shape = tuple(int(n) for n in image.shape)
+    if len(source_shape) < 3 or any(n != 1 for n in source_shape[3:]):
+        raise InvalidInputError(f"expected a 3-D volume, got shape {source_shape}", path=path)
+    source_shape = source_shape[:3]
+    nifti.check_header(image, path)
+    affine = np.asarray(image.affine, dtype=np.float64)
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InvalidInputError("affine is singular or not finite", path=path)
+    source_ornt = nib.orientations.io_orientation(affine)
+    ornt = nib.orientations.ornt_transform(source_ornt, nib.orientations.axcodes2ornt(CANONICAL_AXCODES))
+    canonical_aff = affine @ nib.orientations.inv_ornt_aff(ornt, source_shape)
+    shape = tuple(source_shape[int(axis)] for axis in np.argsort(ornt[:, 0]))
+    meta = {"path": str(path), "header": image.header.copy(), "source_affine": affine, "source_shape": source_shape,
+            "source_ornt": source_ornt, "format": "nifti", "lazy": True}
+
+    def read() -> np.ndarray:
+        volume = nifti.read_nifti(path, modality)
+        return volume.array if transform is None else transform(volume)
+
+    return LazyVolume(shape, spacing_from_affine(canonical_aff), canonical_aff, modality, meta, read)
