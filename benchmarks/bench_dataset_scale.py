@@ -52,7 +52,7 @@ def _child(root: str, workdir: str, mode: str, inplane: int) -> None:
     import numpy as np
 
     import tfmedseg  # noqa: F401
-    from tfmedseg.config import apply_overrides, load_config
+    from tfmedseg.config import load_config
     from tfmedseg.data.source import CaseArrays
     from tfmedseg.experiments import lits_cascade as lc
     from tfmedseg.experiments import runner

@@ -59,7 +59,6 @@ def _phantom_ct(slices: int, spacing_xy: float):
 
 def _prepare(workdir: Path, slices: int, model: str, variant: str, weights: str | None, spacing_xy: float) -> None:
     """Write the phantom NIfTI and export the cascade with the code on ``PYTHONPATH`` (once; reused)."""
-    import numpy as np
 
     import tfmedseg  # noqa: F401
     from tfmedseg.datasets.phantoms._nifti import reference_volume

@@ -142,7 +142,10 @@ def test_hecktor_gtvt_label_values(hecktor_copy):
     path = hecktor_copy / "CHGJ001" / "CHGJ001_gtvt.nii.gz"
     gt = read_nifti(path, "SEG")
     write_nifti(gt.with_array(gt.array * 2), path)
-    _expect(InvalidInputError, path, "hecktor", hecktor_copy)
+    case = load_dataset("hecktor", hecktor_copy)[0]  # lazy: the values are checked when read
+    with pytest.raises(InvalidInputError) as info:
+        case.label.array
+    assert str(path) in str(info.value)
 
 
 def test_hecktor_4d_pet(hecktor_copy):

@@ -105,3 +105,25 @@ def binary_mask(volume: Volume, path: str | os.PathLike) -> np.ndarray:
 def label_volume(image: Volume, label: np.ndarray, path: str | os.PathLike) -> Volume:
     """A ``SEG`` volume holding ``label`` on the grid of ``image`` (meta ``path`` = ``path``)."""
     return Volume(label.astype(np.uint8), image.spacing, image.affine.copy(), "SEG", {"path": str(path)})
+
+
+def lazy_label_volume(image: Volume, label_path: str | os.PathLike, allowed: Iterable[int]) -> Volume:
+    """The label map file ``label_path`` as a lazily read ``SEG`` volume on the grid of ``image``.
+
+    The header is read now: its grid must be ``image``'s (:func:`check_same_grid`, no voxel read).
+    The voxels are read on first use of ``array``, checked against ``allowed``
+    (:func:`check_label_values`, the error names the file) and held as uint8.
+    """
+    from tfmedseg.io.lazy import LazyVolume, read_nifti_lazy
+
+    seg = read_nifti_lazy(label_path, "SEG")
+    check_same_grid(image, seg, label_path)
+
+    def read() -> np.ndarray:
+        try:
+            return check_label_values(seg, allowed, label_path)
+        finally:
+            seg.release()
+
+    meta = {"path": str(label_path), **{k: seg.meta[k] for k in ("header", "source_affine", "source_shape", "source_ornt")}}
+    return LazyVolume(image.shape, image.spacing, image.affine.copy(), "SEG", meta, read)

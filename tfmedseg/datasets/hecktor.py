@@ -23,16 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tfmedseg.datasets._common import (
-    check_label_values,
-    check_same_grid,
-    label_volume,
-    require_dir,
-    require_nonempty,
-)
+from tfmedseg.datasets._common import lazy_label_volume, require_dir, require_nonempty
 from tfmedseg.datasets.case import Case
 from tfmedseg.errors import DatasetLayoutError, InvalidInputError
-from tfmedseg.io.nifti import read_nifti
+from tfmedseg.io.lazy import read_nifti_lazy
 from tfmedseg.io.volume import Volume
 
 __all__ = ["load_hecktor", "read_bbox_csv", "HECKTOR_LABELS", "BBOX_COLUMNS", "world_extent_lps"]
@@ -136,6 +130,8 @@ def load_hecktor(root: str | os.PathLike, *, labels: bool = True) -> list[Case]:
         Cases sorted by patient id: ``images["ct"]`` (HU) and ``images["pt"]`` (SUV) each on its own
         canonical grid, ``label`` uint8 0/1 on the CT grid (None when ``labels=False``);
         ``meta["bbox_mm"]`` = ``(x1, x2, y1, y2, z1, z2)`` LPS mm, ``meta["center"]``, ``meta["paths"]``.
+        The volumes are read lazily (headers now, voxels on first use; label values checked then),
+        as in :func:`tfmedseg.datasets.lits.load_lits`.
 
     Raises:
         DatasetLayoutError: Missing root, no patients, a CT without PET or GTVt (or the reverse),
@@ -164,8 +160,8 @@ def load_hecktor(root: str | os.PathLike, *, labels: bool = True) -> list[Case]:
     for pid, files in sorted(found.items()):
         if pid not in boxes:
             raise DatasetLayoutError(f"patient {pid} is missing from the bounding-box CSV", path=bbox_path)
-        ct = read_nifti(files["ct"], "CT")
-        pt = read_nifti(files["pt"], "PT")
+        ct = read_nifti_lazy(files["ct"], "CT")
+        pt = read_nifti_lazy(files["pt"], "PT")
         pt.meta["units"] = "SUVbw"
         box = boxes[pid]
         extent = world_extent_lps(ct)
@@ -178,9 +174,7 @@ def load_hecktor(root: str | os.PathLike, *, labels: bool = True) -> list[Case]:
         label = None
         paths = {"ct": str(files["ct"]), "pt": str(files["pt"]), "bbox_csv": str(bbox_path)}
         if labels:
-            gt = read_nifti(files["gtvt"], "SEG")
-            check_same_grid(ct, gt, files["gtvt"])
-            label = label_volume(ct, check_label_values(gt, HECKTOR_LABELS, files["gtvt"]), files["gtvt"])
+            label = lazy_label_volume(ct, files["gtvt"], HECKTOR_LABELS)
             paths["label"] = str(files["gtvt"])
         meta = {"bbox_mm": box, "bbox_frame": "LPS", "center": _center(pid), "paths": paths}
         cases.append(Case(pid, {"ct": ct, "pt": pt}, label, None, meta))

@@ -16,10 +16,10 @@ import os
 import re
 from pathlib import Path
 
-from tfmedseg.datasets._common import check_label_values, check_same_grid, require_dir, require_nonempty
+from tfmedseg.datasets._common import lazy_label_volume, require_dir, require_nonempty
 from tfmedseg.datasets.case import Case
 from tfmedseg.errors import ConfigError, DatasetLayoutError
-from tfmedseg.io.lazy import LazyVolume, read_nifti_lazy
+from tfmedseg.io.lazy import read_nifti_lazy
 
 __all__ = ["load_lits", "LITS_LABELS", "LITS_SPLITS"]
 
@@ -98,18 +98,7 @@ def load_lits(root: str | os.PathLike, *, split: str = "train") -> list[Case]:
     cases = []
     for n in sorted(volumes):
         ct = read_nifti_lazy(volumes[n], "CT")
-        seg_path = segmentations[n]
-        seg = read_nifti_lazy(seg_path, "SEG", transform=lambda v, p=seg_path: check_label_values(v, LITS_LABELS, p))
-        check_same_grid(ct, seg, seg_path)
-        meta = {"path": str(seg_path), **{k: seg.meta[k] for k in ("header", "source_affine", "source_shape", "source_ornt")}}
-        label = LazyVolume(ct.shape, ct.spacing, ct.affine.copy(), "SEG", meta, read=lambda s=seg: _take(s))
-        meta = {"index": n, "paths": {"ct": str(volumes[n]), "label": str(seg_path)}}
+        label = lazy_label_volume(ct, segmentations[n], LITS_LABELS)
+        meta = {"index": n, "paths": {"ct": str(volumes[n]), "label": str(segmentations[n])}}
         cases.append(Case(f"lits-{n:03d}", {"ct": ct}, label, None, meta))
     return cases
-
-
-def _take(volume: LazyVolume):
-    """The voxels of ``volume``, which is then released (the label volume holding them keeps them)."""
-    array = volume.array
-    volume.release()
-    return array
