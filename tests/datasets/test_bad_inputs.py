@@ -72,7 +72,7 @@ def test_lits_label_values_outside_set(tmp_path):
     _, seg = _lits_pair(tmp_path, label=label)
     case = load_dataset("lits", tmp_path)[0]  # lazy: headers only, the values are checked on reading
     with pytest.raises(InvalidInputError) as info:
-        case.label.array
+        _ = case.label.array
     assert str(seg) in str(info.value) and "[3]" in str(info.value)
 
 
@@ -144,7 +144,7 @@ def test_hecktor_gtvt_label_values(hecktor_copy):
     write_nifti(gt.with_array(gt.array * 2), path)
     case = load_dataset("hecktor", hecktor_copy)[0]  # lazy: the values are checked when read
     with pytest.raises(InvalidInputError) as info:
-        case.label.array
+        _ = case.label.array
     assert str(path) in str(info.value)
 
 
