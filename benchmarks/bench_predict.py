@@ -112,6 +112,26 @@ def _signature_child(model_dir: str, ct_path: str) -> None:
                                   "liver_slices": int((labels >= 1).any(axis=(1, 2)).sum())}))
 
 
+def _phases_child(model_dir: str, ct_path: str) -> None:
+    """Child: the steps of ``python -m tfmedseg.predict`` timed one by one (``--phases``)."""
+    t0 = time.perf_counter()
+    import tfmedseg.predict as predict
+    from tfmedseg.io.nifti import write_nifti
+
+    t1 = time.perf_counter()
+    segmenter = predict.load_segmenter(model_dir)
+    t2 = time.perf_counter()
+    volume = predict.read_input(ct_path)
+    t3 = time.perf_counter()
+    labels = predict.segment_scan(segmenter, volume)
+    t4 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        write_nifti(volume.with_array(labels.astype("uint8"), "SEG"), Path(tmp) / "labels.nii.gz", dtype="uint8")
+    t5 = time.perf_counter()
+    print("RESULT " + json.dumps({"import": t1 - t0, "load_segmenter": t2 - t1, "read": t3 - t2,
+                                  "first_segment_call": t4 - t3, "write": t5 - t4}))
+
+
 def _run(cmd: list[str], env: dict) -> tuple[float, float, str]:
     """Run ``cmd``; its wall seconds, its own peak RSS in GiB (``wait4``'s ``ru_maxrss``) and stdout."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
@@ -142,11 +162,17 @@ def main() -> None:
     parser.add_argument("--compare-code", type=Path, default=None,
                         help="another source tree (e.g. an export of main before a change): its exported cascade "
                              "is measured beside this one's, interleaved, on the same scan")
+    parser.add_argument("--phases", action="store_true", help="also time the command's steps (import, load, read, "
+                        "first segment call, write) in one child")
     parser.add_argument("--signature-child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--phases-child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--prepare-child", nargs=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.signature_child:
         _signature_child(*args.signature_child)
+        return
+    if args.phases_child:
+        _phases_child(*args.phases_child)
         return
     if args.prepare_child:
         _prepare(Path(args.prepare_child[0]), args.slices, args.model, args.variant, args.weights, args.spacing_xy)
@@ -200,6 +226,11 @@ def main() -> None:
                 res = json.loads(next(ln for ln in stdout.splitlines() if ln.startswith("RESULT "))[7:])
                 rows.append((name, "signature", res["wall"], res["cpu"], peak, load, res))
                 print(rows[-1], flush=True)
+            if args.phases:
+                _, _, stdout = _run([sys.executable, __file__, "--phases-child", str(model_dir), str(ct_path)], env)
+                phases = json.loads(next(ln for ln in stdout.splitlines() if ln.startswith("RESULT "))[7:])
+                print(f"{name} phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items())
+                      + f"; load {os.getloadavg()[0]:.1f}", flush=True)
     print(f"\n{'code':7s} {'path':10s} {'wall s':>8s} {'s/slice':>8s} {'cpu s':>8s} {'cpu/slice':>9s} {'peak GiB':>9s} {'load':>5s}"
           f"   ({args.slices} slices 512^2, {tag})")
     for name, path, wall, cpu, peak, load, res in rows:
