@@ -237,7 +237,7 @@ def _sweep(ctx, config: LiverCT2D3DConfig, data) -> dict[str, Any]:
     return {"finished": float(len(rows))}
 
 
-main = make_main(run, config_cls=LiverCT2D3DConfig, phantom_dataset="lits", default_phantom_cases=10)
+main = make_main(run, config_cls=LiverCT2D3DConfig, phantom_dataset="lits", default_phantom_cases=16)
 
 if __name__ == "__main__":
     sys.exit(main())
