@@ -149,8 +149,8 @@ def test_bad_configuration_fails_before_training(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_quick_config_learns_on_phantoms(quick_run_dir):
-    """The default command on the default phantoms (issue 12's Must show; 20-40 minutes on 2 shared
-    cores). ``TFMEDSEG_LIVER_QUICK_RUN``: reuse (or resume) the run in that directory."""
+    """The default command on the default phantoms (issue 12's Must show; about 27 minutes on 2 shared
+    cores, docs/experiments.md). ``TFMEDSEG_LIVER_QUICK_RUN``: reuse (or resume) the run in that directory."""
     base = quick_run_dir("TFMEDSEG_LIVER_QUICK_RUN")
     out = base / "run"
     assert liver_ct_2d3d.main(["--output-dir", str(out), "--cache-dir", str(base / "cache"),
