@@ -76,12 +76,13 @@ def _prepare(workdir: Path, slices: int, model: str, variant: str, weights: str 
         spec = ServingSpec(mode="2.5d", input_size=(256, 256), context_slices=9, output_slices=1,
                            labels=("background", "foreground"), batch_size=8,
                            intensity=IntensitySpec("clip_scale", -200.0, 200.0, 0.0, 1.0))
+        import keras
+
+        keras.utils.set_random_seed(0)  # the same untrained weights for every code tree compared
         nets = {}
         for stage in ("liver", "tumour"):
             nets[stage] = registry.build(model, variant=variant, input_shape=(256, 256, 9))
             if weights:  # trained weights of the same network at another in-plane size (fully convolutional)
-                import keras
-
                 trained = keras.saving.load_model(Path(weights) / f"{stage}_model" / "model.keras", compile=False)
                 nets[stage].set_weights(trained.get_weights())
         export_cascade_savedmodel(nets["liver"], nets["tumour"], model_dir, liver_spec=spec, tumour_spec=spec,
