@@ -21,7 +21,9 @@ drift flips the argmax.
 (``model.keras`` + ``representative.npz``, :func:`tfmedseg.export.run_dir.load_for_export`), e.g. the
 seed-004 quick run's SE U-Net on 48^3 x 2 cubes. Its representative inputs (the run's validation
 samples) are timed, calibrate int8 (as ``python -m tfmedseg.export`` does) and give the drift; with
-the saved labels, each runtime's Dice against them ("Dice vs truth") is reported too.
+the saved labels, each runtime's Dice against them ("Dice vs truth") is reported too. A PET/CT patch
+model (2 channels) is exported with :func:`tfmedseg.export.petct.export_petct_savedmodel`, whose
+``serving_default`` takes the z-scored cube as the generic one does.
 
 Usage:
     python benchmarks/bench_export_latency.py                       # 3 2D models at 256, 1 3D at 128
@@ -128,7 +130,13 @@ def _prepare(job: dict) -> dict:
         x = _phantom_inputs(shape, 4, 0)
         calibration = _phantom_inputs(shape, 8, 4)
     start = time.perf_counter()
-    export_savedmodel(model, os.path.join(out, "savedmodel", "1"), spec=spec, model_name=name)
+    if len(shape) == 4 and shape[-1] > 1:  # a multi-channel 3D patch model (seed-004 PET/CT): its own export
+        from tfmedseg.export.petct import export_petct_savedmodel
+
+        export_petct_savedmodel(model, os.path.join(out, "savedmodel", "1"), cube_size=shape[0],
+                                spacing_mm=float(spec.spacing_mm[0]), model_name=name)
+    else:
+        export_savedmodel(model, os.path.join(out, "savedmodel", "1"), spec=spec, model_name=name)
     info = {"params": int(model.count_params()), "export_s": {"savedmodel": time.perf_counter() - start},
             "size_mb": {}, "drift": {}}
     reference = model.predict(x, batch_size=1, verbose=0)
