@@ -346,7 +346,8 @@ def main() -> None:
     print(f"\nLatency per 2D slice (input {args.size}x{args.size}x9) / per 3D slab (input {args.slices_3d}x"
           f"{args.size_3d}x{args.size_3d}x1, {args.slices_3d // 2} slices out), batch 1; min-of-means over {args.rounds}"
           f" rounds x {args.reps} runs after {args.warmup} warm-up; ratio = time / Keras tf.function float32, same process;"
-          f" {os.cpu_count()} CPUs, load average {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end\n")
+          f" {os.cpu_count()} CPUs, load average {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end"
+          + ("; --run models: per input of the run's representative shape (e.g. a 3D cube)" if args.run else "") + "\n")
     print(_table(rows, args.threads))
     print()
     for line in _verdicts(rows, args.threads):
