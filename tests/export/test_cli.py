@@ -124,3 +124,16 @@ def test_failure_after_writing_removes_only_what_the_run_added(run_dir, tmp_path
     with pytest.raises(OSError, match="disk full"):
         cli.main(["--model", str(path), "--format", "tflite", "--output", str(existing)])
     assert sorted(p.name for p in existing.iterdir()) == ["metadata.json", "saved_model.pb"]
+
+
+def test_multichannel_3d_model_savedmodel_is_a_clear_error(tmp_path, capsys):
+    """A 2-channel 3D patch model (seed-004 PET/CT) has no generic raw-scan signature: one line, nothing written."""
+    inp = keras.Input((8, 8, 8, 2), name="image")
+    model = keras.Model(inp, keras.layers.Conv3D(2, 1, activation="softmax", name="probabilities")(inp))
+    run = tmp_path / "run"
+    save_for_export(model, run, ServingSpec(mode="3d_patch", patch_size=(8, 8, 8), labels=("background", "gtvt")), info={})
+    out = tmp_path / "out" / "m" / "1"
+    assert main(["--model", str(run), "--format", "all", "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "2 input channels" in err and "--format tflite" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

@@ -142,6 +142,11 @@ def export(args: argparse.Namespace) -> None:
     if args.format == "tflite":
         _check_tflite_output(args.output, args.overwrite)
     bundle = load_for_export(args.model)
+    channels = bundle.model.inputs[0].shape[-1]
+    if args.format in ("savedmodel", "all") and bundle.spec.mode in ("3d_patch", "3d_slab") and channels != 1:
+        raise ExportError(f"the generic SavedModel's raw-scan signatures take one-channel volumes, this {bundle.spec.mode} "
+                          f"model has {channels} input channels (e.g. seed-004 PET/CT: its experiment exports "
+                          "saved_models/hecktor_petct/<v> with segment_petct); use --format tflite", path=args.model)
     name = args.name or args.output.parent.name
     print(f"exporting {args.model} as {name!r} to {args.output}")
     with _undo_on_failure(args.output):
