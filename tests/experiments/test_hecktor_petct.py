@@ -53,6 +53,32 @@ def test_tiny_run_end_to_end(tmp_path, capsys):
             for event in tf.compat.v1.train.summary_iterator(str(f)) for v in event.summary.value}
     assert "epoch_dice" in tags and "epoch_loss" in tags
     assert "val_dice" in (out / "train" / "history.csv").read_text().splitlines()[0]
+    _run_documented_commands(out, tmp_path / "docs")
+
+
+def _run_documented_commands(run_dir, work):
+    """Issue 13: each documented ``python -m tfmedseg.export`` line for a HECKTOR run (docs/export.md)
+    runs on the tiny run (``runs/hecktor_petct`` -> the run, ``--output`` under ``work``)."""
+    import importlib.util
+    import pathlib
+
+    from tfmedseg.export import __main__ as export_cli
+
+    spec = importlib.util.spec_from_file_location("_documented", pathlib.Path(__file__).with_name("_documented.py"))
+    documented = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(documented)
+    commands = [argv for module, argv in documented.documented_commands()
+                if "hecktor_petct" in argv[argv.index("--model") + 1]]
+    assert commands and all(module == "export" for module, argv in documented.documented_commands()
+                            if "hecktor_petct" in argv[argv.index("--model") + 1])
+    for k, argv in enumerate(commands):
+        values = {"--model": lambda v: v.replace("runs/hecktor_petct", str(run_dir)),
+                  "--output": lambda v, k=k: str(work / f"cmd{k}" / v)}
+        argv = [values[argv[i - 1]](a) if i and argv[i - 1] in values else a for i, a in enumerate(argv)]
+        assert export_cli.main(argv) == 0, argv
+        output = pathlib.Path(argv[argv.index("--output") + 1])
+        assert sorted(p.name for p in output.glob("*.tflite")) == ["model_float16.tflite", "model_float32.tflite",
+                                                                    "model_int8.tflite"]
 
 
 def test_segment_petct_equals_the_numpy_pipeline(tmp_path):
