@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from tfmedseg.errors import InvalidInputError
-from tfmedseg.io.volume import CANONICAL_AXCODES, Volume, spacing_from_affine
+from tfmedseg.io.volume import Volume, canonical_geometry, spacing_from_affine
 
 __all__ = ["LazyVolume", "read_nifti_lazy", "release_volumes"]
 
@@ -126,28 +126,13 @@ def read_nifti_lazy(path: str | os.PathLike, modality: str = "OT", *,
     from tfmedseg.io import nifti
 
     path = Path(path)
-    if not path.is_file():
-        raise InvalidInputError("file does not exist", path=path)
-    if not nifti.is_nifti_path(path):
-        raise InvalidInputError("not a NIfTI file name (expected .nii or .nii.gz)", path=path)
     try:
-        image = nib.load(str(path))
+        image = nifti.open_nifti_header(path)
     except (EOFError, OSError, ValueError, TypeError, zlib.error, nib.filebasedimages.ImageFileError) as exc:
         raise InvalidInputError(f"cannot read the NIfTI header ({type(exc).__name__}: {exc})", path=path) from exc
-    if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise InvalidInputError(f"not a NIfTI image (nibabel read {type(image).__name__})", path=path)
-    source_shape = tuple(int(n) for n in image.shape)
-    if len(source_shape) < 3 or any(n != 1 for n in source_shape[3:]):
-        raise InvalidInputError(f"expected a 3-D volume, got shape {source_shape}", path=path)
-    source_shape = source_shape[:3]
-    nifti.check_header(image, path)
-    affine = np.asarray(image.affine, dtype=np.float64)
-    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise InvalidInputError("affine is singular or not finite", path=path)
-    source_ornt = nib.orientations.io_orientation(affine)
-    ornt = nib.orientations.ornt_transform(source_ornt, nib.orientations.axcodes2ornt(CANONICAL_AXCODES))
-    canonical_aff = affine @ nib.orientations.inv_ornt_aff(ornt, source_shape)
-    shape = tuple(source_shape[int(axis)] for axis in np.argsort(ornt[:, 0]))
+    source_shape = tuple(int(n) for n in image.shape)[:3]
+    affine = nifti.checked_affine(image, path)
+    shape, canonical_aff, source_ornt = canonical_geometry(affine, source_shape)
     meta = {"path": str(path), "header": image.header.copy(), "source_affine": affine, "source_shape": source_shape,
             "source_ornt": source_ornt, "format": "nifti", "lazy": True}
 

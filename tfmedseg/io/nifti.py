@@ -19,7 +19,8 @@ from tfmedseg.errors import InvalidInputError
 from tfmedseg.io._atomic import atomic_file
 from tfmedseg.io.volume import Volume, spacing_from_affine, to_canonical
 
-__all__ = ["read_nifti", "write_nifti", "is_nifti_path", "written_by_tfmedseg", "DESCRIP_MARKER", "MAX_VOXELS", "check_header"]
+__all__ = ["read_nifti", "write_nifti", "is_nifti_path", "written_by_tfmedseg", "DESCRIP_MARKER", "MAX_VOXELS", "check_header",
+           "open_nifti_header", "checked_affine"]
 
 #: ``descrip`` of every NIfTI file tfmedseg writes (how ``--overwrite`` recognises its own outputs).
 DESCRIP_MARKER = b"written by tfmedseg"
@@ -117,6 +118,44 @@ def check_header(image, path: Path) -> None:
         raise InvalidInputError(f"pixdim {pixdim.tolist()} must be finite and > 0 (voxel size in mm)", path=path)
 
 
+def open_nifti_header(path: Path):
+    """Open a NIfTI file and check its header, reading no voxel (shared by :func:`read_nifti` and
+    :func:`tfmedseg.io.lazy.read_nifti_lazy`).
+
+    Checks: the file exists and has a NIfTI name, nibabel reads it as NIfTI-1/2, the shape is 3-D
+    (trailing axes of 1 allowed) and :func:`check_header` passes.
+
+    Returns:
+        The nibabel image (voxels not yet read).
+
+    Raises:
+        InvalidInputError: Naming ``path`` and what is wrong. Errors of nibabel itself propagate to
+            the caller, which words them for its own step.
+    """
+    import nibabel as nib
+
+    if not path.is_file():
+        raise InvalidInputError("file does not exist", path=path)
+    if not is_nifti_path(path):
+        raise InvalidInputError("not a NIfTI file name (expected .nii or .nii.gz)", path=path)
+    image = nib.load(str(path))
+    if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InvalidInputError(f"not a NIfTI image (nibabel read {type(image).__name__})", path=path)
+    shape = tuple(int(n) for n in image.shape)
+    if len(shape) < 3 or any(n != 1 for n in shape[3:]):  # reject before decompressing the data
+        raise InvalidInputError(f"expected a 3-D volume, got shape {shape}", path=path)
+    check_header(image, path)
+    return image
+
+
+def checked_affine(image, path: Path) -> np.ndarray:
+    """The image's 4x4 affine as float64, refused (naming ``path``) when singular or not finite."""
+    affine = np.asarray(image.affine, dtype=np.float64)
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InvalidInputError(f"affine is singular or not finite: {np.array2string(affine, separator=',').replace(chr(10), '')}", path=path)
+    return affine
+
+
 def read_nifti(path: str | os.PathLike, modality: str = "OT", *, allow_nan: bool = False) -> Volume:
     """Read a 3D NIfTI file into a canonical :class:`Volume`.
 
@@ -139,18 +178,8 @@ def read_nifti(path: str | os.PathLike, modality: str = "OT", *, allow_nan: bool
     import nibabel as nib
 
     path = Path(path)
-    if not path.is_file():
-        raise InvalidInputError("file does not exist", path=path)
-    if not is_nifti_path(path):
-        raise InvalidInputError("not a NIfTI file name (expected .nii or .nii.gz)", path=path)
     try:
-        image = nib.load(str(path))
-        if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
-            raise InvalidInputError(f"not a NIfTI image (nibabel read {type(image).__name__})", path=path)
-        shape = tuple(int(n) for n in image.shape)
-        if len(shape) < 3 or any(n != 1 for n in shape[3:]):  # reject before decompressing the data
-            raise InvalidInputError(f"expected a 3-D volume, got shape {shape}", path=path)
-        check_header(image, path)
+        image = open_nifti_header(path)
         if modality == "SEG":
             data = np.asanyarray(image.dataobj)
         else:
@@ -168,9 +197,7 @@ def read_nifti(path: str | os.PathLike, modality: str = "OT", *, allow_nan: bool
     if np.issubdtype(data.dtype, np.floating) and not allow_nan and not np.isfinite(data).all():
         bad = int(np.size(data) - np.isfinite(data).sum())
         raise InvalidInputError(f"contains {bad} NaN or infinite voxels", path=path)
-    affine = np.asarray(image.affine, dtype=np.float64)
-    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise InvalidInputError(f"affine is singular or not finite: {np.array2string(affine, separator=',').replace(chr(10), '')}", path=path)
+    affine = checked_affine(image, path)
     canonical, canonical_aff, source_ornt = to_canonical(np.asarray(data), affine)
     meta = {
         "path": str(path),

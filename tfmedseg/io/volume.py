@@ -40,6 +40,7 @@ __all__ = [
     "CANONICAL_AXCODES",
     "canonical_affine",
     "to_canonical",
+    "canonical_geometry",
     "from_canonical",
     "spacing_from_affine",
 ]
@@ -148,11 +149,25 @@ def to_canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.
     """
     import nibabel as nib
 
-    source_ornt = nib.orientations.io_orientation(affine)
+    _, canonical_aff, source_ornt = canonical_geometry(affine, array.shape)
     transform = nib.orientations.ornt_transform(source_ornt, nib.orientations.axcodes2ornt(CANONICAL_AXCODES))
     canonical = nib.orientations.apply_orientation(array, transform)
-    canonical_aff = affine @ nib.orientations.inv_ornt_aff(transform, array.shape)
     return np.ascontiguousarray(canonical), canonical_aff, source_ornt
+
+
+def canonical_geometry(affine: np.ndarray, source_shape: tuple[int, ...]) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
+    """What :func:`to_canonical` gives for the geometry, without the voxels (e.g. from a file header alone).
+
+    Returns:
+        ``(canonical_shape, canonical_affine, source_ornt)`` for a 3D source of ``source_shape``.
+    """
+    import nibabel as nib
+
+    source_ornt = nib.orientations.io_orientation(affine)
+    transform = nib.orientations.ornt_transform(source_ornt, nib.orientations.axcodes2ornt(CANONICAL_AXCODES))
+    canonical_aff = affine @ nib.orientations.inv_ornt_aff(transform, tuple(source_shape))
+    canonical_shape = tuple(int(source_shape[int(axis)]) for axis in np.argsort(transform[:, 0]))
+    return canonical_shape, canonical_aff, source_ornt
 
 
 def from_canonical(array: np.ndarray, source_ornt: np.ndarray) -> np.ndarray:
