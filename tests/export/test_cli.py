@@ -101,8 +101,8 @@ def test_failed_export_leaves_nothing_behind(run_dir, tmp_path, capsys, monkeypa
 
 
 def test_failure_after_writing_removes_only_what_the_run_added(run_dir, tmp_path, monkeypatch):
-    """A failure after files were written (here: the metadata update) removes the files this run
-    added to an existing folder and keeps the ones that were there."""
+    """A failure after files were written (here: the metadata update) leaves an existing folder
+    exactly as it was: the run wrote into a staged copy of it."""
     import tfmedseg.export.__main__ as cli
 
     def broken_metadata(*args, **kwargs):
@@ -137,3 +137,57 @@ def test_multichannel_3d_model_savedmodel_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "2 input channels" in err and "--format tflite" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_tflite_into_an_existing_version_adds_files_and_reruns_need_overwrite(run_dir, tmp_path, capsys, monkeypatch):
+    """``--format tflite`` into a SavedModel version folder keeps the SavedModel and adds the TFLite
+    files and report; a rerun refuses without ``--overwrite``; a failing ``--overwrite`` rerun leaves
+    the folder exactly as the first run left it (staged copy, renamed at the end)."""
+    import tfmedseg.export.tflite as tflite_module
+    from tfmedseg.errors import ExportError
+
+    path, _ = run_dir
+    out = tmp_path / "m" / "1"
+    assert main(["--model", str(path), "--format", "savedmodel", "--output", str(out)]) == 0
+    pb = (out / "saved_model.pb").read_bytes()
+    assert main(["--model", str(path), "--format", "tflite", "--output", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert {"saved_model.pb", "variables", "model_float32.tflite", "model_int8.tflite"} <= set(names)
+    assert (out / "saved_model.pb").read_bytes() == pb
+    meta = json.loads((out / "metadata.json").read_text())
+    assert "serving_spec" in meta and set(meta["tflite"]) == {"float32", "float16", "int8"}
+    assert [p.name for p in (tmp_path / "m").iterdir()] == ["1"]  # no staging left beside it
+    capsys.readouterr()
+
+    assert main(["--model", str(path), "--format", "tflite", "--output", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    snapshot = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def failing(model, quantization="float32", representative_data=None):
+        raise ExportError("calibration exploded", path=model.name)
+
+    monkeypatch.setattr(tflite_module, "convert_to_tflite", failing)
+    assert main(["--model", str(path), "--format", "tflite", "--output", str(out), "--overwrite"]) == 2
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == snapshot
+    assert [p.name for p in (tmp_path / "m").iterdir()] == ["1"]
+
+
+def test_failed_overwrite_keeps_the_previous_version(run_dir, tmp_path, monkeypatch):
+    """``--format all --overwrite`` failing after the SavedModel was written keeps the old version folder."""
+    import tfmedseg.export.__main__ as cli
+
+    path, _ = run_dir
+    out = tmp_path / "m" / "1"
+    assert main(["--model", str(path), "--format", "savedmodel", "--output", str(out)]) == 0
+    snapshot = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    meta = (out / "metadata.json").read_text()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cli, "write_tflite_variants", broken)
+    with pytest.raises(OSError, match="disk full"):
+        main(["--model", str(path), "--format", "all", "--output", str(out), "--overwrite"])
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == snapshot
+    assert (out / "metadata.json").read_text() == meta
+    assert [p.name for p in (tmp_path / "m").iterdir()] == ["1"]

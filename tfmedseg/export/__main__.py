@@ -10,12 +10,8 @@ itself; this command exports one stage (a run directory with ``model.keras``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import shutil
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +20,7 @@ import numpy as np
 import tfmedseg  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads)
 from tfmedseg.command import report_user_errors
 from tfmedseg.errors import ExportError, TfMedSegError
-from tfmedseg.io._atomic import atomic_file
+from tfmedseg.io._atomic import atomic_dir, atomic_file
 from tfmedseg.logs import add_verbosity_options, configure_logging
 from tfmedseg.progress import progress
 
@@ -132,15 +128,19 @@ def main(argv: list[str] | None = None) -> int:
 def export(args: argparse.Namespace) -> None:
     """Run the export the parsed command line asks for.
 
-    Nothing is left behind by a failing export: the TFLite variants are converted and checked in
-    memory before anything is written, the SavedModel is staged and renamed, and on any failure
-    the folders this run created (the version folder and its missing parents) and the files it
-    added to an existing folder are removed again (:func:`_undo_on_failure`).
+    Nothing is left behind by a failing export: the version folder is staged beside ``--output``
+    and renamed into place when everything is written (:func:`~tfmedseg.io._atomic.atomic_dir`).
+    ``--format tflite`` into an existing version folder stages a copy of it, adds the TFLite files
+    and the report, and replaces it at the end, so a failure leaves that folder exactly as it was;
+    a failure also removes the parent folders the run created.
     """
     from tfmedseg.export.run_dir import load_for_export
+    from tfmedseg.export.savedmodel import check_export_dir
 
     if args.format == "tflite":
         _check_tflite_output(args.output, args.overwrite)
+    else:
+        check_export_dir(args.output, args.overwrite)
     bundle = load_for_export(args.model)
     channels = bundle.model.inputs[0].shape[-1]
     if args.format in ("savedmodel", "all") and bundle.spec.mode in ("3d_patch", "3d_slab") and channels != 1:
@@ -149,67 +149,30 @@ def export(args: argparse.Namespace) -> None:
                           "saved_models/hecktor_petct/<v> with segment_petct); use --format tflite", path=args.model)
     name = args.name or args.output.parent.name
     print(f"exporting {args.model} as {name!r} to {args.output}")
-    with _undo_on_failure(args.output):
-        _export(args, bundle, name)
+    _export(args, bundle, name)
 
 
 def _export(args: argparse.Namespace, bundle: Any, name: str) -> None:
-    from tfmedseg.export.savedmodel import export_savedmodel
+    from tfmedseg.export.savedmodel import export_errors, save_into, segmentation_export
 
     variants = convert_tflite_variants(bundle) if args.format in ("tflite", "all") else None
-    if args.format in ("savedmodel", "all"):
-        export_savedmodel(bundle.model, args.output, spec=bundle.spec, model_name=name, metadata=bundle.info,
-                          overwrite=args.overwrite)
-        print("  SavedModel with signatures serving_default, predict_bytes, segment, segment_bytes")
-    else:
-        try:
-            args.output.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ExportError(f"cannot create the output folder: {exc.strerror or exc}", path=args.output) from exc
-    if variants is not None:
-        report = write_tflite_variants(variants, args.output)
-        meta_path = args.output / "metadata.json"
-        try:
-            meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"model_name": name, **bundle.info}
-        except ValueError as exc:
-            raise ExportError(f"not valid JSON ({exc})", path=meta_path) from exc
-        meta["tflite"] = report
-        with atomic_file(meta_path, ".json") as tmp:
-            Path(tmp).write_text(json.dumps(meta, indent=2, default=str))
-
-
-@contextlib.contextmanager
-def _undo_on_failure(output: Path) -> Iterator[None]:
-    """On any failure (``KeyboardInterrupt`` included), remove what this run added under ``output``.
-
-    Folders that did not exist before (``output`` and its missing parents) are removed; inside a
-    folder that existed, only the entries that were not there before are removed. Nothing that
-    existed before the run is deleted (a file replaced with ``--overwrite`` stays replaced).
-    """
-    missing = []
-    path = Path(os.path.abspath(output))
-    while not os.path.lexists(path) and path != path.parent:
-        missing.append(path)
-        path = path.parent
-    before = set(os.listdir(output)) if not missing and output.is_dir() else None
-    try:
-        yield
-    except BaseException:
-        if missing:
-            if missing[0].is_dir() and not missing[0].is_symlink():
-                shutil.rmtree(missing[0], ignore_errors=True)
-            for parent in missing[1:]:
-                with contextlib.suppress(OSError):
-                    parent.rmdir()  # only when empty
-        elif before is not None:
-            for entry in set(os.listdir(output)) - before:
-                target = output / entry
-                if target.is_dir() and not target.is_symlink():
-                    shutil.rmtree(target, ignore_errors=True)
-                else:
-                    with contextlib.suppress(OSError):
-                        target.unlink()
-        raise
+    savedmodel = args.format in ("savedmodel", "all")
+    served = segmentation_export(bundle.model, bundle.spec, name, bundle.info) if savedmodel else None
+    with atomic_dir(args.output, args.overwrite, kind="savedmodel", update=not savedmodel) as staging:
+        if served is not None:
+            with export_errors(args.output, name):
+                save_into(*served[:2], staging, served[2])
+            print("  SavedModel with signatures serving_default, predict_bytes, segment, segment_bytes")
+        if variants is not None:
+            report = write_tflite_variants(variants, staging)
+            meta_path = staging / "metadata.json"
+            try:
+                meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"model_name": name, **bundle.info}
+            except ValueError as exc:
+                raise ExportError(f"not valid JSON ({exc})", path=args.output / "metadata.json") from exc
+            meta["tflite"] = report
+            with atomic_file(meta_path, ".json") as tmp:
+                Path(tmp).write_text(json.dumps(meta, indent=2, default=str))
 
 
 def _check_tflite_output(output: Path, overwrite: bool) -> None:

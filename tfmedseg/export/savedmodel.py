@@ -17,12 +17,12 @@ sends ``volume.astype("<f4").tobytes()`` (base64 in REST's ``{"b64": ...}``) and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
-import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import tensorflow as tf
 
@@ -30,7 +30,7 @@ import tfmedseg
 from tfmedseg.errors import ExportError, InvalidInputError
 from tfmedseg.inference.graph import probabilities_to_labels, segment_cascade, segment_volume
 from tfmedseg.inference.spec import CascadeConfig, ServingSpec
-from tfmedseg.io._atomic import OUTPUT_MARKER, commit_dir, has_marker, make_staging_dir, write_marker
+from tfmedseg.io._atomic import OUTPUT_MARKER, atomic_dir, has_marker, write_marker
 
 __all__ = ["SegmentationServingModule", "CascadeServingModule", "DetectionServingModule", "export_savedmodel",
            "export_cascade_savedmodel", "export_detector", "next_version", "SIGNATURES", "CASCADE_SIGNATURES"]
@@ -130,9 +130,13 @@ def _legacy_export(export_dir: Path) -> bool:
     return isinstance(info, dict) and "package_version" in info and (export_dir / "saved_model.pb").is_file()
 
 
-def _write_export(module: tf.Module, signatures: dict[str, Any], export_dir: Path, info: dict[str, Any],
-                  overwrite: bool, name: str, versioned: bool = True) -> Path:
-    """Save ``module`` into a staging sibling of ``export_dir`` and rename it into place."""
+def check_export_dir(export_dir: Path, overwrite: bool, versioned: bool = True) -> None:
+    """Refuse a version directory we may not write: not ``<name>/<integer>``, existing without
+    ``overwrite``, or holding files tfmedseg did not write (a legacy export of ours gets its marker).
+
+    Raises:
+        ExportError: Naming ``export_dir`` and the cause.
+    """
     if versioned and not export_dir.name.isdigit():
         raise ExportError("the export directory must end in an integer version (TF Serving layout: <name>/<version>)", path=export_dir)
     if export_dir.exists() and not overwrite:
@@ -141,16 +145,21 @@ def _write_export(module: tf.Module, signatures: dict[str, Any], export_dir: Pat
         write_marker(export_dir, "savedmodel")  # written by an older tfmedseg: metadata.json of ours
     if export_dir.exists() and any(export_dir.iterdir()) and not has_marker(export_dir):
         raise ExportError(f"version directory was not written by tfmedseg (no {OUTPUT_MARKER}); refusing to replace it", path=export_dir)
+
+
+def save_into(module: tf.Module, signatures: dict[str, Any], directory: Path, info: dict[str, Any]) -> None:
+    """Write the SavedModel and its ``metadata.json`` into ``directory`` (a staging folder of
+    :func:`~tfmedseg.io._atomic.atomic_dir`; nothing is staged here)."""
+    tf.saved_model.save(module, str(directory), signatures=signatures)
+    info = {"package_version": tfmedseg.__version__, "signatures": sorted(signatures), **info}
+    (directory / "metadata.json").write_text(json.dumps(info, indent=2, default=str))
+
+
+@contextlib.contextmanager
+def export_errors(export_dir: Path, name: str) -> Iterator[None]:
+    """Turn what fails while writing an export into one :class:`ExportError` naming the folder or model."""
     try:
-        staging = make_staging_dir(export_dir)
-    except OSError as exc:
-        raise ExportError(f"cannot create the version directory: {exc.strerror or exc}", path=export_dir) from exc
-    try:
-        tf.saved_model.save(module, str(staging), signatures=signatures)
-        info = {"package_version": tfmedseg.__version__, "signatures": sorted(signatures), **info}
-        (staging / "metadata.json").write_text(json.dumps(info, indent=2, default=str))
-        write_marker(staging, "savedmodel")
-        commit_dir(staging, export_dir, overwrite)
+        yield
     except ExportError:
         raise
     except InvalidInputError as exc:
@@ -159,10 +168,39 @@ def _write_export(module: tf.Module, signatures: dict[str, Any], export_dir: Pat
         raise ExportError(f"cannot write the SavedModel: {exc.strerror or exc}", path=export_dir) from exc
     except Exception as exc:  # tracing errors come from deep inside TF: name the model instead
         raise ExportError(f"SavedModel export failed: {type(exc).__name__}: {exc}", path=name) from exc
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_export(module: tf.Module, signatures: dict[str, Any], export_dir: Path, info: dict[str, Any],
+                  overwrite: bool, name: str, versioned: bool = True) -> Path:
+    """Save ``module`` into a staging sibling of ``export_dir`` and rename it into place."""
+    check_export_dir(export_dir, overwrite, versioned)
+    with export_errors(export_dir, name), atomic_dir(export_dir, overwrite, kind="savedmodel") as staging:
+        save_into(module, signatures, staging, info)
     return export_dir
+
+
+def segmentation_export(model: Any, spec: ServingSpec, model_name: str,
+                        metadata: dict[str, Any] | None = None) -> tuple[tf.Module, dict[str, Any], dict[str, Any]]:
+    """The serving module, its signatures and the metadata of :func:`export_savedmodel`.
+
+    Raises:
+        ExportError: A model with several inputs or outputs, or one that cannot be traced.
+    """
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ExportError(f"expected a model with one input and one output, got {len(model.inputs)} and {len(model.outputs)}", path=model_name)
+    try:
+        module = SegmentationServingModule(model, spec)
+        signatures = module.signatures()
+    except Exception as exc:
+        raise ExportError(f"cannot trace the serving functions: {type(exc).__name__}: {exc}", path=model_name) from exc
+    info = {
+        "model_name": model_name,
+        "input_shape": list(model.inputs[0].shape),
+        "output_shape": list(model.outputs[0].shape),
+        "serving_spec": spec.to_dict(),
+        **(metadata or {}),
+    }
+    return module, signatures, info
 
 
 def export_savedmodel(
@@ -195,22 +233,8 @@ def export_savedmodel(
         ExportError: Bad version directory name, existing export without ``overwrite``, or a
             model that cannot be traced.
     """
-    export_dir = Path(export_dir)
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ExportError(f"expected a model with one input and one output, got {len(model.inputs)} and {len(model.outputs)}", path=model_name)
-    try:
-        module = SegmentationServingModule(model, spec)
-        signatures = module.signatures()
-    except Exception as exc:
-        raise ExportError(f"cannot trace the serving functions: {type(exc).__name__}: {exc}", path=model_name) from exc
-    info = {
-        "model_name": model_name,
-        "input_shape": list(model.inputs[0].shape),
-        "output_shape": list(model.outputs[0].shape),
-        "serving_spec": spec.to_dict(),
-        **(metadata or {}),
-    }
-    return _write_export(module, signatures, export_dir, info, overwrite, model_name)
+    module, signatures, info = segmentation_export(model, spec, model_name, metadata)
+    return _write_export(module, signatures, Path(export_dir), info, overwrite, model_name)
 
 
 class CascadeServingModule(tf.Module):

@@ -166,9 +166,10 @@ def has_marker(directory: str | os.PathLike) -> bool:
 
 @contextlib.contextmanager
 def atomic_dir(out_dir: str | os.PathLike, overwrite: bool = False, prefix: str = "", *, kind: str = "output",
-               marker: bool = True) -> Iterator[Path]:
+               marker: bool = True, update: bool = False) -> Iterator[Path]:
     """Yield a staging directory beside ``out_dir``; it becomes ``out_dir`` when the block succeeds
-    (:func:`commit_dir`, with our marker written into it) and is removed otherwise.
+    (:func:`commit_dir`, with our marker written into it) and is removed otherwise, together with
+    the parent folders this call created (a failed write leaves nothing behind).
 
     Args:
         out_dir: Final directory.
@@ -178,18 +179,49 @@ def atomic_dir(out_dir: str | os.PathLike, overwrite: bool = False, prefix: str 
         marker: Write :data:`OUTPUT_MARKER` into the directory. DICOM series folders are written
             without it (tools that read every file of a series folder would trip on it); such a
             folder is replaced only when it holds nothing but DICOM files.
+        update: Add to an existing ``out_dir`` instead of replacing it: the staging directory
+            starts as a copy of it and replaces it when the block succeeds, so everything it held
+            is kept unless the block replaced that file, and ``out_dir`` is untouched until the
+            final rename. The block must replace files (e.g. :func:`atomic_file`), not edit them.
+            ``overwrite`` is not needed; the caller decides whether ``out_dir`` may be added to.
     """
     out_dir = Path(out_dir)
-    _check_replaceable(out_dir, overwrite)  # fail before any work
-    tmp = make_staging_dir(out_dir)
+    carry = update and os.path.lexists(out_dir)
+    if carry and (out_dir.is_symlink() or not out_dir.is_dir()):
+        raise InvalidInputError("output path exists and is not a directory; remove it or choose another output", path=out_dir)
+    if not carry:
+        _check_replaceable(out_dir, overwrite)  # fail before any work
+    created = _missing_parents(out_dir)
+    tmp, committed = None, False
     try:
+        tmp = make_staging_dir(out_dir)
+        if carry:
+            shutil.copytree(out_dir, tmp, symlinks=True, dirs_exist_ok=True)
         yield tmp
         if marker:
             write_marker(tmp, kind)
-        commit_dir(tmp, out_dir, overwrite)
+        if carry:
+            _swap_dir(tmp, out_dir)
+        else:
+            commit_dir(tmp, out_dir, overwrite)
+        committed = True
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if not committed:
+            for parent in created:  # deepest first, only while empty
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The ancestors of ``path`` that do not exist yet, deepest first."""
+    missing = []
+    parent = Path(os.path.abspath(path)).parent
+    while not os.path.lexists(parent) and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    return missing
 
 
 def _check_replaceable(out_dir: Path, overwrite: bool) -> None:
@@ -234,6 +266,11 @@ def commit_dir(tmp: Path, out_dir: Path, overwrite: bool) -> None:
     """
     tmp, out_dir = Path(tmp), Path(out_dir)
     _check_replaceable(out_dir, overwrite)
+    _swap_dir(tmp, out_dir)
+
+
+def _swap_dir(tmp: Path, out_dir: Path) -> None:
+    """Rename ``tmp`` to ``out_dir``; an existing non-empty ``out_dir`` is moved aside first and removed after."""
     if out_dir.exists():
         if not any(out_dir.iterdir()):
             out_dir.rmdir()
