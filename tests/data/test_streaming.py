@@ -146,6 +146,28 @@ def test_cached_array_reads_only_the_slices_asked(tmp_path, monkeypatch):
         lazy[7]
 
 
+def test_cached_array_truncated_file_or_header_is_a_clear_error(tmp_path):
+    """A cache file cut short after it was opened, or an array header declaring more than its zip
+    member holds, is one error naming the file (checked before mapping, never a SIGBUS)."""
+    cache = CaseCache(tmp_path, {"v": 1})
+    image = np.arange(7 * 4 * 5, dtype=np.float32).reshape(7, 4, 5)
+    cache.save("c", {"image": image}, (1.0, 1.0, 1.0))
+    path = cache.path("c")
+    lazy = cache.lazy_arrays("c")["image"]
+    np.testing.assert_array_equal(lazy[6], image[6])
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InvalidInputError, match="truncated") as info:
+        lazy[6]
+    assert str(path) in str(info.value) and "(7, 4, 5)" in str(info.value)
+
+    assert b"'shape': (7, 4, 5)" in data
+    path.write_bytes(data.replace(b"'shape': (7, 4, 5)", b"'shape': (9, 4, 5)"))
+    with pytest.raises(InvalidInputError, match="truncated") as info:
+        cache.lazy_arrays("c")
+    assert str(path) in str(info.value)
+
+
 def test_old_compressed_cache_file_is_rewritten_streamable(tmp_path):
     cache = CaseCache(tmp_path, {"v": 1})
     cache.directory.mkdir(parents=True)

@@ -115,6 +115,10 @@ class CachedArray(np.lib.mixins.NDArrayOperatorsMixin):
         shape, fortran, dtype = _read_npy_header(handle, version)
         if dtype.hasobject:
             raise ValueError(f"array {name} holds Python objects")
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if handle.tell() - start + nbytes > info.file_size:
+            raise ValueError(f"array {name} is truncated: its header declares shape {shape} ({nbytes} bytes), "
+                             f"the zip member holds {info.file_size - (handle.tell() - start)}")
         return cls(path, name, handle.tell(), shape, dtype, fortran)
 
     @property
@@ -146,17 +150,18 @@ class CachedArray(np.lib.mixins.NDArrayOperatorsMixin):
         depth = self._stored_shape[0]
         stop = depth if stop is None else min(int(stop), depth)
         start = max(0, min(int(start), stop))
-        row = int(np.prod(self._stored_shape[1:], dtype=np.int64)) * self._stored_dtype.itemsize
-        array = np.empty((stop - start,) + self._stored_shape[1:], self._stored_dtype)
-        view, done = memoryview(array).cast("B"), 0
-        with open(self.path, "rb", buffering=0) as handle:
-            handle.seek(self._offset + start * row)
-            while done < len(view):
-                got = handle.readinto(view[done:])
-                if not got:
-                    raise InvalidInputError(f"cached array {self.name} is truncated", path=self.path)
-                done += got
-        return self._present(array)
+        nbytes = int(np.prod(self._stored_shape, dtype=np.int64)) * self._stored_dtype.itemsize
+        try:
+            size = os.path.getsize(self.path)
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read cached array {self.name}: {exc.strerror or exc}", path=self.path) from exc
+        if size < self._offset + nbytes:  # checked before mapping: reading past the end would be SIGBUS
+            raise InvalidInputError(f"cached array {self.name} is truncated: its header declares shape {self._stored_shape} "
+                                    f"({nbytes} bytes from byte {self._offset}), the file has {size} bytes", path=self.path)
+        if stop == start or nbytes == 0:
+            return self._present(np.empty((stop - start,) + self._stored_shape[1:], self._stored_dtype))
+        mapped = np.memmap(self.path, self._stored_dtype, "r", offset=self._offset, shape=self._stored_shape)
+        return self._present(np.array(mapped[start:stop]))  # a copy: the mapping closes when dropped
 
     def __getitem__(self, key):
         rest: tuple = ()
