@@ -26,6 +26,8 @@ _log = logging.getLogger(__name__)
 
 __all__ = [
     "ResumeCheckpoint",
+    "HistoryCSVLogger",
+    "trim_history",
     "BestLastCheckpoint",
     "LearningRateLogger",
     "ReduceLROnPlateau",
@@ -254,23 +256,82 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         tmp = self.backup_dir / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        self.model.save_weights(tmp / "model.weights.h5")
-        state = {
-            "seed_generators": [np.asarray(v.numpy()) for v in _seed_generator_states(self.model)],
-            "numpy_rng": np.random.get_state(),
-            "python_rng": random.getstate(),
-            "callbacks": [cb.get_resume_state() for cb in self.stateful],
-        }
-        arrays: dict = {}
-        doc = {"epoch": epoch + 1, "state": _encode_state(state, arrays)}
-        save_npz(tmp / "state.npz", arrays, compress=False)
-        (tmp / "state.json").write_text(json.dumps(doc))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        try:
+            self.model.save_weights(tmp / "model.weights.h5")
+            state = {
+                "seed_generators": [np.asarray(v.numpy()) for v in _seed_generator_states(self.model)],
+                "numpy_rng": np.random.get_state(),
+                "python_rng": random.getstate(),
+                "callbacks": [cb.get_resume_state() for cb in self.stateful],
+            }
+            arrays: dict = {}
+            doc = {"epoch": epoch + 1, "state": _encode_state(state, arrays)}
+            save_npz(tmp / "state.npz", arrays, compress=False)
+            (tmp / "state.json").write_text(json.dumps(doc))
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+        finally:  # interrupted (SIGTERM / Ctrl-C) or failed: no half-written checkpoint left behind
+            shutil.rmtree(tmp, ignore_errors=True)
         _atomic_write_bytes(self._latest, json.dumps({"epoch": epoch + 1, "dir": name}).encode())
         old = sorted(p for p in self.backup_dir.glob("ckpt-*") if p.name != name)
         for p in old[: max(0, len(old) - (self.keep - 1))]:
             shutil.rmtree(p, ignore_errors=True)
+
+
+def trim_history(path: Path, first_epoch: int, separator: str = ",") -> int:
+    """Drop the rows of epoch ``first_epoch`` and later from a ``CSVLogger`` file (atomically).
+
+    Such rows were logged by a run that ended after them but before their resume checkpoint (killed
+    between the two, or resumed from an older checkpoint because the newest was damaged); the
+    resumed run redoes those epochs. An incomplete last line (killed mid-write) is dropped too; with
+    ``first_epoch == 0`` the file is emptied (header included: the new run writes its own).
+
+    Returns:
+        The number of lines removed.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines(keepends=True)
+    except FileNotFoundError:
+        return 0
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"cannot read the training history: {exc}", path=path) from exc
+    if not lines:
+        return 0
+
+    def kept(line: str) -> bool:
+        epoch = line.split(separator, 1)[0].strip()
+        return line.endswith("\n") and epoch.isdigit() and int(epoch) < first_epoch
+
+    keep = [] if first_epoch <= 0 else lines[:1] + [line for line in lines[1:] if kept(line)]
+    if len(keep) == len(lines):
+        return 0
+    with atomic_file(path, path.suffix) as tmp:
+        Path(tmp).write_text("".join(keep))
+    _log.info("%s: removed %d row(s) of epochs >= %d (redone after resuming)", path, len(lines) - len(keep), first_epoch)
+    return len(lines) - len(keep)
+
+
+class HistoryCSVLogger(keras.callbacks.CSVLogger):
+    """``keras.callbacks.CSVLogger(append=True)`` keeping one row per epoch across resumed runs.
+
+    The file is opened when the first epoch of a ``fit`` begins, after :class:`ResumeCheckpoint`
+    has set the epoch to resume from, and rows of that epoch and later ones are removed first
+    (:func:`trim_history`), so redone epochs replace their earlier rows instead of following them.
+    """
+
+    def __init__(self, filename, separator: str = ","):
+        super().__init__(str(filename), separator=separator, append=True)
+        self._opened = False
+
+    def on_train_begin(self, logs=None):
+        self._opened = False  # opened at the first epoch: the resumed epoch is not known yet
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._opened:
+            trim_history(Path(self.filename), epoch, self.sep)
+            super().on_train_begin(logs)
+            self._opened = True
 
 
 class LearningRateLogger(keras.callbacks.Callback):

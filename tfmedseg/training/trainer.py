@@ -13,7 +13,8 @@ Output directory layout::
       best.weights.h5      weights of the best epoch (``monitor``), best.json: its epoch and value
       swa.weights.h5       the SWA average (when ``swa_start_epoch >= 0``), a separate candidate
       last.weights.h5      weights after the last completed epoch
-      history.csv          one row per completed epoch (appended across restarts)
+      history.csv          one row per completed epoch (appended across restarts; rows of epochs
+                           redone after a resume are replaced, not repeated)
       backup/              resume checkpoints (latest.json -> ckpt-<epoch>/)
       logs/                TensorBoard: train/ and validation/ scalars, images/ overlays
 
@@ -30,9 +31,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -63,7 +67,28 @@ from tfmedseg.training.strategy import (
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "Trainer", "validate_config"]
+__all__ = ["TrainConfig", "Trainer", "validate_config", "sigterm_as_keyboard_interrupt"]
+
+
+@contextlib.contextmanager
+def sigterm_as_keyboard_interrupt():
+    """Within the block, SIGTERM (a cluster scheduler's stop, ``kill``) raises ``KeyboardInterrupt``
+    like Ctrl-C, so that cleanup runs (staging files removed, nothing half-written) instead of the
+    process dying on the spot; the previous handler is restored after. Outside the main thread
+    (where Python cannot set handlers) the block runs unchanged.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def validate_config(cfg: TrainConfig) -> None:
@@ -217,7 +242,7 @@ class Trainer:
         best = cbs.BestLastCheckpoint(self.output_dir, monitor=monitor, mode=cfg.monitor_mode)
         own.append(best)
         stateful.append(best)
-        own.append(keras.callbacks.CSVLogger(str(self.output_dir / "history.csv"), append=True))
+        own.append(cbs.HistoryCSVLogger(self.output_dir / "history.csv"))
         own.append(cbs.ResumeCheckpoint(self.output_dir / "backup", callbacks=stateful))
         return own + self.extra_callbacks
 
@@ -247,6 +272,11 @@ class Trainer:
 
         Returns:
             The Keras ``History`` of this call (epochs run by it, not the resumed ones).
+
+        Raises:
+            KeyboardInterrupt: Ctrl-C or SIGTERM (:func:`sigterm_as_keyboard_interrupt`): the run
+                stops, keeping everything up to the last completed epoch; nothing half-written is
+                left, and running ``fit`` again resumes.
         """
         cfg = self.config
         if cfg.tensorboard and cfg.image_every_epochs > 0 and image_batch is None:
@@ -262,13 +292,19 @@ class Trainer:
         _log.info("tfmedseg %s: %s x%d, %s; output %s; TensorBoard logs: %s (tensorboard --logdir %s)",
                   tfmedseg.__version__, type(self.strategy).__name__, self.strategy.num_replicas_in_sync,
                   self.precision, self.output_dir, self.log_dir, self.log_dir)
-        return self.model.fit(
-            train_data,
-            validation_data=validation_data,
-            epochs=cfg.epochs,
-            steps_per_epoch=cfg.steps_per_epoch,
-            validation_steps=cfg.validation_steps,
-            callbacks=callbacks,
-            verbose=verbose,
-            shuffle=False,
-        )
+        try:
+            with sigterm_as_keyboard_interrupt():
+                return self.model.fit(
+                    train_data,
+                    validation_data=validation_data,
+                    epochs=cfg.epochs,
+                    steps_per_epoch=cfg.steps_per_epoch,
+                    validation_steps=cfg.validation_steps,
+                    callbacks=callbacks,
+                    verbose=verbose,
+                    shuffle=False,
+                )
+        except KeyboardInterrupt as exc:
+            _log.warning("training interrupted (%s); %s holds the last completed epoch: run the same command again to resume",
+                         str(exc) or "Ctrl-C", self.output_dir / "backup")
+            raise
