@@ -102,11 +102,6 @@ def binary_mask(volume: Volume, path: str | os.PathLike) -> np.ndarray:
     return array > 0
 
 
-def label_volume(image: Volume, label: np.ndarray, path: str | os.PathLike) -> Volume:
-    """A ``SEG`` volume holding ``label`` on the grid of ``image`` (meta ``path`` = ``path``)."""
-    return Volume(label.astype(np.uint8), image.spacing, image.affine.copy(), "SEG", {"path": str(path)})
-
-
 def lazy_label_volume(image: Volume, label_path: str | os.PathLike, allowed: Iterable[int]) -> Volume:
     """The label map file ``label_path`` as a lazily read ``SEG`` volume on the grid of ``image``.
 
@@ -127,3 +122,32 @@ def lazy_label_volume(image: Volume, label_path: str | os.PathLike, allowed: Ite
 
     meta = {"path": str(label_path), **{k: seg.meta[k] for k in ("header", "source_affine", "source_shape", "source_ornt")}}
     return LazyVolume(image.shape, image.spacing, image.affine.copy(), "SEG", meta, read)
+
+
+def lazy_mask_label(image: Volume, masks: list[tuple[Volume, str | os.PathLike, int]], path: str | os.PathLike) -> Volume:
+    """Binary mask volumes merged into one lazily built ``SEG`` label map on the grid of ``image``.
+
+    Each mask's grid is checked now (:func:`check_same_grid`, headers only). On first use of
+    ``array`` every mask is read in turn, checked to be binary (:func:`binary_mask`, the error names
+    its file) and written with its value into a uint8 map (later masks win), then released.
+
+    Args:
+        image: The image the label map belongs to.
+        masks: ``(mask volume, its file or folder, label value)``, in painting order.
+        path: Recorded as the label map's ``meta["path"]``.
+    """
+    from tfmedseg.io.lazy import LazyVolume, release_volumes
+
+    for mask, mask_path, _ in masks:
+        check_same_grid(image, mask, mask_path, what=f"mask {Path(mask_path).name}")
+
+    def read() -> np.ndarray:
+        label = np.zeros(image.shape, np.uint8)
+        for mask, mask_path, value in masks:
+            try:
+                label[binary_mask(mask, mask_path)] = value
+            finally:
+                release_volumes(mask)
+        return label
+
+    return LazyVolume(image.shape, image.spacing, image.affine.copy(), "SEG", {"path": str(path)}, read)

@@ -18,17 +18,11 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
 
-from tfmedseg.datasets._common import (
-    binary_mask,
-    check_same_grid,
-    label_volume,
-    require_dir,
-    require_nonempty,
-)
+from tfmedseg.datasets._common import lazy_mask_label, require_dir, require_nonempty
 from tfmedseg.datasets.case import Case
 from tfmedseg.errors import DatasetLayoutError
+from tfmedseg.progress import progress
 
 __all__ = ["load_ircadb", "is_tumour_mask_name"]
 
@@ -59,19 +53,23 @@ def load_ircadb(root: str | os.PathLike) -> list[Case]:
     Returns:
         Cases sorted by N, ``case_id`` ``"3Dircadb1.N"``; ``images["ct"]`` in HU (canonical
         ``[D, H, W]``), ``label`` uint8 0/1/2 on the CT grid; ``meta`` has ``index``,
-        ``tumour_masks`` (folder names merged into label 2) and ``paths``.
+        ``tumour_masks`` (folder names merged into label 2) and ``paths``. The volumes are
+        :class:`~tfmedseg.io.lazy.LazyVolume` s: only the DICOM headers are read here (series,
+        geometry and grids checked), the pixel data when ``array`` is first used (mask values
+        are checked then); :meth:`~tfmedseg.datasets.case.Case.release` drops them again.
 
     Raises:
         DatasetLayoutError: No patient folders, missing or still zipped ``PATIENT_DICOM`` /
             ``MASKS_DICOM``, no ``liver`` mask, an empty mask folder.
         InvalidInputError: Unreadable or inconsistent DICOM series, a mask on another grid than
-            the CT, mask values other than 0/1 or 0/255.
+            the CT; undecodable pixel data or mask values other than 0/1 or 0/255 when the voxels
+            are read.
 
     Example:
         >>> case = load_ircadb("data/3Dircadb1")[0]  # doctest: +SKIP
         >>> case.case_id, case.label.array.max()     # doctest: +SKIP
     """
-    from tfmedseg.io.dicom import read_dicom_series
+    from tfmedseg.io.lazy import read_dicom_series_lazy
 
     root = require_dir(root, "3D-IRCADb root")
     patients = sorted(
@@ -80,22 +78,20 @@ def load_ircadb(root: str | os.PathLike) -> list[Case]:
     )
     require_nonempty(patients, root, "3Dircadb1.N patient folders")
     cases = []
-    for index, folder in patients:
+    for index, folder in progress(patients, desc="3D-IRCADb headers", unit="patient"):
         ct_dir = _require_unzipped(folder, "PATIENT_DICOM")
         masks_dir = _require_unzipped(folder, "MASKS_DICOM")
-        ct = read_dicom_series(ct_dir)
+        ct = read_dicom_series_lazy(ct_dir)
         liver_dir = masks_dir / "liver"
         if not liver_dir.is_dir():
             raise DatasetLayoutError("missing liver mask folder MASKS_DICOM/liver", path=liver_dir)
         tumour_dirs = sorted(p for p in masks_dir.iterdir() if p.is_dir() and is_tumour_mask_name(p.name))
-        label = np.zeros(ct.shape, np.uint8)
+        masks = []
         for mask_dir, value in [(liver_dir, 1)] + [(p, 2) for p in tumour_dirs]:
             if not any(mask_dir.iterdir()):
                 raise DatasetLayoutError("mask folder is empty", path=mask_dir)
-            mask_vol = read_dicom_series(mask_dir, labels=True)
-            check_same_grid(ct, mask_vol, mask_dir, what=f"mask {mask_dir.name}")
-            label[binary_mask(mask_vol, mask_dir)] = value
+            masks.append((read_dicom_series_lazy(mask_dir, labels=True), mask_dir, value))
         meta = {"index": index, "tumour_masks": [p.name for p in tumour_dirs],
                 "paths": {"ct": str(ct_dir), "masks": str(masks_dir)}}
-        cases.append(Case(folder.name, {"ct": ct}, label_volume(ct, label, masks_dir), None, meta))
+        cases.append(Case(folder.name, {"ct": ct}, lazy_mask_label(ct, masks, masks_dir), None, meta))
     return cases

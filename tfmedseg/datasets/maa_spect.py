@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tfmedseg.datasets._common import binary_mask, check_same_grid, label_volume, require_dir, require_nonempty
+from tfmedseg.datasets._common import lazy_mask_label, require_dir, require_nonempty
 from tfmedseg.datasets.case import Case
 from tfmedseg.errors import DatasetLayoutError, InvalidInputError
-from tfmedseg.io.nifti import read_nifti
+from tfmedseg.progress import progress
 
 __all__ = ["load_maa_spect", "read_display_slices", "MASK_NAMES"]
 
@@ -127,29 +127,34 @@ def load_maa_spect(root: str | os.PathLike, *, display: bool = True) -> list[Cas
         (background, liver, tumour; tumour wins) on the CT grid or None without ``masks/``;
         ``meta``: ``paths``, ``display`` (see :func:`read_display_slices`) when present,
         ``tumour_to_liver_ratio`` and ``lung_shunt_fraction`` when ``phantom_truth.json`` exists.
+        CT, SPECT and label are :class:`~tfmedseg.io.lazy.LazyVolume` s: only the DICOM and NIfTI
+        headers are read here (series, frames of reference and grids checked), the voxels when
+        ``array`` is first used (mask values are checked then); :meth:`~tfmedseg.datasets.case.Case.release`
+        drops them again. The optional display PNGs are read here.
 
     Raises:
         DatasetLayoutError: No patient folders, a patient without CT/ or SPECT/, ``masks/``
             without both mask files, display images without partners.
         InvalidInputError: Unreadable series or images, SPECT in another frame of reference than
-            the CT, masks not on the CT grid or not binary, a bad ``phantom_truth.json``.
+            the CT, masks not on the CT grid, a bad ``phantom_truth.json``; undecodable pixel data
+            or non-binary masks when the voxels are read.
 
     Example:
         >>> case = load_maa_spect("data/maa_spect")[0]                       # doctest: +SKIP
         >>> case.images["spect"].spacing, case.meta.get("tumour_to_liver_ratio")  # doctest: +SKIP
     """
-    from tfmedseg.io.dicom import read_dicom_series
+    from tfmedseg.io.lazy import read_dicom_series_lazy, read_nifti_lazy
 
     root = require_dir(root, "MAA SPECT/CT root")
     patients = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     require_nonempty(patients, root, "patient folders")
     cases = []
-    for folder in patients:
+    for folder in progress(patients, desc="MAA SPECT/CT headers", unit="patient"):
         for sub in ("CT", "SPECT"):
             if not (folder / sub).is_dir():
                 raise DatasetLayoutError(f"patient {folder.name} has no {sub}/ DICOM series folder", path=folder / sub)
-        ct = read_dicom_series(folder / "CT")
-        spect = read_dicom_series(folder / "SPECT")
+        ct = read_dicom_series_lazy(folder / "CT")
+        spect = read_dicom_series_lazy(folder / "SPECT")
         ct_for, spect_for = ct.meta.get("frame_of_reference_uid"), spect.meta.get("frame_of_reference_uid")
         if not ct_for or ct_for != spect_for:
             raise InvalidInputError(
@@ -160,18 +165,16 @@ def load_maa_spect(root: str | os.PathLike, *, display: bool = True) -> list[Cas
         label = None
         masks_dir = folder / "masks"
         if masks_dir.is_dir():
-            label_array = np.zeros(ct.shape, np.uint8)
+            masks = []
             for name, value in MASK_NAMES.items():
                 path = masks_dir / f"{name}.nii.gz"
                 if not path.is_file() and (masks_dir / f"{name}.nii").is_file():
                     path = masks_dir / f"{name}.nii"
                 if not path.is_file():
                     raise DatasetLayoutError(f"masks/ lacks {name}.nii.gz", path=path)
-                mask = read_nifti(path, "SEG")
-                check_same_grid(ct, mask, path, what=f"{name} mask")
-                label_array[binary_mask(mask, path)] = value
+                masks.append((read_nifti_lazy(path, "SEG"), path, value))
                 paths[name] = str(path)
-            label = label_volume(ct, label_array, masks_dir)
+            label = lazy_mask_label(ct, masks, masks_dir)
         meta: dict = {"paths": paths}
         if display and (folder / "display").is_dir():
             meta["display"] = read_display_slices(folder / "display", depth=ct.shape[0])

@@ -30,7 +30,7 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -76,6 +76,17 @@ def load_cases(dataset: str, data_dir, max_cases: int = 0) -> list:
 
     cases = load_dataset(dataset, data_dir)
     return cases[:max_cases] if max_cases else cases
+
+
+def released_after(cases: Iterable, desc: str, unit: str = "case") -> Iterator:
+    """Iterate over ``cases`` with progress, releasing each case's lazily read voxels
+    (:meth:`~tfmedseg.datasets.case.Case.release`) when the loop moves on: one case in memory at a time."""
+    from tfmedseg.progress import progress
+
+    for case in progress(cases, desc=desc, unit=unit):
+        yield case
+        if hasattr(case, "release"):
+            case.release()
 
 
 def seeded_split(items: Sequence, fraction: float, seed: int, *, keep_one: bool = True) -> tuple[list, list]:

@@ -51,7 +51,7 @@ import numpy as np
 from tfmedseg.errors import InvalidInputError
 from tfmedseg.io.volume import Volume, spacing_from_affine, to_canonical
 
-__all__ = ["read_dicom_series", "list_dicom_series"]  # the writers: tfmedseg.io.dicom_write
+__all__ = ["read_dicom_series", "list_dicom_series", "read_series_header", "SeriesHeader"]  # the writers: tfmedseg.io.dicom_write
 
 _PREAMBLE_MAGIC_OFFSET = 128
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -597,6 +597,42 @@ def read_dicom_series(
         ((129, 512, 512), (1.6, 0.57, 0.57))
     """
     directory = Path(directory)
+    header = read_series_header(directory, series_uid=series_uid, modality=modality, recursive=recursive)
+    stack = _decode_stack(header.frames, directory, labels)
+    canonical, affine, source_ornt = to_canonical(stack, header.source_affine)
+    meta = {**header.meta, "source_ornt": source_ornt}
+    return Volume(canonical, spacing_from_affine(affine), affine, "SEG" if labels else header.modality, meta)
+
+
+@dataclasses.dataclass
+class SeriesHeader:
+    """What the headers of one DICOM series give, before any pixel is decoded.
+
+    Attributes:
+        frames: The image planes sorted along the slice normal (checked: consistent geometry, no
+            duplicates or gaps).
+        source_affine: 4x4 RAS affine of the sorted ``[slice, row, col]`` stack.
+        source_shape: ``(slices, rows, cols)``.
+        modality: The DICOM Modality (upper case).
+        meta: :func:`read_dicom_series`'s ``meta`` without ``source_ornt``.
+    """
+
+    frames: list[_Frame]
+    source_affine: np.ndarray
+    source_shape: tuple[int, int, int]
+    modality: str
+    meta: dict[str, Any]
+
+
+def read_series_header(directory: str | os.PathLike, *, series_uid: str | None = None, modality: str | None = None,
+                       recursive: bool = False) -> SeriesHeader:
+    """Steps 1-3 of :func:`read_dicom_series` (and the PET SUV factor): the series' files, geometry
+    and metadata from the headers alone; pixel data is not read (only its declared size checked).
+
+    Raises:
+        InvalidInputError: As :func:`read_dicom_series`, except pixel-data decoding and value errors.
+    """
+    directory = Path(directory)
     series, skipped = _scan_directory(directory, recursive)
     if modality is not None:
         wanted = modality.upper()
@@ -621,6 +657,48 @@ def read_dicom_series(
     _check_consistent(frames, directory)
     frames, step_vec = _sort_and_check(frames, directory)
 
+    first = frames[0]
+    row_dir, col_dir = first.orientation[:3], first.orientation[3:]
+    src_lps = np.eye(4)
+    src_lps[:3, 0] = step_vec
+    src_lps[:3, 1] = col_dir * first.pixel_spacing[0]
+    src_lps[:3, 2] = row_dir * first.pixel_spacing[1]
+    src_lps[:3, 3] = first.position
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0, 1.0])
+    source_affine = lps_to_ras @ src_lps
+    source_shape = (len(frames), first.rows, first.cols)
+    ds0 = first.ds
+    dicom_modality = str(ds0.get("Modality", "OT")).upper()
+    meta: dict[str, Any] = {
+        "path": str(directory),
+        "format": "dicom",
+        "series_uid": uid,
+        "study_uid": str(ds0.get("StudyInstanceUID", "")),
+        "frame_of_reference_uid": str(ds0.get("FrameOfReferenceUID", "")),
+        "modality": dicom_modality,
+        "patient_id": str(ds0.get("PatientID", "")),
+        "series_description": str(ds0.get("SeriesDescription", "")),
+        "series_number": ds0.get("SeriesNumber"),
+        "files": list(dict.fromkeys(f.path for f in frames)),
+        "sop_instance_uids": list(dict.fromkeys(str(f.ds.get("SOPInstanceUID", "")) for f in frames)),
+        "image_positions": np.array([f.position for f in frames]),
+        "image_orientation": first.orientation.copy(),
+        "pixel_spacing": tuple(float(v) for v in first.pixel_spacing),
+        "slice_step": step_vec.copy(),
+        "source_affine": source_affine,
+        "source_shape": source_shape,
+        "units": str(ds0.get("Units", "HU" if dicom_modality == "CT" else "")),
+        "transfer_syntax": str(_transfer_syntax(ds0) or ""),
+        "reference_tags": {tag: ds0.get(tag) for tag in _REFERENCE_TAGS if tag in ds0},
+        "skipped_files": skipped,
+    }
+    if dicom_modality == "PT":
+        meta["suv_factor"], meta["suv_note"] = _suv_factor(ds0, frames)
+    return SeriesHeader(frames, source_affine, source_shape, dicom_modality, meta)
+
+
+def _decode_stack(frames: list[_Frame], directory: Path, labels: bool) -> np.ndarray:
+    """Step 4: decode every frame, apply the Modality LUT and stack ``[slice, row, col]``."""
     decoded: dict[Path, np.ndarray] = {}
     slices = []
     for frame in frames:
@@ -648,46 +726,5 @@ def read_dicom_series(
         stack = stack.astype(dtype)
     elif not np.isfinite(stack).all():
         raise InvalidInputError("pixel values are not finite after the Modality LUT", path=directory)
-
-    first = frames[0]
-    row_dir, col_dir = first.orientation[:3], first.orientation[3:]
-    src_lps = np.eye(4)
-    src_lps[:3, 0] = step_vec
-    src_lps[:3, 1] = col_dir * first.pixel_spacing[0]
-    src_lps[:3, 2] = row_dir * first.pixel_spacing[1]
-    src_lps[:3, 3] = first.position
-    lps_to_ras = np.diag([-1.0, -1.0, 1.0, 1.0])
-    source_affine = lps_to_ras @ src_lps
-    canonical, affine, source_ornt = to_canonical(stack, source_affine)
-
-    ds0 = first.ds
-    dicom_modality = str(ds0.get("Modality", "OT")).upper()
-    meta: dict[str, Any] = {
-        "path": str(directory),
-        "format": "dicom",
-        "series_uid": uid,
-        "study_uid": str(ds0.get("StudyInstanceUID", "")),
-        "frame_of_reference_uid": str(ds0.get("FrameOfReferenceUID", "")),
-        "modality": dicom_modality,
-        "patient_id": str(ds0.get("PatientID", "")),
-        "series_description": str(ds0.get("SeriesDescription", "")),
-        "series_number": ds0.get("SeriesNumber"),
-        "files": list(dict.fromkeys(f.path for f in frames)),
-        "sop_instance_uids": list(dict.fromkeys(str(f.ds.get("SOPInstanceUID", "")) for f in frames)),
-        "image_positions": np.array([f.position for f in frames]),
-        "image_orientation": first.orientation.copy(),
-        "pixel_spacing": tuple(float(v) for v in first.pixel_spacing),
-        "slice_step": step_vec.copy(),
-        "source_affine": source_affine,
-        "source_shape": tuple(stack.shape),
-        "source_ornt": source_ornt,
-        "units": str(ds0.get("Units", "HU" if dicom_modality == "CT" else "")),
-        "transfer_syntax": str(_transfer_syntax(ds0) or ""),
-        "reference_tags": {tag: ds0.get(tag) for tag in _REFERENCE_TAGS if tag in ds0},
-        "skipped_files": skipped,
-    }
-    if dicom_modality == "PT":
-        meta["suv_factor"], meta["suv_note"] = _suv_factor(ds0, frames)
-    volume_modality = "SEG" if labels else dicom_modality
-    return Volume(canonical, spacing_from_affine(affine), affine, volume_modality, meta)
+    return stack
 

@@ -1,4 +1,5 @@
-"""Volumes whose voxels are read on demand: :class:`LazyVolume` and :func:`read_nifti_lazy`.
+"""Volumes whose voxels are read on demand: :class:`LazyVolume`, :func:`read_nifti_lazy` and
+:func:`read_dicom_series_lazy`.
 
 A dataset of 131 LiTS CTs is tens of GB; a loader that reads every voxel up front cannot hold it.
 A :class:`LazyVolume` knows its geometry (shape, spacing, affine, header metadata) from the file
@@ -27,7 +28,7 @@ import numpy as np
 from tfmedseg.errors import InvalidInputError
 from tfmedseg.io.volume import Volume, canonical_geometry, spacing_from_affine
 
-__all__ = ["LazyVolume", "read_nifti_lazy", "release_volumes"]
+__all__ = ["LazyVolume", "read_nifti_lazy", "read_dicom_series_lazy", "release_volumes"]
 
 
 class LazyVolume(Volume):
@@ -141,3 +142,41 @@ def read_nifti_lazy(path: str | os.PathLike, modality: str = "OT", *,
         return volume.array if transform is None else transform(volume)
 
     return LazyVolume(shape, spacing_from_affine(canonical_aff), canonical_aff, modality, meta, read)
+
+
+def read_dicom_series_lazy(directory: str | os.PathLike, *, series_uid: str | None = None, modality: str | None = None,
+                           recursive: bool = False, labels: bool = False,
+                           transform: Callable[[Volume], np.ndarray] | None = None) -> LazyVolume:
+    """Read a DICOM series' headers now and its pixel data on demand.
+
+    The headers are parsed and checked here (:func:`tfmedseg.io.dicom.read_series_header`: one
+    series, consistent orientation / size / spacing, no duplicate slices or gaps, pixel data of the
+    declared size); shape, spacing, affine and ``meta`` are those :func:`~tfmedseg.io.dicom.read_dicom_series`
+    gives (``meta["lazy"]`` added). On first use the series is read with ``read_dicom_series`` (the
+    same series UID); its geometry must still be the one found here (the files did not change).
+
+    Args:
+        directory, series_uid, modality, recursive, labels: As :func:`~tfmedseg.io.dicom.read_dicom_series`.
+        transform: Optional ``Volume -> array`` applied to the freshly read volume (must keep the shape).
+
+    Raises:
+        InvalidInputError: Header problems now; pixel-data problems (undecodable, non-finite values,
+            non-integer labels) when the voxels are read. Each names the directory or file.
+    """
+    from tfmedseg.io.dicom import read_dicom_series, read_series_header
+
+    directory = Path(directory)
+    header = read_series_header(directory, series_uid=series_uid, modality=modality, recursive=recursive)
+    shape, affine, source_ornt = canonical_geometry(header.source_affine, header.source_shape)
+    meta = {**header.meta, "source_ornt": source_ornt, "lazy": True}
+    uid = meta["series_uid"]
+    del header  # the parsed datasets are not kept: the read parses the headers again
+
+    def read() -> np.ndarray:
+        volume = read_dicom_series(directory, series_uid=uid, recursive=recursive, labels=labels)
+        if volume.shape != shape or not np.allclose(volume.affine, affine, atol=1e-6):
+            raise InvalidInputError(f"the series changed since it was listed: shape {volume.shape} / affine differ from "
+                                    f"{shape}", path=directory)
+        return volume.array if transform is None else transform(volume)
+
+    return LazyVolume(shape, spacing_from_affine(affine), affine, "SEG" if labels else meta["modality"], meta, read)

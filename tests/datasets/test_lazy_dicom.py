@@ -1,0 +1,101 @@
+"""Lazy DICOM loading: 3D-IRCADb and MAA SPECT/CT cases read headers first and pixel data on demand."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from tfmedseg.datasets import load_dataset
+from tfmedseg.errors import InvalidInputError
+from tfmedseg.io import dicom
+from tfmedseg.io.dicom import read_dicom_series
+from tfmedseg.io.lazy import LazyVolume, read_dicom_series_lazy
+from tfmedseg.io.nifti import read_nifti
+
+
+@pytest.fixture
+def decodes(monkeypatch):
+    """Files whose pixel data was decoded."""
+    seen = []
+    real = dicom._pixels
+    monkeypatch.setattr(dicom, "_pixels", lambda path, ds: seen.append(path) or real(path, ds))
+    return seen
+
+
+def _same_geometry(lazy, eager):
+    assert isinstance(lazy, LazyVolume) and not lazy.loaded
+    assert lazy.shape == eager.shape and lazy.modality == eager.modality
+    np.testing.assert_allclose(lazy.spacing, eager.spacing, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(lazy.affine, eager.affine, rtol=0, atol=1e-9)
+    assert set(lazy.meta) - {"lazy"} == set(eager.meta)
+    for key, value in eager.meta.items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(lazy.meta[key], value)
+        else:
+            assert lazy.meta[key] == value, key
+
+
+@pytest.mark.parametrize("series", ["PATIENT_DICOM", "MASKS_DICOM/liver"])
+def test_lazy_series_has_the_eager_geometry_and_voxels(ircadb_root, series, decodes):
+    folder = ircadb_root / "3Dircadb1.1" / series
+    labels = series != "PATIENT_DICOM"
+    lazy = read_dicom_series_lazy(folder, labels=labels)
+    assert decodes == []  # headers only
+    eager = read_dicom_series(folder, labels=labels)
+    _same_geometry(lazy, eager)
+    np.testing.assert_array_equal(lazy.array, eager.array)
+    assert lazy.array.dtype == eager.array.dtype and lazy.loaded
+    lazy.release()
+    assert not lazy.loaded
+
+
+def test_ircadb_cases_are_lazy_and_equal_the_eager_reading(ircadb_root, decodes):
+    cases = load_dataset("ircadb", ircadb_root)
+    assert decodes == [] and not any(v.loaded for c in cases for v in c.volumes)
+    case = cases[0]
+    folder = ircadb_root / case.case_id
+    ct = read_dicom_series(folder / "PATIENT_DICOM")
+    _same_geometry(case.images["ct"], ct)
+    label = np.zeros(ct.shape, np.uint8)
+    for name in ["liver"] + case.meta["tumour_masks"]:
+        label[read_dicom_series(folder / "MASKS_DICOM" / name, labels=True).array > 0] = 1 if name == "liver" else 2
+    decodes.clear()
+    np.testing.assert_array_equal(case.label.array, label)
+    assert case.label.array.dtype == np.uint8 and 2 in np.unique(label)
+    assert not case.images["ct"].loaded  # the label map reads only the masks
+    np.testing.assert_array_equal(case.images["ct"].array, ct.array)
+    case.release()
+    assert not any(v.loaded for v in case.volumes)
+
+
+def test_maa_cases_are_lazy_and_equal_the_eager_reading(maa_root, decodes):
+    cases = load_dataset("maa_spect", maa_root)
+    assert decodes == [] and not any(v.loaded for c in cases for v in c.volumes)
+    case = cases[0]
+    folder = maa_root / case.case_id
+    ct, spect = read_dicom_series(folder / "CT"), read_dicom_series(folder / "SPECT")
+    _same_geometry(case.images["ct"], ct)
+    _same_geometry(case.images["spect"], spect)
+    label = np.zeros(ct.shape, np.uint8)
+    label[read_nifti(folder / "masks" / "liver.nii.gz", "SEG").array > 0] = 1
+    label[read_nifti(folder / "masks" / "tumor.nii.gz", "SEG").array > 0] = 2
+    np.testing.assert_array_equal(case.label.array, label)
+    np.testing.assert_array_equal(case.images["spect"].array, spect.array)
+    np.testing.assert_array_equal(case.images["ct"].array, ct.array)
+
+
+def test_bad_files_are_named_at_loading_and_at_reading(ircadb_root, tmp_path):
+    root = tmp_path / "ircadb"
+    shutil.copytree(ircadb_root / "3Dircadb1.1", root / "3Dircadb1.1")
+    ct_files = sorted((root / "3Dircadb1.1" / "PATIENT_DICOM").iterdir())
+    case = load_dataset("ircadb", root)[0]
+    bad = ct_files[len(ct_files) // 2]
+    bad.write_bytes(bad.read_bytes()[:300])  # damaged after loading: the read names it
+    with pytest.raises(InvalidInputError) as info:
+        _ = case.images["ct"].array
+    assert str(bad) in str(info.value)
+    with pytest.raises(InvalidInputError) as info:  # and a new loading names it at once
+        load_dataset("ircadb", root)
+    assert str(bad) in str(info.value)
