@@ -140,7 +140,7 @@ def check_export_dir(export_dir: Path, overwrite: bool, versioned: bool = True) 
     if versioned and not export_dir.name.isdigit():
         raise ExportError("the export directory must end in an integer version (TF Serving layout: <name>/<version>)", path=export_dir)
     if export_dir.exists() and not overwrite:
-        raise ExportError("version directory exists already (pass overwrite=True or pick a new version)", path=export_dir)
+        raise ExportError("version directory exists already (pass --overwrite / overwrite=True, or pick a new version)", path=export_dir)
     if export_dir.exists() and not has_marker(export_dir) and _legacy_export(export_dir):
         write_marker(export_dir, "savedmodel")  # written by an older tfmedseg: metadata.json of ours
     if export_dir.exists() and any(export_dir.iterdir()) and not has_marker(export_dir):
