@@ -43,3 +43,41 @@ def test_report_user_errors_turns_user_errors_into_exit_code_2(capsys):
     assert report_user_errors(lambda: None) == 0
     with pytest.raises(ZeroDivisionError):  # a bug is not a user error: it keeps its traceback
         report_user_errors(lambda: 1 / 0)
+
+
+def test_report_user_errors_turns_a_stop_into_one_line_and_exit_130(capsys):
+    from tfmedseg.command import INTERRUPTED_EXIT, report_user_errors
+
+    def stop():
+        raise KeyboardInterrupt
+
+    assert INTERRUPTED_EXIT == 130
+    assert report_user_errors(stop, "progress is kept in runs/x; rerun the same command to resume") == 130
+    assert capsys.readouterr().err == "interrupted (stopped by Ctrl-C): progress is kept in runs/x; rerun the same command to resume\n"
+    assert report_user_errors(stop, lambda: "said at the stop") == 130  # a function: asked when the stop happens
+    assert capsys.readouterr().err == "interrupted (stopped by Ctrl-C): said at the stop\n"
+    assert report_user_errors(stop) == 130
+    assert "nothing partial was left" in capsys.readouterr().err
+
+
+def test_report_user_errors_takes_sigterm_like_ctrl_c_and_restores_the_handler(capsys):
+    import os
+    import signal
+    import time
+
+    from tfmedseg.command import report_user_errors
+
+    cleaned = []
+
+    def work():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)  # the handler raises KeyboardInterrupt long before
+        finally:
+            cleaned.append(True)  # cleanup of the stopped code runs
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert report_user_errors(work) == 130
+    assert cleaned == [True]
+    assert capsys.readouterr().err.startswith("interrupted (stopped by SIGTERM): ")
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -18,6 +18,8 @@ import pkgutil
 import sys
 from pathlib import Path
 
+from tfmedseg.command import report_user_errors
+
 __all__ = ["main", "commands"]
 
 #: Commands that are not experiments: ``name -> (module, description)``.
@@ -99,8 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     if name not in cmds:
         print(f"error: unknown command {argv[0]!r}; commands: {', '.join(cmds)}", file=sys.stderr)
         return 2
-    module = importlib.import_module(cmds[name][0])
-    return int(module.main(argv[1:]) or 0)
+    loaded: list = []  # Ctrl-C while TensorFlow loads: one line, no traceback
+    code = report_user_errors(lambda: loaded.append(importlib.import_module(cmds[name][0])),
+                              "stopped while loading; nothing was started: rerun the same command")
+    if not loaded:
+        return code
+    return int(loaded[0].main(argv[1:]) or 0)
 
 
 if __name__ == "__main__":

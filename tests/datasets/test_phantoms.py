@@ -49,7 +49,7 @@ def test_ensure_phantoms_generates_once_then_reuses(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("should not regenerate")
 
-    monkeypatch.setattr(phantoms, "generate", boom)
+    monkeypatch.setattr(phantoms, "_write_cases", boom)
     assert ensure_phantoms("bone_scan", root, 2, 0) == root
     assert _files(root) == before
 
@@ -59,7 +59,7 @@ def test_ensure_phantoms_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
         (Path(out_dir) / "partial.txt").write_text("half")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(phantoms, "generate", interrupted)
+    monkeypatch.setattr(phantoms, "_write_cases", interrupted)
     with pytest.raises(KeyboardInterrupt):
         ensure_phantoms("lits", tmp_path / "lits", 1, 0)
     assert list(tmp_path.iterdir()) == []
@@ -108,6 +108,32 @@ def test_cli_module_entry_point(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "tfmedseg.datasets.phantoms", "nope", str(tmp_path / "x")],
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_cli_ctrl_c_prints_one_line_exits_130_and_leaves_nothing(tmp_path):
+    """A real Ctrl-C (SIGINT) in the middle of the generation: no traceback, exit 130, no half dataset."""
+    import signal
+    import time
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = tmp_path / "sets" / "bs"
+    proc = subprocess.Popen([sys.executable, "-m", "tfmedseg.datasets.phantoms", "bone_scan", str(out), "--cases", "500"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not any((tmp_path / "sets").glob("bs.tfmedseg-partial-*/BS0001")):  # the first case is being written
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "slow"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == ("interrupted (stopped by Ctrl-C): nothing partial was left (outputs appear "
+                                            "only when complete); rerun the same command to start again")
+    assert list(tmp_path.iterdir()) == []  # no staging, and the parent folder the run created is gone too
 
 
 def test_experiment_cli_uses_ensure_phantoms(tmp_path):

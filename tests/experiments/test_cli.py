@@ -175,3 +175,44 @@ def test_help_lists_the_configs_without_importing_tensorflow(name):
     assert done.stdout.rstrip().endswith("imported: []"), done.stdout[-500:]
     listed = dict(line.split() for line in done.stdout.split("configs (--config NAME")[1].split("\n\n")[0].splitlines()[1:])
     assert listed["quick"] == f"{name}_quick.yaml" and listed["paper"] == f"{name}.yaml", listed
+
+
+def test_a_stopped_run_says_where_its_progress_is_and_exits_130(tmp_path, capsys):
+    """SIGTERM (a scheduler's stop) while the experiment runs: one line naming the run directory and
+    the rerun that resumes, exit 130, no traceback, and the run is not marked complete."""
+    import os
+    import signal
+    import time
+
+    from tfmedseg.experiments.cli import RUN_COMPLETE, experiment_main
+
+    def run(ctx):
+        (ctx.output_dir / "liver").mkdir()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)  # the handler raises KeyboardInterrupt long before
+
+    out = tmp_path / "run"
+    argv = ["--output-dir", str(out), "--cache-dir", str(tmp_path / "cache")]
+    kwargs = dict(prog="tfmedseg.experiments.demo", description="demo", config_cls=Cfg, default_config=None,
+                  phantom_dataset="lits", default_phantom_cases=3, prepare_phantoms=_fake_phantoms([]))
+    assert experiment_main(argv, run, **kwargs) == 130
+    err = capsys.readouterr().err
+    assert err.endswith(f"interrupted (stopped by SIGTERM): progress is kept in {out} (each stage's backup/ checkpoints, "
+                        "log.txt); rerun the same command to resume\n")
+    assert "Traceback" not in err
+    assert not (out / RUN_COMPLETE).exists()
+
+
+def test_an_experiment_command_stopped_while_preparing_data_says_nothing_was_left(tmp_path, capsys, monkeypatch):
+    """The real ``liver_ct_2d3d`` command, Ctrl-C during the phantom generation (before any training)."""
+    import tfmedseg.datasets.phantoms as phantoms
+    from tfmedseg.experiments import liver_ct_2d3d
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(phantoms, "ensure_phantoms", stop)
+    code = liver_ct_2d3d.main(["--output-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")])
+    assert code == 130
+    assert capsys.readouterr().err.splitlines()[-1] == ("interrupted (stopped by Ctrl-C): stopped before training; nothing "
+                                                        "partial was left: rerun the same command to start")

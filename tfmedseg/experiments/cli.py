@@ -171,9 +171,12 @@ def experiment_main(argv: list[str] | None, run: Callable[[ExperimentContext], A
             ``default_phantom_cases``).
 
     Returns:
-        0, or 2 after a one-line ``error: ...`` message for a user error (bad config, data, model).
+        0; 2 after a one-line ``error: ...`` message for a user error (bad config, data, model);
+        130 after a one-line ``interrupted ...`` message for Ctrl-C or SIGTERM, naming the run
+        directory whose checkpoints a rerun of the same command resumes from.
     """
     handlers: list = []
+    started: list[ExperimentContext] = []
 
     def go() -> None:
         try:
@@ -182,13 +185,20 @@ def experiment_main(argv: list[str] | None, run: Callable[[ExperimentContext], A
             print(f"{done.output_dir} holds a finished run (completed {done.info.get('completed', '?')}); nothing to do. "
                   f"Its results are there; choose a new --output-dir to train again.")
             return
+        started.append(ctx)
         handlers.append(add_file_log(ctx.output_dir / LOG_NAME))
         run(ctx)
         print_outputs(ctx)
         mark_complete(ctx)  # last: a run killed before this line resumes
 
+    def interrupted() -> str:
+        if not started:
+            return "stopped before training; nothing partial was left: rerun the same command to start"
+        return (f"progress is kept in {started[0].output_dir} (each stage's backup/ checkpoints, {LOG_NAME}); "
+                "rerun the same command to resume")
+
     try:
-        return report_user_errors(go)
+        return report_user_errors(go, interrupted)
     finally:
         for handler in handlers:
             logging.getLogger().removeHandler(handler)

@@ -31,12 +31,9 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import signal
-import threading
 from pathlib import Path
 from typing import Callable
 
@@ -45,6 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfmedseg
+from tfmedseg.command import sigterm_as_keyboard_interrupt
 from tfmedseg.config import save_config
 from tfmedseg.errors import ConfigError
 from tfmedseg.losses import LOSS_NAMES, get_loss
@@ -68,27 +66,6 @@ from tfmedseg.training.strategy import (
 _log = logging.getLogger(__name__)
 
 __all__ = ["TrainConfig", "Trainer", "validate_config", "sigterm_as_keyboard_interrupt"]
-
-
-@contextlib.contextmanager
-def sigterm_as_keyboard_interrupt():
-    """Within the block, SIGTERM (a cluster scheduler's stop, ``kill``) raises ``KeyboardInterrupt``
-    like Ctrl-C, so that cleanup runs (staging files removed, nothing half-written) instead of the
-    process dying on the spot; the previous handler is restored after. Outside the main thread
-    (where Python cannot set handlers) the block runs unchanged.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def validate_config(cfg: TrainConfig) -> None:

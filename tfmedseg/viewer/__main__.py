@@ -84,14 +84,14 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (0 ok, 2 user error)."""
+    """Command-line entry point; returns the exit status (0 ok, 2 user error, 130 stopped by Ctrl+C or SIGTERM)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
     configure_logging(args)
-    return report_user_errors(lambda: serve(args))
+    return report_user_errors(lambda: serve(args), "the viewer stopped; rerun the same command to start it again")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfmedseg.io._atomic import make_staging_dir
+from tfmedseg.io._atomic import atomic_dir, make_staging_dir
 from tfmedseg.errors import ConfigError, DatasetLayoutError
 from tfmedseg.progress import ProgressSequence
 
@@ -84,7 +84,9 @@ def generate(dataset: str, out_dir: str | os.PathLike, cases: int = 4, seed: int
 
     Args:
         dataset: One of :data:`PHANTOM_DATASETS`.
-        out_dir: Target directory; created, must be empty if it exists.
+        out_dir: Target directory; created, must be empty if it exists. The cases are written into a
+            staging folder beside it that is renamed to ``out_dir`` when complete, so an
+            interrupted run leaves nothing behind (and no parent folders it created).
         cases: Number of cases (patients), >= 1.
         seed: Random seed; the same seed gives byte-identical arrays.
 
@@ -99,7 +101,13 @@ def generate(dataset: str, out_dir: str | os.PathLike, cases: int = 4, seed: int
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise DatasetLayoutError("phantom output directory exists and is not empty", path=out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(out_dir, marker=False) as staging:  # an interrupted run leaves no half dataset
+        _write_cases(dataset, staging, cases, seed)
+    return out_dir
+
+
+def _write_cases(dataset: str, out_dir: Path, cases: int, seed: int) -> None:
+    """Write the cases and the manifest into the existing, empty folder ``out_dir``."""
     module_name, func_name = _WRITERS[dataset].split(":")
     writer = getattr(importlib.import_module(module_name), func_name)
     rngs = ProgressSequence([case_rng(seed, i) for i in range(int(cases))], desc=f"generating {dataset} phantoms",
@@ -108,7 +116,6 @@ def generate(dataset: str, out_dir: str | os.PathLike, cases: int = 4, seed: int
     manifest = {"dataset": dataset, "cases": int(cases), "seed": int(seed), "generator_version": generator_version(dataset),
                 "truth": truth}
     (out_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, default=float) + "\n")
-    return out_dir
 
 
 def _marker_matches(out_dir: Path, dataset: str, cases: int, seed: int) -> bool:
@@ -168,7 +175,7 @@ def ensure_phantoms(dataset: str, out_dir: str | os.PathLike, cases: int = 4, se
     except OSError as exc:
         raise DatasetLayoutError(f"cannot create the phantom dataset here: {exc.strerror or exc}", path=out_dir) from exc
     try:
-        generate(dataset, tmp, cases=cases, seed=seed)
+        _write_cases(dataset, tmp, cases, seed)
         info = {"dataset": dataset, "cases": int(cases), "seed": int(seed), "generator_version": generator_version(dataset)}
         (tmp / COMPLETE_MARKER).write_text(json.dumps(info))
         try:

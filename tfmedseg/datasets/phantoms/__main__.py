@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from tfmedseg.datasets.phantoms import PHANTOM_DATASETS, ensure_phantoms, generate
-from tfmedseg.errors import TfMedSegError
+from tfmedseg.command import report_user_errors
 from tfmedseg.logs import add_verbosity_options, configure_logging
 
 __all__ = ["main", "build_parser"]
@@ -35,19 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code (0 ok, 2 bad arguments or output directory)."""
+    """Run the CLI; returns the process exit code (0 ok, 2 bad arguments or output directory, 130 interrupted:
+    nothing partial is left)."""
     args = build_parser().parse_args(argv)
     configure_logging(args)
-    try:
+
+    def go() -> None:
         if args.reuse:
             root = ensure_phantoms(args.dataset, args.out_dir, args.cases, args.seed)
         else:
             root = generate(args.dataset, args.out_dir, cases=args.cases, seed=args.seed)
-    except TfMedSegError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.cases} {args.dataset} phantom case(s) to {root}")
-    return 0
+        print(f"wrote {args.cases} {args.dataset} phantom case(s) to {root}")
+
+    return report_user_errors(go)
 
 
 if __name__ == "__main__":
