@@ -24,6 +24,12 @@ import math
 import numpy as np
 import tensorflow as tf
 
+try:  # XLA's own gather (windowed slices) and its dimension numbers; ship with every TensorFlow wheel
+    from tensorflow.compiler.tf2xla.python import xla as _xla
+    from tensorflow.compiler.xla import xla_data_pb2 as _xla_data
+except ImportError:  # pragma: no cover - a TensorFlow build without the XLA bridge
+    _xla = _xla_data = None
+
 __all__: list[str] = []
 
 
@@ -257,6 +263,104 @@ class SamplingIndex:
             up = (self.frac[a] >= 0.5)[..., None]
             values = [tf.where(up, v1, v0) for v0, v1 in zip(values[0::2], values[1::2])]
         return values[0]
+
+
+def xla_window_gather_available() -> bool:
+    """Whether :class:`WindowIndex` can be used (only inside an XLA-compiled function)."""
+    return _xla is not None
+
+
+def _gather_numbers(n: int, window: bool) -> "_xla_data.GatherDimensionNumbers":
+    """Gather dimension numbers for a table ``[B * (S0 + 3), S1 + 3, ..., C]`` and start indices ``[B, *S, n]``.
+
+    ``window=True``: slices ``[2] * n + [C]`` kept as trailing output axes ``[B, *S, 2, .., 2, C]``;
+    ``window=False``: slices ``[1] * n + [C]`` with the spatial axes collapsed, output ``[B, *S, C]``.
+    """
+    numbers = _xla_data.GatherDimensionNumbers()
+    numbers.offset_dims.extend(range(n + 1, 2 * n + 2) if window else [n + 1])
+    if not window:
+        numbers.collapsed_slice_dims.extend(range(n))
+    numbers.start_index_map.extend(range(n))
+    numbers.index_vector_dim = n + 1
+    return numbers
+
+
+class WindowIndex:
+    """The sampling points as XLA gather starts of ``2^n`` windows; for XLA-compiled code only.
+
+    Same sampling as :class:`SamplingIndex` (coordinates clamped to ``[-1, size]``, tables padded
+    by 1 low and 2 high with the fill value, ties of ``nearest`` round up), but each point reads
+    its ``2 x 2 (x 2)`` neighbourhood with ONE windowed XLA gather (one index computation, the
+    corner loads contiguous along the last axis) instead of ``2^n`` element gathers, and a
+    nearest lookup is one gather at the rounded start. On the 2-core CPU this made the 2D
+    16 x 256^2 image + uint8 label resampling ~1.6x faster under XLA (the element gathers spent
+    most of their time on per-element index arithmetic, not on loads).
+
+    Args:
+        coords: ``n`` tensors ``[B, *S]``: source coordinates in pixels.
+        spatial: Spatial shape of the source arrays (``n`` ints or scalar tensors).
+    """
+
+    def __init__(self, coords: list, spatial: list):
+        n = len(coords)
+        self.n = n
+        self.spatial = spatial
+        starts, self.frac = [], []
+        for a in range(n):
+            qc = tf.clip_by_value(coords[a], -1.0, tf.cast(spatial[a], tf.float32))
+            q0 = tf.floor(qc)
+            self.frac.append(qc - q0)
+            starts.append(tf.cast(q0, tf.int32) + 1)  # + 1: the low padding
+        batch = tf.shape(coords[0])[0]
+        # the table folds the batch into the first axis: sample b starts at row b * (S0 + 3)
+        starts[0] = starts[0] + tf.reshape(tf.range(batch, dtype=tf.int32) * (spatial[0] + 3), [-1] + [1] * n)
+        self.starts = starts
+
+    def _table(self, x: tf.Tensor, fill) -> tf.Tensor:
+        padded = _pad_with(x, 1, 2, fill)  # [B, S0 + 3, ..., C]
+        shape = [-1] + [s + 3 for s in self.spatial[1:]] + [x.shape[-1]]
+        return tf.reshape(padded, shape)
+
+    def linear(self, x: tf.Tensor, fill) -> tf.Tensor:
+        """Multi-linear samples ``[B, *S, C]`` of float ``x``: one ``2^n``-corner window per point."""
+        n = self.n
+        table = self._table(x, fill)
+        start = tf.stack(self.starts, axis=-1)
+        values = _xla.gather(table, start, _gather_numbers(n, True), [2] * n + [x.shape[-1]],
+                             indices_are_sorted=False)  # [B, *S, 2, .., 2, C]
+        for a in range(n - 1, -1, -1):  # last window axis first (it sits just before C); exact at f = 0
+            f = tf.cast(self.frac[a], x.dtype)[(...,) + (None,) * (a + 1)]  # [B, *S, 1 x a, 1]
+            v0, v1 = values[..., 0, :], values[..., 1, :]
+            values = v0 + (v1 - v0) * f
+        return values
+
+    def nearest(self, x: tf.Tensor, fill) -> tf.Tensor:
+        """Nearest samples ``[B, *S, C]`` of ``x`` (any dtype): one gather at the rounded point.
+
+        Reads the unpadded ``x`` at the clamped rounded index and puts ``fill`` where the point
+        falls outside (a padded table here would be re-derived per element inside XLA's gather
+        loop, ~1.4x slower).
+        """
+        n = self.n
+        rows = [-1] + list(self.spatial[1:]) + [x.shape[-1]]
+        table = tf.reshape(x, rows)  # [B * S0, S1, .., C]: no copy
+        starts, inside = [], None
+        for a, (s, f) in enumerate(zip(self.starts, self.frac)):
+            r = s - 1 + tf.cast(f >= 0.5, tf.int32)
+            if a == 0:  # undo the batch offset of the padded table, check, clamp, apply the unpadded one
+                b = tf.reshape(tf.range(tf.shape(r)[0], dtype=tf.int32), [-1] + [1] * n)
+                r = r - b * (self.spatial[0] + 3)
+            ok = tf.logical_and(r >= 0, r < self.spatial[a])
+            inside = ok if inside is None else tf.logical_and(inside, ok)
+            r = tf.clip_by_value(r, 0, self.spatial[a] - 1)
+            starts.append(r + b * self.spatial[0] if a == 0 else r)
+        values = _xla.gather(table, tf.stack(starts, axis=-1), _gather_numbers(n, False), [1] * n + [x.shape[-1]],
+                             indices_are_sorted=False)
+        if isinstance(fill, (int, float)):
+            fill = tf.cast(fill, x.dtype)
+        else:
+            fill = tf.reshape(tf.cast(fill, x.dtype), [-1] + [1] * n + [x.shape[-1]])
+        return tf.where(inside[..., None], values, fill)
 
 
 def resample_linear(x: tf.Tensor, coords: list, fill) -> tf.Tensor:
