@@ -199,3 +199,53 @@ def test_bad_arguments_raise_clear_errors():
         RandomGeometric(ndim=2, in_plane=True)
     with pytest.raises(InvalidInputError, match="rank-4"):
         RandomGeometric(ndim=2, rotation=5)(np.zeros((1, 4, 4, 4, 1), np.float32), training=True)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_xla_window_gathers_match_the_element_gathers(rng, ndim):
+    """The XLA core (windowed gathers, unpadded nearest) equals the graph path (element gathers):
+    multi-channel image, uint8 label, one-hot label, per-sample 'min' fill, detection masks."""
+    spatial = (20, 24) if ndim == 2 else (10, 12, 14)
+    image = rng.normal(size=(3, *spatial, 2)).astype(np.float32)
+    label = rng.integers(0, 5, size=(3, *spatial)).astype(np.uint8)
+    kwargs = dict(ndim=ndim, rotation=25, shear=8, translation=4, scale=(0.8, 1.2), flip_axes=(0,),
+                  elastic_probability=1.0, elastic_magnitude=2.0, fill_value="min", label_fill_value=3, seed=9)
+    eager = RandomGeometric(jit_compile=False, **kwargs)({"image": image, "label": label}, training=True)
+    xla = RandomGeometric(jit_compile=True, **kwargs)({"image": image, "label": label}, training=True)
+    # coordinates differ in the last float bits (XLA fuses multiply-adds): ~1e-5 px x gradients of ~3 / px
+    np.testing.assert_allclose(xla["image"].numpy(), eager["image"].numpy(), atol=1e-4)
+    assert xla["label"].dtype == tf.uint8
+    assert (xla["label"].numpy() != eager["label"].numpy()).mean() < 1e-3  # only float ties of .5 may differ
+    assert (xla["label"].numpy() == 3).any()  # the fill reached the output
+
+    onehot = np.eye(4, dtype=np.float32)[rng.integers(0, 4, size=(3, *spatial))]
+    kw = dict(ndim=ndim, rotation=30, translation=5, one_hot_label=True, label_fill_value=2, seed=1)
+    a = RandomGeometric(jit_compile=False, **kw)({"image": image, "label": onehot}, training=True)["label"].numpy()
+    b = RandomGeometric(jit_compile=True, **kw)({"image": image, "label": onehot}, training=True)["label"].numpy()
+    assert (a != b).any(axis=-1).mean() < 1e-3
+    np.testing.assert_array_equal(b.sum(-1), 1.0)
+
+    if ndim == 2:
+        masks = rng.random((3, 2, *spatial)) > 0.5
+        boxes = np.tile(np.array([[0, 0, 20, 24]], np.float32), (3, 2, 1))
+        kw = dict(ndim=2, rotation=20, seed=4)
+        data = {"image": image, "masks": masks, "boxes": boxes, "num_valid": np.array([2, 2, 2], np.int32)}
+        a = RandomGeometric(jit_compile=False, **kw)(dict(data), training=True)["masks"].numpy()
+        b = RandomGeometric(jit_compile=True, **kw)(dict(data), training=True)["masks"].numpy()
+        assert b.dtype == bool and (a != b).mean() < 1e-3
+
+
+def test_batches_without_an_elastic_draw_skip_the_field(rng):
+    """elastic_probability > 0 but no sample of the batch drew a field: the XLA core takes the
+    affine-only branch and returns exactly what a layer without elastic returns."""
+    image, label = _block_image(rng, 4, [32, 32], 8)
+    base = dict(ndim=2, rotation=15, shear=10, translation=6, scale=(0.875, 1.125), seed=5)
+    rare = RandomGeometric(elastic_probability=1e-9, elastic_magnitude=8.0, **base)
+    none = RandomGeometric(**base)
+    a = rare({"image": image, "label": label}, training=True)
+    b = none({"image": image, "label": label}, training=True)
+    np.testing.assert_array_equal(a["image"].numpy(), b["image"].numpy())
+    np.testing.assert_array_equal(a["label"].numpy(), b["label"].numpy())
+    always = RandomGeometric(elastic_probability=1.0, elastic_magnitude=8.0, **base)
+    c = always({"image": image, "label": label}, training=True)
+    assert not np.array_equal(c["image"].numpy(), b["image"].numpy())
