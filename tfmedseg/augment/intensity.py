@@ -16,7 +16,7 @@ from tfmedseg.augment._common import (
     _bernoulli,
     _check_probability,
     _check_range,
-    _normal,
+    _add_normal,
     _per_sample_shape,
     _uniform,
 )
@@ -79,8 +79,7 @@ class RandomGaussianNoise(RandomAugmentLayer):
         else:
             std = tf.sqrt(_uniform(seed, 0, shape, 0.0, self.max_variance))
         std = std * _bernoulli(seed, 1, shape, self.probability)
-        noise = _normal(seed, 2, tf.shape(image))  # graph ops: ~3x faster than XLA's log/sin/cos on the CPU
-        data[IMAGE_KEY] = image + tf.cast(noise * std, image.dtype)
+        data[IMAGE_KEY] = _add_normal(image, seed, 2, std)  # one XLA loop: bits, table lookup, scale, add
         return data
 
     def get_config(self) -> dict:
