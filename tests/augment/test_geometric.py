@@ -249,3 +249,17 @@ def test_batches_without_an_elastic_draw_skip_the_field(rng):
     always = RandomGeometric(elastic_probability=1.0, elastic_magnitude=8.0, **base)
     c = always({"image": image, "label": label}, training=True)
     assert not np.array_equal(c["image"].numpy(), b["image"].numpy())
+
+
+def test_xla_core_with_an_unknown_batch_size(rng):
+    """Inside tf.data / Keras fit the batch axis is None: the windowed gathers keep static shapes."""
+    layer = RandomGeometric(ndim=2, rotation=20, elastic_probability=0.5, elastic_magnitude=2.0, seed=1)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 16, 16, 2], tf.float32), tf.TensorSpec([None, 16, 16], tf.uint8)])
+    def augment(image, label):
+        out = layer({"image": image, "label": label}, training=True)
+        assert out["image"].shape.as_list() == [None, 16, 16, 2] and out["label"].shape.as_list() == [None, 16, 16]
+        return out["image"], out["label"]
+
+    image, label = augment(rng.random((3, 16, 16, 2)).astype(np.float32), rng.integers(0, 3, (3, 16, 16)).astype(np.uint8))
+    assert image.shape == (3, 16, 16, 2) and label.dtype == tf.uint8

@@ -328,6 +328,7 @@ class WindowIndex:
         start = tf.stack(self.starts, axis=-1)
         values = _xla.gather(table, start, _gather_numbers(n, True), [2] * n + [x.shape[-1]],
                              indices_are_sorted=False)  # [B, *S, 2, .., 2, C]
+        values.set_shape(start.shape[:-1].concatenate([2] * n + [x.shape[-1]]))  # XlaGather infers no shape
         for a in range(n - 1, -1, -1):  # last window axis first (it sits just before C); exact at f = 0
             f = tf.cast(self.frac[a], x.dtype)[(...,) + (None,) * (a + 1)]  # [B, *S, 1 x a, 1]
             v0, v1 = values[..., 0, :], values[..., 1, :]
@@ -354,8 +355,9 @@ class WindowIndex:
             inside = ok if inside is None else tf.logical_and(inside, ok)
             r = tf.clip_by_value(r, 0, self.spatial[a] - 1)
             starts.append(r + b * self.spatial[0] if a == 0 else r)
-        values = _xla.gather(table, tf.stack(starts, axis=-1), _gather_numbers(n, False), [1] * n + [x.shape[-1]],
-                             indices_are_sorted=False)
+        start = tf.stack(starts, axis=-1)
+        values = _xla.gather(table, start, _gather_numbers(n, False), [1] * n + [x.shape[-1]], indices_are_sorted=False)
+        values.set_shape(start.shape[:-1].concatenate([x.shape[-1]]))
         if isinstance(fill, (int, float)):
             fill = tf.cast(fill, x.dtype)
         else:
