@@ -75,15 +75,27 @@ BUILDER_INPUTS = {  # builder name -> (build kwargs, batch size)
 }
 
 
-def _unet(keras, rank: int, size: int, filters, bn=None):
+def _unet(keras, rank: int, size: int, filters, bn=None, concat_conv: bool = False):
+    """The reference U-Net (module doc); ``bn`` a batch-norm factory, ``concat_conv`` the package's decoder conv.
+
+    ``concat_conv=True`` convolves ``[upsampled, skip]`` with :mod:`tfmedseg.models.blocks.concat_conv`
+    (one kernel, the same parameters and function as ``Concatenate`` + ``Conv``).
+    """
     conv = keras.layers.Conv2D if rank == 2 else keras.layers.Conv3D
     up = keras.layers.Conv2DTranspose if rank == 2 else keras.layers.Conv3DTranspose
     pool = keras.layers.MaxPooling2D if rank == 2 else keras.layers.MaxPooling3D
     bn = bn or keras.layers.BatchNormalization
 
-    def block(x, f):
-        for _ in range(2):
-            x = conv(f, 3, padding="same", use_bias=False)(x)
+    def block(x, f, skip=None):
+        for i in range(2):
+            if i == 0 and skip is not None and concat_conv:
+                from tfmedseg.models.blocks.concat_conv import concat_conv as cc
+
+                x = cc(rank, f, 3, padding="same", use_bias=False)([x, skip])
+            else:
+                if i == 0 and skip is not None:
+                    x = keras.layers.Concatenate()([x, skip])
+                x = conv(f, 3, padding="same", use_bias=False)(x)
             x = bn()(x)
             x = keras.layers.ReLU()(x)
         return x
@@ -97,8 +109,7 @@ def _unet(keras, rank: int, size: int, filters, bn=None):
     x = block(x, filters[-1])
     for f, skip in zip(reversed(filters[:-1]), reversed(skips)):
         x = up(f, 2, strides=2)(x)
-        x = keras.layers.Concatenate()([x, skip])
-        x = block(x, f)
+        x = block(x, f, skip)
     out = keras.layers.Activation("linear", dtype="float32")(conv(1, 1)(x))
     return keras.Model(inp, out)
 
@@ -256,23 +267,24 @@ class _TorchWorker:
         self.proc.wait()
 
 
+def _prod(values) -> int:
+    out = 1
+    for v in values:
+        out *= int(v)
+    return out
+
+
 def _forward_flops(keras, model) -> float:
-    """Analytic forward FLOPs per sample of the convolutions."""
+    """Analytic forward FLOPs per sample of the convolutions (``2 k^d C_in C_out`` per output voxel)."""
     total = 0.0
     for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2DTranspose | keras.layers.Conv3DTranspose):
-            spatial = layer.input.shape[1:-1]
-        elif isinstance(layer, keras.layers.Conv2D | keras.layers.Conv3D):
-            spatial = layer.output.shape[1:-1]
-        else:
+        transposed = isinstance(layer, keras.layers.Conv2DTranspose | keras.layers.Conv3DTranspose)
+        if not (transposed or isinstance(layer, keras.layers.Conv2D | keras.layers.Conv3D)):
             continue
-        k = 1
-        for s in layer.kernel_size:
-            k *= s
-        vox = 1
-        for s in spatial:
-            vox *= s
-        total += 2.0 * k * layer.input.shape[-1] * layer.filters * vox
+        inputs = layer.input if isinstance(layer.input, list) else [layer.input]  # ConcatConv: several inputs
+        c_in = sum(t.shape[-1] for t in inputs)
+        spatial = (inputs[0] if transposed else layer.output).shape[1:-1]  # transposed: per input voxel
+        total += 2.0 * _prod(layer.kernel_size) * c_in * layer.filters * _prod(spatial)
     return total
 
 
@@ -312,7 +324,8 @@ def child(model_name: str, config_name: str, steps: int, peer: bool, torch_pytho
     def keras_contender(name, package: bool):
         if cfg["bf16"]:
             keras.config.set_dtype_policy("mixed_bfloat16")
-        model = _unet(keras, spec["rank"], spec["size"], spec["filters"], bn=batch_norm if package else None)
+        model = _unet(keras, spec["rank"], spec["size"], spec["filters"], bn=batch_norm if package else None,
+                      concat_conv=package)
         keras.config.set_dtype_policy("float32")
         optimizer = get_optimizer("adam", learning_rate=1e-3) if package else keras.optimizers.Adam(1e-3)
         model.compile(optimizer=optimizer, loss=keras.losses.BinaryCrossentropy(from_logits=True),
@@ -562,7 +575,7 @@ def profile(model_name: str, steps: int) -> None:
     spec = MODELS[model_name]
     keras.utils.set_random_seed(0)
     x, y = (tf.constant(v) for v in _data(spec))
-    model = _unet(keras, spec["rank"], spec["size"], spec["filters"], bn=batch_norm)
+    model = _unet(keras, spec["rank"], spec["size"], spec["filters"], bn=batch_norm, concat_conv=True)
     model.compile(optimizer=get_optimizer("adam", learning_rate=1e-3),
                   loss=keras.losses.BinaryCrossentropy(from_logits=True))
     for _ in range(3):

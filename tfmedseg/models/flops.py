@@ -146,7 +146,8 @@ def layer_macs(layer: keras.layers.Layer, input_shapes: list[tuple], output_shap
         if getattr(layer, "data_format", "channels_last") != "channels_last":
             raise ValueError(f"{layer.name}: only channels_last convolutions are supported")
         groups = getattr(layer, "groups", 1)
-        macs = _conv_macs(layer.kernel_size, in_shape[-1], layer.filters, groups, out_shape, layer.use_bias)
+        c_in = sum(s[-1] for s in input_shapes) if getattr(layer, "_split_channels", None) else in_shape[-1]  # ConcatConv
+        macs = _conv_macs(layer.kernel_size, c_in, layer.filters, groups, out_shape, layer.use_bias)
     elif isinstance(layer, L.Dense):
         macs = _numel(in_shape) * layer.units + (layer.units if layer.use_bias else 0)
     elif isinstance(layer, (L.BatchNormalization, L.GroupNormalization, L.LayerNormalization)):
