@@ -1,16 +1,26 @@
 """Training throughput of a 2D and a 3D U-Net vs PyTorch and the matmul peak, measured in one run.
 
 Each configuration runs in its own subprocess, because ``TF_ENABLE_ONEDNN_OPTS`` only acts
-before TensorFlow is imported:
+before TensorFlow is imported (the child records the value TensorFlow saw):
 
-- ``base``: oneDNN on (the tfmedseg default), float32, no XLA. For the 2D model this child also
-  times, interleaved step by step with ours (so every contender sees the same machine load):
-  the PyTorch peer (same architecture, NCHW, ``torch.set_num_threads(2)``, Adam, BCE with
-  logits), our network with a fused batch norm (``FusedBatchNormV3`` kernels, variant
-  ``fusedbn``), and a 4096^2 float32 matmul in TensorFlow and torch (the peak);
+- ``base``: oneDNN on (the tfmedseg default), float32, no XLA. The child times, interleaved one
+  call each per round (so every contender sees the same machine load): ``ours``, the U-Net built
+  from the package's pieces as a builder would (``normalization.batch_norm``, the fused BN;
+  ``concat_conv`` for the decoder's ``[upsampled, skip]`` convolution; ``get_optimizer("adam")``,
+  the fused Adam); ``keras_bn``, the same network from plain Keras layers (``BatchNormalization``,
+  ``Concatenate`` + ``Conv``, ``keras.optimizers.Adam``); the PyTorch peer (same architecture,
+  NCHW/NCDHW, Adam, BCE with logits) at 2 threads (``torch``) and 1 thread (``torch_1thread``);
+  and a 4096^2 float32 matmul in TensorFlow and in torch (the peak);
 - ``onednn0``: oneDNN off (TensorFlow 2.21's default on AMD CPUs);
 - ``xla``: ``jit_compile=True``;
-- ``bf16``: ``mixed_bfloat16`` policy.
+- ``bf16``: ``mixed_bfloat16`` policy;
+- ``inter1``: ``tf.config.threading.set_inter_op_parallelism_threads(1)`` (one kernel at a time).
+
+torch runs in a persistent worker process (``--torch-python``, default ``/work/venv-torch/bin/python``,
+an environment with torch and without TensorFlow; ``--worker`` is that side): for each torch
+contender the child asks the worker for one call and reads back the worker's own wall and CPU
+seconds. The worker counts its network's FLOPs with forward hooks the same way as ours (a warning
+is printed if they differ) and reports its parameter count.
 
 Models (perf-baselines section 3): the 2D U-Net has 4 encoder levels (16, 32, 64, 128) and a
 256 bottleneck, each level 2 x [Conv3x3 (no bias) - BN - ReLU], MaxPool, Conv2DTranspose(2, s2)
@@ -18,8 +28,10 @@ Models (perf-baselines section 3): the 2D U-Net has 4 encoder levels (16, 32, 64
 statistics as parameters), batch 4 of 256x256x1. The 3D U-Net has the same structure with levels
 (8, 16, 32) and a 64 bottleneck on 64^3 patches, batch 1. FLOPs are analytic:
 ``2 * k^d * c_in * c_out * output voxels`` per convolution (input voxels for a transposed
-convolution), a training step counted as 3x the forward pass. The peak is the best (min-time) of
-the matmuls timed in the same child, interleaved with the training steps.
+convolution), a training step counted as 3x the forward pass (forward, input gradient, weight
+gradient; the first layer's unneeded input gradient, BN, ReLU, pooling and the optimizer are not
+counted). The peak is the best (min-time) of the matmuls timed in the same child (TensorFlow's
+and torch's), interleaved with the training steps.
 
 torch runs with ``OMP_WAIT_POLICY=PASSIVE`` unless ``--omp-active``: on a machine shared with
 other processes, OpenMP's busy-waiting barriers made a torch step 3-5x slower in CPU seconds
@@ -37,8 +49,13 @@ backbone of seeds 001/003) twice each, interleaved step by step in one child: bu
 via ``normalization.FUSED_DEFAULT``), trained with ``train_on_batch`` on the shapes of
 :data:`BUILDER_INPUTS`; it prints the fused / Keras step-time ratios (median, min, CPU).
 
-Run: ``.venv/bin/python benchmarks/bench_training.py [--steps 10] [--models 2d,3d] [--configs base,onednn0,xla,bf16]``
-or ``.venv/bin/python benchmarks/bench_training.py --builders all [--steps 10]``
+``--profile 2d|3d`` traces ``ours`` with ``tf.profiler`` and prints the kernel time per op kind
+(convolution forward / input gradient / weight gradient, BN, ReLU, pooling, concat, loss,
+optimizer, host).
+
+Run: ``python benchmarks/bench_training.py [--steps 10] [--models 2d,3d] [--configs base,onednn0,xla,bf16,inter1]``,
+``python benchmarks/bench_training.py --builders all [--steps 10]`` or ``... --profile 2d``
+(with the repository on ``PYTHONPATH``).
 """
 
 from __future__ import annotations
@@ -72,6 +89,7 @@ BUILDER_INPUTS = {  # builder name -> (build kwargs, batch size)
     "shufflenetv2_3d": ({"input_shape": (8, 128, 128, 1)}, 2),
     "dsts_3d": ({"input_shape": (8, 128, 128, 1)}, 2),
     "resnet50": ({"input_shape": (160, 160, 1)}, 2),
+    "unet": ({"input_shape": (128, 128, 3), "classes": 2, "activation": "softmax"}, 4),  # seed 000, ResNet-34
 }
 
 
