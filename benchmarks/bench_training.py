@@ -7,7 +7,8 @@ before TensorFlow is imported (the child records the value TensorFlow saw):
   call each per round (so every contender sees the same machine load): ``ours``, the U-Net built
   from the package's pieces as a builder would (``normalization.batch_norm``, the fused BN;
   ``concat_conv`` for the decoder's ``[upsampled, skip]`` convolution; ``get_optimizer("adam")``,
-  the fused Adam); ``keras_bn``, the same network from plain Keras layers (``BatchNormalization``,
+  the fused Adam); ``ours_concat``, the same with ``Concatenate`` + ``Conv`` (what ``concat_conv``
+  saves); ``keras_bn``, the same network from plain Keras layers (``BatchNormalization``,
   ``Concatenate`` + ``Conv``, ``keras.optimizers.Adam``); the PyTorch peer (same architecture,
   NCHW/NCDHW, Adam, BCE with logits) at 2 threads (``torch``) and 1 thread (``torch_1thread``);
   and a 4096^2 float32 matmul in TensorFlow and in torch (the peak);
@@ -339,11 +340,11 @@ def child(model_name: str, config_name: str, steps: int, peer: bool, torch_pytho
     params = {}
     first = {}
 
-    def keras_contender(name, package: bool):
+    def keras_contender(name, package: bool, concat_conv: bool = True):
         if cfg["bf16"]:
             keras.config.set_dtype_policy("mixed_bfloat16")
         model = _unet(keras, spec["rank"], spec["size"], spec["filters"], bn=batch_norm if package else None,
-                      concat_conv=package)
+                      concat_conv=package and concat_conv)
         keras.config.set_dtype_policy("float32")
         optimizer = get_optimizer("adam", learning_rate=1e-3) if package else keras.optimizers.Adam(1e-3)
         model.compile(optimizer=optimizer, loss=keras.losses.BinaryCrossentropy(from_logits=True),
@@ -357,6 +358,7 @@ def child(model_name: str, config_name: str, steps: int, peer: bool, torch_pytho
 
     keras_contender("ours", package=True)
     if peer:
+        keras_contender("ours_concat", package=True, concat_conv=False)
         keras_contender("keras_bn", package=False)
     worker, torch_version = None, None
     if peer and torch_python:
@@ -727,7 +729,7 @@ def _print_child(res: dict) -> None:
         t, t1 = c["torch"], c["torch_1thread"]
         if abs(t["gflop"] / c["ours"]["gflop"] - 1) > 1e-6:
             print(f"WARNING: torch network {t['gflop']:.3f} GFLOP per step, ours {c['ours']['gflop']:.3f}")
-        for k in ("ours", "keras_bn"):
+        for k in ("ours", "ours_concat", "keras_bn"):
             if k in c:
                 o = c[k]
                 print(f"{k} / torch (2 threads) step time: median {o['wall_med'] / t['wall_med']:.2f}x, "

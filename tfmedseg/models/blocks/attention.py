@@ -27,7 +27,6 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfmedseg.models.blocks.concat_conv import ConcatConv2D
 from tfmedseg.models.blocks.normalization import batch_norm
 
 __all__ = ["BN_KWARGS", "PositionAttention", "apply_conv_bn_relu", "apply_mfab", "apply_squeeze_excite_gate"]
@@ -85,13 +84,8 @@ class PositionAttention(keras.layers.Layer):
 
 
 def apply_conv_bn_relu(x, filters: int, kernel_size: int = 3, name: str = "conv"):
-    """smp ``Conv2dReLU``: conv (no bias) -> batch norm -> ReLU, ``same`` padding.
-
-    ``x`` may be a list of maps: the convolution of their channel concatenation, computed by
-    :class:`~tfmedseg.models.blocks.concat_conv.ConcatConv2D` (same kernel, no concatenated tensor).
-    """
-    conv = ConcatConv2D if isinstance(x, list | tuple) else keras.layers.Conv2D
-    x = conv(filters, kernel_size, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    """smp ``Conv2dReLU``: conv (no bias) -> batch norm -> ReLU, ``same`` padding."""
+    x = keras.layers.Conv2D(filters, kernel_size, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = batch_norm(**BN_KWARGS, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 

@@ -54,8 +54,8 @@ _ACTIVATIONS = (None, "sigmoid", "softmax")
 
 def _decoder_block(x, skip, out_channels: int, name: str):
     x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_up")(x)
-    if skip is not None:  # conv1 convolves concat([x, skip...]) without writing the concatenation
-        x = [x, *skip] if isinstance(skip, list) else [x, skip]
+    if skip is not None:
+        x = keras.layers.Concatenate(name=f"{name}_concat")([x, *skip] if isinstance(skip, list) else [x, skip])
     x = apply_conv_bn_relu(x, out_channels, 3, name=f"{name}_conv1")
     return apply_conv_bn_relu(x, out_channels, 3, name=f"{name}_conv2")
 
