@@ -99,3 +99,51 @@ def test_bad_files_are_named_at_loading_and_at_reading(ircadb_root, tmp_path):
     with pytest.raises(InvalidInputError) as info:  # and a new loading names it at once
         load_dataset("ircadb", root)
     assert str(bad) in str(info.value)
+
+
+@pytest.fixture
+def png_reads(monkeypatch):
+    """PNG files read by the MAA loader."""
+    from tfmedseg.datasets import maa_spect
+
+    seen = []
+    real = maa_spect._read_png
+    monkeypatch.setattr(maa_spect, "_read_png", lambda path, channels: seen.append(path) or real(path, channels))
+    return seen
+
+
+def test_maa_display_pngs_are_read_on_first_use_and_equal_the_eager_reading(maa_root, png_reads):
+    from tfmedseg.datasets.maa_spect import DISPLAY_KEYS, read_display_slices
+    from tfmedseg.io.lazy import LazyMapping
+
+    cases = load_dataset("maa_spect", maa_root)
+    assert png_reads == []  # listed and paired, not read
+    case = cases[0]
+    display = case.meta["display"]
+    assert isinstance(display, LazyMapping) and not display.loaded
+    assert tuple(display) == DISPLAY_KEYS and len(display) == 4 and "fused" in display and "other" not in display
+    assert not display.loaded and png_reads == []  # asking for the keys reads nothing
+    eager = read_display_slices(maa_root / case.case_id / "display", depth=case.images["ct"].shape[0])
+    png_reads.clear()
+    assert set(eager) == set(DISPLAY_KEYS)
+    for key in DISPLAY_KEYS:
+        np.testing.assert_array_equal(display[key], eager[key])
+        assert display[key].dtype == eager[key].dtype
+    assert len(png_reads) == 3 * len(eager["slices"])  # every PNG once, on the first access
+    case.release()
+    assert not display.loaded and not any(v.loaded for v in case.volumes)
+    with pytest.raises(KeyError):
+        display["other"]
+
+
+def test_maa_bad_display_png_is_named_when_first_used(maa_root, tmp_path):
+    root = tmp_path / "maa"
+    shutil.copytree(maa_root / "MAA001", root / "MAA001")
+    fused = sorted((root / "MAA001" / "display" / "fused").iterdir())
+    bad = fused[len(fused) // 2]
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    case = load_dataset("maa_spect", root)[0]  # loading lists the files only
+    with pytest.raises(InvalidInputError) as info:
+        _ = case.meta["display"]["fused"]
+    assert str(bad) in str(info.value) and "PNG" in str(info.value)
+    assert not case.meta["display"].loaded

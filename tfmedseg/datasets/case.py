@@ -66,12 +66,13 @@ class Case:
         return list(self.images.values()) + ([self.label] if self.label is not None else [])
 
     def release(self) -> None:
-        """Drop the voxels of lazily read volumes (:class:`~tfmedseg.io.lazy.LazyVolume`); they are
-        read again when next used. Eager volumes are kept. Loops over many cases call this after
-        each case so that one case's voxels are held at a time."""
+        """Drop the voxels of lazily read volumes (:class:`~tfmedseg.io.lazy.LazyVolume`) and the
+        values of lazy ``meta`` entries (:class:`~tfmedseg.io.lazy.LazyMapping`, e.g. seed 000's
+        display images); they are read again when next used. Eager volumes are kept. Loops over many
+        cases call this after each case so that one case's voxels are held at a time."""
         from tfmedseg.io.lazy import release_volumes
 
-        release_volumes(*self.volumes)
+        release_volumes(*self.volumes, *self.meta.values())
 
     def image(self, name: str | None = None) -> Volume:
         """The channel ``name``, or the first channel."""

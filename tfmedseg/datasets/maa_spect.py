@@ -29,9 +29,11 @@ import numpy as np
 from tfmedseg.datasets._common import lazy_mask_label, require_dir, require_nonempty
 from tfmedseg.datasets.case import Case
 from tfmedseg.errors import DatasetLayoutError, InvalidInputError
+from tfmedseg.io.lazy import LazyMapping
 from tfmedseg.progress import progress
 
-__all__ = ["load_maa_spect", "read_display_slices", "MASK_NAMES"]
+__all__ = ["load_maa_spect", "read_display_slices", "index_display_slices", "lazy_display_slices", "MASK_NAMES",
+           "DISPLAY_KEYS"]
 
 #: Mask files of a labeled patient (under ``masks/``) and their label values.
 MASK_NAMES = {"liver": 1, "tumor": 2}
@@ -52,21 +54,24 @@ def _read_png(path: Path, channels: int) -> np.ndarray:
     return array
 
 
-def read_display_slices(display_dir: str | os.PathLike, depth: int | None = None) -> dict:
-    """Read the seed-000 display variant of one patient.
+#: The keys of a patient's display variant (:func:`read_display_slices`, ``meta["display"]``).
+DISPLAY_KEYS = ("slices", "fused", *MASK_NAMES)
+
+
+def index_display_slices(display_dir: str | os.PathLike, depth: int | None = None) -> list[tuple[int, Path]]:
+    """Check the layout of the seed-000 display variant of one patient, reading no image.
 
     Args:
         display_dir: The patient's ``display/`` folder.
         depth: Number of CT slices; slice indices must be smaller.
 
     Returns:
-        ``{"slices": int array [N], "fused": uint8 [N, H, W, 3], "liver": bool [N, H, W],
-        "tumor": bool [N, H, W]}``.
+        ``[(slice index, fused PNG path)]`` sorted by slice index; every fused image has its
+        ``liver/`` and ``tumor/`` partner and every mask image its fused partner.
 
     Raises:
-        DatasetLayoutError: Missing ``fused/`` folder, no slices, a fused slice without its mask images.
-        InvalidInputError: Unreadable PNG, size mismatch, mask values other than 0/255 (or 0/1),
-            a slice index outside the CT.
+        DatasetLayoutError: Missing ``fused/`` folder, no slices, an image without its partner.
+        InvalidInputError: A slice index outside the CT.
     """
     display_dir = Path(display_dir)
     fused_dir = display_dir / "fused"
@@ -80,15 +85,23 @@ def read_display_slices(display_dir: str | os.PathLike, depth: int | None = None
             extra = sorted(p.name for p in sub_dir.iterdir() if _SLICE.match(p.name) and not (fused_dir / p.name).is_file())
             if extra:
                 raise DatasetLayoutError(f"mask image has no partner fused/{extra[0]}", path=sub_dir / extra[0])
-    slices, fused, masks = [], [], {name: [] for name in MASK_NAMES}
     for index, path in files:
         if depth is not None and index >= depth:
             raise InvalidInputError(f"slice index {index} is outside the CT (depth {depth})", path=path)
-        rgb = _read_png(path, 3)
         for name in MASK_NAMES:
             mask_path = display_dir / name / path.name
             if not mask_path.is_file():
                 raise DatasetLayoutError(f"fused slice has no partner {name}/{path.name}", path=mask_path)
+    return files
+
+
+def _read_display_images(display_dir: Path, files: list[tuple[int, Path]]) -> dict:
+    """Read the PNGs :func:`index_display_slices` listed (sizes and mask values checked)."""
+    fused, masks = [], {name: [] for name in MASK_NAMES}
+    for _, path in files:
+        rgb = _read_png(path, 3)
+        for name in MASK_NAMES:
+            mask_path = display_dir / name / path.name
             mask = _read_png(mask_path, 1)
             if mask.shape != rgb.shape[:2]:
                 raise InvalidInputError(f"mask image size {mask.shape} differs from the fused image {rgb.shape[:2]}", path=mask_path)
@@ -98,9 +111,38 @@ def read_display_slices(display_dir: str | os.PathLike, depth: int | None = None
             masks[name].append(mask > 0)
         if fused and rgb.shape != fused[0].shape:
             raise InvalidInputError(f"fused image size {rgb.shape} differs from the first slice {fused[0].shape}", path=path)
-        slices.append(index)
         fused.append(rgb)
-    return {"slices": np.array(slices), "fused": np.stack(fused), **{k: np.stack(v) for k, v in masks.items()}}
+    slices = np.array([index for index, _ in files])
+    return {"slices": slices, "fused": np.stack(fused), **{k: np.stack(v) for k, v in masks.items()}}
+
+
+def read_display_slices(display_dir: str | os.PathLike, depth: int | None = None) -> dict:
+    """Read the seed-000 display variant of one patient.
+
+    Args:
+        display_dir: The patient's ``display/`` folder.
+        depth: Number of CT slices; slice indices must be smaller.
+
+    Returns:
+        ``{"slices": int array [N], "fused": uint8 [N, H, W, 3], "liver": bool [N, H, W],
+        "tumor": bool [N, H, W]}``.
+
+    Raises:
+        DatasetLayoutError: Missing ``fused/`` folder, no slices, an image without its partner.
+        InvalidInputError: Unreadable PNG, size mismatch, mask values other than 0/255 (or 0/1),
+            a slice index outside the CT.
+    """
+    files = index_display_slices(display_dir, depth)
+    return _read_display_images(Path(display_dir), files)
+
+
+def lazy_display_slices(display_dir: str | os.PathLike, depth: int | None = None) -> LazyMapping:
+    """:func:`read_display_slices` on demand: the layout is checked now (:func:`index_display_slices`),
+    the PNGs are read when a value is first asked for (their errors name the file then) and
+    dropped by ``release()`` / :meth:`~tfmedseg.datasets.case.Case.release`."""
+    display_dir = Path(display_dir)
+    files = index_display_slices(display_dir, depth)
+    return LazyMapping(DISPLAY_KEYS, lambda: _read_display_images(display_dir, files), path=display_dir)
 
 
 def _read_truth(path: Path) -> dict:
@@ -119,7 +161,8 @@ def load_maa_spect(root: str | os.PathLike, *, display: bool = True) -> list[Cas
 
     Args:
         root: Dataset root with one folder per patient.
-        display: Also read the optional ``display/`` variant into ``meta["display"]``.
+        display: Also attach the optional ``display/`` variant as ``meta["display"]`` (a
+            :class:`~tfmedseg.io.lazy.LazyMapping` with the keys of :func:`read_display_slices`).
 
     Returns:
         Cases sorted by patient folder name: ``images["ct"]`` (HU) and ``images["spect"]``
@@ -130,14 +173,16 @@ def load_maa_spect(root: str | os.PathLike, *, display: bool = True) -> list[Cas
         CT, SPECT and label are :class:`~tfmedseg.io.lazy.LazyVolume` s: only the DICOM and NIfTI
         headers are read here (series, frames of reference and grids checked), the voxels when
         ``array`` is first used (mask values are checked then); :meth:`~tfmedseg.datasets.case.Case.release`
-        drops them again. The optional display PNGs are read here.
+        drops them again. The optional display PNGs are listed and paired here and read on first use
+        of ``meta["display"]`` (also dropped by ``release``).
 
     Raises:
         DatasetLayoutError: No patient folders, a patient without CT/ or SPECT/, ``masks/``
             without both mask files, display images without partners.
-        InvalidInputError: Unreadable series or images, SPECT in another frame of reference than
-            the CT, masks not on the CT grid, a bad ``phantom_truth.json``; undecodable pixel data
-            or non-binary masks when the voxels are read.
+        InvalidInputError: Unreadable series, SPECT in another frame of reference than the CT, masks
+            not on the CT grid, a display slice index outside the CT, a bad ``phantom_truth.json``;
+            undecodable pixel data or non-binary masks when the voxels are read, unreadable or
+            mismatched display PNGs when ``meta["display"]`` is first used.
 
     Example:
         >>> case = load_maa_spect("data/maa_spect")[0]                       # doctest: +SKIP
@@ -177,7 +222,7 @@ def load_maa_spect(root: str | os.PathLike, *, display: bool = True) -> list[Cas
             label = lazy_mask_label(ct, masks, masks_dir)
         meta: dict = {"paths": paths}
         if display and (folder / "display").is_dir():
-            meta["display"] = read_display_slices(folder / "display", depth=ct.shape[0])
+            meta["display"] = lazy_display_slices(folder / "display", depth=ct.shape[0])
         if (folder / _TRUTH).is_file():
             truth = _read_truth(folder / _TRUTH)
             meta["tumour_to_liver_ratio"] = float(truth["tumour_to_liver_ratio"])

@@ -1,5 +1,5 @@
 """Volumes whose voxels are read on demand: :class:`LazyVolume`, :func:`read_nifti_lazy` and
-:func:`read_dicom_series_lazy`.
+:func:`read_dicom_series_lazy`; :class:`LazyMapping` for other per-case arrays read on demand.
 
 A dataset of 131 LiTS CTs is tens of GB; a loader that reads every voxel up front cannot hold it.
 A :class:`LazyVolume` knows its geometry (shape, spacing, affine, header metadata) from the file
@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import zlib
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import numpy as np
@@ -28,10 +29,34 @@ import numpy as np
 from tfmedseg.errors import InvalidInputError
 from tfmedseg.io.volume import Volume, canonical_geometry, spacing_from_affine
 
-__all__ = ["LazyVolume", "read_nifti_lazy", "read_dicom_series_lazy", "release_volumes"]
+__all__ = ["LazyVolume", "LazyMapping", "read_nifti_lazy", "read_dicom_series_lazy", "release_volumes"]
 
 
-class LazyVolume(Volume):
+class _ReadOnDemand:
+    """What :class:`LazyVolume` and :class:`LazyMapping` share: a value produced by ``self._load()``
+    on first use and held (``loaded``) until :meth:`release`."""
+
+    _held: Any = None
+
+    def _load(self) -> Any:
+        raise NotImplementedError
+
+    def _value(self) -> Any:
+        if self._held is None:
+            self._held = self._load()
+        return self._held
+
+    @property
+    def loaded(self) -> bool:
+        """True while the value is held in memory."""
+        return self._held is not None
+
+    def release(self) -> None:
+        """Drop the value (the next access reads it again)."""
+        self._held = None
+
+
+class LazyVolume(_ReadOnDemand, Volume):
     """A :class:`Volume` whose ``array`` is produced by ``read()`` on first access.
 
     Args:
@@ -47,7 +72,6 @@ class LazyVolume(Volume):
                  read: Callable[[], np.ndarray]):
         self._shape = tuple(int(n) for n in shape)
         self._read = read
-        self._array: np.ndarray | None = None
         self.spacing = tuple(float(s) for s in spacing)
         self.affine = np.asarray(affine, dtype=np.float64)
         self.modality = modality
@@ -58,23 +82,24 @@ class LazyVolume(Volume):
         if not all(np.isfinite(s) and s > 0 for s in self.spacing):
             raise InvalidInputError(f"spacing must be positive and finite, got {self.spacing}", path=path)
 
+    def _load(self) -> np.ndarray:
+        array = np.asarray(self._read())
+        if tuple(array.shape) != self._shape:
+            raise InvalidInputError(f"voxel array {tuple(array.shape)} differs from the header's shape {self._shape}",
+                                    path=self.meta.get("path"))
+        return array
+
     @property
     def array(self) -> np.ndarray:  # type: ignore[override]
         """The voxels (read now if not held); the shape is checked against the header's."""
-        if self._array is None:
-            array = np.asarray(self._read())
-            if tuple(array.shape) != self._shape:
-                raise InvalidInputError(f"voxel array {tuple(array.shape)} differs from the header's shape {self._shape}",
-                                        path=self.meta.get("path"))
-            self._array = array
-        return self._array
+        return self._value()
 
     @array.setter
     def array(self, value: np.ndarray) -> None:
         value = np.asarray(value)
         if tuple(value.shape) != self._shape:
             raise InvalidInputError(f"array {value.shape} does not fit the grid {self._shape}", path=self.meta.get("path"))
-        self._array = value
+        self._held = value
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -84,24 +109,59 @@ class LazyVolume(Volume):
     def ndim(self) -> int:
         return len(self._shape)
 
-    @property
-    def loaded(self) -> bool:
-        return self._array is not None
-
-    def release(self) -> None:
-        """Drop the voxels (the next ``array`` access reads them again)."""
-        self._array = None
-
     def __repr__(self) -> str:
         return (f"LazyVolume(shape={self._shape}, spacing={self.spacing}, modality={self.modality!r}, "
                 f"path={self.meta.get('path')!r}, loaded={self.loaded})")
 
 
-def release_volumes(*volumes) -> None:
-    """:meth:`LazyVolume.release` every lazy volume among ``volumes`` (eager ones and None are skipped)."""
-    for volume in volumes:
-        if isinstance(volume, LazyVolume):
-            volume.release()
+class LazyMapping(_ReadOnDemand, Mapping):
+    """A read-only mapping of fixed ``keys`` whose values come from ``read()`` on first access.
+
+    For what a loader attaches to a case besides its volumes (the seed-000 display images in
+    ``meta["display"]``): listing and naming checks happen at load time, the (large) arrays are read
+    when a value is first asked for and dropped again by :meth:`release`.
+
+    Args:
+        keys: The keys ``read()`` returns (known before reading).
+        read: Zero-argument function returning a dict with exactly ``keys``.
+        path: What is read, for ``repr``.
+    """
+
+    def __init__(self, keys, read: Callable[[], dict], path: str | os.PathLike | None = None):
+        self._keys = tuple(keys)
+        self._read = read
+        self.path = path
+
+    def _load(self) -> dict:
+        data = dict(self._read())
+        if set(data) != set(self._keys):
+            raise ValueError(f"read() returned keys {sorted(data)}, expected {sorted(self._keys)}")
+        return data
+
+    def __getitem__(self, key):
+        if key not in self._keys:
+            raise KeyError(key)
+        return self._value()[key]
+
+    def __contains__(self, key) -> bool:  # Mapping's would read the values
+        return key in self._keys
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __repr__(self) -> str:
+        return f"LazyMapping(keys={self._keys}, path={str(self.path) if self.path else None!r}, loaded={self.loaded})"
+
+
+def release_volumes(*objects) -> None:
+    """Release every :class:`LazyVolume` and :class:`LazyMapping` among ``objects`` (anything else,
+    eager volumes and None included, is skipped)."""
+    for obj in objects:
+        if isinstance(obj, (LazyVolume, LazyMapping)):
+            obj.release()
 
 
 def read_nifti_lazy(path: str | os.PathLike, modality: str = "OT", *,
