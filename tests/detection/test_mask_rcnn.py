@@ -83,6 +83,29 @@ def test_detection_layer_hand_case(trained):
     np.testing.assert_allclose(out["scores"][0, 0], 0.9, rtol=1e-5)
 
 
+def test_mask_loss_on_positive_rois_equals_the_all_roi_formula(trained):
+    """The mask branch runs on the positives only; with the heads' batch norm in inference mode
+    (no batch statistics) the loss equals the all-ROI computation weighted by the positives."""
+    from tfmedseg.models.detection import losses as det_losses
+
+    model, images, gt, _ = trained
+    feats, pyramid = model._features(tf.constant(images[:2]), False)
+    rng = np.random.default_rng(1)
+    lo = rng.uniform(0, 40, (2, 6, 2))
+    rois = tf.constant(np.concatenate([lo, lo + rng.uniform(4, 24, (2, 6, 2))], -1).astype(np.float32))
+    classes = tf.constant(rng.integers(0, 3, (2, 6)).astype(np.int32))
+    positive = tf.cast(classes > 0, tf.float32)
+    s = model.mask_head_output_size
+    targets = tf.constant((rng.random((2, 6, s, s)) > 0.5).astype(np.float32))
+    got = model._mask_loss(pyramid, rois, classes, targets, positive, False)
+    masks = model.mask_head(model.mask_roi_align(pyramid[:4], rois), training=False)
+    masks = tf.gather(tf.transpose(masks, [0, 1, 4, 2, 3]), classes, axis=2, batch_dims=2)
+    want = det_losses.binary_cross_entropy(targets, masks, positive)
+    np.testing.assert_allclose(float(got), float(want), rtol=1e-5)
+    nothing = model._mask_loss(pyramid, rois, classes, targets, tf.zeros_like(positive), False)
+    assert float(nothing) == 0.0
+
+
 def test_detection_targets_hand_case():
     gt_boxes = np.array([[[8, 8, 24, 24], [0, 0, 0, 0]]], np.float32)
     gt_classes = np.array([[2, 0]], np.int32)

@@ -51,6 +51,39 @@ def test_multilevel_roi_align_picks_level():
     np.testing.assert_allclose(clone([p3, p4], boxes), out)
 
 
+def _dense_multilevel(features, boxes, n, min_level):
+    """Reference: crop every box from every level, keep its assigned level's crop."""
+    flat = tf.reshape(boxes, [-1, 4])
+    idx = tf.repeat(tf.range(tf.shape(boxes)[0]), tf.shape(boxes)[1])
+    levels = assign_levels(flat, min_level, min_level + len(features) - 1)
+    out = 0.0
+    for i, f in enumerate(features):
+        crop = aligned_crop(f, flat / float(2 ** (min_level + i)), idx, n)
+        out += crop * tf.cast(levels == min_level + i, tf.float32)[:, None, None, None]
+    return tf.reshape(out, [tf.shape(boxes)[0], tf.shape(boxes)[1], n, n, features[0].shape[-1]])
+
+
+def test_multilevel_roi_align_partitioned_equals_all_levels_reference():
+    rng = np.random.default_rng(0)
+    feats = [tf.constant(rng.normal(size=(2, 64 // 2**i, 64 // 2**i, 3)).astype(np.float32)) for i in range(4)]
+    lo = rng.uniform(0, 200, (2, 7, 2))
+    boxes = np.concatenate([lo, lo + rng.uniform(2, 250, (2, 7, 2))], -1).astype(np.float32)
+    boxes[1, -1] = 0.0  # a zero (padding) box
+    layer = MultilevelROIAlign(output_size=4, min_level=2, max_level=5)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(feats)
+        got = layer(feats, boxes)
+        want = _dense_multilevel(feats, boxes, 4, 2)
+        w = tf.constant(rng.normal(size=got.shape).astype(np.float32))
+        loss_got, loss_want = tf.reduce_sum(got * w), tf.reduce_sum(want * w)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    for g, h in zip(tape.gradient(loss_got, feats), tape.gradient(loss_want, feats)):
+        np.testing.assert_allclose(g, h, atol=1e-5)
+    # flat boxes with explicit image indices give the same rows
+    flat = layer(feats, boxes.reshape(-1, 4)[[3, 9]], np.array([0, 1], np.int32))
+    np.testing.assert_allclose(flat, np.asarray(got).reshape(-1, 4, 4, 3)[[3, 9]], atol=1e-6)
+
+
 def test_paste_masks_hand():
     ones = np.ones((1, 1, 4, 4), np.float32)
     full = np.asarray(paste_masks(ones, np.array([[[2, 3, 6, 8]]], np.float32), (10, 10)))[0, 0]

@@ -24,6 +24,8 @@ import keras
 import numpy as np  # noqa: F401  (doctest)
 import tensorflow as tf
 
+from tfmedseg.models.blocks.normalization import batch_norm
+
 from tfmedseg.models.detection.heads import BoxClassHead, _merge_rois
 
 __all__ = ["GlobalFeatureBoxHead", "tile_global_features"]
@@ -69,7 +71,7 @@ class GlobalFeatureBoxHead(BoxClassHead):
         self.global_filters = int(global_filters)
         reg = keras.regularizers.L2(weight_decay) if weight_decay > 0 else None
         self.c6_conv = keras.layers.Conv2D(self.global_filters, 1, kernel_regularizer=reg, name="mrcnn_c6_conv")
-        self.c6_bn = keras.layers.BatchNormalization(name="mrcnn_c6_bn")
+        self.c6_bn = batch_norm(name="mrcnn_c6_bn")
 
     def build(self, input_shape):
         # the C6 conv/BN build on their first call (C5's channels are only known then)
@@ -100,8 +102,7 @@ class GlobalFeatureBoxHead(BoxClassHead):
         x, b, r = _merge_rois(roi_features)  # [B * J, S, S, C]
         c = roi_features.shape[-1]
         kernel = tf.cast(self.conv1.kernel, x.dtype)
-        y = tf.nn.conv2d(x, kernel[:, :, :c], strides=1, padding="VALID")  # [B * J, 1, 1, F]
-        y = tf.reshape(y, [b, r, self.fc_filters])
+        y = tf.reshape(self.fc1(x, c), [b, r, self.fc_filters])  # the ROI part, one matmul
         y += tf.matmul(tf.cast(g, x.dtype), tf.reduce_sum(kernel[:, :, c:], axis=[0, 1]))[:, None, :]
         return y + tf.cast(self.conv1.bias, x.dtype) if self.conv1.use_bias else y
 
@@ -114,8 +115,7 @@ class GlobalFeatureBoxHead(BoxClassHead):
     def _from_features(self, y, training):
         """BN/ReLU of the fused first layer ``[B, J, F]``, the second layer and the two outputs."""
         b, r = tf.shape(y)[0], tf.shape(y)[1]
-        x = tf.nn.relu(self.bn1(tf.reshape(y, [-1, 1, 1, self.fc_filters]), training=training))
-        x = tf.reshape(tf.nn.relu(self.bn2(self.conv2(x), training=training)), [-1, self.fc_filters])
+        x = self.fc2(tf.reshape(y, [-1, self.fc_filters]), training)
         return (tf.reshape(self.logits(x), [b, r, self.num_classes]),
                 tf.reshape(self.deltas(x), [b, r, self.num_classes, 4]))
 

@@ -18,6 +18,7 @@ import keras
 import numpy as np  # noqa: F401  (doctest)
 import tensorflow as tf
 from tfmedseg.config import attribute_config
+from tfmedseg.models.blocks.normalization import batch_norm
 
 __all__ = ["BoxClassHead", "MaskHead"]
 
@@ -58,9 +59,9 @@ class BoxClassHead(keras.layers.Layer):
         self.weight_decay = float(weight_decay)
         reg = keras.regularizers.L2(weight_decay) if weight_decay > 0 else None
         self.conv1 = keras.layers.Conv2D(fc_filters, pool_size, padding="valid", kernel_regularizer=reg, name="mrcnn_class_conv1")
-        self.bn1 = keras.layers.BatchNormalization(name="mrcnn_class_bn1")
+        self.bn1 = batch_norm(name="mrcnn_class_bn1")
         self.conv2 = keras.layers.Conv2D(fc_filters, 1, kernel_regularizer=reg, name="mrcnn_class_conv2")
-        self.bn2 = keras.layers.BatchNormalization(name="mrcnn_class_bn2")
+        self.bn2 = batch_norm(name="mrcnn_class_bn2")
         self.logits = keras.layers.Dense(num_classes, kernel_regularizer=reg, name="mrcnn_class_logits")
         self.deltas = keras.layers.Dense(4 * num_classes, kernel_regularizer=reg, name="mrcnn_bbox_fc")
 
@@ -73,12 +74,40 @@ class BoxClassHead(keras.layers.Layer):
         self.logits.build((None, f))
         self.deltas.build((None, f))
 
+    def fc1(self, x, channels: int | None = None) -> tf.Tensor:
+        """The first "fc" layer (``S x S`` valid conv on ``S x S`` cells) as one matmul, before BN.
+
+        A valid ``S x S`` convolution of an ``S x S`` map is a dense layer on the flattened cells;
+        as ``MatMul`` it runs forward and backward 5-6x faster on the CPU than oneDNN's 7x7
+        convolution (same kernel variable, same result up to summation order).
+
+        Args:
+            x: ``[N, S, S, C]`` ROI features.
+            channels: Use only the kernel's first ``channels`` input channels (default ``C``).
+
+        Returns:
+            ``[N, fc]`` (no bias).
+        """
+        c = x.shape[-1] if channels is None else channels
+        kernel = tf.cast(self.conv1.kernel, x.dtype)[:, :, :c]
+        return tf.matmul(tf.reshape(x, [-1, self.pool_size * self.pool_size * c]), tf.reshape(kernel, [-1, self.fc_filters]))
+
+    def fc2(self, x, training=False) -> tf.Tensor:
+        """BN + ReLU of the first layer's ``[N, fc]`` output, the 1x1 second layer (a matmul), BN + ReLU."""
+        x = tf.nn.relu(self.bn1(tf.reshape(x, [-1, 1, 1, self.fc_filters]), training=training))
+        x = tf.matmul(tf.reshape(x, [-1, self.fc_filters]), tf.reshape(tf.cast(self.conv2.kernel, x.dtype), [self.fc_filters, -1]))
+        if self.conv2.use_bias:
+            x = x + tf.cast(self.conv2.bias, x.dtype)
+        x = tf.nn.relu(self.bn2(tf.reshape(x, [-1, 1, 1, self.fc_filters]), training=training))
+        return tf.reshape(x, [-1, self.fc_filters])
+
     def features(self, roi_features, training=False):
         """Shared ``[B * R, fc]`` representation (for heads that extend this one)."""
         x, b, r = _merge_rois(roi_features)
-        x = tf.nn.relu(self.bn1(self.conv1(x), training=training))
-        x = tf.nn.relu(self.bn2(self.conv2(x), training=training))
-        return tf.reshape(x, [-1, self.fc_filters]), b, r
+        y = self.fc1(x)
+        if self.conv1.use_bias:
+            y = y + tf.cast(self.conv1.bias, y.dtype)
+        return self.fc2(y, training), b, r
 
     def call(self, roi_features, training=False):
         x, b, r = self.features(roi_features, training)
@@ -120,7 +149,7 @@ class MaskHead(keras.layers.Layer):
         self.weight_decay = float(weight_decay)
         reg = keras.regularizers.L2(weight_decay) if weight_decay > 0 else None
         self.convs = [keras.layers.Conv2D(filters, 3, padding="same", kernel_regularizer=reg, name=f"mrcnn_mask_conv{i + 1}") for i in range(num_convs)]
-        self.bns = [keras.layers.BatchNormalization(name=f"mrcnn_mask_bn{i + 1}") for i in range(num_convs)]
+        self.bns = [batch_norm(name=f"mrcnn_mask_bn{i + 1}") for i in range(num_convs)]
         self.deconv = keras.layers.Conv2DTranspose(filters, 2, strides=2, activation="relu", kernel_regularizer=reg, name="mrcnn_mask_deconv") if upsample else None
         self.out = keras.layers.Conv2D(num_classes, 1, activation="sigmoid", kernel_regularizer=reg, name="mrcnn_mask")
 

@@ -153,9 +153,11 @@ class MaskRCNN(keras.Model):
 
     def _proposals(self, rpn_logits, rpn_deltas, count):
         cfg = self.config
-        return generate_proposals(
-            rpn_logits, rpn_deltas, self.anchors, (cfg.image_size,) * 2, cfg.pre_nms_limit, count, cfg.rpn_nms_threshold, cfg.rpn_bbox_std
-        )
+        with tf.name_scope("proposals"):
+            return generate_proposals(
+                rpn_logits, rpn_deltas, self.anchors, (cfg.image_size,) * 2, cfg.pre_nms_limit, count, cfg.rpn_nms_threshold,
+                cfg.rpn_bbox_std,
+            )
 
     # -- inference ---------------------------------------------------------------------------
     @_no_autograph
@@ -213,27 +215,27 @@ class MaskRCNN(keras.Model):
         else:
             lab = tf.cast(tf.reshape(labeled, [-1]), tf.float32)
         rpn_logits, rpn_deltas = self.rpn_head(pyramid)
-        rpn_t = rpn_targets(
-            self.anchors, gt_boxes, gt_classes, cfg.rpn_train_anchors_per_image, cfg.rpn_positive_fraction,
-            cfg.rpn_positive_iou, cfg.rpn_negative_iou, cfg.rpn_bbox_std, seed=cfg.seed,
-        )
+        with tf.name_scope("rpn_targets"):
+            rpn_t = rpn_targets(
+                self.anchors, gt_boxes, gt_classes, cfg.rpn_train_anchors_per_image, cfg.rpn_positive_fraction,
+                cfg.rpn_positive_iou, cfg.rpn_negative_iou, cfg.rpn_bbox_std, seed=cfg.seed,
+            )
         out = {
             "rpn_class_loss": det_losses.softmax_cross_entropy(rpn_t["labels"], rpn_logits, _masked(rpn_t["labels"] >= 0, lab)),
             "rpn_bbox_loss": det_losses.smooth_l1(rpn_t["deltas"], rpn_deltas, _masked(rpn_t["labels"] == 1, lab)),
         }
         proposals = self._proposals(rpn_logits, rpn_deltas, cfg.post_nms_rois_training)
-        t = detection_targets(
-            proposals, gt_boxes, gt_classes, gt_masks, cfg.train_rois_per_image, cfg.roi_positive_ratio,
-            cfg.roi_positive_iou, self.mask_head_output_size, cfg.bbox_std, seed=cfg.seed + 1,
-        )
+        with tf.name_scope("detection_targets"):
+            t = detection_targets(
+                proposals, gt_boxes, gt_classes, gt_masks, cfg.train_rois_per_image, cfg.roi_positive_ratio,
+                cfg.roi_positive_iou, self.mask_head_output_size, cfg.bbox_std, seed=cfg.seed + 1,
+            )
         logits, deltas = self._classify(feats, self.roi_align(pyramid[:4], t["rois"]), training)
         cls = t["class_targets"]
         positive = _masked(t["positive"], lab)
         out["mrcnn_class_loss"] = det_losses.softmax_cross_entropy(cls, logits, _masked(t["valid"], lab))
         out["mrcnn_bbox_loss"] = det_losses.smooth_l1(t["box_targets"], tf.gather(deltas, cls, axis=2, batch_dims=2), positive)
-        masks = self.mask_head(self.mask_roi_align(pyramid[:4], t["rois"]), training=training)
-        masks = tf.gather(tf.transpose(masks, [0, 1, 4, 2, 3]), cls, axis=2, batch_dims=2)
-        out["mrcnn_mask_loss"] = det_losses.binary_cross_entropy(t["mask_targets"], masks, positive)
+        out["mrcnn_mask_loss"] = self._mask_loss(pyramid, t["rois"], cls, t["mask_targets"], positive, training)
         if unsup is not None:
             out[UNSUPERVISED_LOSS] = unsup
         total = tf.add_n([cfg.loss_weights.get(k, 1.0) * out[k] for k in self.loss_names])
@@ -243,6 +245,32 @@ class MaskRCNN(keras.Model):
         out["labeled_views"] = tf.reduce_sum(lab)
         out["unlabeled_views"] = tf.cast(tf.size(lab), tf.float32) - out["labeled_views"]
         return out
+
+    def _mask_loss(self, pyramid, rois, classes, mask_targets, positive, training) -> tf.Tensor:
+        """Mask BCE over the positive ROIs only: the mask branch (ROIAlign 14x14 + mask head) runs
+        on the positives gathered from the whole batch, as in torchvision and the Model Garden
+        (the loss only counts positives, so the negatives' masks were wasted work; the mask head's
+        batch-norm statistics now come from the positives, the ROIs it sees at inference).
+
+        Args:
+            pyramid: ``P2..P6`` maps; rois: ``[B, R, 4]``; classes: ``int32 [B, R]``;
+            mask_targets: ``[B, R, S, S]``; positive: ``[B, R]`` weights (0/1, labeled images only).
+        """
+        with tf.name_scope("positive_rois"):
+            r = tf.shape(rois)[1]
+            flat_pos = tf.reshape(positive, [-1])
+            picked = tf.cast(tf.where(flat_pos > 0)[:, 0], tf.int32)
+            # at least one row (a zero-weight one when nothing is positive): batch norm never sees an empty batch
+            picked = tf.concat([picked, tf.zeros([1], tf.int32)], 0)[: tf.maximum(tf.size(picked), 1)]
+            boxes = tf.gather(tf.reshape(rois, [-1, 4]), picked)
+            weights = tf.gather(flat_pos, picked)
+            cls = tf.gather(tf.reshape(classes, [-1]), picked)
+            s = self.mask_head_output_size
+            targets = tf.gather(tf.reshape(mask_targets, [-1, s, s]), picked)
+        feats = self.mask_roi_align(pyramid[:4], boxes, picked // r)
+        masks = self.mask_head(feats[None], training=training)[0]  # [P, S, S, K]
+        masks = tf.gather(tf.transpose(masks, [0, 3, 1, 2]), cls, axis=1, batch_dims=1)
+        return det_losses.binary_cross_entropy(targets, masks, weights)
 
     @property
     def mask_head_output_size(self) -> int:

@@ -55,8 +55,9 @@ def assign_levels(boxes, min_level: int, max_level: int, canonical_size: float =
 class MultilevelROIAlign(keras.layers.Layer):
     """ROIAlign of image-space boxes from the pyramid level chosen by box size.
 
-    Each box is cropped from every level and the crop of its assigned level is kept (fixed shapes,
-    no scatter/gather on dynamic indices; the extra crops are cheap next to the heads).
+    The boxes are partitioned by level (``tf.dynamic_partition``), each level crops only its own
+    boxes and the crops are stitched back in box order (``tf.dynamic_stitch``), as torchvision's
+    ``MultiScaleRoIAlign`` does: one crop per box forward and one scatter per box in the gradient.
 
     Args:
         output_size: Bins per side ``n`` (7 for the box head, 14 for the mask head).
@@ -68,10 +69,12 @@ class MultilevelROIAlign(keras.layers.Layer):
 
     Call args:
         features: List of ``max_level - min_level + 1`` maps ``[B, H / 2^l, W / 2^l, C]``.
-        boxes: ``[B, R, 4]`` pixel boxes in the network input's coordinates.
+        boxes: ``[B, R, 4]`` pixel boxes in the network input's coordinates, or ``[K, 4]`` with
+            ``box_indices``.
+        box_indices: Optional ``int32 [K]`` image of each of ``[K, 4]`` boxes.
 
     Returns:
-        ``float32 [B, R, n, n, C]``.
+        ``float32 [B, R, n, n, C]`` (``[K, n, n, C]`` with ``box_indices``).
     """
 
     def __init__(
@@ -99,21 +102,29 @@ class MultilevelROIAlign(keras.layers.Layer):
         self.canonical_level = int(canonical_level)
         self.built = True  # no weights
 
-    def call(self, features, boxes):
+    def call(self, features, boxes, box_indices=None):
         boxes = tf.stop_gradient(tf.cast(boxes, tf.float32))
-        batch = tf.shape(boxes)[0]
-        rois = tf.shape(boxes)[1]
-        flat = tf.reshape(boxes, [-1, 4])
-        indices = tf.repeat(tf.range(batch), rois)
-        levels = assign_levels(flat, self.min_level, self.max_level, self.canonical_size, self.canonical_level)
-        out = None
-        for i, feature in enumerate(features):
-            level = self.min_level + i
-            crop = aligned_crop(feature, flat / float(2**level), indices, self.output_size, self.sampling_ratio)
-            crop = crop * tf.cast(levels == level, crop.dtype)[:, None, None, None]
-            out = crop if out is None else out + crop
-        channels = out.shape[-1]
-        return tf.reshape(out, [batch, rois, self.output_size, self.output_size, channels])
+        if box_indices is None:
+            batch, rois = tf.shape(boxes)[0], tf.shape(boxes)[1]
+            flat = tf.reshape(boxes, [-1, 4])
+            indices = tf.repeat(tf.range(batch), rois)
+        else:
+            flat, indices = boxes, tf.cast(box_indices, tf.int32)
+        n = len(features)
+        top = min(self.max_level, self.min_level + n - 1)
+        levels = assign_levels(flat, self.min_level, top, self.canonical_size, self.canonical_level) - self.min_level
+        parts = tf.dynamic_partition(flat, levels, n)
+        part_indices = tf.dynamic_partition(indices, levels, n)
+        positions = tf.dynamic_partition(tf.range(tf.shape(flat)[0]), levels, n)
+        crops = [
+            aligned_crop(feature, part / float(2 ** (self.min_level + i)), idx, self.output_size, self.sampling_ratio)
+            for i, (feature, part, idx) in enumerate(zip(features, parts, part_indices))
+        ]
+        out = tf.dynamic_stitch(positions, crops)
+        out = tf.ensure_shape(out, [None, self.output_size, self.output_size, features[0].shape[-1]])
+        if box_indices is not None:
+            return out
+        return tf.reshape(out, [batch, rois, self.output_size, self.output_size, out.shape[-1]])
 
     def get_config(self):
         return attribute_config(super().get_config(), self, "output_size", "min_level", "max_level", "sampling_ratio",
