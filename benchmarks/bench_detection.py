@@ -35,6 +35,9 @@ NUM_CLASSES = 5
 SSD_SIZE = 512
 MRCNN_SIZE = 320
 BATCH_TRAIN = 2
+#: Mask R-CNN config fields that make ours the same network as torchvision's ``maskrcnn_resnet50_fpn``
+#: (``--seed-widths`` keeps the seed's: RPN conv 512, 14x14 masks without the deconv).
+MRCNN_AS_TORCHVISION = {"rpn_filters": 256, "mask_upsample": True}
 
 
 def _boxes(rng, size: int, n: int = 3):
@@ -132,10 +135,13 @@ def _ours(kind: str):
 
     rng = np.random.default_rng(0)
     if kind.startswith("ssd"):
-        model = build_ssd(image_size=SSD_SIZE, input_channels=3, num_classes=NUM_CLASSES)
+        # pre_nms_top_k = torchvision's topk_candidates (ours defaults to ssd_keras: every anchor)
+        model = build_ssd(image_size=SSD_SIZE, input_channels=3, num_classes=NUM_CLASSES, pre_nms_top_k=400)
         size = SSD_SIZE
     else:
-        model = build_mask_rcnn(image_size=MRCNN_SIZE, input_channels=3, num_classes=NUM_CLASSES)
+        # torchvision's widths where ours has a choice: RPN conv 256 (ours defaults to Matterport's 512)
+        # and the x2 deconv mask head with 28x28 masks (the seed's head is 14x14, mask_upsample=False)
+        model = build_mask_rcnn(image_size=MRCNN_SIZE, input_channels=3, num_classes=NUM_CLASSES, **MRCNN_AS_TORCHVISION)
         size = MRCNN_SIZE
     if kind.endswith("infer"):
         x = tf.constant(rng.random((1, size, size, 3), np.float32))
@@ -195,6 +201,8 @@ def main() -> None:
     parser.add_argument("--models", default="ssd,maskrcnn")
     parser.add_argument("--modes", default="infer,train")
     parser.add_argument("--torch-python", default="/work/venv-torch/bin/python")
+    parser.add_argument("--seed-widths", action="store_true",
+                        help="Mask R-CNN with the seed's RPN width (512) and 14x14 mask head instead of torchvision's")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -203,6 +211,8 @@ def main() -> None:
 
     import numpy as np
 
+    if args.seed_widths:
+        MRCNN_AS_TORCHVISION.clear()
     import tfmedseg  # noqa: F401  (oneDNN before TensorFlow)
     import tensorflow as tf
 

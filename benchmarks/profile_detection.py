@@ -102,7 +102,7 @@ def main() -> None:
         tf.profiler.experimental.stop()
         print(f"traces after the profiled calls: {bench_detection.trace_count(call)}; wall per call "
               + ", ".join(f"{w:.2f}" for w in walls) + " s", flush=True)
-        rows = op_stats(logdir)
+        rows = [r for r in op_stats(logdir) if r["type"] != "IDLE"]
         total = sum(r["self_us"] for r in rows)
         per = collections.defaultdict(lambda: [0.0, 0.0])
         for r in rows:
@@ -115,6 +115,10 @@ def main() -> None:
         if args.top:
             print(f"top {args.top} ops:")
             for r in sorted(rows, key=lambda r: -r["self_us"])[: args.top]:
+                print(f"  {r['self_us'] / args.steps / 1e3:9.1f} ms  x{int(r['n']):<5d} {r['type']:28s} {r['name'][:150]}")
+            other = [r for r in rows if piece_of(r["name"]) == "other (losses, glue)"]
+            print("top 'other' ops:")
+            for r in sorted(other, key=lambda r: -r["self_us"])[:12]:
                 print(f"  {r['self_us'] / args.steps / 1e3:9.1f} ms  x{int(r['n']):<5d} {r['type']:28s} {r['name'][:150]}")
     print(f"uptime: {os.popen('uptime').read().strip()}")
 

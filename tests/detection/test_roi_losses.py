@@ -126,3 +126,14 @@ def test_ssd_hard_negative_mining_keeps_hardest():
     ce = -np.log(p_true)
     np.testing.assert_allclose(loss, ce[0] + ce[4] + ce[2] + ce[3], rtol=1e-5)  # 3 hardest negatives
     assert tf.rank(losses.scale_for_replicas(tf.constant(2.0))) == 0
+
+
+def test_mask_head_deconv_as_matmul_equals_the_keras_layer():
+    from tfmedseg.models.detection.heads import MaskHead
+
+    head = MaskHead(3, filters=8, num_convs=1, upsample=True)
+    rng = np.random.default_rng(0)
+    head(tf.constant(rng.normal(size=(1, 1, 5, 5, 6)).astype(np.float32)))
+    head.deconv.bias.assign(rng.normal(size=8).astype(np.float32))
+    x = tf.constant(rng.normal(size=(4, 5, 5, 8)).astype(np.float32))
+    np.testing.assert_allclose(head._upsample(x), head.deconv(x), atol=1e-5)

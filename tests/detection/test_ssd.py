@@ -1,5 +1,6 @@
 """Tiny SSD: MirroredStrategy training, SavedModel round trip, config round trip, crop helper."""
 
+import dataclasses
 import importlib.util
 import pathlib
 
@@ -11,8 +12,10 @@ import tensorflow as tf
 from tfmedseg.errors import ConfigError, InvalidInputError
 from tfmedseg.export.savedmodel import export_detector
 from tfmedseg.models import registry
+from tfmedseg.models.detection.box_coder import clip_boxes, decode_boxes
 from tfmedseg.models.detection.crop import box_jaccard_summary, crop_box, crop_top_detection
 from tfmedseg.models.detection.matching import pad_ground_truth
+from tfmedseg.models.detection.nms import batched_nms
 from tfmedseg.models.detection.ssd import SSD, SSDConfig, build_ssd
 
 _spec = importlib.util.spec_from_file_location("_synthetic", pathlib.Path(__file__).with_name("_synthetic.py"))
@@ -119,3 +122,27 @@ def test_ssd_near_miss_anchors_are_ignored_not_mined_as_negatives(trained):
     np.testing.assert_array_equal(labels[iou < 0.3], 0)
     decoded = decode_boxes(targets[0, best[0]], model.anchors[best[0]], model.config.variances).numpy()
     np.testing.assert_allclose(decoded, gt[0, 0], atol=1e-3)
+
+
+def test_ssd_pre_nms_top_k_keeps_each_class_best_candidates(trained):
+    """``pre_nms_top_k`` (torchvision's ``topk_candidates``): NMS sees each class's k best anchors only."""
+    model = trained[0]
+    cfg = dataclasses.replace(model.config, pre_nms_top_k=7, score_threshold=0.0, max_detections=20)
+    a = len(model.anchors)
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(2, a, cfg.num_classes + 1)).astype(np.float32)
+    deltas = (0.3 * rng.normal(size=(2, a, 4))).astype(np.float32)
+    saved, model.config = model.config, cfg
+    try:
+        out = model.detect(logits, deltas)
+    finally:
+        model.config = saved
+    probs = tf.nn.softmax(logits, axis=-1).numpy()[..., 1:]
+    boxes = clip_boxes(decode_boxes(deltas, model.anchors[None], cfg.variances), (cfg.image_size,) * 2).numpy()
+    for i in range(2):
+        for c in range(cfg.num_classes):
+            top = np.argsort(-probs[i, :, c])[:7]
+            want = batched_nms(boxes[i : i + 1, top], probs[i : i + 1, top, c : c + 1], 20, cfg.nms_iou, 0.0)
+            got = out["classes"].numpy()[i] == c + 1
+            np.testing.assert_allclose(np.sort(out["scores"].numpy()[i][got]),
+                                       np.sort(want["scores"].numpy()[0, : int(want["num_detections"][0])]), rtol=1e-6)

@@ -53,6 +53,8 @@ class SSDConfig:
         nms_iou: NMS IoU threshold (Table 10 "IoU threshold": 0.45).
         score_threshold: Minimum class score kept by NMS (``ssd_keras`` 0.01).
         max_detections: Boxes per image after NMS (``ssd_keras`` top_k 200).
+        pre_nms_top_k: Candidates per class kept (best scores) before NMS; 0 = all anchors
+            (``ssd_keras``, the default); torchvision's SSD keeps 400 (``topk_candidates``).
         weight_decay: L2 kernel regulariser (Table 10: 5e-4). Table 10's Adam 1e-3 and batch 16 are
             training settings: :class:`tfmedseg.training.config.TrainConfig` owns them (the
             experiment's ``ssd_stage``).
@@ -82,6 +84,7 @@ class SSDConfig:
     nms_iou: float = 0.45
     score_threshold: float = 0.01
     max_detections: int = 200
+    pre_nms_top_k: int = 0
     weight_decay: float = 5e-4
     max_instances: int = 10
     backbone_weights: str | None = None
@@ -105,7 +108,7 @@ class SSDConfig:
                 path="negative_iou",
             )
         _check_ranges(self, "ssd", unit=("nms_iou", "score_threshold"), positive=("fc_filters", "max_detections", "max_instances"),
-                      non_negative=("neg_pos_ratio", "weight_decay", "l2_norm_scale"))
+                      non_negative=("neg_pos_ratio", "weight_decay", "l2_norm_scale", "pre_nms_top_k"))
 
     @classmethod
     def tiny(cls, **overrides: Any) -> "SSDConfig":

@@ -89,7 +89,9 @@ class BoxClassHead(keras.layers.Layer):
             ``[N, fc]`` (no bias).
         """
         c = x.shape[-1] if channels is None else channels
-        kernel = tf.cast(self.conv1.kernel, x.dtype)[:, :, :c]
+        kernel = tf.cast(self.conv1.kernel, x.dtype)
+        if c != kernel.shape[2]:
+            kernel = kernel[:, :, :c]  # (a slice's gradient costs a full-size copy: only when needed)
         return tf.matmul(tf.reshape(x, [-1, self.pool_size * self.pool_size * c]), tf.reshape(kernel, [-1, self.fc_filters]))
 
     def fc2(self, x, training=False) -> tf.Tensor:
@@ -169,9 +171,26 @@ class MaskHead(keras.layers.Layer):
         for conv, bn in zip(self.convs, self.bns):
             x = tf.nn.relu(bn(conv(x), training=training))
         if self.deconv is not None:
-            x = self.deconv(x)
+            x = self._upsample(x)
         x = self.out(x)
         return tf.reshape(x, tf.concat([[b, r], tf.shape(x)[1:]], 0))
+
+    def _upsample(self, x):
+        """The x2 deconv (``Conv2DTranspose(filters, 2, strides=2)`` + ReLU) as one matmul + ``depth_to_space``.
+
+        With kernel 2 and stride 2 the output cells do not overlap: output pixel ``(2i + a, 2j + b)``
+        is ``x[i, j] @ K[a, b]^T``. The matmul form gives the same values as the Keras layer (same
+        kernel variable) and its gradient avoids oneDNN's slow transposed-convolution filter gradient.
+        """
+        k = tf.cast(self.deconv.kernel, x.dtype)  # [2, 2, filters_out, channels_in]
+        c_in, f = x.shape[-1], k.shape[2]
+        w = tf.reshape(tf.transpose(k, [3, 0, 1, 2]), [c_in, 4 * f])  # columns ordered (a, b, o)
+        shape = tf.shape(x)
+        y = tf.reshape(tf.matmul(tf.reshape(x, [-1, c_in]), w), [shape[0], shape[1], shape[2], 4 * f])
+        y = tf.nn.depth_to_space(y, 2)
+        if self.deconv.use_bias:
+            y = y + tf.cast(self.deconv.bias, y.dtype)
+        return tf.nn.relu(y)
 
     def get_config(self):
         return attribute_config(super().get_config(), self, "num_classes", "filters", "num_convs", "upsample", "weight_decay")

@@ -12,7 +12,8 @@ One :class:`MaskRCNN` object holds the weights for both uses:
 
 * ``model(images)`` is the inference model: ``boxes [B, D, 4]`` (pixels ``y0, x0, y1, x1``),
   ``classes int32 [B, D]`` (1..C, 0 = padding), ``scores [B, D]``, ``num_detections [B]``,
-  ``mask_probs [B, D, S, S]`` (the predicted class's box-relative mask) and, with
+  ``mask_probs [B, D, S, S]`` (the predicted class's box-relative mask; zeros on padding rows: the mask
+  branch runs on the valid detections only) and, with
   ``full_size_masks=True`` (default), ``masks uint8 [B, D, H, W]`` (pasted, thresholded at 0.5).
   :func:`~tfmedseg.models.detection.roi.paste_masks` pastes ``mask_probs`` on demand.
 * ``fit`` trains on ``{"images", "boxes", "classes", "masks"}`` (padded ground truth; ``masks`` are
@@ -168,12 +169,23 @@ class MaskRCNN(keras.Model):
         proposals = self._proposals(rpn_logits, rpn_deltas, cfg.post_nms_rois_inference)
         logits, deltas = self._classify(feats, self.roi_align(pyramid[:4], proposals), training)
         det = self.detect(proposals, logits, deltas)
-        masks = self.mask_head(self.mask_roi_align(pyramid[:4], det["boxes"]), training=training)  # [B, D, S, S, K]
-        masks = tf.transpose(masks, [0, 1, 4, 2, 3])
-        det["mask_probs"] = tf.gather(masks, det["classes"], axis=2, batch_dims=2)
+        # the mask branch runs on the first k = max(num_detections) rows only (torchvision: on the
+        # detections); padding rows get zero masks
+        d = cfg.detection_max_instances
+        with tf.name_scope("valid_detections"):
+            k = tf.maximum(tf.reduce_max(det["num_detections"]), 1)
+            valid = tf.sequence_mask(det["num_detections"], k)
+            boxes, classes = det["boxes"][:, :k], det["classes"][:, :k]
+        masks = self.mask_head(self.mask_roi_align(pyramid[:4], boxes), training=training)  # [B, k, S, S, K]
+        masks = tf.gather(tf.transpose(masks, [0, 1, 4, 2, 3]), classes, axis=2, batch_dims=2)
+        masks = tf.where(valid[..., None, None], masks, 0.0)
+        s = masks.shape[-1]
+        det["mask_probs"] = tf.ensure_shape(tf.pad(masks, [[0, 0], [0, d - k], [0, 0], [0, 0]]), [None, d, s, s])
         if cfg.full_size_masks:
-            full = paste_masks(det["mask_probs"], det["boxes"], (cfg.image_size,) * 2)
-            det["masks"] = tf.cast(full >= 0.5, tf.uint8)
+            with tf.name_scope("paste_masks"):
+                full = paste_masks(masks, boxes, (cfg.image_size,) * 2) >= 0.5
+                full = tf.pad(tf.cast(full & valid[..., None, None], tf.uint8), [[0, 0], [0, d - k], [0, 0], [0, 0]])
+                det["masks"] = tf.ensure_shape(full, [None, d, cfg.image_size, cfg.image_size])
         return det
 
     @_no_autograph

@@ -175,6 +175,11 @@ class SSD(keras.Model):
         probs = tf.nn.softmax(tf.cast(class_logits, tf.float32), axis=-1)[..., 1:]
         boxes = decode_boxes(box_deltas, self.anchors[None], cfg.variances)
         boxes = clip_boxes(boxes, (cfg.image_size, cfg.image_size))
+        if 0 < cfg.pre_nms_top_k < len(self.anchors):
+            # per class its best k anchors: boxes [B, k, C, 4] / scores [B, k, C], column c = class c's candidates
+            top, idx = tf.math.top_k(tf.transpose(probs, [0, 2, 1]), k=cfg.pre_nms_top_k)  # [B, C, k]
+            boxes = tf.transpose(tf.gather(boxes, idx, batch_dims=1), [0, 2, 1, 3])
+            probs = tf.transpose(top, [0, 2, 1])
         return batched_nms(boxes, probs, cfg.max_detections, cfg.nms_iou, cfg.score_threshold)
 
     # -- training --------------------------------------------------------------------------
