@@ -34,7 +34,7 @@ def test_cache_reuse_and_rebuild_on_config_change(tmp_path):
     assert changed.key != cache.key
     assert changed.get_or_build("lits-001", build).built and len(calls) == 2
     assert (tmp_path / cache.key / "config.json").is_file()
-    assert not list(tmp_path.rglob("*.tmp"))
+    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob("*.tfmedseg-partial-*"))
     assert hash_config({"a": 1, "b": 2}) == hash_config({"b": 2, "a": 1})
 
 
@@ -48,3 +48,24 @@ def test_corrupt_file_is_rebuilt_and_bad_id(tmp_path):
     assert entry.built and cache.load("c1").arrays["x"].tolist() == [1, 1, 1]
     with pytest.raises(InvalidInputError, match="case_id"):
         cache.path("../escape")
+
+
+def test_a_write_stopped_midway_leaves_no_staging(tmp_path):
+    """Case files stage under the visible ``io._atomic`` name and vanish when the write is stopped."""
+    cache = CaseCache(tmp_path, _Prep())
+    seen = []
+
+    def build():
+        return {"image": np.zeros((2, 2, 2), np.float32)}, (1.0, 1.0, 1.0), {}
+
+    def stopped(f):
+        seen.append(f.name)
+        f.write(b"half")
+        raise KeyboardInterrupt
+
+    cache.get_or_build("lits-001", build)
+    target = cache.path("lits-002")
+    with pytest.raises(KeyboardInterrupt):
+        cache._atomic_write(target, stopped)
+    assert ".tfmedseg-partial-" in seen[0] and not target.exists()
+    assert sorted(p.name for p in target.parent.iterdir()) == sorted(["config.json", cache.path("lits-001").name])

@@ -118,3 +118,30 @@ def test_damaged_resume_state(run_dir, tmp_path, damage):
         return
     history = trainer.fit(_data())  # falls back to the newest complete checkpoint
     assert len(history.history["loss"]) == 4 - int(ckpt.name[5:])
+
+
+def test_checkpoints_stage_like_every_output_and_a_killed_runs_staging_is_removed(run_dir, tmp_path, monkeypatch):
+    """``ckpt-<epoch>`` is staged under the visible ``io._atomic`` staging name; staging left by a
+    killed process (and the hidden ``.ckpt-*.tmp`` of older versions) is removed when training starts
+    again and never taken for a checkpoint."""
+    import socket
+
+    from tfmedseg.io._atomic import STAGING_TAG
+    from tfmedseg.training import callbacks
+
+    run = _copy_run(run_dir, tmp_path / "run")
+    backup = run / "backup"
+    host = "".join(c for c in socket.gethostname() if c.isalnum())[:24] or "host"
+    dead = backup / f"ckpt-000009{STAGING_TAG}{host}-999999999-abcd"  # no such pid
+    dead.mkdir()
+    (dead / "state.json").write_text("{}")
+    legacy = backup / ".ckpt-000009.tmp"
+    legacy.mkdir()
+    staged = []
+    real = callbacks.make_staging_dir
+    monkeypatch.setattr(callbacks, "make_staging_dir", lambda final: staged.append(real(final)) or staged[-1])
+    epoch = json.loads((backup / "latest.json").read_text())["epoch"] + 1  # one more epoch than the shared run has
+    Trainer(_cfg(run, epoch), _build_augmented).fit(_data())
+    assert not dead.exists() and not legacy.exists()
+    assert [p.name.split(STAGING_TAG)[0] for p in staged] == [f"ckpt-{epoch:06d}"] and not staged[0].exists()
+    assert sorted(p.name for p in backup.iterdir()) == [f"ckpt-{epoch:06d}", "latest.json"]

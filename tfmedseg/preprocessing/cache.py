@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
@@ -336,12 +335,9 @@ class CaseCache:
         return self.config
 
     def _atomic_write(self, path: Path, write: Callable) -> None:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        """``write(binary file)`` into a staging file renamed to ``path`` (``io._atomic.atomic_file``:
+        the visible staging name of every output; a killed build's staging is removed by the next write)."""
+        from tfmedseg.io._atomic import atomic_file
+
+        with atomic_file(path) as tmp, open(tmp, "wb") as f:
+            write(f)

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmedseg.errors import ConfigError, InvalidInputError
-from tfmedseg.io._atomic import atomic_file
+from tfmedseg.io._atomic import atomic_file, clean_stale_staging, make_staging_dir
 from tfmedseg.training.schedules import ScaledSchedule
 
 _log = logging.getLogger(__name__)
@@ -133,8 +133,10 @@ class ResumeCheckpoint(keras.callbacks.Callback):
     ``SeedGenerator`` states (dropout / augmentation RNG), the numpy and Python global RNG states,
     and the states of the other callbacks of the run (best value, plateau factor, SWA average).
     A checkpoint is written to a fresh directory ``ckpt-<epoch>`` (``model.weights.h5``,
-    ``state.json`` and ``state.npz``: plain data, so a crafted checkpoint cannot run code) and then
-    made current by atomically replacing ``latest.json``, so a process killed at any moment
+    ``state.json`` and ``state.npz``: plain data, so a crafted checkpoint cannot run code), staged
+    as ``ckpt-<epoch>.tfmedseg-partial-<host>-<pid>-<random>`` like every output
+    (:mod:`tfmedseg.io._atomic`; a killed run's staging is removed when training starts again), and
+    then made current by atomically replacing ``latest.json``, so a process killed at any moment
     (SIGKILL) leaves the last complete epoch loadable. An unreadable ``latest.json`` or a missing /
     damaged checkpoint falls back to the newest complete ``ckpt-*``; when none is left the error
     names the file. The checkpoint is kept after training, so re-running a finished run trains no
@@ -166,7 +168,7 @@ class ResumeCheckpoint(keras.callbacks.Callback):
             try:
                 info = json.loads(self._latest.read_text())
                 name = info["dir"]
-                if not (isinstance(name, str) and name.startswith("ckpt-") and "/" not in name and "\\" not in name and ".." not in name):
+                if not (isinstance(name, str) and name.startswith("ckpt-") and name[5:].isdigit()):  # no path, no staging
                     raise ValueError(f"bad checkpoint name {name!r}")
                 if (self.backup_dir / name).is_dir():
                     order.append(name)
@@ -174,13 +176,17 @@ class ResumeCheckpoint(keras.callbacks.Callback):
                     _log.warning("%s names %s, which is missing; resuming from the newest complete checkpoint", self._latest, name)
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 _log.warning("%s is unreadable (%s); resuming from the newest complete checkpoint", self._latest, exc)
-        dirs = sorted((p.name for p in self.backup_dir.glob("ckpt-*") if p.is_dir() and p.name[5:].isdigit()), reverse=True)
-        return order + [d for d in dirs if d not in order]
+        return order + [d for d in self._checkpoint_dirs()[::-1] if d not in order]
+
+    def _checkpoint_dirs(self) -> list[str]:
+        """The complete checkpoint folders ``ckpt-<epoch>``, oldest first (staging names excluded)."""
+        return sorted(p.name for p in self.backup_dir.glob("ckpt-*") if p.is_dir() and p.name[5:].isdigit())
 
     def on_train_begin(self, logs=None):
         if not self.backup_dir.is_dir():
             return
-        for stale in self.backup_dir.glob(".ckpt-*.tmp"):  # staging of a killed run
+        clean_stale_staging(self.backup_dir)  # staging of a killed run (SIGKILL)
+        for stale in self.backup_dir.glob(".ckpt-*.tmp"):  # and the hidden staging of tfmedseg before 2026-12-07
             shutil.rmtree(stale, ignore_errors=True)
         candidates = self._candidates()
         if not candidates:
@@ -250,12 +256,9 @@ class ResumeCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         from tfmedseg.io.npz import save_npz
 
-        self.backup_dir.mkdir(parents=True, exist_ok=True)
         name = f"ckpt-{epoch + 1:06d}"
         final = self.backup_dir / name
-        tmp = self.backup_dir / f".{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        tmp = make_staging_dir(final)  # ckpt-<epoch>.tfmedseg-partial-<host>-<pid>-<random> (io._atomic)
         try:
             self.model.save_weights(tmp / "model.weights.h5")
             state = {
@@ -273,9 +276,9 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         finally:  # interrupted (SIGTERM / Ctrl-C) or failed: no half-written checkpoint left behind
             shutil.rmtree(tmp, ignore_errors=True)
         _atomic_write_bytes(self._latest, json.dumps({"epoch": epoch + 1, "dir": name}).encode())
-        old = sorted(p for p in self.backup_dir.glob("ckpt-*") if p.name != name)
-        for p in old[: max(0, len(old) - (self.keep - 1))]:
-            shutil.rmtree(p, ignore_errors=True)
+        old = [d for d in self._checkpoint_dirs() if d != name]
+        for d in old[: max(0, len(old) - (self.keep - 1))]:
+            shutil.rmtree(self.backup_dir / d, ignore_errors=True)
 
 
 def trim_history(path: Path, first_epoch: int, separator: str = ",") -> int:
