@@ -76,8 +76,14 @@ def test_report_user_errors_takes_sigterm_like_ctrl_c_and_restores_the_handler(c
         finally:
             cleaned.append(True)  # cleanup of the stopped code runs
 
-    before = signal.getsignal(signal.SIGTERM)
-    assert report_user_errors(work) == 130
+    def unhandled(signum, frame):  # without the wrapper's handler: fail this test, not the whole run
+        raise RuntimeError("SIGTERM reached the previous handler")
+
+    before = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        assert report_user_errors(work) == 130
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # restored
+    finally:
+        signal.signal(signal.SIGTERM, before)
     assert cleaned == [True]
     assert capsys.readouterr().err.startswith("interrupted (stopped by SIGTERM): ")
-    assert signal.getsignal(signal.SIGTERM) is before

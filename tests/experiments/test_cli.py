@@ -195,7 +195,14 @@ def test_a_stopped_run_says_where_its_progress_is_and_exits_130(tmp_path, capsys
     argv = ["--output-dir", str(out), "--cache-dir", str(tmp_path / "cache")]
     kwargs = dict(prog="tfmedseg.experiments.demo", description="demo", config_cls=Cfg, default_config=None,
                   phantom_dataset="lits", default_phantom_cases=3, prepare_phantoms=_fake_phantoms([]))
-    assert experiment_main(argv, run, **kwargs) == 130
+    def unhandled(signum, frame):  # without the wrapper's handler: fail this test, not the whole run
+        raise RuntimeError("SIGTERM reached the previous handler")
+
+    before = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        assert experiment_main(argv, run, **kwargs) == 130
+    finally:
+        signal.signal(signal.SIGTERM, before)
     err = capsys.readouterr().err
     assert err.endswith(f"interrupted (stopped by SIGTERM): progress is kept in {out} (each stage's backup/ checkpoints, "
                         "log.txt); rerun the same command to resume\n")
