@@ -240,13 +240,20 @@ def test_sirt_plan_from_spect_counts_uses_the_clinical_functions(client_factory,
     assert plan["activity_gbq"] == pytest.approx(reference["activity_gbq"])
 
 
-def test_command_line_refuses_bad_roots_and_prints_one_line(tmp_path, capsys):
+def test_command_line_refuses_bad_roots_and_prints_one_line(tmp_path, capsys, monkeypatch):
     from tfmedseg.viewer.__main__ import build_parser, main
 
     assert main(["--root", str(tmp_path / "missing")]) == 2
     assert capsys.readouterr().err.strip().endswith("--root must be an existing folder")
     assert main(["--root", str(tmp_path), "--work-dir", str(tmp_path / "work")]) == 2
     assert "must not lie inside --root" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()  # refused before anything is written into the input
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # the default temporary work folder: inside --root
+    (tmp_path / "tmp").mkdir()
+    assert main(["--root", str(tmp_path)]) == 2
+    assert "pass --work-dir" in capsys.readouterr().err and list((tmp_path / "tmp").iterdir()) == []
     assert build_parser().parse_args(["--root", "x"]).host == "127.0.0.1"
 
 

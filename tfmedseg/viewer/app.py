@@ -78,12 +78,14 @@ class ViewerConfig:
         self.max_upload_bytes = int(max_upload_mb * 1024 * 1024)
         #: True when the work folder is a temporary folder of ours (removed when the server stops).
         self.owns_work_dir = work_dir is None
+        where = Path(work_dir) if work_dir is not None else Path(tempfile.gettempdir())  # checked before anything is created
+        real_work = where.resolve()
+        if real_work == self.root or self.root in real_work.parents:
+            raise InvalidInputError("the viewer's work folder must not lie inside --root (outputs never sit in an input)"
+                                    + ("" if work_dir is not None else "; the temporary folder is there: pass --work-dir"),
+                                    path=where)
         self.work_dir = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="tfmedseg-viewer-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        real_work = self.work_dir.resolve()
-        if real_work == self.root or self.root in real_work.parents:
-            raise InvalidInputError("the viewer's work folder must not lie inside --root (outputs never sit in an input)",
-                                    path=self.work_dir)
 
 
 class ViewerState:
