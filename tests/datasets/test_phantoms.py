@@ -118,7 +118,9 @@ def test_cli_ctrl_c_prints_one_line_exits_130_and_leaves_nothing(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     out = tmp_path / "sets" / "bs"
     proc = subprocess.Popen([sys.executable, "-m", "tfmedseg.datasets.phantoms", "bone_scan", str(out), "--cases", "500"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            # a test run started in the background inherits SIGINT ignored: give the child Ctrl-C back
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while not any((tmp_path / "sets").glob("bs.tfmedseg-partial-*/BS0001")):  # the first case is being written
