@@ -196,21 +196,22 @@ def _normal(seed: tf.Tensor, index: int, shape) -> tf.Tensor:
 
 
 @tf.function(jit_compile=True, reduce_retracing=True)
-def _add_normal_xla(x: tf.Tensor, seed: tf.Tensor, std: tf.Tensor) -> tf.Tensor:
-    bits = tf.random.stateless_uniform([(tf.size(x) + 1) // 2], seed, minval=None, maxval=None, dtype=tf.int32,
-                                       alg=RNG_ALG)
-    z = _normal_from_bits(bits, tf.shape(x))
-    return x + tf.cast(z * tf.cast(std, tf.float32), x.dtype)
+def _scaled_normal_xla(seed: tf.Tensor, shape: tf.Tensor, std: tf.Tensor) -> tf.Tensor:
+    bits = tf.random.stateless_uniform([(tf.reduce_prod(shape) + 1) // 2], seed, minval=None, maxval=None,
+                                       dtype=tf.int32, alg=RNG_ALG)
+    return _normal_from_bits(bits, shape) * std
 
 
 def _add_normal(x: tf.Tensor, seed: tf.Tensor, index: int, std: tf.Tensor) -> tf.Tensor:
-    """``x + std * z`` with ``z`` the standard normals of ``_normal(seed, index, shape(x))``, in one XLA call.
+    """``x + std * z`` with ``z`` the standard normals of ``_normal(seed, index, shape(x))``.
 
-    ``std`` broadcasts against ``x`` (e.g. ``[B, 1, .., 1]``). Same draws as ``_normal``; the
-    scaling and the add run in the table-lookup loop instead of two more passes (~0.5 ms less CPU
-    per 16 x 256^2 batch on the 2-core CPU; the lookup loop itself, ~4 ns per value, dominates).
+    ``std`` (float32) broadcasts against ``x`` (e.g. ``[B, 1, .., 1]``). Same draws as
+    ``_normal``; the scaling runs in the XLA table-lookup loop. The XLA call takes the shape,
+    not ``x`` (static shapes: no data dependency), so TensorFlow can draw the noise while the
+    layers before produce ``x``; the add is one multi-threaded graph op.
     """
-    return _add_normal_xla(x, _fold(seed, index), std)
+    shape = x.shape.as_list() if x.shape.is_fully_defined() else tf.shape(x)
+    return x + tf.cast(_scaled_normal_xla(_fold(seed, index), tf.convert_to_tensor(shape, tf.int32), std), x.dtype)
 
 
 def _bernoulli(seed: tf.Tensor, index: int, shape, p: float) -> tf.Tensor:

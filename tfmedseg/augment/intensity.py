@@ -79,7 +79,7 @@ class RandomGaussianNoise(RandomAugmentLayer):
         else:
             std = tf.sqrt(_uniform(seed, 0, shape, 0.0, self.max_variance))
         std = std * _bernoulli(seed, 1, shape, self.probability)
-        data[IMAGE_KEY] = _add_normal(image, seed, 2, std)  # one XLA loop: bits, table lookup, scale, add
+        data[IMAGE_KEY] = _add_normal(image, seed, 2, std)  # XLA: bits, table lookup, scale; then one add
         return data
 
     def get_config(self) -> dict:
