@@ -263,8 +263,18 @@ class RandomGeometric(RandomAugmentLayer):
         is computed once, and only in batches where a sample drew one (81 % of batches of 16 at p = 0.1)."""
         tensors = [(x, kind) for x, kind in ((image, "image"), (label, "label"), (masks, "masks")) if x is not None]
 
+        batch = image.shape[0]
+        cut = batch // 2 if batch is not None and batch >= 2 else None  # two halves: 2 x as many tasks to share out
+
+        def one(field, x, kind):
+            if cut is None:
+                return self._core_one(forward, translation, field, x, kind)
+            halves = [self._core_one(forward[part], translation[part], None if field is None else field[part], x[part], kind)
+                      for part in (slice(None, cut), slice(cut, None))]
+            return tf.concat(halves, axis=0)
+
         def resample(field):
-            return tuple(self._core_one(forward, translation, field, x, kind) for x, kind in tensors)
+            return tuple(one(field, x, kind) for x, kind in tensors)
 
         if ctrl is None:
             outs = resample(None)
