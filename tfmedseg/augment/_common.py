@@ -203,15 +203,24 @@ def _scaled_normal_xla(seed: tf.Tensor, shape: tf.Tensor, std: tf.Tensor) -> tf.
 
 
 def _add_normal(x: tf.Tensor, seed: tf.Tensor, index: int, std: tf.Tensor) -> tf.Tensor:
-    """``x + std * z`` with ``z`` the standard normals of ``_normal(seed, index, shape(x))``.
+    """``x + std * z`` with ``z`` standard normals (``_normal_from_bits`` of Philox words) from sub-stream ``index``.
 
-    ``std`` (float32) broadcasts against ``x`` (e.g. ``[B, 1, .., 1]``). Same draws as
-    ``_normal``; the scaling runs in the XLA table-lookup loop. The XLA call takes the shape,
-    not ``x`` (static shapes: no data dependency), so TensorFlow can draw the noise while the
-    layers before produce ``x``; the add is one multi-threaded graph op.
+    ``std`` (float32, ``[B, 1, .., 1]``) broadcasts against ``x``. The scaling runs in the XLA
+    table-lookup loop. The XLA calls take the shape, not ``x`` (static shapes: no data
+    dependency), so TensorFlow draws the noise while the layers before produce ``x``; with a
+    static batch of >= 2 the two batch halves are two calls (sub-streams ``0`` and ``1`` of
+    ``index``) that the executor runs side by side; the add is one multi-threaded graph op.
     """
-    shape = x.shape.as_list() if x.shape.is_fully_defined() else tf.shape(x)
-    return x + tf.cast(_scaled_normal_xla(_fold(seed, index), tf.convert_to_tensor(shape, tf.int32), std), x.dtype)
+    sub = _fold(seed, index)
+    if not x.shape.is_fully_defined():
+        return x + tf.cast(_scaled_normal_xla(sub, tf.shape(x), std), x.dtype)
+    shape = x.shape.as_list()
+    cut = shape[0] // 2
+    if cut == 0:
+        return x + tf.cast(_scaled_normal_xla(sub, tf.constant(shape, tf.int32), std), x.dtype)
+    parts = [_scaled_normal_xla(_fold(sub, k), tf.constant([size] + shape[1:], tf.int32), std[part])
+             for k, (size, part) in enumerate(((cut, slice(None, cut)), (shape[0] - cut, slice(cut, None))))]
+    return x + tf.cast(tf.concat(parts, axis=0), x.dtype)
 
 
 def _bernoulli(seed: tf.Tensor, index: int, shape, p: float) -> tf.Tensor:
