@@ -372,12 +372,14 @@ def child(model_name: str, config_name: str, steps: int, peer: bool, torch_pytho
         flops["torch"] = flops["torch_1thread"] = built["gflop"] * 1e9
         flops["matmul_torch"] = 2.0 * n**3
 
+    remote = {"torch", "torch_1thread", "matmul_torch"} if worker is not None else set()
+
     def timed(k):
-        r = _timed(contenders[k]) if worker is None or k not in ("torch", "torch_1thread", "matmul_torch") else None
-        if r is None:
+        """(wall s, CPU s) of one call; a torch call is timed inside the worker (its own process CPU time)."""
+        if k in remote:
             got = contenders[k]()
             return got["wall"], got["cpu"]
-        return r
+        return _timed(contenders[k])
 
     for _ in range(2):  # warm-up rounds
         for k in contenders:
