@@ -103,8 +103,11 @@ class RandomGeometric(RandomAugmentLayer):
             (rotation in the ``(H, W)`` plane, in-plane shear / scale / shift / elastic field;
             nothing moves along D). For slabs and 2.5D stacks stored as 3D. Flips still use
             ``flip_axes`` (array axes).
-        jit_compile: Compile the grid + resampling core with XLA (fuses the elementwise work and
-            the gathers; several times faster on the CPU). Random draws stay outside.
+        jit_compile: Compile the grid + resampling with XLA: windowed gathers (one 2^n-corner
+            window per output point, one gather for nearest lookups), one XLA computation per
+            resampled tensor and batch half so that TensorFlow runs them side by side on the
+            cores, the elastic field only in batches that drew one. Several times faster on the
+            CPU. Random draws stay outside (graph ops, the same on both paths).
         seed: int or None.
         **kwargs: ``keras.layers.Layer`` arguments.
 
