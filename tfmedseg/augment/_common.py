@@ -146,12 +146,6 @@ def _uniform(seed: tf.Tensor, index: int, shape, low, high) -> tf.Tensor:
     return u * (high - low) + low
 
 
-def _random_bits(seed: tf.Tensor, index: int, count) -> tf.Tensor:
-    """``count`` stateless random int32 words from sub-stream ``index`` of ``seed``."""
-    return tf.random.stateless_uniform([count], _fold(seed, index), minval=None, maxval=None, dtype=tf.int32,
-                                       alg=RNG_ALG)
-
-
 _NORMAL_TABLE: np.ndarray | None = None
 
 
