@@ -8,6 +8,8 @@ Outputs are keyed by stride level (``C_l`` has stride ``2^l``, the Model Garden 
 ``C1`` = ``block2_conv2`` (stride 2), ``C2`` = ``block3_conv3``, ``C3`` = ``block4_conv3``
 (stride 8; SSD's ``conv4_3``), ``C4`` = ``block5_conv3`` (stride 16). ``pool5`` and the fully
 connected layers are not part of the backbone (SSD replaces them with ``fc6``/``fc7`` convs).
+The convolutions are :class:`~tfmedseg.models.blocks.onednn_conv.OneDNNConv2D` (a ``Conv2D``
+whose 1-image forward runs oneDNN's direct kernel instead of im2col + GEMM on AVX2 CPUs).
 
 Example:
     >>> m = build_vgg16_backbone((32, 32, 1), filters=(4, 4, 4, 4, 4))
@@ -23,6 +25,7 @@ import keras
 
 from tfmedseg.errors import ModelBuildError
 from tfmedseg.models.backbones._weights import application_input, application_model
+from tfmedseg.models.blocks.onednn_conv import OneDNNConv2D
 
 __all__ = ["VGG16_FILTERS", "build_vgg16_backbone"]
 
@@ -63,7 +66,7 @@ def build_vgg16_backbone(
         if block > 1:
             x = keras.layers.MaxPooling2D(2, 2, name=f"block{block - 1}_pool")(x)
         for i in range(1, n_conv + 1):
-            x = keras.layers.Conv2D(
+            x = OneDNNConv2D(
                 f, 3, padding="same", activation="relu", kernel_regularizer=kernel_regularizer,
                 name=f"block{block}_conv{i}",
             )(x)
