@@ -9,6 +9,8 @@ VGG-16 3x3 "same" convolution (as in SSD512's body) it times, on one batch of ra
   kernel (``brg_conv_bwd``), i.e. what :class:`tfmedseg.models.blocks.onednn_conv.OneDNNConv2D` runs;
 - ``TF dW`` / ``TF dX``: ``Conv2DBackpropFilter`` / ``Conv2DBackpropInput`` for a given output gradient
   (no ``dX`` for the first layer, whose input is the image);
+- ``TF dW mm``: the kernel gradient as shifted matmuls (``onednn_conv._kernel_grad_shifted``), what
+  ``OneDNNConv2D`` runs when ``min(Cin, Cout) >= 64`` (the ``dW`` ratio uses the faster TF dW);
 - the same three for torch: ``relu(conv2d(x, w, b, padding=1))`` and
   ``aten.convolution_backward`` with only the kernel / only the input gradient requested.
 
@@ -98,7 +100,7 @@ def _tf_calls(spec: dict, seed: int = 0) -> tuple[dict, float]:
     import numpy as np
     import tensorflow as tf  # tfmedseg was imported first in main()
 
-    from tfmedseg.models.blocks.onednn_conv import _same_conv_as_backprop_input
+    from tfmedseg.models.blocks.onednn_conv import _kernel_grad_shifted, _same_conv_as_backprop_input
 
     rng = np.random.default_rng(seed)
     n, h, c, f = _shapes(spec)
@@ -112,12 +114,14 @@ def _tf_calls(spec: dict, seed: int = 0) -> tuple[dict, float]:
     fwd_bwd_in = tf.function(lambda x: tf.nn.relu(tf.nn.bias_add(_same_conv_as_backprop_input(x, k), b)))
     d_w = tf.function(lambda x, dy: tf.raw_ops.Conv2DBackpropFilter(
         input=x, filter_sizes=tf.shape(k), out_backprop=dy, strides=strides, padding="SAME"))
+    d_w_mm = tf.function(lambda x, dy: _kernel_grad_shifted(x, dy, 3, 3, c, f))
     d_x = tf.function(lambda x, dy: tf.raw_ops.Conv2DBackpropInput(
         input_sizes=tf.shape(x), filter=k, out_backprop=dy, strides=strides, padding="SAME"))
     calls = {
         "fwd gemm": lambda: fwd_gemm(x).numpy(),
         "fwd bwd-in": lambda: fwd_bwd_in(x).numpy(),
         "dW": lambda: d_w(x, dy).numpy(),
+        "dW mm": lambda: d_w_mm(x, dy).numpy(),
         "dX": lambda: d_x(x, dy).numpy(),
     }
     maxerr = float(np.max(np.abs(calls["fwd gemm"]() - calls["fwd bwd-in"]())))
@@ -128,7 +132,8 @@ def _ratio(best: dict, op: str) -> str:
     """TF / torch minimum wall for ``op`` (``fwd``: the faster TF forward), or ``-``."""
     if f"torch {op}" not in best:
         return "-"
-    tf_best = min(best["TF fwd gemm"], best["TF fwd bwd-in"]) if op == "fwd" else best[f"TF {op}"]
+    faster = {"fwd": ("TF fwd gemm", "TF fwd bwd-in"), "dW": ("TF dW", "TF dW mm")}.get(op, (f"TF {op}",))
+    tf_best = min(best[name] for name in faster)
     return f"{tf_best / best[f'torch {op}']:.2f}x"
 
 
@@ -175,7 +180,7 @@ def main() -> None:
         call()
         return time.perf_counter() - w0
 
-    cols = ("TF fwd gemm", "TF fwd bwd-in", "torch fwd", "TF dW", "torch dW", "TF dX", "torch dX")
+    cols = ("TF fwd gemm", "TF fwd bwd-in", "torch fwd", "TF dW", "TF dW mm", "torch dW", "TF dX", "torch dX")
     print(f"{'layer (HxW, Cin->Cout)':32s} " + " ".join(f"{c:>13s}" for c in cols)
           + f" {'fwd':>6s} {'dW':>6s} {'dX':>6s} {'maxerr':>8s}  load  (min ms per call, batch {args.batch})",
           flush=True)
@@ -193,7 +198,7 @@ def main() -> None:
         best = {}
         for _ in range(args.rounds):
             for op in ops:
-                tf_names = ("fwd gemm", "fwd bwd-in") if op == "fwd" else (op,)
+                tf_names = {"fwd": ("fwd gemm", "fwd bwd-in"), "dW": ("dW", "dW mm")}.get(op, (op,))
                 for tf_name in tf_names:
                     best[f"TF {tf_name}"] = min(best.get(f"TF {tf_name}", float("inf")), timed(ours[tf_name]))
                 best[f"torch {op}"] = min(best.get(f"torch {op}", float("inf")), ask(spec, op)["wall"])
@@ -205,7 +210,7 @@ def main() -> None:
     proc.stdin.write("\n")
     proc.stdin.flush()
     proc.wait()
-    print("ratio = TF / torch (min wall; fwd: the faster TF forward). 2 threads each.\n"
+    print("ratio = TF / torch (min wall; fwd / dW: the faster TF forward / kernel gradient). 2 threads each.\n"
           f"uptime: {os.popen('uptime').read().strip()}")
 
 

@@ -65,3 +65,39 @@ def test_serializes():
     layer = OneDNNConv2D(4, 3, padding="same", name="c")
     clone = keras.layers.deserialize(keras.layers.serialize(layer))
     assert type(clone) is OneDNNConv2D and clone.get_config() == layer.get_config()
+
+
+@pytest.mark.parametrize(
+    ("cin", "filters", "hw"),
+    [
+        (64, 64, 8),  # shifted matmuls, one im2col matmul
+        (64, 64, 24),  # shifted matmuls, one matmul per tap (per-image columns > 128 MiB)
+        (3, 64, 8),  # thin input: Conv2DBackpropFilter
+    ],
+)
+def test_kernel_gradient_matches_conv2d(cin, filters, hw, monkeypatch):
+    """The shifted-matmul kernel gradient (min(Cin, Cout) >= 64) and the Conv2DBackpropFilter one equal Conv2D's."""
+    if hw == 24:  # reach the per-tap branch without a 128 MiB map
+        monkeypatch.setattr("tfmedseg.models.blocks.onednn_conv._IM2COL_MAX_BYTES_PER_IMAGE", 1024)
+    from tfmedseg.models.blocks import onednn_conv
+
+    calls = []
+    real = onednn_conv._kernel_grad_shifted
+    monkeypatch.setattr(onednn_conv, "_kernel_grad_shifted", lambda *a: calls.append(1) or real(*a))
+    shape = (2, hw, hw, cin)
+    x = tf.constant(np.random.default_rng(2).normal(size=shape).astype(np.float32))
+    ref, ours = _pair({"filters": filters, "kernel_size": 3, "padding": "same"}, shape)
+
+    @tf.function
+    def grads(x):
+        out = []
+        for layer in (ref, ours):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.sin(layer(x)))
+            out.append(tape.gradient(loss, layer.kernel))
+        return out
+
+    g_ref, g_ours = (g.numpy() for g in grads(x))
+    scale = np.abs(g_ref).max()
+    np.testing.assert_allclose(g_ours / scale, g_ref / scale, rtol=0, atol=1e-5)
+    assert bool(calls) == (onednn_fast_path_available() and min(cin, filters) >= 64)
