@@ -33,9 +33,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
+
+from torch_worker import TorchWorker, serve_timed_calls, tensorflow_with_threads
 
 THREADS = 2
 #: VGG-16 3x3 convolutions: name -> (block, input channels, output channels); the feature map of
@@ -62,10 +62,9 @@ def worker() -> None:
 
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
-    calls = {}
 
-    def build(spec, op):
-        n, h, c, f = _shapes(spec)
+    def build(layer, op):
+        n, h, c, f = _shapes(layer)
         x, dy = torch.randn(n, c, h, h), torch.randn(n, f, h, h)
         w, b = torch.randn(f, c, 3, 3) * 0.05, torch.randn(f)
         conv = torch.nn.functional.conv2d
@@ -80,18 +79,7 @@ def worker() -> None:
 
         return run
 
-    print(json.dumps({"ready": True, "torch": torch.__version__}), flush=True)
-    for line in sys.stdin:
-        if not line.strip():
-            break
-        req = json.loads(line)
-        key = (json.dumps(req["layer"], sort_keys=True), req["op"])
-        if key not in calls:
-            calls[key] = build(req["layer"], req["op"])
-            calls[key]()  # warm-up
-        w0, c0 = time.perf_counter(), time.process_time()
-        calls[key]()
-        print(json.dumps({"wall": time.perf_counter() - w0, "cpu": time.process_time() - c0}), flush=True)
+    serve_timed_calls(lambda line: build(**json.loads(line)), {"torch": torch.__version__})
 
 
 # ----------------------------------------------------------------------------- TensorFlow
@@ -155,25 +143,12 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown --layers {unknown}; choose from {', '.join(VGG16_CONVS)}")
 
-    import tfmedseg  # noqa: F401  (oneDNN before TensorFlow)
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(THREADS)
-    tf.config.threading.set_inter_op_parallelism_threads(THREADS)
-    print(f"TF {tf.__version__}: TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS')} (set before TF import), "
-          f"intra/inter-op threads {THREADS}/{THREADS}")
-
-    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), OMP_WAIT_POLICY="PASSIVE")
-    env.pop("PYTHONPATH", None)
-    proc = subprocess.Popen([args.torch_python, __file__, "--worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True, env=env)
-    hello = json.loads(proc.stdout.readline())
-    print(f"uptime: {os.popen('uptime').read().strip()}; torch {hello['torch']}")
+    tensorflow_with_threads(THREADS)
+    torch_worker = TorchWorker(args.torch_python, __file__, THREADS)
+    print(f"uptime: {os.popen('uptime').read().strip()}; torch {torch_worker.hello['torch']}")
 
     def ask(spec, op):
-        proc.stdin.write(json.dumps({"layer": spec, "op": op}) + "\n")
-        proc.stdin.flush()
-        return json.loads(proc.stdout.readline())
+        return torch_worker.ask(json.dumps({"layer": spec, "op": op}, sort_keys=True))
 
     def timed(call):
         w0 = time.perf_counter()
@@ -207,9 +182,7 @@ def main() -> None:
         cells = " ".join(f"{best[c] * 1e3:13.1f}" if c in best else f"{'-':>13s}" for c in cols)
         print(f"{label:32s} {cells} {_ratio(best, 'fwd'):>6s} {_ratio(best, 'dW'):>6s} {_ratio(best, 'dX'):>6s} {maxerr:8.1e}  "
               f"{load0:.1f}->{os.getloadavg()[0]:.1f}", flush=True)
-    proc.stdin.write("\n")
-    proc.stdin.flush()
-    proc.wait()
+    torch_worker.close()
     print("ratio = TF / torch (min wall; fwd / dW: the faster TF forward / kernel gradient). 2 threads each.\n"
           f"uptime: {os.popen('uptime').read().strip()}")
 

@@ -24,11 +24,10 @@ Run: ``.venv/bin/python benchmarks/bench_detection.py [--rounds 5] [--models ssd
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import time
+
+from torch_worker import TorchWorker, serve_timed_calls, tensorflow_with_threads
 
 THREADS = 2
 NUM_CLASSES = 5
@@ -59,7 +58,6 @@ def worker() -> None:
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    calls = {}
 
     def targets(size, batch):
         out = []
@@ -109,17 +107,7 @@ def worker() -> None:
                 opt.step()
         return run
 
-    print(json.dumps({"ready": True, "torch": torch.__version__, "torchvision": torchvision.__version__}), flush=True)
-    for line in sys.stdin:
-        kind = line.strip()
-        if not kind:
-            break
-        if kind not in calls:
-            calls[kind] = build(kind)
-            calls[kind]()  # warm-up
-        w0, c0 = time.perf_counter(), time.process_time()
-        calls[kind]()
-        print(json.dumps({"wall": time.perf_counter() - w0, "cpu": time.process_time() - c0}), flush=True)
+    serve_timed_calls(build, {"torch": torch.__version__, "torchvision": torchvision.__version__})
 
 
 # ----------------------------------------------------------------------------- ours
@@ -213,25 +201,12 @@ def main() -> None:
 
     if args.seed_widths:
         MRCNN_AS_TORCHVISION.clear()
-    import tfmedseg  # noqa: F401  (oneDNN before TensorFlow)
-    import tensorflow as tf
+    tensorflow_with_threads(THREADS)
 
-    tf.config.threading.set_intra_op_parallelism_threads(THREADS)
-    tf.config.threading.set_inter_op_parallelism_threads(THREADS)
-    print(f"TF {tf.__version__}: TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS')} (set before TF import), "
-          f"intra/inter-op threads {THREADS}/{THREADS}")
-
-    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), OMP_WAIT_POLICY="PASSIVE")
-    env.pop("PYTHONPATH", None)
-    proc = subprocess.Popen([args.torch_python, __file__, "--worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True, env=env)
-    hello = json.loads(proc.stdout.readline())
+    torch_worker = TorchWorker(args.torch_python, __file__, THREADS)
+    hello = torch_worker.hello
     print(f"uptime: {os.popen('uptime').read().strip()}; torch {hello['torch']}, torchvision {hello['torchvision']}")
-
-    def ask(kind):
-        proc.stdin.write(kind + "\n")
-        proc.stdin.flush()
-        return json.loads(proc.stdout.readline())
+    ask = torch_worker.ask
 
     kinds = [f"{m} {mode}" for m in args.models.split(",") for mode in args.modes.split(",")]
     print(f"{'contender':16s} {'ours med':>9s} {'ours min':>9s} {'ours cpu':>9s} {'tv med':>8s} {'tv min':>8s} "
@@ -262,9 +237,7 @@ def main() -> None:
         print(f"{kind:16s} {om:9.3f} {on:9.3f} {oc:9.3f} {tm:8.3f} {tn:8.3f} {tc:8.3f} {om / tm:8.2f}x {on / tn:5.2f}x "
               f"{oc / tc:5.2f}x  {load0:.1f}->{os.getloadavg()[0]:.1f}  (total {time.perf_counter() - t0:.0f} s, traces {warm_traces}+{retraced})",
               flush=True)
-    proc.stdin.write("\n")
-    proc.stdin.flush()
-    proc.wait()
+    torch_worker.close()
     print("ratio = ours / torchvision time (goal <= 1.0x); seconds per call (infer: 1 image; train: batch of "
           f"{BATCH_TRAIN}).\nuptime: {os.popen('uptime').read().strip()}")
 

@@ -68,6 +68,8 @@ import subprocess
 import sys
 import time
 
+from torch_worker import TorchWorker
+
 CONFIGS = {
     "base": {"onednn": "1", "xla": False, "bf16": False},
     "onednn0": {"onednn": "0", "xla": False, "bf16": False},
@@ -261,31 +263,6 @@ def worker() -> None:
         print(json.dumps({"wall": time.perf_counter() - w0, "cpu": time.process_time() - c0}), flush=True)
 
 
-class _TorchWorker:
-    """A persistent :func:`worker` process in the torch environment, driven over a pipe."""
-
-    def __init__(self, python: str, omp_active: bool):
-        env = dict(os.environ, OMP_NUM_THREADS=str(THREADS))
-        if not omp_active:
-            env["OMP_WAIT_POLICY"] = "PASSIVE"
-        env.pop("PYTHONPATH", None)
-        self.proc = subprocess.Popen([python, __file__, "--worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, env=env)
-
-    def ask(self, request: str) -> dict:
-        self.proc.stdin.write(request + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"torch worker ended on request {request!r} (exit {self.proc.wait()})")
-        return json.loads(line)
-
-    def close(self) -> None:
-        self.proc.stdin.write("\n")
-        self.proc.stdin.flush()
-        self.proc.wait()
-
-
 def _prod(values) -> int:
     out = 1
     for v in values:
@@ -362,7 +339,7 @@ def child(model_name: str, config_name: str, steps: int, peer: bool, torch_pytho
         keras_contender("keras_bn", package=False)
     worker, torch_version = None, None
     if peer and torch_python:
-        worker = _TorchWorker(torch_python, omp_active)
+        worker = TorchWorker(torch_python, __file__, THREADS, omp_active=omp_active, hello=False)
         built = worker.ask(f"build {model_name}")
         torch_version = built["torch"]
         first["torch"] = built["first_step_s"]
