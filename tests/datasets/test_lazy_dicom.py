@@ -15,13 +15,18 @@ from tfmedseg.io.lazy import LazyVolume, read_dicom_series_lazy
 from tfmedseg.io.nifti import read_nifti
 
 
+def _record_paths(monkeypatch, module, name: str) -> list:
+    """Wrap ``module.name(path, ...)`` so that every call appends its path to the returned list."""
+    seen = []
+    real = getattr(module, name)
+    monkeypatch.setattr(module, name, lambda path, *args: seen.append(path) or real(path, *args))
+    return seen
+
+
 @pytest.fixture
 def decodes(monkeypatch):
     """Files whose pixel data was decoded."""
-    seen = []
-    real = dicom._pixels
-    monkeypatch.setattr(dicom, "_pixels", lambda path, ds: seen.append(path) or real(path, ds))
-    return seen
+    return _record_paths(monkeypatch, dicom, "_pixels")
 
 
 def _same_geometry(lazy, eager):
@@ -44,6 +49,7 @@ def test_lazy_series_has_the_eager_geometry_and_voxels(ircadb_root, series, deco
     lazy = read_dicom_series_lazy(folder, labels=labels)
     assert decodes == []  # headers only
     eager = read_dicom_series(folder, labels=labels)
+    assert decodes  # the recorder sees decoding
     _same_geometry(lazy, eager)
     np.testing.assert_array_equal(lazy.array, eager.array)
     assert lazy.array.dtype == eager.array.dtype and lazy.loaded
@@ -106,10 +112,7 @@ def png_reads(monkeypatch):
     """PNG files read by the MAA loader."""
     from tfmedseg.datasets import maa_spect
 
-    seen = []
-    real = maa_spect._read_png
-    monkeypatch.setattr(maa_spect, "_read_png", lambda path, channels: seen.append(path) or real(path, channels))
-    return seen
+    return _record_paths(monkeypatch, maa_spect, "_read_png")
 
 
 def test_maa_display_pngs_are_read_on_first_use_and_equal_the_eager_reading(maa_root, png_reads):
