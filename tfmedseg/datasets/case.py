@@ -7,13 +7,13 @@ cases and works with their :class:`~tfmedseg.io.volume.Volume` channels, label m
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
 from tfmedseg.io.volume import Volume
 
-__all__ = ["Case", "Instance", "LESION_CLASSES"]
+__all__ = ["Case", "Instance", "LESION_CLASSES", "released_after"]
 
 #: Seed-001 lesion classes, in the order of the seed's confusion matrices (class id = index + 1).
 LESION_CLASSES = ("malignant", "infection_inflammation", "degenerative", "post_trauma")
@@ -79,3 +79,14 @@ class Case:
         if name is None:
             return next(iter(self.images.values()))
         return self.images[name]
+
+
+def released_after(cases: Iterable, desc: str, unit: str = "case") -> Iterator:
+    """Iterate over ``cases`` with progress (:func:`tfmedseg.progress.progress`), releasing each
+    case's lazily read voxels (:meth:`Case.release`) when the loop moves on: one case in memory at a time."""
+    from tfmedseg.progress import progress
+
+    for case in progress(cases, desc=desc, unit=unit):
+        yield case
+        if hasattr(case, "release"):
+            case.release()

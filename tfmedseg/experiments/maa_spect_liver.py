@@ -25,6 +25,7 @@ import numpy as np
 
 from tfmedseg.clinical.maa_evaluation import DosimetrySettings
 from tfmedseg.config import check_choice
+from tfmedseg.datasets.case import released_after
 from tfmedseg.errors import ConfigError
 from tfmedseg.experiments.cli import make_main
 from tfmedseg.training.config import TrainConfig
@@ -126,7 +127,7 @@ def _ircadb_liver_slices(ctx, cfg, kwargs: dict) -> list:
         root = ensure_phantoms("ircadb", Path(ctx.data_dir).parent / f"ircadb-n{cfg.ircadb_cases}-s{seed}", cfg.ircadb_cases, seed)
     ct_kwargs = {k: kwargs[k] for k in ("size", "level", "width", "crop")}
     return [prepare_ct_slices(c.images["ct"].array, np.asarray(c.label.array), **ct_kwargs)
-            for c in runner.released_after(runner.load_cases("ircadb", root, cfg.ircadb_cases), "preparing 3DIRCADb")]
+            for c in released_after(runner.load_cases("ircadb", root, cfg.ircadb_cases), "preparing 3DIRCADb")]
 
 
 def _train(name: str, sc: StageConfig, prepared: dict, train_ids: list, val_ids: list, cfg, out: Path, seed: int,
@@ -173,7 +174,7 @@ def run(ctx) -> dict[str, Any]:
     cases = runner.load_cases("maa_spect", ctx.data_dir, cfg.max_cases)
     kwargs = cfg.input_kwargs()
     prepared = {c.case_id: prepare_maa_inputs(c.images["ct"].array, c.meta["display"], np.asarray(c.label.array), **kwargs)
-                for c in runner.released_after(cases, "preparing patients")}
+                for c in released_after(cases, "preparing patients")}
     stages = [s for s in STAGES if getattr(cfg, s).enabled]
     ircadb = _ircadb_liver_slices(ctx, cfg, kwargs) if "liver" in stages else []
     rows, times, exported = [], {s: [0.0, 0] for s in stages}, {}

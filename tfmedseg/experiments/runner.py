@@ -30,10 +30,11 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from tfmedseg.datasets.case import released_after
 from tfmedseg.errors import ConfigError
 from tfmedseg.export.versions import export_once, next_export_dir
 from tfmedseg.training.stages import (
@@ -76,17 +77,6 @@ def load_cases(dataset: str, data_dir, max_cases: int = 0) -> list:
 
     cases = load_dataset(dataset, data_dir)
     return cases[:max_cases] if max_cases else cases
-
-
-def released_after(cases: Iterable, desc: str, unit: str = "case") -> Iterator:
-    """Iterate over ``cases`` with progress, releasing each case's lazily read voxels
-    (:meth:`~tfmedseg.datasets.case.Case.release`) when the loop moves on: one case in memory at a time."""
-    from tfmedseg.progress import progress
-
-    for case in progress(cases, desc=desc, unit=unit):
-        yield case
-        if hasattr(case, "release"):
-            case.release()
 
 
 def seeded_split(items: Sequence, fraction: float, seed: int, *, keep_one: bool = True) -> tuple[list, list]:
@@ -139,13 +129,9 @@ def prepare_cases(cases: Sequence, cache, build: Callable[[Any], tuple]) -> dict
 
     Progress is shown (:func:`tfmedseg.progress.progress`); cached cases are not rebuilt.
     """
-    from tfmedseg.progress import progress
-
     built = 0
-    for case in progress(cases, desc="preprocessing (cached)", unit="case"):
+    for case in released_after(cases, desc="preprocessing (cached)"):
         built += cache.ensure(case.case_id, lambda c=case: build(c))
-        if hasattr(case, "release"):
-            case.release()
     logger.info("cache %s: %d case(s) built, %d reused", cache.directory, built, len(cases) - built)
     return {case.case_id: cache.lazy_arrays(case.case_id) for case in cases}
 
@@ -191,14 +177,10 @@ def evaluate_cases(cases: Iterable, evaluate_one: Callable[[Any], CaseOutcome], 
     """Evaluate every case with ``evaluate_one`` (prediction + per-case row), with progress
     (:func:`tfmedseg.progress.progress`; ``what`` names the unit: ``case``, ``view``); each case's
     lazily read voxels are released after it."""
-    from tfmedseg.progress import progress
-
     cases = list(cases)
     rows, overlays, outcomes, seconds, units = [], [], [], 0.0, 0
-    for case in progress(cases, desc=f"evaluating {what}s", unit=what):
+    for case in released_after(cases, desc=f"evaluating {what}s", unit=what):
         outcome = evaluate_one(case)
-        if hasattr(case, "release"):
-            case.release()  # lazily read voxels: one case in memory at a time
         rows.append(outcome.row)
         outcomes.append(outcome)
         seconds += outcome.seconds
