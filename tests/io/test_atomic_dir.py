@@ -59,3 +59,16 @@ def test_update_refuses_a_file(tmp_path):
     with pytest.raises(InvalidInputError, match="not a directory"), atomic_dir(tmp_path / "out", update=True):
         pass
     assert (tmp_path / "out").read_text() == "a file"
+
+
+def test_ours_lets_overwrite_replace_an_unmarked_folder_it_recognises(tmp_path):
+    out = tmp_path / "ckpt-000002"
+    out.mkdir()
+    (out / "state.json").write_text("{}")  # written before the marker existed
+    with pytest.raises(InvalidInputError, match="did not write"), atomic_dir(out, overwrite=True) as staging:
+        (staging / "state.json").write_text("new")
+    assert (out / "state.json").read_text() == "{}"
+    with atomic_dir(out, overwrite=True, ours=lambda p: {e.name for e in p.iterdir()} == {"state.json"}) as staging:
+        (staging / "state.json").write_text("new")
+    assert (out / "state.json").read_text() == "new" and (out / OUTPUT_MARKER).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-000002"]

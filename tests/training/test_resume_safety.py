@@ -55,8 +55,11 @@ def test_rerun_of_a_finished_augmented_run_resumes_instead_of_crashing(run_dir, 
 
 
 def test_checkpoint_holds_plain_data_only(run_dir):
+    from tfmedseg.io._atomic import OUTPUT_MARKER
+
     ckpt = max((run_dir / "backup").glob("ckpt-*"))
-    assert sorted(p.name for p in ckpt.iterdir()) == ["model.weights.h5", "state.json", "state.npz"]
+    assert sorted(p.name for p in ckpt.iterdir()) == sorted([OUTPUT_MARKER, "model.weights.h5", "state.json", "state.npz"])
+    assert json.loads((ckpt / OUTPUT_MARKER).read_text())["kind"] == "checkpoint"  # written by io._atomic.atomic_dir
     with np.load(ckpt / "state.npz", allow_pickle=False) as data:
         assert all(data[k].dtype.kind in "biuf" for k in data.files)
 
@@ -126,8 +129,8 @@ def test_checkpoints_stage_like_every_output_and_a_killed_runs_staging_is_remove
     again and never taken for a checkpoint."""
     import socket
 
+    from tfmedseg.io import _atomic
     from tfmedseg.io._atomic import STAGING_TAG
-    from tfmedseg.training import callbacks
 
     run = _copy_run(run_dir, tmp_path / "run")
     backup = run / "backup"
@@ -138,10 +141,51 @@ def test_checkpoints_stage_like_every_output_and_a_killed_runs_staging_is_remove
     legacy = backup / ".ckpt-000009.tmp"
     legacy.mkdir()
     staged = []
-    real = callbacks.make_staging_dir
-    monkeypatch.setattr(callbacks, "make_staging_dir", lambda final: staged.append(real(final)) or staged[-1])
+    real = _atomic.make_staging_dir
+    monkeypatch.setattr(_atomic, "make_staging_dir", lambda final: staged.append(real(final)) or staged[-1])
     epoch = json.loads((backup / "latest.json").read_text())["epoch"] + 1  # one more epoch than the shared run has
     Trainer(_cfg(run, epoch), _build_augmented).fit(_data())
     assert not dead.exists() and not legacy.exists()
     assert [p.name.split(STAGING_TAG)[0] for p in staged] == [f"ckpt-{epoch:06d}"] and not staged[0].exists()
     assert sorted(p.name for p in backup.iterdir()) == [f"ckpt-{epoch:06d}", "latest.json"]
+
+
+def test_a_checkpoint_folder_we_did_not_write_is_never_replaced_nor_removed(run_dir, tmp_path):
+    """A ``ckpt-<epoch>`` folder holding someone else's file stops the run with one line naming it,
+    and the current checkpoint stays; when it is the oldest, the clean-up after a new epoch leaves it."""
+    import shutil
+
+    run = _copy_run(run_dir, tmp_path / "run")
+    backup = run / "backup"
+    epoch = json.loads((backup / "latest.json").read_text())["epoch"]
+    foreign = backup / f"ckpt-{epoch + 1:06d}"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(InvalidInputError, match="did not write") as info:
+        Trainer(_cfg(run, epoch + 1), _build_augmented).fit(_data())
+    assert foreign.name in str(info.value) and "\n" not in str(info.value)
+    assert (foreign / "notes.txt").read_text() == "mine"
+    assert json.loads((backup / "latest.json").read_text())["epoch"] == epoch  # the last checkpoint stays current
+    shutil.move(foreign, backup / "ckpt-000000")  # now the oldest: the clean-up of old checkpoints leaves it
+    Trainer(_cfg(run, epoch + 1), _build_augmented).fit(_data())
+    assert (backup / "ckpt-000000" / "notes.txt").read_text() == "mine"
+    assert json.loads((backup / "latest.json").read_text())["epoch"] == epoch + 1
+    assert not (backup / f"ckpt-{epoch:06d}").exists()  # ours: removed as before (keep=1)
+
+
+def test_a_checkpoint_written_before_checkpoints_carried_the_marker_is_replaced(run_dir, tmp_path):
+    """Resuming from an earlier epoch redoes the next one: its old folder (no marker, only checkpoint
+    files, as tfmedseg wrote them before) is replaced by the new checkpoint."""
+    import shutil
+
+    from tfmedseg.io._atomic import OUTPUT_MARKER
+
+    run = _copy_run(run_dir, tmp_path / "run")
+    backup = run / "backup"
+    epoch = json.loads((backup / "latest.json").read_text())["epoch"]
+    old = backup / f"ckpt-{epoch + 1:06d}"
+    shutil.copytree(backup / f"ckpt-{epoch:06d}", old)
+    (old / OUTPUT_MARKER).unlink()
+    history = Trainer(_cfg(run, epoch + 1), _build_augmented).fit(_data())
+    assert len(history.history["loss"]) == 1
+    assert json.loads((old / "state.json").read_text())["epoch"] == epoch + 1 and (old / OUTPUT_MARKER).is_file()

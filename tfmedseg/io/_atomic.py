@@ -22,7 +22,7 @@ import secrets
 import shutil
 import socket
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from tfmedseg.errors import InvalidInputError
 
@@ -166,7 +166,7 @@ def has_marker(directory: str | os.PathLike) -> bool:
 
 @contextlib.contextmanager
 def atomic_dir(out_dir: str | os.PathLike, overwrite: bool = False, prefix: str = "", *, kind: str = "output",
-               marker: bool = True, update: bool = False) -> Iterator[Path]:
+               marker: bool = True, update: bool = False, ours: Callable[[Path], bool] | None = None) -> Iterator[Path]:
     """Yield a staging directory beside ``out_dir``; it becomes ``out_dir`` when the block succeeds
     (:func:`commit_dir`, with our marker written into it) and is removed otherwise, together with
     the parent folders this call created (a failed write leaves nothing behind).
@@ -184,13 +184,16 @@ def atomic_dir(out_dir: str | os.PathLike, overwrite: bool = False, prefix: str 
             is kept unless the block replaced that file, and ``out_dir`` is untouched until the
             final rename. The block must replace files (e.g. :func:`atomic_file`), not edit them.
             ``overwrite`` is not needed; the caller decides whether ``out_dir`` may be added to.
+        ours: With ``overwrite``, also replace an existing ``out_dir`` without the marker for which
+            ``ours(out_dir)`` is true: outputs of ours written before they carried the marker,
+            recognised by their contents (resume checkpoints, :mod:`tfmedseg.training.callbacks`).
     """
     out_dir = Path(out_dir)
     carry = update and os.path.lexists(out_dir)
     if carry and (out_dir.is_symlink() or not out_dir.is_dir()):
         raise InvalidInputError("output path exists and is not a directory; remove it or choose another output", path=out_dir)
     if not carry:
-        _check_replaceable(out_dir, overwrite)  # fail before any work
+        _check_replaceable(out_dir, overwrite, ours)  # fail before any work
     created = _missing_parents(out_dir)
     tmp, committed = None, False
     try:
@@ -203,7 +206,7 @@ def atomic_dir(out_dir: str | os.PathLike, overwrite: bool = False, prefix: str 
         if carry:
             _swap_dir(tmp, out_dir)
         else:
-            commit_dir(tmp, out_dir, overwrite)
+            commit_dir(tmp, out_dir, overwrite, ours)
         committed = True
     finally:
         if tmp is not None and tmp.exists():
@@ -224,8 +227,9 @@ def _missing_parents(path: Path) -> list[Path]:
     return missing
 
 
-def _check_replaceable(out_dir: Path, overwrite: bool) -> None:
-    """Raise unless ``out_dir`` is absent, an empty directory, or (``overwrite``) a directory of ours."""
+def _check_replaceable(out_dir: Path, overwrite: bool, ours: Callable[[Path], bool] | None = None) -> None:
+    """Raise unless ``out_dir`` is absent, an empty directory, or (``overwrite``) a directory of ours
+    (our marker, only DICOM files, or ``ours(out_dir)``)."""
     if not os.path.lexists(out_dir):
         return
     if out_dir.is_symlink() or not out_dir.is_dir():
@@ -234,7 +238,7 @@ def _check_replaceable(out_dir: Path, overwrite: bool) -> None:
         return
     if not overwrite:
         raise InvalidInputError("output directory exists and is not empty (pass --overwrite / overwrite=True to replace an output of ours)", path=out_dir)
-    if not has_marker(out_dir) and not _only_dicom_files(out_dir):
+    if not has_marker(out_dir) and not _only_dicom_files(out_dir) and not (ours is not None and ours(out_dir)):
         raise InvalidInputError(
             f"output directory holds files tfmedseg did not write (no {OUTPUT_MARKER}); refusing to replace it: "
             "remove it yourself or choose another output",
@@ -257,15 +261,16 @@ def _only_dicom_files(directory: Path) -> bool:
     return True
 
 
-def commit_dir(tmp: Path, out_dir: Path, overwrite: bool) -> None:
+def commit_dir(tmp: Path, out_dir: Path, overwrite: bool, ours: Callable[[Path], bool] | None = None) -> None:
     """Move a completed staging directory ``tmp`` into place as ``out_dir`` (atomic rename).
 
     Raises:
         InvalidInputError: ``out_dir`` exists as a file, or as a non-empty directory and not
-            ``overwrite``, or (``overwrite``) as a directory without our marker.
+            ``overwrite``, or (``overwrite``) as a directory without our marker (and not
+            ``ours(out_dir)``, see :func:`atomic_dir`).
     """
     tmp, out_dir = Path(tmp), Path(out_dir)
-    _check_replaceable(out_dir, overwrite)
+    _check_replaceable(out_dir, overwrite, ours)
     _swap_dir(tmp, out_dir)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import shutil
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmedseg.errors import ConfigError, InvalidInputError
-from tfmedseg.io._atomic import atomic_file, clean_stale_staging, make_staging_dir
+from tfmedseg.io._atomic import OUTPUT_MARKER, atomic_dir, atomic_file, clean_stale_staging, has_marker
 from tfmedseg.training.schedules import ScaledSchedule
 
 _log = logging.getLogger(__name__)
@@ -133,10 +132,11 @@ class ResumeCheckpoint(keras.callbacks.Callback):
     ``SeedGenerator`` states (dropout / augmentation RNG), the numpy and Python global RNG states,
     and the states of the other callbacks of the run (best value, plateau factor, SWA average).
     A checkpoint is written to a fresh directory ``ckpt-<epoch>`` (``model.weights.h5``,
-    ``state.json`` and ``state.npz``: plain data, so a crafted checkpoint cannot run code), staged
-    as ``ckpt-<epoch>.tfmedseg-partial-<host>-<pid>-<random>`` like every output
-    (:mod:`tfmedseg.io._atomic`; a killed run's staging is removed when training starts again), and
-    then made current by atomically replacing ``latest.json``, so a process killed at any moment
+    ``state.json`` and ``state.npz``: plain data, so a crafted checkpoint cannot run code; and our
+    output marker), staged as ``ckpt-<epoch>.tfmedseg-partial-<host>-<pid>-<random>`` by
+    :func:`tfmedseg.io._atomic.atomic_dir` like every output (a killed run's staging is removed
+    when training starts again; a ``ckpt-<epoch>`` folder holding files we did not write is never
+    replaced or removed), and then made current by atomically replacing ``latest.json``, so a process killed at any moment
     (SIGKILL) leaves the last complete epoch loadable. An unreadable ``latest.json`` or a missing /
     damaged checkpoint falls back to the newest complete ``ckpt-*``; when none is left the error
     names the file. The checkpoint is kept after training, so re-running a finished run trains no
@@ -257,9 +257,10 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         from tfmedseg.io.npz import save_npz
 
         name = f"ckpt-{epoch + 1:06d}"
-        final = self.backup_dir / name
-        tmp = make_staging_dir(final)  # ckpt-<epoch>.tfmedseg-partial-<host>-<pid>-<random> (io._atomic)
-        try:
+        # staged as ckpt-<epoch>.tfmedseg-partial-<host>-<pid>-<random> and renamed when complete; an
+        # interrupted (SIGTERM / Ctrl-C) or failed write leaves no half-written checkpoint; an older
+        # ckpt-<epoch> (a resume from an earlier epoch redoes it) is replaced only when it is ours
+        with atomic_dir(self.backup_dir / name, overwrite=True, kind="checkpoint", ours=_is_checkpoint_folder) as tmp:
             self.model.save_weights(tmp / "model.weights.h5")
             state = {
                 "seed_generators": [np.asarray(v.numpy()) for v in _seed_generator_states(self.model)],
@@ -271,14 +272,29 @@ class ResumeCheckpoint(keras.callbacks.Callback):
             doc = {"epoch": epoch + 1, "state": _encode_state(state, arrays)}
             save_npz(tmp / "state.npz", arrays, compress=False)
             (tmp / "state.json").write_text(json.dumps(doc))
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-        finally:  # interrupted (SIGTERM / Ctrl-C) or failed: no half-written checkpoint left behind
-            shutil.rmtree(tmp, ignore_errors=True)
         _atomic_write_bytes(self._latest, json.dumps({"epoch": epoch + 1, "dir": name}).encode())
         old = [d for d in self._checkpoint_dirs() if d != name]
         for d in old[: max(0, len(old) - (self.keep - 1))]:
-            shutil.rmtree(self.backup_dir / d, ignore_errors=True)
+            if _is_checkpoint_folder(self.backup_dir / d):
+                shutil.rmtree(self.backup_dir / d, ignore_errors=True)
+            else:
+                _log.warning("left %s in place: it holds files tfmedseg did not write", self.backup_dir / d)
+
+
+#: The files of a resume checkpoint folder (:meth:`ResumeCheckpoint.on_epoch_end`).
+_CHECKPOINT_FILES = frozenset({"model.weights.h5", "state.json", "state.npz", OUTPUT_MARKER})
+
+
+def _is_checkpoint_folder(path: Path) -> bool:
+    """True for a checkpoint folder we wrote: it carries our marker, or (written before checkpoints
+    carried it) holds nothing but checkpoint files."""
+    if has_marker(path):
+        return True
+    try:
+        entries = list(path.iterdir())
+    except OSError:
+        return False
+    return all(e.name in _CHECKPOINT_FILES and e.is_file() and not e.is_symlink() for e in entries)
 
 
 def trim_history(path: Path, first_epoch: int, separator: str = ",") -> int:
