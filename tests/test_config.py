@@ -91,3 +91,24 @@ def test_save_round_trip_and_hash(tmp_path):
     assert config_hash(again) == config_hash(cfg)
     assert config_hash(apply_overrides(cfg, ["epochs=4"])) != config_hash(cfg)
     assert len(config_hash(cfg)) == 12
+
+
+def test_save_config_stages_under_the_visible_staging_name_and_leaves_nothing_else(tmp_path, monkeypatch):
+    """Like every output (``tfmedseg.staging.atomic_file``): no hidden ``.config.yaml.tmp``; a stale
+    staging file of a dead process and the hidden staging of older versions are removed."""
+    import os
+    import socket
+
+    from tfmedseg.staging import STAGING_TAG
+
+    run = tmp_path / "run"
+    run.mkdir()
+    host = "".join(c for c in socket.gethostname() if c.isalnum())[:24] or "host"
+    (run / f"config.yaml{STAGING_TAG}{host}-999999999-abcd.yaml").write_text("x")  # no such pid
+    (run / ".config.yaml.tmp").write_text("x")
+    renamed, real = [], os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: renamed.append(os.path.basename(src)) or real(src, dst))
+    save_config(apply_overrides(Exp(), ["epochs=3"]), run / "config.yaml")
+    assert len(renamed) == 1 and renamed[0].startswith(f"config.yaml{STAGING_TAG}{host}-{os.getpid()}-"), renamed
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]
+    assert load_config(Exp, run / "config.yaml").epochs == 3

@@ -45,7 +45,7 @@ def test_former_import_loops_stay_broken(a, b):
 
 
 #: docs/architecture.md's layers, lowest first: a package imports only from its own layer and below
-#: (plus the neutral modules: errors, config, validation, progress, logs, command).
+#: (plus the neutral modules: errors, config, validation, progress, logs, command, staging).
 LAYERS = (("io",), ("datasets",), ("preprocessing",), ("data", "augment"), ("losses", "models"), ("training",),
           ("inference", "metrics"), ("export",), ("experiments",))
 
@@ -61,6 +61,17 @@ def test_each_layer_imports_only_from_itself_and_below():
             top = module.split(".")[1] if module.count(".") else ""
             if top in rank and rank[top] > rank[parts[0]]:
                 bad.append(f"{path.relative_to(PACKAGE)}: {module}")
+    assert not bad, bad
+
+
+#: The base layer: modules every layer may import; they import only each other.
+BASE = ("errors", "config", "validation", "logs", "progress", "command", "staging")
+
+
+def test_base_modules_import_only_base_modules():
+    """config.save_config writes atomically through ``staging`` (base), not ``io._atomic`` (io layer)."""
+    bad = [f"{name}.py: {m}" for name in BASE for m in _imports(PACKAGE / f"{name}.py")
+           if m != "tfmedseg" and m.split(".")[1] not in BASE]
     assert not bad, bad
 
 

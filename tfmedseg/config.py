@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 import yaml
 
 from tfmedseg.errors import ConfigError
+from tfmedseg.staging import atomic_file
 
 __all__ = ["from_dict", "to_dict", "load_config", "apply_overrides", "save_config", "config_hash", "check_range",
            "check_choice", "attribute_config", "yaml_load_strict", "StrictYamlLoader"]
@@ -306,12 +307,16 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
 
 
 def save_config(config: Any, path: str | os.PathLike) -> Path:
-    """Write the resolved config as YAML (created atomically)."""
+    """Write the resolved config as YAML, atomically: staged under the visible
+    ``<name>.tfmedseg-partial-...`` name and renamed (:func:`tfmedseg.staging.atomic_file`, like
+    every output; the hidden ``.<name>.tmp`` staging of older versions is removed)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-    os.replace(tmp, path)
+    text = yaml.safe_dump(to_dict(config), sort_keys=False)
+    with atomic_file(path, path.suffix) as tmp:
+        Path(tmp).write_text(text)
+    legacy = path.with_name(f".{path.name}.tmp")  # tfmedseg before 2026-12-07 staged here
+    if legacy.is_file() and not legacy.is_symlink():
+        legacy.unlink()
     return path
 
 

@@ -11,6 +11,9 @@ Every writer of tfmedseg goes through these helpers, so that
 * a directory we write carries :data:`OUTPUT_MARKER`, and ``overwrite`` replaces only a directory
   that carries it: a folder of someone else's files is never deleted;
 * :func:`check_output_not_input` refuses an output that is, contains or sits inside an input.
+
+The file half (staging names, stale-staging removal, :func:`atomic_file`) lives in the base-layer
+module :mod:`tfmedseg.staging` (so that :mod:`tfmedseg.config` can use it) and is re-exported here.
 """
 
 from __future__ import annotations
@@ -18,13 +21,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shutil
-import socket
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from tfmedseg.errors import InvalidInputError
+from tfmedseg.staging import STAGING_TAG, _host, atomic_file, clean_stale_staging, staging_path  # noqa: F401 (re-exported)
 
 __all__ = [
     "atomic_file",
@@ -43,13 +45,6 @@ __all__ = [
 
 #: File written into every output directory of ours; ``overwrite`` only replaces such directories.
 OUTPUT_MARKER = ".tfmedseg-output.json"
-#: Infix of staging names: ``<final name>.tfmedseg-partial-<host>-<pid>-<random>``.
-STAGING_TAG = ".tfmedseg-partial-"
-
-
-def _host() -> str:
-    name = "".join(c for c in socket.gethostname() if c.isalnum())[:24]
-    return name or "host"
 
 
 def current_umask() -> int:
@@ -66,57 +61,6 @@ def current_umask() -> int:
     return mask
 
 
-def staging_path(final: str | os.PathLike) -> Path:
-    """A fresh, unused staging name beside ``final`` (visible; names this host and process)."""
-    final = Path(final)
-    return final.with_name(f"{final.name}{STAGING_TAG}{_host()}-{os.getpid()}-{secrets.token_hex(4)}")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return True
-    return True
-
-
-def clean_stale_staging(directory: str | os.PathLike) -> list[Path]:
-    """Remove staging entries in ``directory`` left by dead processes of this host.
-
-    Only names with :data:`STAGING_TAG` written by this host are considered, and only when the
-    process that made them no longer runs; everything else is left alone.
-
-    Returns:
-        The removed paths.
-    """
-    directory = Path(directory)
-    removed: list[Path] = []
-    try:
-        entries = list(directory.iterdir())
-    except OSError:
-        return removed
-    prefix = f"{STAGING_TAG}{_host()}-"
-    for entry in entries:
-        name = entry.name
-        at = name.rfind(prefix)
-        if at <= 0:
-            continue
-        pid_text = name[at + len(prefix):].split("-", 1)[0]
-        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            with contextlib.suppress(OSError):
-                entry.unlink()
-        removed.append(entry)
-    return removed
-
-
 def make_staging_dir(final: str | os.PathLike) -> Path:
     """Create a staging directory beside ``final`` (parents created, stale staging removed)."""
     final = Path(final)
@@ -125,29 +69,6 @@ def make_staging_dir(final: str | os.PathLike) -> Path:
     tmp = staging_path(final)
     tmp.mkdir()  # mode 0o777 & ~umask
     return tmp
-
-
-@contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
-    """Yield a staging name beside ``path``; rename it to ``path`` when the block succeeds.
-
-    The staged file is created with mode ``0o666 & ~umask``.
-
-    Args:
-        path: Final file path; its parent directories are created.
-        suffix: Suffix of the staging name (``".nii.gz"``: some writers choose the format by it).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_staging(path.parent)
-    tmp = Path(f"{staging_path(path)}{suffix}")
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    try:
-        yield str(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
 
 
 def write_marker(directory: str | os.PathLike, kind: str = "output") -> Path:
