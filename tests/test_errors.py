@@ -46,12 +46,12 @@ def test_report_user_errors_turns_user_errors_into_exit_code_2(capsys):
 
 
 def test_report_user_errors_turns_a_stop_into_one_line_and_exit_130(capsys):
-    from tfmedseg.command import INTERRUPTED_EXIT, report_user_errors
+    from tfmedseg.command import INTERRUPTED_EXIT, TERMINATED_EXIT, report_user_errors
 
     def stop():
         raise KeyboardInterrupt
 
-    assert INTERRUPTED_EXIT == 130
+    assert INTERRUPTED_EXIT == 130 and TERMINATED_EXIT == 143  # the shells' 128 + SIGINT / 128 + SIGTERM
     assert report_user_errors(stop, "progress is kept in runs/x; rerun the same command to resume") == 130
     assert capsys.readouterr().err == "interrupted (stopped by Ctrl-C): progress is kept in runs/x; rerun the same command to resume\n"
     assert report_user_errors(stop, lambda: "said at the stop") == 130  # a function: asked when the stop happens
@@ -60,7 +60,7 @@ def test_report_user_errors_turns_a_stop_into_one_line_and_exit_130(capsys):
     assert "nothing partial was left" in capsys.readouterr().err
 
 
-def test_report_user_errors_takes_sigterm_like_ctrl_c_and_restores_the_handler(capsys):
+def test_report_user_errors_takes_sigterm_like_ctrl_c_exits_143_and_restores_the_handler(capsys):
     import os
     import signal
     import time
@@ -81,7 +81,7 @@ def test_report_user_errors_takes_sigterm_like_ctrl_c_and_restores_the_handler(c
 
     before = signal.signal(signal.SIGTERM, unhandled)
     try:
-        assert report_user_errors(work) == 130
+        assert report_user_errors(work) == 143  # 128 + SIGTERM, as a shell reports a process killed by it
         assert signal.getsignal(signal.SIGTERM) is unhandled  # restored
     finally:
         signal.signal(signal.SIGTERM, before)

@@ -28,7 +28,7 @@ def print_result(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (0 ok, 2 user error, 130 stopped by Ctrl-C or SIGTERM)."""
+    """Command-line entry point; returns the exit status (0 ok, 2 user error, 130 stopped by Ctrl-C, 143 by SIGTERM)."""
     parser = argparse.ArgumentParser(
         prog="python -m tfmedseg.predict",
         description="Segment your own scan (a NIfTI file or a DICOM folder) with a trained tfmedseg model; with the "

@@ -110,8 +110,10 @@ def test_cli_module_entry_point(tmp_path):
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
 
 
-def test_cli_ctrl_c_prints_one_line_exits_130_and_leaves_nothing(tmp_path):
-    """A real Ctrl-C (SIGINT) in the middle of the generation: no traceback, exit 130, no half dataset."""
+@pytest.mark.parametrize("stop, code, how", [("SIGINT", 130, "Ctrl-C"), ("SIGTERM", 143, "SIGTERM")])
+def test_cli_stop_prints_one_line_exits_128_plus_signal_and_leaves_nothing(tmp_path, stop, code, how):
+    """A real Ctrl-C (SIGINT) or ``kill`` (SIGTERM) in the middle of the generation: no traceback,
+    exit 130 / 143 (the shells' 128 + signal), no half dataset."""
     import signal
     import time
 
@@ -126,14 +128,14 @@ def test_cli_ctrl_c_prints_one_line_exits_130_and_leaves_nothing(tmp_path):
         while not any((tmp_path / "sets").glob("bs.tfmedseg-partial-*/BS0001")):  # the first case is being written
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "slow"
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, stop))
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert "Traceback" not in err
-    assert err.strip().splitlines()[-1] == ("interrupted (stopped by Ctrl-C): nothing partial was left (outputs appear "
+    assert err.strip().splitlines()[-1] == (f"interrupted (stopped by {how}): nothing partial was left (outputs appear "
                                             "only when complete); rerun the same command to start again")
     assert list(tmp_path.iterdir()) == []  # no staging, and the parent folder the run created is gone too
 

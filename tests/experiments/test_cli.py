@@ -177,9 +177,9 @@ def test_help_lists_the_configs_without_importing_tensorflow(name):
     assert listed["quick"] == f"{name}_quick.yaml" and listed["paper"] == f"{name}.yaml", listed
 
 
-def test_a_stopped_run_says_where_its_progress_is_and_exits_130(tmp_path, capsys):
+def test_a_stopped_run_says_where_its_progress_is_and_exits_143(tmp_path, capsys):
     """SIGTERM (a scheduler's stop) while the experiment runs: one line naming the run directory and
-    the rerun that resumes, exit 130, no traceback, and the run is not marked complete."""
+    the rerun that resumes, exit 143 (128 + SIGTERM), no traceback, and the run is not marked complete."""
     import os
     import signal
     import time
@@ -200,7 +200,7 @@ def test_a_stopped_run_says_where_its_progress_is_and_exits_130(tmp_path, capsys
 
     before = signal.signal(signal.SIGTERM, unhandled)
     try:
-        assert experiment_main(argv, run, **kwargs) == 130
+        assert experiment_main(argv, run, **kwargs) == 143
     finally:
         signal.signal(signal.SIGTERM, before)
     err = capsys.readouterr().err

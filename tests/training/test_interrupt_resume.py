@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfmedseg.command import stop_exit_code
 from tfmedseg.training import TrainConfig, Trainer
 from tfmedseg.training.callbacks import trim_history
 from tfmedseg.training.trainer import sigterm_as_keyboard_interrupt
@@ -80,8 +81,9 @@ class _SigtermAt(keras.callbacks.Callback):
 def test_sigterm_mid_epoch_stops_cleanly_and_a_rerun_resumes(tmp_path):
     out = tmp_path / "run"
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM") as info:
         _fit(out, 3, [_SigtermAt(1)])
+    assert stop_exit_code(info.value) == 143  # the Trainer re-raises the signal's stop: a command line exits 128 + 15
     assert signal.getsignal(signal.SIGTERM) is before  # handler restored
     assert json.loads((out / "backup" / "latest.json").read_text())["epoch"] == 1
     assert _epochs(out) == ["0"] and _partial_files(out) == []

@@ -110,7 +110,7 @@ def run_liver_lesions(dicom_folder, output_folder, model, *, overwrite: bool = F
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; 0 on success, 2 after a one-line error, 130 after Ctrl-C or SIGTERM (nothing partial left)."""
+    """Command-line entry point; 0 on success, 2 after a one-line error, 130 / 143 after Ctrl-C / SIGTERM (nothing partial left)."""
     parser = argparse.ArgumentParser(prog="python -m tfmedseg.apps.liver_lesions",
                                      description="Liver and lesion segmentation of a CT DICOM series (seed 003); writes an "
                                                  "RGB overlay series, a DICOM-SEG, a NIfTI label map and a report.")

@@ -172,7 +172,7 @@ def experiment_main(argv: list[str] | None, run: Callable[[ExperimentContext], A
 
     Returns:
         0; 2 after a one-line ``error: ...`` message for a user error (bad config, data, model);
-        130 after a one-line ``interrupted ...`` message for Ctrl-C or SIGTERM, naming the run
+        130 (Ctrl-C) or 143 (SIGTERM) after a one-line ``interrupted ...`` message, naming the run
         directory whose checkpoints a rerun of the same command resumes from.
     """
     handlers: list = []

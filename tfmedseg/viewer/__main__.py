@@ -84,7 +84,7 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (0 ok, 2 user error, 130 stopped by Ctrl+C or SIGTERM)."""
+    """Command-line entry point; returns the exit status (0 ok, 2 user error, 130 stopped by Ctrl+C, 143 by SIGTERM)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

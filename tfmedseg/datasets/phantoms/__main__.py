@@ -35,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code (0 ok, 2 bad arguments or output directory, 130 interrupted:
-    nothing partial is left)."""
+    """Run the CLI; returns the process exit code (0 ok, 2 bad arguments or output directory, 130 / 143 stopped by
+    Ctrl-C / SIGTERM: nothing partial is left)."""
     args = build_parser().parse_args(argv)
     configure_logging(args)
 
