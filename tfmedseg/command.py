@@ -10,6 +10,7 @@ for their errors.
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import sys
 import threading
@@ -17,8 +18,8 @@ from typing import Any, Callable
 
 from tfmedseg.errors import TfMedSegError
 
-__all__ = ["report_user_errors", "sigterm_as_keyboard_interrupt", "SignalStop", "stop_exit_code", "INTERRUPTED_EXIT",
-           "TERMINATED_EXIT", "NOTHING_LEFT"]
+__all__ = ["report_user_errors", "sigterm_as_keyboard_interrupt", "interruptible", "SignalStop", "stop_exit_code",
+           "INTERRUPTED_EXIT", "TERMINATED_EXIT", "NOTHING_LEFT"]
 
 #: Exit code of a command stopped by Ctrl-C (128 + SIGINT, what shells report for Ctrl-C).
 INTERRUPTED_EXIT = 128 + signal.SIGINT
@@ -61,6 +62,26 @@ def sigterm_as_keyboard_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def interruptible(log: logging.Logger, what: str, kept: str):
+    """A library loop a user may stop (training): SIGTERM acts as Ctrl-C inside the block
+    (:func:`sigterm_as_keyboard_interrupt`), and a stop logs one warning ``<what> interrupted
+    (<how>); <kept>`` before the ``KeyboardInterrupt`` propagates to the command line (which prints
+    its line and exits 130 / 143) or to the calling script.
+
+    Args:
+        log: The library module's logger.
+        what: What was stopped (``"training"``).
+        kept: Where the progress is kept, or that nothing partial is left, and what a rerun does.
+    """
+    try:
+        with sigterm_as_keyboard_interrupt():
+            yield
+    except KeyboardInterrupt as exc:
+        log.warning("%s interrupted (%s); %s", what, str(exc) or "Ctrl-C", kept)
+        raise
 
 
 def report_user_errors(fn: Callable[[], Any], interrupted: str | Callable[[], str] = NOTHING_LEFT) -> int:

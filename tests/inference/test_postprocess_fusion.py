@@ -139,3 +139,34 @@ def test_mean_probability_and_majority_vote():
     np.testing.assert_array_equal(fuse_majority_vote(masks, min_votes=3), [False, False, True])
     with pytest.raises(InvalidInputError, match="probabilities: contains"):
         fuse_mean_probability(np.array([np.nan, 0.5]))
+
+
+def test_a_stop_during_fusion_training_logs_one_line_and_propagates(fusion_model, monkeypatch, caplog):
+    """SIGTERM inside the fusion model's ``fit`` takes the Trainer's path (``command.interruptible``): a
+    ``KeyboardInterrupt`` (exit 143 at a command line) after one warning, the previous handler back."""
+    import os
+    import signal
+
+    from tfmedseg.command import stop_exit_code
+
+    class SigtermLoss(keras.losses.BinaryCrossentropy):
+        def call(self, y_true, y_pred):
+            os.kill(os.getpid(), signal.SIGTERM)  # while fit traces its training step
+            return super().call(y_true, y_pred)
+
+    def unhandled(signum, frame):  # without the fusion's handler: fail this test, not the whole run
+        raise RuntimeError("SIGTERM reached the previous handler")
+
+    monkeypatch.setattr(keras.losses, "BinaryCrossentropy", SigtermLoss)
+    model = keras.models.clone_model(fusion_model)
+    votes = np.ones((4, 2, 2, 4), np.float32)
+    before = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        with caplog.at_level("WARNING", logger="tfmedseg.inference.fusion"), pytest.raises(KeyboardInterrupt) as info:
+            train_decision_fusion(model, votes, votes[..., 0], epochs=1)
+        assert signal.getsignal(signal.SIGTERM) is unhandled
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert stop_exit_code(info.value) == 143
+    assert [r.getMessage() for r in caplog.records] == [
+        "fusion-weight training interrupted (stopped by SIGTERM); nothing of it was written; a rerun fits the weights again"]

@@ -78,11 +78,12 @@ class _SigtermAt(keras.callbacks.Callback):
         self._epoch = epoch
 
 
-def test_sigterm_mid_epoch_stops_cleanly_and_a_rerun_resumes(tmp_path):
+def test_sigterm_mid_epoch_stops_cleanly_and_a_rerun_resumes(tmp_path, caplog):
     out = tmp_path / "run"
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(KeyboardInterrupt, match="SIGTERM") as info:
+    with caplog.at_level("WARNING", logger="tfmedseg.training.trainer"), pytest.raises(KeyboardInterrupt, match="SIGTERM") as info:
         _fit(out, 3, [_SigtermAt(1)])
+    assert f"training interrupted (stopped by SIGTERM); {out / 'backup'} holds the last completed epoch" in caplog.text
     assert stop_exit_code(info.value) == 143  # the Trainer re-raises the signal's stop: a command line exits 128 + 15
     assert signal.getsignal(signal.SIGTERM) is before  # handler restored
     assert json.loads((out / "backup" / "latest.json").read_text())["epoch"] == 1

@@ -23,14 +23,18 @@ weighted mean probability compared with 0.5. ``formulation="literal"`` builds th
 
 from __future__ import annotations
 
+import logging
 import math
 
 import keras
 import numpy as np
 from keras import ops
 
+from tfmedseg.command import interruptible
 from tfmedseg.errors import ConfigError, InvalidInputError
 from tfmedseg.validation import as_array, check_finite
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["FORMULATIONS", "WeightedVote", "build_decision_fusion", "train_decision_fusion", "decision_fusion_predict",
            "normalized_weights", "fuse_mean_probability", "fuse_majority_vote"]
@@ -122,6 +126,11 @@ def train_decision_fusion(
 
     Returns:
         The Keras history dict (``loss`` per epoch).
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C or SIGTERM (as :meth:`tfmedseg.training.Trainer.fit`,
+            :func:`tfmedseg.command.interruptible`): one warning is logged and the stop propagates;
+            nothing is written, and a rerun fits the weights again (seeded: the same result).
     """
     x = check_finite(as_array(masks, "masks").astype(np.float32), "masks")
     y = as_array(targets, "targets").astype(np.float32)
@@ -134,7 +143,8 @@ def train_decision_fusion(
         optimizer=keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum),
         loss=keras.losses.BinaryCrossentropy(from_logits=True),
     )
-    hist = model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose)
+    with interruptible(_log, "fusion-weight training", "nothing of it was written; a rerun fits the weights again"):
+        hist = model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose)
     return hist.history
 
 

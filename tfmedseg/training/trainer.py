@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfmedseg
-from tfmedseg.command import sigterm_as_keyboard_interrupt
+from tfmedseg.command import interruptible, sigterm_as_keyboard_interrupt
 from tfmedseg.config import save_config
 from tfmedseg.errors import ConfigError
 from tfmedseg.losses import LOSS_NAMES, get_loss
@@ -269,19 +269,15 @@ class Trainer:
         _log.info("tfmedseg %s: %s x%d, %s; output %s; TensorBoard logs: %s (tensorboard --logdir %s)",
                   tfmedseg.__version__, type(self.strategy).__name__, self.strategy.num_replicas_in_sync,
                   self.precision, self.output_dir, self.log_dir, self.log_dir)
-        try:
-            with sigterm_as_keyboard_interrupt():
-                return self.model.fit(
-                    train_data,
-                    validation_data=validation_data,
-                    epochs=cfg.epochs,
-                    steps_per_epoch=cfg.steps_per_epoch,
-                    validation_steps=cfg.validation_steps,
-                    callbacks=callbacks,
-                    verbose=verbose,
-                    shuffle=False,
-                )
-        except KeyboardInterrupt as exc:
-            _log.warning("training interrupted (%s); %s holds the last completed epoch: run the same command again to resume",
-                         str(exc) or "Ctrl-C", self.output_dir / "backup")
-            raise
+        kept = f"{self.output_dir / 'backup'} holds the last completed epoch: run the same command again to resume"
+        with interruptible(_log, "training", kept):
+            return self.model.fit(
+                train_data,
+                validation_data=validation_data,
+                epochs=cfg.epochs,
+                steps_per_epoch=cfg.steps_per_epoch,
+                validation_steps=cfg.validation_steps,
+                callbacks=callbacks,
+                verbose=verbose,
+                shuffle=False,
+            )
