@@ -87,3 +87,114 @@ def test_report_user_errors_takes_sigterm_like_ctrl_c_exits_143_and_restores_the
         signal.signal(signal.SIGTERM, before)
     assert cleaned == [True]
     assert capsys.readouterr().err.startswith("interrupted (stopped by SIGTERM): ")
+
+
+def test_a_second_stop_while_the_first_unwinds_is_ignored(capsys):
+    """A second Ctrl-C (or SIGTERM) during the cleanup of the stopped code neither cuts the cleanup
+    short nor reaches the command's end as a traceback: one line, exit 130, handlers restored."""
+    import os
+    import signal
+    import time
+
+    from tfmedseg.command import report_user_errors
+
+    cleaned = []
+
+    def work():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(10)
+        finally:
+            os.kill(os.getpid(), signal.SIGINT)  # the impatient second Ctrl-C ...
+            os.kill(os.getpid(), signal.SIGTERM)  # ... and a scheduler's SIGTERM
+            time.sleep(0.05)
+            cleaned.append(True)  # the cleanup still runs to its end
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    assert report_user_errors(work) == 130
+    assert cleaned == [True]
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    assert capsys.readouterr().err.count("\n") == 1
+    # the next command's stop is taken again (the state was reset), not ignored for 10 s
+    assert report_user_errors(lambda: os.kill(os.getpid(), signal.SIGINT) or time.sleep(10)) == 130
+    assert signal.getsignal(signal.SIGINT) is before[0]
+
+
+@pytest.mark.parametrize("argv0, orig_argv, expected", [
+    ("-m", ["python", "-X", "importtime", "-m", "tfmedseg.experiments.liver_ct_2d3d", "--help"], True),
+    ("-m", ["python", "-m", "tfmedseg"], True),
+    ("-m", ["python", "-m", "mypackage", "-m", "tfmedseg.x"], False),  # someone else's command importing tfmedseg
+    ("/venv/bin/tfmedseg-predict", ["python", "/venv/bin/tfmedseg-predict"], True),
+    ("train.py", ["python", "train.py"], False),  # a script: its handlers are its own
+    ("", ["python"], False),  # the interactive interpreter / a notebook
+])
+def test_the_loading_guard_is_only_for_tfmedseg_commands(monkeypatch, argv0, orig_argv, expected):
+    import sys
+
+    from tfmedseg import command
+
+    monkeypatch.setattr(sys, "argv", [argv0])
+    monkeypatch.setattr(sys, "orig_argv", orig_argv)
+    assert command._loading_a_command() is expected
+
+
+def test_console_scripts_are_the_installed_ones():
+    import tomllib
+    from pathlib import Path
+
+    from tfmedseg.command import CONSOLE_SCRIPTS
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert set(CONSOLE_SCRIPTS) == set(pyproject["project"]["scripts"])
+
+
+_BLOCK_IMPORT = '''
+import importlib.abc, os, sys, time
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ["TFMEDSEG_TEST_BLOCK_IMPORT"]:
+            open(os.environ["TFMEDSEG_TEST_BLOCKED"], "w").close()
+            time.sleep(60)  # the test stops the process here
+        return None
+sys.meta_path.insert(0, _Block())
+'''
+
+
+@pytest.mark.parametrize("module, stop, code, how", [
+    ("tfmedseg.experiments.liver_ct_2d3d", "SIGINT", 130, "Ctrl-C"),  # python -m still locating the module
+    ("tfmedseg.data.geometry", "SIGTERM", 143, "SIGTERM"),  # the module's own imports, before main()
+])
+def test_a_stop_while_python_m_loads_the_command_is_one_line(tmp_path, module, stop, code, how):
+    """``python -m tfmedseg.experiments.liver_ct_2d3d`` stopped before ``main()`` runs (an import held
+    by a test-only ``sitecustomize``): one line, exit 128 + signal, no traceback, nothing written."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(_BLOCK_IMPORT)
+    blocked = tmp_path / "blocked"
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), repo]), "TF_CPP_MIN_LOG_LEVEL": "3",
+           "TFMEDSEG_TEST_BLOCK_IMPORT": module, "TFMEDSEG_TEST_BLOCKED": str(blocked)}
+    proc = subprocess.Popen([sys.executable, "-m", "tfmedseg.experiments.liver_ct_2d3d", "--output-dir", str(tmp_path / "run"),
+                             "--cache-dir", str(tmp_path / "cache")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 60
+        while not blocked.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+            time.sleep(0.02)
+        proc.send_signal(getattr(signal, stop))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (f"interrupted (stopped by {how}): stopped while loading; nothing was started: "
+                                            "rerun the same command")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked", "site"]

@@ -19,9 +19,11 @@ import os as _os
 _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from tfmedseg.command import guard_command_loading as _guard_command_loading
 from tfmedseg.logs import install_tensorflow_import_filter as _install_tf_filter
 
 _install_tf_filter()  # TensorFlow's CPU-only start-up lines go to the log (-v), not the terminal
+_guard_command_loading()  # python -m tfmedseg.<module> / tfmedseg* scripts: Ctrl-C while loading is one line, no traceback
 
 __version__ = "0.1.0"
 

@@ -2,6 +2,12 @@
 as one line and the shell's exit code (Ctrl-C: 130 = 128 + SIGINT, SIGTERM: 143 = 128 + SIGTERM);
 never a traceback for either.
 
+The stop handling covers a command from its first import to its exit: a Ctrl-C or SIGTERM while
+``python -m tfmedseg.<module>`` or an installed ``tfmedseg*`` script is still loading (TensorFlow,
+before ``main()`` runs; :func:`guard_command_loading`, installed by ``tfmedseg/__init__.py``) prints
+one line and exits 130 / 143, and while a stop unwinds (cleanup, the closing line) further Ctrl-C /
+SIGTERM are ignored, so a second Ctrl-C cannot cut the cleanup short nor print a traceback.
+
 Library modules raise :mod:`tfmedseg.errors` exceptions and log; only command-line modules (a
 package's ``__main__``, ``experiments/``, ``apps/``, ``predict_cli``) print, through this module
 for their errors.
@@ -11,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -18,8 +25,8 @@ from typing import Any, Callable
 
 from tfmedseg.errors import TfMedSegError
 
-__all__ = ["report_user_errors", "sigterm_as_keyboard_interrupt", "interruptible", "SignalStop", "stop_exit_code",
-           "INTERRUPTED_EXIT", "TERMINATED_EXIT", "NOTHING_LEFT"]
+__all__ = ["report_user_errors", "sigterm_as_keyboard_interrupt", "interruptible", "guard_command_loading", "SignalStop",
+           "stop_exit_code", "INTERRUPTED_EXIT", "TERMINATED_EXIT", "NOTHING_LEFT", "CONSOLE_SCRIPTS"]
 
 #: Exit code of a command stopped by Ctrl-C (128 + SIGINT, what shells report for Ctrl-C).
 INTERRUPTED_EXIT = 128 + signal.SIGINT
@@ -47,21 +54,98 @@ def stop_exit_code(exc: BaseException) -> int:
 def sigterm_as_keyboard_interrupt():
     """Within the block, SIGTERM (a cluster scheduler's stop, ``kill``) raises :class:`SignalStop`,
     a ``KeyboardInterrupt`` like Ctrl-C's, so that cleanup runs (staging files removed, nothing
-    half-written) instead of the process dying on the spot; the previous handler is restored
-    after. Outside the main thread (where Python cannot set handlers) the block runs unchanged.
+    half-written) instead of the process dying on the spot; a second SIGTERM while that stop
+    unwinds is ignored. The previous handler is restored after. Outside the main thread (where
+    Python cannot set handlers) the block runs unchanged.
     """
+    with _stop_handlers((signal.SIGTERM,)):
+        yield
+
+
+#: Nesting depth of the blocks with our stop handlers, whether one of them raised a stop, and
+#: whether a command's :func:`report_user_errors` has run (the command is no longer loading).
+_stop_state = {"depth": 0, "raised": False, "command_ran": False}
+
+
+def _raise_stop(signum, frame):
+    """Signal handler of :func:`_stop_handlers`: the first Ctrl-C / SIGTERM raises the stop; more
+    signals while it unwinds through the blocks (cleanup, the closing line) are ignored."""
+    if _stop_state["raised"]:
+        return
+    _stop_state["raised"] = True
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise SignalStop(signum)
+
+
+@contextlib.contextmanager
+def _stop_handlers(signums: tuple[int, ...]):
+    """:func:`_raise_stop` for ``signums`` within the block (a SIGINT ignored by the parent, e.g. a
+    background job, stays ignored); the previous handlers are restored after, and the stop state
+    is cleared when the outermost block ends."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def handler(signum, frame):
-        raise SignalStop(signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {}
+    for signum in signums:
+        if signum == signal.SIGINT and signal.getsignal(signum) is signal.SIG_IGN:
+            continue
+        previous[signum] = signal.signal(signum, _raise_stop)
+    _stop_state["depth"] += 1
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        for signum, handler in previous.items():  # first: no signal can reach _raise_stop after the reset
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        _stop_state["depth"] -= 1
+        if _stop_state["depth"] == 0:
+            _stop_state["raised"] = False
+
+
+#: The installed command lines (pyproject.toml ``[project.scripts]``).
+CONSOLE_SCRIPTS = ("tfmedseg", "tfmedseg-predict", "tfmedseg-export", "tfmedseg-phantoms", "tfmedseg-liver-lesions",
+                   "tfmedseg-viewer")
+
+
+def _loading_a_command() -> bool:
+    """True while this process is starting a tfmedseg command line: ``python -m tfmedseg[.<module>]``
+    still locating its module (``sys.argv[0]`` is ``"-m"`` until then), or an installed script."""
+    argv = sys.argv or [""]
+    if argv[0] == "-m":
+        orig = list(getattr(sys, "orig_argv", ()))
+        module = orig[orig.index("-m") + 1] if "-m" in orig[:-1] else ""
+        return module == "tfmedseg" or module.startswith("tfmedseg.")
+    return os.path.basename(argv[0]) in CONSOLE_SCRIPTS
+
+
+def _stop_while_loading(signum, frame):
+    how = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+    for s in (signal.SIGINT, signal.SIGTERM):  # a second signal would cut this exit short
+        signal.signal(s, signal.SIG_IGN)
+    if _stop_state["command_ran"]:  # the command is ending (its own line, if any, is printed): exit quietly
+        raise SystemExit(128 + signum)
+    print(f"interrupted (stopped by {how}): stopped while loading; nothing was started: rerun the same command",
+          file=sys.stderr)
+    raise SystemExit(128 + signum)
+
+
+def guard_command_loading() -> bool:
+    """While a tfmedseg command line loads (``python -m tfmedseg.<module>`` or an installed
+    ``tfmedseg*`` script importing TensorFlow before its ``main()`` runs), a Ctrl-C or SIGTERM prints
+    one line and exits 130 / 143 instead of a traceback from the import machinery; nothing has been
+    written then. ``main()``'s :func:`report_user_errors` takes over and puts this handler back
+    after. Does nothing in any other process (a script or notebook importing tfmedseg keeps its
+    handlers) and outside the main thread.
+
+    Returns:
+        True when the handlers were installed.
+    """
+    if not _loading_a_command() or threading.current_thread() is not threading.main_thread():
+        return False
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _stop_while_loading)
+    return True
 
 
 @contextlib.contextmanager
@@ -101,7 +185,8 @@ def report_user_errors(fn: Callable[[], Any], interrupted: str | Callable[[], st
             rerunning resumes, or (default :data:`NOTHING_LEFT`) that nothing partial was left; a
             function is called at the stop (the text may depend on how far ``fn`` got).
     """
-    with sigterm_as_keyboard_interrupt():
+    _stop_state["command_ran"] = True
+    with _stop_handlers((signal.SIGINT, signal.SIGTERM)):  # a second signal while the stop unwinds is ignored
         try:
             fn()
         except TfMedSegError as exc:
