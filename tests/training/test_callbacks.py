@@ -73,6 +73,19 @@ def test_plateau_scales_a_schedule():
     assert float(schedule.factor.numpy()) == 0.25
 
 
+def test_plateau_on_a_float_rate_logs_instead_of_printing(capsys, caplog):
+    x = np.ones((4, 4), "float32")
+    inp = keras.Input((4,))
+    model = keras.Model(inp, keras.layers.Dense(1)(inp))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    plateau = ReduceLROnPlateau(monitor="loss", factor=0.5, patience=1, min_delta=1e3, verbose=1)
+    with caplog.at_level("INFO", logger="tfmedseg.training.callbacks"):
+        model.fit(x, x[:, :1], epochs=2, verbose=0, callbacks=[plateau])
+    np.testing.assert_allclose(float(model.optimizer.learning_rate), 0.05, rtol=1e-6)  # Keras' reduction, as before
+    assert "epoch 2: ReduceLROnPlateau reducing the learning rate to 0.05" in caplog.text
+    assert "ReduceLROnPlateau" not in capsys.readouterr().out
+
+
 def test_overlay_panels_2d_and_3d():
     image = np.zeros((1, 4, 4, 1), "float32")
     image[0, 0, 0] = 1.0  # max -> white after min-max scaling

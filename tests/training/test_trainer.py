@@ -113,15 +113,19 @@ def test_mirrored_two_cpus_matches_one_device_and_writes_events(tmp_path, data, 
     assert (label_panel[mask, 0] >= label_panel[mask, 1]).all() and mask.any()  # red tint on the label
 
 
-def test_early_stopping_restores_best_weights(tmp_path, data):
+def test_early_stopping_restores_best_weights(tmp_path, data, capsys, caplog):
     x, y = data
     # Validation labels are the complement of the training labels: validation loss rises as
     # training improves, so epoch 1 is the best and training stops after patience 1.
     cfg = _cfg(tmp_path, "es", epochs=6, early_stopping_patience=1, loss="bce_with_logits", loss_kwargs={})
     trainer = Trainer(cfg, _build)
-    history = trainer.fit(_ds(x, y), validation_data=_ds(x, 1.0 - y).take(2))
+    with caplog.at_level("INFO", logger="tfmedseg.training.callbacks"):
+        history = trainer.fit(_ds(x, y), validation_data=_ds(x, 1.0 - y).take(2))
     val = history.history["val_loss"]
     assert len(val) == 2 and val[1] > val[0]
+    # said through logging (-q silences it), not printed by Keras among the log lines
+    assert "epoch 2: early stopping" in caplog.text and "restored the weights of the best epoch (1, val_loss" in caplog.text
+    assert "Restoring model weights" not in capsys.readouterr().out
     assert json.loads((Path(cfg.output_dir) / "best.json").read_text())["epoch"] == 1
     best = _build()
     best.load_weights(Path(cfg.output_dir) / "best.weights.h5")

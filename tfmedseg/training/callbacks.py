@@ -431,7 +431,15 @@ class ReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
     def _reduce_optimizer_lr(self, optimizer, epoch, name=""):
         scaled = _scaled_schedule(optimizer)
         if scaled is None:
-            return super()._reduce_optimizer_lr(optimizer, epoch, name)
+            verbose, self.verbose = self.verbose, 0  # Keras would print its line to stdout: logged below
+            try:
+                reduced = super()._reduce_optimizer_lr(optimizer, epoch, name)
+            finally:
+                self.verbose = verbose
+            if reduced and verbose > 0:
+                _log.info("epoch %d: ReduceLROnPlateau reducing the learning rate to %.3g", epoch + 1,
+                          float(keras.ops.convert_to_numpy(optimizer.learning_rate)))
+            return reduced
         old_lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
         if old_lr <= np.float32(self.min_lr):
             return False
@@ -461,7 +469,20 @@ class ReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """``keras.callbacks.EarlyStopping`` whose wait count, best value and best weights survive a resume."""
+    """``keras.callbacks.EarlyStopping`` whose wait count, best value and best weights survive a resume;
+    with ``verbose`` it logs (``logging``) instead of printing Keras' lines to stdout."""
+
+    def on_train_end(self, logs=None):
+        verbose, self.verbose = self.verbose, 0  # Keras would print its two lines
+        try:
+            super().on_train_end(logs)
+        finally:
+            self.verbose = verbose
+        if verbose and self.stopped_epoch > 0:
+            _log.info("epoch %d: early stopping (no %s improvement for %d epochs)", self.stopped_epoch + 1, self.monitor,
+                      self.patience)
+        if verbose and self.restore_best_weights and self.best_weights is not None:
+            _log.info("restored the weights of the best epoch (%d, %s %.4g)", self.best_epoch + 1, self.monitor, self.best)
 
     def get_resume_state(self):
         return {"wait": self.wait, "best": self.best, "best_epoch": self.best_epoch, "best_weights": self.best_weights}
