@@ -110,14 +110,19 @@ def test_a_second_stop_while_the_first_unwinds_is_ignored(capsys):
             time.sleep(0.05)
             cleaned.append(True)  # the cleanup still runs to its end
 
-    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    assert report_user_errors(work) == 130
-    assert cleaned == [True]
-    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
-    assert capsys.readouterr().err.count("\n") == 1
-    # the next command's stop is taken again (the state was reset), not ignored for 10 s
-    assert report_user_errors(lambda: os.kill(os.getpid(), signal.SIGINT) or time.sleep(10)) == 130
-    assert signal.getsignal(signal.SIGINT) is before[0]
+    # a test run started in the background inherits SIGINT ignored (which the wrapper respects): give Ctrl-C back
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        assert report_user_errors(work) == 130
+        assert cleaned == [True]
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+        assert capsys.readouterr().err.count("\n") == 1
+        # the next command's stop is taken again (the state was reset), not ignored for 10 s
+        assert report_user_errors(lambda: os.kill(os.getpid(), signal.SIGINT) or time.sleep(10)) == 130
+        assert signal.getsignal(signal.SIGINT) is before[0]
+    finally:
+        signal.signal(signal.SIGINT, outer)
 
 
 @pytest.mark.parametrize("argv0, orig_argv, expected", [
@@ -198,3 +203,19 @@ def test_a_stop_while_python_m_loads_the_command_is_one_line(tmp_path, module, s
     assert err.strip().splitlines()[-1] == (f"interrupted (stopped by {how}): stopped while loading; nothing was started: "
                                             "rerun the same command")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked", "site"]
+
+
+def test_a_sigint_ignored_by_the_parent_stays_ignored():
+    """A command started as a background job (SIGINT ignored, as Python itself respects) is not made
+    stoppable by Ctrl-C behind the shell's back."""
+    import os
+    import signal
+
+    from tfmedseg.command import report_user_errors
+
+    outer = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert report_user_errors(lambda: os.kill(os.getpid(), signal.SIGINT)) == 0
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, outer)

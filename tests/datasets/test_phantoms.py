@@ -92,7 +92,9 @@ def test_cli_main_writes_layout(tmp_path, capsys):
     assert (tmp_path / "h" / "CHGJ001" / "CHGJ001_pt.nii.gz").is_file()
     assert "wrote 1 hecktor" in capsys.readouterr().out
     assert main(["hecktor", str(tmp_path / "h"), "--cases", "1"]) == 2  # not empty
-    assert "not empty" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not empty; add --reuse to keep a completed phantom set" in err and err.count("\n") == 1
+    assert main(["hecktor", str(tmp_path / "h"), "--cases", "1", "--seed", "3", "--reuse"]) == 0  # what the line says
     assert main(["bone_scan", str(tmp_path / "b"), "--cases", "1", "--reuse"]) == 0
     assert main(["bone_scan", str(tmp_path / "b"), "--cases", "1", "--reuse"]) == 0
 

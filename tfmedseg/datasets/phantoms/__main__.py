@@ -13,6 +13,7 @@ import sys
 
 from tfmedseg.datasets.phantoms import PHANTOM_DATASETS, ensure_phantoms, generate
 from tfmedseg.command import report_user_errors
+from tfmedseg.errors import DatasetLayoutError
 from tfmedseg.logs import add_verbosity_options, configure_logging
 
 __all__ = ["main", "build_parser"]
@@ -44,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.reuse:
             root = ensure_phantoms(args.dataset, args.out_dir, args.cases, args.seed)
         else:
-            root = generate(args.dataset, args.out_dir, cases=args.cases, seed=args.seed)
+            try:
+                root = generate(args.dataset, args.out_dir, cases=args.cases, seed=args.seed)
+            except DatasetLayoutError as exc:  # a rerun of the same command: say what keeps the set
+                raise DatasetLayoutError(f"{exc.reason}; add --reuse to keep a completed phantom set made with the same "
+                                         "arguments, or choose another directory", path=exc.path) from None
         print(f"wrote {args.cases} {args.dataset} phantom case(s) to {root}")
 
     return report_user_errors(go)
