@@ -91,10 +91,12 @@ def test_cli_main_writes_layout(tmp_path, capsys):
     assert main(["hecktor", str(tmp_path / "h"), "--cases", "1", "--seed", "3"]) == 0
     assert (tmp_path / "h" / "CHGJ001" / "CHGJ001_pt.nii.gz").is_file()
     assert "wrote 1 hecktor" in capsys.readouterr().out
-    assert main(["hecktor", str(tmp_path / "h"), "--cases", "1"]) == 2  # not empty
+    assert main(["hecktor", str(tmp_path / "h"), "--cases", "1"]) == 2  # not empty (another seed)
     err = capsys.readouterr().err
-    assert "not empty; add --reuse to keep a completed phantom set" in err and err.count("\n") == 1
-    assert main(["hecktor", str(tmp_path / "h"), "--cases", "1", "--seed", "3", "--reuse"]) == 0  # what the line says
+    assert "not empty; remove it or choose another directory" in err and err.count("\n") == 1
+    assert main(["hecktor", str(tmp_path / "h"), "--cases", "1", "--seed", "3"]) == 0  # the same command again: done
+    assert capsys.readouterr().out.endswith("holds the hecktor phantom set of these arguments already (phantom.json); "
+                                            "nothing to do\n")
     assert main(["bone_scan", str(tmp_path / "b"), "--cases", "1", "--reuse"]) == 0
     assert main(["bone_scan", str(tmp_path / "b"), "--cases", "1", "--reuse"]) == 0
 

@@ -37,7 +37,8 @@ from tfmedseg.io._atomic import atomic_dir, make_staging_dir
 from tfmedseg.errors import ConfigError, DatasetLayoutError
 from tfmedseg.progress import ProgressSequence
 
-__all__ = ["generate", "ensure_phantoms", "PHANTOM_DATASETS", "MANIFEST_NAME", "COMPLETE_MARKER", "case_rng"]
+__all__ = ["generate", "ensure_phantoms", "manifest_matches", "PHANTOM_DATASETS", "MANIFEST_NAME", "COMPLETE_MARKER",
+           "case_rng"]
 
 #: Dataset names with a phantom generator (the same names as the loaders).
 PHANTOM_DATASETS = ("lits", "ircadb", "hecktor", "maa_spect", "bone_scan")
@@ -100,7 +101,8 @@ def generate(dataset: str, out_dir: str | os.PathLike, cases: int = 4, seed: int
     _check_args(dataset, cases, seed)
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise DatasetLayoutError("phantom output directory exists and is not empty", path=out_dir)
+        raise DatasetLayoutError("phantom output directory exists and is not empty; remove it or choose another directory",
+                                 path=out_dir)
     with atomic_dir(out_dir, marker=False) as staging:  # an interrupted run leaves no half dataset
         _write_cases(dataset, staging, cases, seed)
     return out_dir
@@ -116,6 +118,18 @@ def _write_cases(dataset: str, out_dir: Path, cases: int, seed: int) -> None:
     manifest = {"dataset": dataset, "cases": int(cases), "seed": int(seed), "generator_version": generator_version(dataset),
                 "truth": truth}
     (out_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, default=float) + "\n")
+
+
+def manifest_matches(out_dir: str | os.PathLike, dataset: str, cases: int, seed: int) -> bool:
+    """True when ``out_dir`` holds the phantom set :func:`generate` makes with these arguments (its
+    :data:`MANIFEST_NAME` names them and the current generator version; :func:`generate` renames
+    the folder into place only when complete)."""
+    try:
+        info = json.loads((Path(out_dir) / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    keys = ("dataset", "cases", "seed", "generator_version")
+    return isinstance(info, dict) and tuple(info.get(k) for k in keys) == (dataset, int(cases), int(seed), generator_version(dataset))
 
 
 def _marker_matches(out_dir: Path, dataset: str, cases: int, seed: int) -> bool:

@@ -11,9 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tfmedseg.datasets.phantoms import PHANTOM_DATASETS, ensure_phantoms, generate
+from tfmedseg.datasets.phantoms import MANIFEST_NAME, PHANTOM_DATASETS, ensure_phantoms, generate, manifest_matches
 from tfmedseg.command import report_user_errors
-from tfmedseg.errors import DatasetLayoutError
 from tfmedseg.logs import add_verbosity_options, configure_logging
 
 __all__ = ["main", "build_parser"]
@@ -26,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate synthetic phantom cases in a dataset's real on-disk layout.",
     )
     parser.add_argument("dataset", choices=PHANTOM_DATASETS, help="dataset layout to write")
-    parser.add_argument("out_dir", help="output directory (must not exist or be empty)")
+    parser.add_argument("out_dir", help="output directory (must not exist or be empty; one holding the set of these "
+                        "arguments is left as it is)")
     parser.add_argument("--cases", type=int, default=4, help="number of cases (default 4)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--reuse", action="store_true",
@@ -44,12 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     def go() -> None:
         if args.reuse:
             root = ensure_phantoms(args.dataset, args.out_dir, args.cases, args.seed)
+        elif manifest_matches(args.out_dir, args.dataset, args.cases, args.seed):  # a rerun of the same command
+            print(f"{args.out_dir} holds the {args.dataset} phantom set of these arguments already ({MANIFEST_NAME}); "
+                  "nothing to do")
+            return
         else:
-            try:
-                root = generate(args.dataset, args.out_dir, cases=args.cases, seed=args.seed)
-            except DatasetLayoutError as exc:  # a rerun of the same command: say what keeps the set
-                raise DatasetLayoutError(f"{exc.reason}; add --reuse to keep a completed phantom set made with the same "
-                                         "arguments, or choose another directory", path=exc.path) from None
+            root = generate(args.dataset, args.out_dir, cases=args.cases, seed=args.seed)
         print(f"wrote {args.cases} {args.dataset} phantom case(s) to {root}")
 
     return report_user_errors(go)
