@@ -150,42 +150,52 @@ def test_checkpoints_stage_like_every_output_and_a_killed_runs_staging_is_remove
     assert sorted(p.name for p in backup.iterdir()) == [f"ckpt-{epoch:06d}", "latest.json"]
 
 
-def test_a_checkpoint_folder_we_did_not_write_is_never_replaced_nor_removed(run_dir, tmp_path):
-    """A ``ckpt-<epoch>`` folder holding someone else's file stops the run with one line naming it,
-    and the current checkpoint stays; when it is the oldest, the clean-up after a new epoch leaves it."""
+def _checkpointer(backup):
+    """A ``ResumeCheckpoint`` on a tiny model, its epoch ends called directly (no training needed)."""
+    from tfmedseg.training.callbacks import ResumeCheckpoint
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    checkpoint = ResumeCheckpoint(backup)
+    checkpoint.set_model(model)
+    return checkpoint
+
+
+def test_a_checkpoint_folder_we_did_not_write_is_never_replaced_nor_removed(tmp_path):
+    """A ``ckpt-<epoch>`` folder holding someone else's file stops the run with one line naming it and
+    the current checkpoint stays; when it is the oldest, the clean-up after a new epoch leaves it."""
     import shutil
 
-    run = _copy_run(run_dir, tmp_path / "run")
-    backup = run / "backup"
-    epoch = json.loads((backup / "latest.json").read_text())["epoch"]
-    foreign = backup / f"ckpt-{epoch + 1:06d}"
+    backup = tmp_path / "backup"
+    checkpoint = _checkpointer(backup)
+    checkpoint.on_epoch_end(0)
+    foreign = backup / "ckpt-000002"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
     with pytest.raises(InvalidInputError, match="did not write") as info:
-        Trainer(_cfg(run, epoch + 1), _build_augmented).fit(_data())
-    assert foreign.name in str(info.value) and "\n" not in str(info.value)
+        checkpoint.on_epoch_end(1)
+    assert "ckpt-000002" in str(info.value) and "\n" not in str(info.value)
     assert (foreign / "notes.txt").read_text() == "mine"
-    assert json.loads((backup / "latest.json").read_text())["epoch"] == epoch  # the last checkpoint stays current
+    assert json.loads((backup / "latest.json").read_text())["epoch"] == 1  # the last checkpoint stays current
     shutil.move(foreign, backup / "ckpt-000000")  # now the oldest: the clean-up of old checkpoints leaves it
-    Trainer(_cfg(run, epoch + 1), _build_augmented).fit(_data())
+    checkpoint.on_epoch_end(1)
     assert (backup / "ckpt-000000" / "notes.txt").read_text() == "mine"
-    assert json.loads((backup / "latest.json").read_text())["epoch"] == epoch + 1
-    assert not (backup / f"ckpt-{epoch:06d}").exists()  # ours: removed as before (keep=1)
+    assert json.loads((backup / "latest.json").read_text())["epoch"] == 2
+    assert sorted(p.name for p in backup.iterdir()) == ["ckpt-000000", "ckpt-000002", "latest.json"]  # ours went (keep=1)
 
 
-def test_a_checkpoint_written_before_checkpoints_carried_the_marker_is_replaced(run_dir, tmp_path):
+def test_a_checkpoint_written_before_checkpoints_carried_the_marker_is_replaced(tmp_path):
     """Resuming from an earlier epoch redoes the next one: its old folder (no marker, only checkpoint
     files, as tfmedseg wrote them before) is replaced by the new checkpoint."""
     import shutil
 
     from tfmedseg.io._atomic import OUTPUT_MARKER
 
-    run = _copy_run(run_dir, tmp_path / "run")
-    backup = run / "backup"
-    epoch = json.loads((backup / "latest.json").read_text())["epoch"]
-    old = backup / f"ckpt-{epoch + 1:06d}"
-    shutil.copytree(backup / f"ckpt-{epoch:06d}", old)
+    backup = tmp_path / "backup"
+    checkpoint = _checkpointer(backup)
+    checkpoint.on_epoch_end(0)
+    old = backup / "ckpt-000002"
+    shutil.copytree(backup / "ckpt-000001", old)
     (old / OUTPUT_MARKER).unlink()
-    history = Trainer(_cfg(run, epoch + 1), _build_augmented).fit(_data())
-    assert len(history.history["loss"]) == 1
-    assert json.loads((old / "state.json").read_text())["epoch"] == epoch + 1 and (old / OUTPUT_MARKER).is_file()
+    checkpoint.on_epoch_end(1)
+    assert json.loads((old / "state.json").read_text())["epoch"] == 2 and (old / OUTPUT_MARKER).is_file()
