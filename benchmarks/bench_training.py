@@ -93,16 +93,27 @@ BUILDER_INPUTS = {  # builder name -> (build kwargs, batch size)
     "dsts_3d": ({"input_shape": (8, 128, 128, 1)}, 2),
     "resnet50": ({"input_shape": (160, 160, 1)}, 2),
     "unet": ({"input_shape": (128, 128, 3), "classes": 2, "activation": "softmax"}, 4),  # seed 000, ResNet-34
+    "se_unet": ({"input_shape": (32, 64, 64, 2)}, 1),  # seed 004
+    "basic_unet": ({"input_shape": (32, 64, 64, 2)}, 1),  # seed 004
 }
 
 
-def _unet(keras, rank: int, size: int, filters, bn=None, concat_conv: bool = False):
+def _unet(keras, rank: int, size: int, filters, bn=None, concat_conv: bool = False, matmul_grad: bool | None = None):
     """The reference U-Net (module doc); ``bn`` a batch-norm factory, ``concat_conv`` the package's decoder conv.
 
     ``concat_conv=True`` convolves ``[upsampled, skip]`` with :mod:`tfmedseg.models.blocks.concat_conv`
-    (one kernel, the same parameters and function as ``Concatenate`` + ``Conv``).
+    (one kernel, the same parameters and function as ``Concatenate`` + ``Conv``). ``matmul_grad``
+    (True / False) builds the 3x3 convolutions with the package's factory
+    :func:`tfmedseg.models.blocks.matmul_grad_conv.conv` (kernel gradient as matmuls, or not); None:
+    Keras' layers.
     """
-    conv = keras.layers.Conv2D if rank == 2 else keras.layers.Conv3D
+    if matmul_grad is None:
+        conv = keras.layers.Conv2D if rank == 2 else keras.layers.Conv3D
+    else:
+        from tfmedseg.models.blocks.matmul_grad_conv import conv as package_conv
+
+        def conv(*args, **kwargs):
+            return package_conv(rank, *args, matmul_grad=matmul_grad, **kwargs)
     up = keras.layers.Conv2DTranspose if rank == 2 else keras.layers.Conv3DTranspose
     pool = keras.layers.MaxPooling2D if rank == 2 else keras.layers.MaxPooling3D
     bn = bn or keras.layers.BatchNormalization
@@ -112,7 +123,7 @@ def _unet(keras, rank: int, size: int, filters, bn=None, concat_conv: bool = Fal
             if i == 0 and skip is not None and concat_conv:
                 from tfmedseg.models.blocks.concat_conv import concat_conv as cc
 
-                x = cc(rank, f, 3, padding="same", use_bias=False)([x, skip])
+                x = cc(rank, f, 3, padding="same", use_bias=False, matmul_grad=matmul_grad is not False)([x, skip])
             else:
                 if i == 0 and skip is not None:
                     x = keras.layers.Concatenate()([x, skip])
@@ -131,7 +142,8 @@ def _unet(keras, rank: int, size: int, filters, bn=None, concat_conv: bool = Fal
     for f, skip in zip(reversed(filters[:-1]), reversed(skips)):
         x = up(f, 2, strides=2)(x)
         x = block(x, f, skip)
-    out = keras.layers.Activation("linear", dtype="float32")(conv(1, 1)(x))
+    head = keras.layers.Conv2D if rank == 2 else keras.layers.Conv3D
+    out = keras.layers.Activation("linear", dtype="float32")(head(1, 1)(x))
     return keras.Model(inp, out)
 
 
@@ -317,11 +329,11 @@ def child(model_name: str, config_name: str, steps: int, peer: bool, torch_pytho
     params = {}
     first = {}
 
-    def keras_contender(name, package: bool, concat_conv: bool = True):
+    def keras_contender(name, package: bool, matmul_grad: bool = True):
         if cfg["bf16"]:
             keras.config.set_dtype_policy("mixed_bfloat16")
         model = _unet(keras, spec["rank"], spec["size"], spec["filters"], bn=batch_norm if package else None,
-                      concat_conv=package and concat_conv)
+                      concat_conv=package, matmul_grad=matmul_grad if package else None)
         keras.config.set_dtype_policy("float32")
         optimizer = get_optimizer("adam", learning_rate=1e-3) if package else keras.optimizers.Adam(1e-3)
         model.compile(optimizer=optimizer, loss=keras.losses.BinaryCrossentropy(from_logits=True),
@@ -335,7 +347,7 @@ def child(model_name: str, config_name: str, steps: int, peer: bool, torch_pytho
 
     keras_contender("ours", package=True)
     if peer:
-        keras_contender("ours_concat", package=True, concat_conv=False)
+        keras_contender("ours_opgrad", package=True, matmul_grad=False)
         keras_contender("keras_bn", package=False)
     worker, torch_version = None, None
     if peer and torch_python:
@@ -386,16 +398,45 @@ def child(model_name: str, config_name: str, steps: int, peer: bool, torch_pytho
     return out
 
 
-def _build_for_bench(name: str, fused: bool):
-    """Build ``name`` with the fused or Keras batch norm; returns (model, batch, input array, target array)."""
+#: ``--compare`` -> (module attribute switched, label when off, label when on, what is counted)
+COMPARISONS = {
+    "bn": ("tfmedseg.models.blocks.normalization.FUSED_DEFAULT", "keras", "fused", "BN"),
+    "matmul_grad": ("tfmedseg.models.blocks.matmul_grad_conv.MATMUL_GRAD_DEFAULT", "opgrad", "matmul", "mmconv"),
+}
+
+
+def _counted_layers(model, compare: str) -> int:
+    """Layers the comparison acts on: fused BNs, or convolutions taking the matmul kernel gradient."""
+    from tfmedseg.models.blocks import matmul_grad_conv
+    from tfmedseg.models.blocks.normalization import FusedBatchNormalization
+
+    if compare == "bn":
+        return sum(isinstance(l, FusedBatchNormalization) for l in model._flatten_layers())
+    count = 0
+    for layer in model._flatten_layers():
+        if isinstance(layer, matmul_grad_conv.MatmulGradConv2D | matmul_grad_conv.MatmulGradConv3D) and layer.matmul_grad:
+            try:
+                inputs = layer.input if isinstance(layer.input, list) else [layer.input]
+            except (AttributeError, ValueError):  # a layer called inside another layer (no functional input)
+                continue
+            count += any(matmul_grad_conv.uses_matmul_grad(layer, tuple(t.shape)) for t in inputs)
+    return count
+
+
+def _build_for_bench(name: str, compare: str, on: bool):
+    """Build ``name`` with the ``compare`` switch on or off; returns (model, batch, input array, target array)."""
+    import importlib
+
     import keras
     import numpy as np
 
     from tfmedseg.models import registry
-    from tfmedseg.models.blocks import normalization
 
+    module_name, attr = COMPARISONS[compare][0].rsplit(".", 1)
+    module = importlib.import_module(module_name)
+    default = getattr(module, attr)
     kwargs, batch = BUILDER_INPUTS.get(name, ({}, 2))
-    normalization.FUSED_DEFAULT = fused
+    setattr(module, attr, on)
     keras.utils.set_random_seed(0)
     try:
         if name == "resnet50":
@@ -407,7 +448,7 @@ def _build_for_bench(name: str, fused: bool):
         else:
             model = registry.build(name, **kwargs)
     finally:
-        normalization.FUSED_DEFAULT = True
+        setattr(module, attr, default)
     rng = np.random.default_rng(0)
     x = rng.random((batch, *model.inputs[0].shape[1:])).astype("float32")
     out = model.outputs[0]
@@ -417,62 +458,58 @@ def _build_for_bench(name: str, fused: bool):
     return model, batch, x, y
 
 
-def builders_child(names: list[str], steps: int) -> dict:
-    """Time each builder with Keras' BN and with the fused BN, interleaved; return the figures."""
+def builders_child(names: list[str], steps: int, compare: str = "bn") -> dict:
+    """Time each builder with the ``compare`` switch off and on, interleaved step by step; return the figures."""
     import tfmedseg  # noqa: F401
-    import keras
     import numpy as np
     import tensorflow as tf
 
-    from tfmedseg.models.blocks.normalization import FusedBatchNormalization
-
+    _, off, on, _ = COMPARISONS[compare]
     contenders, info = {}, {}
     for name in names:
-        for fused in (False, True):
-            model, batch, x, y = _build_for_bench(name, fused)
-            n_fused = sum(isinstance(l, FusedBatchNormalization) for l in model._flatten_layers())
-            n_bn = sum(isinstance(l, keras.layers.BatchNormalization) for l in model._flatten_layers())
+        for flag in (False, True):
+            model, batch, x, y = _build_for_bench(name, compare, flag)
             xt, yt = tf.constant(x), tf.constant(y)
             model.train_on_batch(xt, yt)  # trace
-            key = f"{name}/{'fused' if fused else 'keras'}"
+            key = f"{name}/{on if flag else off}"
             contenders[key] = (lambda m=model, a=xt, b=yt: m.train_on_batch(a, b))
-            info[key] = {"batch": batch, "bn_layers": n_bn, "fused_layers": n_fused, "params": int(model.count_params())}
+            info[key] = {"batch": batch, "layers": _counted_layers(model, compare), "params": int(model.count_params())}
     for fn in contenders.values():
         fn()
     wall = {k: [] for k in contenders}
     cpu = {k: [] for k in contenders}
     load = [os.getloadavg()[0]]
     for _ in range(steps):
-        for name in names:  # keras and fused of one builder back to back, alternating which goes first
-            pair = [f"{name}/keras", f"{name}/fused"]
+        for name in names:  # off and on of one builder back to back, alternating which goes first
+            pair = [f"{name}/{off}", f"{name}/{on}"]
             for k in (pair if _ % 2 == 0 else pair[::-1]):
                 w, c = _timed(contenders[k])
                 wall[k].append(w)
                 cpu[k].append(c)
     load.append(os.getloadavg()[0])
-    out = {"load_avg": load, "contenders": {}}
+    out = {"load_avg": load, "compare": compare, "contenders": {}}
     for k in contenders:
         w, c = np.array(wall[k]), np.array(cpu[k])
         out["contenders"][k] = {**info[k], "wall_min": float(w.min()), "wall_med": float(np.median(w)),
-                                "cpu_med": float(np.median(c)),
-                                "ratio_samples": []}
+                                "cpu_med": float(np.median(c))}
     for name in names:
-        kw, fu = np.array(wall[f"{name}/keras"]), np.array(wall[f"{name}/fused"])
-        out["contenders"][f"{name}/fused"]["paired_ratio_med"] = float(np.median(fu / kw))
+        a, b = np.array(wall[f"{name}/{off}"]), np.array(wall[f"{name}/{on}"])
+        out["contenders"][f"{name}/{on}"]["paired_ratio_med"] = float(np.median(b / a))
     return out
 
 
 def _print_builders(res: dict) -> None:
     c = res["contenders"]
+    _, off, on, counted = COMPARISONS[res["compare"]]
     print(f"load avg {res['load_avg'][0]:.2f} -> {res['load_avg'][1]:.2f}")
-    print(f"{'builder':18s} {'batch':>5s} {'BN':>4s} {'keras s med':>11s} {'fused s med':>11s} {'med':>6s} {'min':>6s} "
-          f"{'cpu':>6s} {'paired':>6s}  (fused / keras step time)")
+    print(f"{'builder':18s} {'batch':>5s} {counted:>6s} {off + ' s med':>11s} {on + ' s med':>11s} {'med':>6s} "
+          f"{'min':>6s} {'cpu':>6s} {'paired':>6s}  ({on} / {off} step time)")
     for key in c:
-        if not key.endswith("/keras"):
+        if not key.endswith(f"/{off}"):
             continue
-        name = key[:-6]
-        k, f = c[key], c[f"{name}/fused"]
-        print(f"{name:18s} {k['batch']:5d} {f['fused_layers']:4d} {k['wall_med']:11.3f} {f['wall_med']:11.3f} "
+        name = key[: -len(off) - 1]
+        k, f = c[key], c[f"{name}/{on}"]
+        print(f"{name:18s} {k['batch']:5d} {f['layers']:6d} {k['wall_med']:11.3f} {f['wall_med']:11.3f} "
               f"{f['wall_med'] / k['wall_med']:5.2f}x {f['wall_min'] / k['wall_min']:5.2f}x "
               f"{f['cpu_med'] / k['cpu_med']:5.2f}x {f['paired_ratio_med']:5.2f}x")
 
@@ -574,7 +611,8 @@ def profile(model_name: str, steps: int) -> None:
     spec = MODELS[model_name]
     keras.utils.set_random_seed(0)
     x, y = (tf.constant(v) for v in _data(spec))
-    model = _unet(keras, spec["rank"], spec["size"], spec["filters"], bn=batch_norm, concat_conv=True)
+    model = _unet(keras, spec["rank"], spec["size"], spec["filters"], bn=batch_norm, concat_conv=True,
+                  matmul_grad=os.environ.get("BENCH_MATMUL_GRAD", "1") == "1")
     model.compile(optimizer=get_optimizer("adam", learning_rate=1e-3),
                   loss=keras.losses.BinaryCrossentropy(from_logits=True))
     for _ in range(3):
@@ -631,7 +669,10 @@ def main() -> None:
                         help="python of an environment with torch (no TensorFlow needed); '' skips torch")
     parser.add_argument("--omp-active", action="store_true",
                         help="leave OpenMP's busy-wait default for torch (PASSIVE is set otherwise: see docstring)")
-    parser.add_argument("--builders", help="comma-separated builder names (or 'all'): fused vs Keras batch norm")
+    parser.add_argument("--builders", help="comma-separated builder names (or 'all'): each built with the --compare "
+                        "switch off and on")
+    parser.add_argument("--compare", default="bn", choices=sorted(COMPARISONS),
+                        help="--builders: 'bn' Keras vs fused batch norm, 'matmul_grad' the kernel-gradient op vs matmuls")
     parser.add_argument("--bn-layer", action="store_true",
                         help="only conv + BN + ReLU fwd+bwd, Keras BN vs the fused BN (a quick check)")
     parser.add_argument("--profile", metavar="MODEL", help="tf.profiler trace of 'ours' on MODEL: time per op kind")
@@ -654,7 +695,7 @@ def main() -> None:
         names = list(BUILDER_INPUTS) if args.builders == "all" else args.builders.split(",")
         print(f"{os.cpu_count()} CPUs, load average at start {os.getloadavg()[0]:.2f}; "
               f"{args.steps} interleaved rounds after 1 warm-up")
-        res = builders_child(names, args.steps)
+        res = builders_child(names, args.steps, args.compare)
         _print_builders(res)
         print("RESULT " + json.dumps(res))
         return
@@ -708,7 +749,7 @@ def _print_child(res: dict) -> None:
         t, t1 = c["torch"], c["torch_1thread"]
         if abs(t["gflop"] / c["ours"]["gflop"] - 1) > 1e-6:
             print(f"WARNING: torch network {t['gflop']:.3f} GFLOP per step, ours {c['ours']['gflop']:.3f}")
-        for k in ("ours", "ours_concat", "keras_bn"):
+        for k in ("ours", "ours_opgrad", "keras_bn"):
             if k in c:
                 o = c[k]
                 print(f"{k} / torch (2 threads) step time: median {o['wall_med'] / t['wall_med']:.2f}x, "

@@ -68,23 +68,23 @@ def test_serializes():
 
 
 @pytest.mark.parametrize(
-    ("cin", "filters", "hw"),
+    ("cin", "filters", "im2col_bytes"),
     [
-        (64, 64, 8),  # shifted matmuls, one im2col matmul
-        (64, 64, 24),  # shifted matmuls, one matmul per tap (per-image columns > 128 MiB)
-        (3, 64, 8),  # thin input: Conv2DBackpropFilter
+        (64, 64, 64 << 20),  # matmul kernel gradient, one column chunk
+        (64, 64, 200_000),  # several column chunks (each <= 200 kB)
+        (64, 64, 0),  # one matmul per tap
+        (3, 64, 64 << 20),  # thin input: Conv2DBackpropFilter
     ],
 )
-def test_kernel_gradient_matches_conv2d(cin, filters, hw, monkeypatch):
-    """The shifted-matmul kernel gradient (min(Cin, Cout) >= 64) and the Conv2DBackpropFilter one equal Conv2D's."""
-    if hw == 24:  # reach the per-tap branch without a 128 MiB map
-        monkeypatch.setattr("tfmedseg.models.blocks.onednn_conv._IM2COL_MAX_BYTES_PER_IMAGE", 1024)
-    from tfmedseg.models.blocks import onednn_conv
+def test_kernel_gradient_matches_conv2d(cin, filters, im2col_bytes, monkeypatch):
+    """The matmul kernel gradient (min(Cin, Cout) >= MIN_CHANNELS[2]) and the Conv2DBackpropFilter one equal Conv2D's."""
+    from tfmedseg.models.blocks import matmul_grad_conv
 
+    monkeypatch.setitem(matmul_grad_conv.IM2COL_BYTES, 2, im2col_bytes)
     calls = []
-    real = onednn_conv._kernel_grad_shifted
-    monkeypatch.setattr(onednn_conv, "_kernel_grad_shifted", lambda *a: calls.append(1) or real(*a))
-    shape = (2, hw, hw, cin)
+    real = matmul_grad_conv.kernel_grad_as_matmuls
+    monkeypatch.setattr(matmul_grad_conv, "kernel_grad_as_matmuls", lambda *a: calls.append(a[-1]) or real(*a))
+    shape = (2, 12, 12, cin)
     x = tf.constant(np.random.default_rng(2).normal(size=shape).astype(np.float32))
     ref, ours = _pair({"filters": filters, "kernel_size": 3, "padding": "same"}, shape)
 
@@ -100,4 +100,5 @@ def test_kernel_gradient_matches_conv2d(cin, filters, hw, monkeypatch):
     g_ref, g_ours = (g.numpy() for g in grads(x))
     scale = np.abs(g_ref).max()
     np.testing.assert_allclose(g_ours / scale, g_ref / scale, rtol=0, atol=1e-5)
-    assert bool(calls) == (onednn_fast_path_available() and min(cin, filters) >= 64)
+    taken = onednn_fast_path_available() and min(cin, filters) >= matmul_grad_conv.MIN_CHANNELS[2]
+    assert calls == ([im2col_bytes] if taken else [])

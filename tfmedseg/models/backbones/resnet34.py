@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import keras
 
 from tfmedseg.errors import ModelBuildError
+from tfmedseg.models.blocks.matmul_grad_conv import conv as package_conv
 from tfmedseg.models.blocks.normalization import batch_norm
 
 __all__ = ["RESNET_BLOCKS", "apply_basic_block", "build_basic_resnet"]
@@ -38,7 +39,7 @@ def _conv(x, filters: int, kernel: int, stride: int, name: str):
         padding = "valid"
     else:
         padding = "same"
-    return keras.layers.Conv2D(filters, kernel, strides=stride, padding=padding, use_bias=False, name=name)(x)
+    return package_conv(2, filters, kernel, strides=stride, padding=padding, use_bias=False, name=name)(x)
 
 
 def apply_basic_block(x, filters: int, stride: int = 1, name: str = "block"):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from tfmedseg.models.blocks import matmul_grad_conv
 from tfmedseg.models.blocks.normalization import batch_norm
 
 __all__ = ["BN_KWARGS", "PositionAttention", "apply_conv_bn_relu", "apply_mfab", "apply_squeeze_excite_gate"]
@@ -85,7 +86,7 @@ class PositionAttention(keras.layers.Layer):
 
 def apply_conv_bn_relu(x, filters: int, kernel_size: int = 3, name: str = "conv"):
     """smp ``Conv2dReLU``: conv (no bias) -> batch norm -> ReLU, ``same`` padding."""
-    x = keras.layers.Conv2D(filters, kernel_size, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = matmul_grad_conv.conv(2, filters, kernel_size, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = batch_norm(**BN_KWARGS, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 

@@ -28,10 +28,12 @@ from tfmedseg.models.blocks.normalization import batch_norm
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import keras
 
+from tfmedseg.models.blocks import matmul_grad_conv
 from tfmedseg.models.blocks.depthwise3d import DepthwiseConv3D
 from tfmedseg.models.blocks.normalization import batch_norm
 from tfmedseg.models.blocks.shapes import as_tuple, spatial_rank
@@ -92,6 +94,9 @@ def apply_conv(x, filters: int, kernel_size: int | Sequence[int] = 1, strides: i
                use_bias: bool = False, name: str = "conv"):
     """A plain 2D/3D convolution with ``"same"`` padding (rank taken from ``x``).
 
+    2D/3D: :func:`tfmedseg.models.blocks.matmul_grad_conv.conv` (Keras' layer with the kernel
+    gradient as matmuls where that is faster).
+
     Args:
         x: ``[B, H, W, C]`` or ``[B, D, H, W, C]`` float32 tensor.
         filters: Output channels.
@@ -104,7 +109,8 @@ def apply_conv(x, filters: int, kernel_size: int | Sequence[int] = 1, strides: i
         ``[B, H/s, W/s, filters]`` (ceil division) or its 3D counterpart.
     """
     rank = spatial_rank(x)
-    return _CONV[rank](
+    layer = _CONV[rank] if rank == 1 else functools.partial(matmul_grad_conv.conv, rank)
+    return layer(
         filters,
         as_tuple(kernel_size, rank, "kernel_size"),
         strides=as_tuple(strides, rank, "strides"),

@@ -30,15 +30,21 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from tfmedseg.models.blocks.matmul_grad_conv import MatmulGradConv2D, MatmulGradConv3D
+
 __all__ = ["ConcatConv2D", "ConcatConv3D", "concat_conv"]
 
 
 class _ConcatConvMixin:
     """The list-input ``build`` / ``call`` shared by the 2D and 3D layers."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, matmul_grad: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
+        self.matmul_grad = bool(matmul_grad)
         self.input_spec = None  # a list of inputs (Conv's spec expects one); checked in build
+
+    def get_config(self):
+        return {**super().get_config(), "matmul_grad": self.matmul_grad}
 
     def build(self, input_shape):
         shapes = [tuple(s) for s in input_shape] if isinstance(input_shape[0], list | tuple) else [input_shape]
@@ -68,7 +74,7 @@ class _ConcatConvMixin:
 
 
 @keras.saving.register_keras_serializable(package="tfmedseg")
-class ConcatConv2D(_ConcatConvMixin, keras.layers.Conv2D):
+class ConcatConv2D(_ConcatConvMixin, MatmulGradConv2D):
     """``Conv2D(concat(inputs, axis=-1))`` as a sum of one convolution per input (see module doc).
 
     Input: a list of ``[B, H, W, C_i]`` tensors; output ``[B, H', W', filters]`` as ``Conv2D``.
@@ -76,7 +82,7 @@ class ConcatConv2D(_ConcatConvMixin, keras.layers.Conv2D):
 
 
 @keras.saving.register_keras_serializable(package="tfmedseg")
-class ConcatConv3D(_ConcatConvMixin, keras.layers.Conv3D):
+class ConcatConv3D(_ConcatConvMixin, MatmulGradConv3D):
     """``Conv3D(concat(inputs, axis=-1))`` as a sum of one convolution per input (see module doc).
 
     Input: a list of ``[B, D, H, W, C_i]`` tensors; output ``[B, D', H', W', filters]`` as ``Conv3D``.

@@ -11,10 +11,11 @@ in/out-transposed kernel, so this layer computes its forward pass as ``Conv2DBac
 its input gradient as ``Conv2DBackpropInput`` too. The kernel gradient of such a convolution is,
 per kernel tap ``(i, j)``, one matrix product ``x_pad[:, i:i+H, j:j+W, :]^T @ dy`` (pixels as the
 contraction axis); oneDNN's ``Conv2DBackpropFilter`` (``jit:avx2 backward_weights`` on NHWC) reaches
-only ~35 GFLOP/s on the VGG shapes, while these products run through SGEMM at 2-3x that. So when
-``min(Cin, Cout) >= 64`` (:data:`SHIFTED_MATMUL_MIN_CHANNELS`; measured faster there, not on thin
-U-Net layers) the kernel gradient is computed as shifted matmuls (:func:`_kernel_grad_shifted`),
-elsewhere as ``Conv2DBackpropFilter`` (as ``Conv2D``'s). Same weights, names and config as
+only ~35 GFLOP/s on the VGG shapes, while these products run through SGEMM at 2-3x that. So where
+:mod:`tfmedseg.models.blocks.matmul_grad_conv` takes them (``min(Cin, Cout) >=
+MIN_CHANNELS[2]``) the kernel gradient is its
+:func:`~tfmedseg.models.blocks.matmul_grad_conv.kernel_grad_as_matmuls` (column chunks of at most
+``IM2COL_BYTES[2]`` per call), elsewhere ``Conv2DBackpropFilter`` (as ``Conv2D``'s). Same weights, names and config as
 ``Conv2D``; results agree to float rounding.
 
 The fast path is taken only with the TensorFlow backend, oneDNN on, no GPU, ``channels_last``,
@@ -31,58 +32,12 @@ Example:
 
 from __future__ import annotations
 
-import functools
-import os
-
 import keras
 
+from tfmedseg.models.blocks import matmul_grad_conv
+from tfmedseg.models.blocks.matmul_grad_conv import onednn_fast_path_available
+
 __all__ = ["OneDNNConv2D", "onednn_fast_path_available"]
-
-#: The kernel gradient uses shifted matmuls when ``min(Cin, Cout)`` reaches this (else Conv2DBackpropFilter).
-SHIFTED_MATMUL_MIN_CHANNELS = 64
-#: Shifted matmuls: one im2col matmul when the per-image column buffer is at most this many bytes
-#: (small maps, e.g. VGG block4/5 at 512^2 input), else one matmul per tap (no large buffer).
-_IM2COL_MAX_BYTES_PER_IMAGE = 128 << 20
-
-
-@functools.lru_cache(maxsize=1)
-def onednn_fast_path_available() -> bool:
-    """True when TensorFlow runs convolutions through oneDNN on the CPU only (decided once)."""
-    if keras.backend.backend() != "tensorflow" or os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0":
-        return False
-    import tensorflow as tf
-
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-
-        mkl = bool(_pywrap_util_port.IsMklEnabled())
-    except (ImportError, AttributeError):  # pragma: no cover - TF internals moved
-        mkl = os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1"
-    return mkl and not tf.config.list_physical_devices("GPU")
-
-
-def _kernel_grad_shifted(x, dy, kh: int, kw: int, cin: int, cout: int):
-    """Kernel gradient (HWIO) of a stride-1 "same" conv with an odd ``kh x kw`` kernel, as matmuls.
-
-    ``dk[i, j] = reshape(x_pad[:, i:i+H, j:j+W, :], [-1, Cin])^T @ reshape(dy, [-1, Cout])``; with a
-    small per-image map the ``kh*kw`` shifted slices are concatenated into one im2col matrix and one
-    matmul (better SGEMM shape), otherwise one matmul per tap.
-    """
-    import tensorflow as tf
-
-    h, w = x.shape[1], x.shape[2]
-    static_hw = h is not None and w is not None
-    if not static_hw:
-        h, w = tf.shape(x)[1], tf.shape(x)[2]
-    xp = tf.pad(x, [[0, 0], [kh // 2, kh // 2], [kw // 2, kw // 2], [0, 0]])
-    d = tf.reshape(dy, [-1, cout])
-    taps = [xp[:, i : i + h, j : j + w, :] for i in range(kh) for j in range(kw)]
-    if static_hw and h * w * kh * kw * cin * x.dtype.size <= _IM2COL_MAX_BYTES_PER_IMAGE:
-        cols = tf.reshape(tf.concat(taps, axis=-1), [-1, kh * kw * cin])
-        return tf.reshape(tf.matmul(cols, d, transpose_a=True), [kh, kw, cin, cout])
-    rows = [tf.matmul(tf.reshape(t, [-1, cin]), d, transpose_a=True) for t in taps]
-    return tf.reshape(tf.stack(rows), [kh, kw, cin, cout])
-
 
 def _same_conv_as_backprop_input(x, kernel):
     """Stride-1 "same" conv2d of NHWC ``x`` with HWIO ``kernel`` (odd size) via Conv2DBackpropInput."""
@@ -103,8 +58,8 @@ def _same_conv_as_backprop_input(x, kernel):
                 input_sizes=tf.shape(x), filter=kernel, out_backprop=dy, strides=strides, padding="SAME"
             )
             kh, kw, cin, cout = kernel.shape
-            if min(cin, cout) >= SHIFTED_MATMUL_MIN_CHANNELS:
-                dk = _kernel_grad_shifted(x, dy, kh, kw, cin, cout)
+            if min(cin, cout) >= matmul_grad_conv.MIN_CHANNELS[2]:
+                dk = matmul_grad_conv.kernel_grad_as_matmuls(x, dy, (kh, kw), matmul_grad_conv.IM2COL_BYTES[2])
             else:
                 dk = tf.raw_ops.Conv2DBackpropFilter(
                     input=x, filter_sizes=tf.shape(kernel), out_backprop=dy, strides=strides, padding="SAME"

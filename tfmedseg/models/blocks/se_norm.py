@@ -44,6 +44,8 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
+from tfmedseg.models.blocks import matmul_grad_conv
+
 __all__ = [
     "INSTANCE_NORM_EPSILON",
     "NORMALIZATIONS",
@@ -249,7 +251,8 @@ def make_normalization(kind: str, name: str, reduction: int = 2, zero_init: bool
 
 def _conv(rank: int, filters: int, kernel_size, use_bias: bool, name: str):
     kernel = (kernel_size,) * rank if isinstance(kernel_size, int) else tuple(kernel_size)
-    return _CONV[rank](filters, kernel, padding="same", use_bias=use_bias, kernel_initializer="he_normal", name=name)
+    layer = _CONV[rank] if rank == 1 else (lambda *a, **k: matmul_grad_conv.conv(rank, *a, **k))
+    return layer(filters, kernel, padding="same", use_bias=use_bias, kernel_initializer="he_normal", name=name)
 
 
 def apply_norm_conv(x, filters: int, kernel_size: int | Sequence[int] = 3, norm: str = "se_instance",

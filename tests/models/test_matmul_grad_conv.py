@@ -1,0 +1,212 @@
+"""MatmulGradConv2D/3D: Keras' convolution with the kernel gradient as matmuls; same outputs and gradients."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfmedseg.models.blocks import matmul_grad_conv
+from tfmedseg.models.blocks.concat_conv import concat_conv
+from tfmedseg.models.blocks.matmul_grad_conv import (
+    MatmulGradConv2D,
+    MatmulGradConv3D,
+    conv,
+    kernel_grad_as_matmuls,
+    onednn_fast_path_available,
+    uses_matmul_grad,
+)
+
+needs_onednn = pytest.mark.skipif(not onednn_fast_path_available(), reason="matmul gradient only with oneDNN on a CPU")
+
+
+@pytest.fixture
+def record_calls(monkeypatch):
+    """Thin tiny layers take the matmul path; returns the list of ``im2col_bytes`` per matmul gradient traced."""
+    monkeypatch.setattr(matmul_grad_conv, "MIN_CHANNELS", {2: 1, 3: 1})
+    calls = []
+    real = matmul_grad_conv.kernel_grad_as_matmuls
+    monkeypatch.setattr(matmul_grad_conv, "kernel_grad_as_matmuls", lambda *a: calls.append(a[-1]) or real(*a))
+    return calls
+
+
+def _pair(rank: int, shape, **kwargs):
+    ref = (keras.layers.Conv2D if rank == 2 else keras.layers.Conv3D)(**kwargs)
+    ours = conv(rank, **kwargs)
+    ref.build(shape)
+    ours.build(shape)
+    rng = np.random.default_rng(0)
+    weights = [rng.normal(size=w.shape).astype(np.float32) * 0.3 for w in ref.get_weights()]
+    ref.set_weights(weights)
+    ours.set_weights(weights)
+    return ref, ours
+
+
+def _outputs_and_gradients(layers, x, signature=None):
+    @tf.function(input_signature=signature)
+    def run(x):
+        out = []
+        for layer in layers:
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x)
+                loss = tf.reduce_sum(tf.sin(y))
+            out.append([y, *tape.gradient(loss, [x, *layer.trainable_weights])])
+        return out
+
+    return [[t.numpy() for t in group] for group in run(x)]
+
+
+def _assert_close(got, want):
+    for g, w in zip(got, want):
+        scale = max(float(np.abs(w).max()), 1e-6)
+        np.testing.assert_allclose(g / scale, w / scale, rtol=0, atol=2e-6)
+
+
+@needs_onednn
+@pytest.mark.parametrize(
+    ("rank", "shape", "kwargs", "im2col_bytes"),
+    [
+        (2, (2, 9, 11, 5), {"filters": 6, "kernel_size": 3, "activation": "relu"}, 0),  # one matmul per tap
+        (2, (2, 9, 11, 5), {"filters": 6, "kernel_size": 3, "use_bias": False}, 64 << 20),  # one column chunk
+        (2, (2, 9, 11, 5), {"filters": 6, "kernel_size": 3}, 4096),  # several column chunks
+        (2, (1, 8, 7, 4), {"filters": 3, "kernel_size": (5, 3)}, 1000),
+        (3, (2, 5, 6, 7, 3), {"filters": 4, "kernel_size": 3}, 0),
+        (3, (1, 6, 5, 4, 2), {"filters": 5, "kernel_size": (3, 1, 5), "use_bias": False}, 2048),
+    ],
+)
+def test_matches_keras_with_gradients(rank, shape, kwargs, im2col_bytes, record_calls, monkeypatch):
+    monkeypatch.setitem(matmul_grad_conv.IM2COL_BYTES, rank, im2col_bytes)
+    ref, ours = _pair(rank, shape, padding="same", **kwargs)
+    assert uses_matmul_grad(ours, shape)
+    x = tf.constant(np.random.default_rng(1).normal(size=shape).astype(np.float32))
+    want, got = _outputs_and_gradients([ref, ours], x)
+    _assert_close(got, want)
+    assert record_calls == [im2col_bytes]
+
+
+@needs_onednn
+@pytest.mark.parametrize("rank", [2, 3])
+def test_unknown_batch_size_uses_the_per_tap_form(rank, record_calls, monkeypatch):
+    monkeypatch.setitem(matmul_grad_conv.IM2COL_BYTES, rank, 4096)
+    shape = (3,) + (6,) * rank + (4,)
+    ref, ours = _pair(rank, shape, filters=5, kernel_size=3, padding="same")
+    x = tf.constant(np.random.default_rng(2).normal(size=shape).astype(np.float32))
+    want, got = _outputs_and_gradients([ref, ours], x, [tf.TensorSpec((None, *shape[1:]), tf.float32)])
+    _assert_close(got, want)
+    assert record_calls == [4096]  # asked for chunks; the batch is unknown, so it took the per-tap form
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"strides": 2, "padding": "same"},
+        {"padding": "valid"},
+        {"padding": "same", "dilation_rate": 2},
+        {"padding": "same", "kernel_size": 1},
+        {"padding": "same", "kernel_size": 2},
+    ],
+)
+def test_other_convolutions_are_keras_own(kwargs, record_calls):
+    kwargs = {"filters": 4, "kernel_size": 3, **kwargs}
+    shape = (2, 8, 8, 3)
+    ref, ours = _pair(2, shape, **kwargs)
+    assert not uses_matmul_grad(ours, shape)
+    x = tf.constant(np.random.default_rng(3).normal(size=shape).astype(np.float32))
+    want, got = _outputs_and_gradients([ref, ours], x)
+    _assert_close(got, want)
+    assert record_calls == []
+
+
+def test_thin_layers_keep_the_kernel_gradient_op():
+    layer = conv(2, matmul_grad_conv.MIN_CHANNELS[2] - 1, 3, padding="same")
+    layer.build((1, 8, 8, 64))
+    assert not uses_matmul_grad(layer, (1, 8, 8, 64))
+    wide = conv(3, matmul_grad_conv.MIN_CHANNELS[3], 3, padding="same")
+    assert uses_matmul_grad(wide, (1, 4, 4, 4, 64)) == onednn_fast_path_available()
+
+
+@pytest.mark.parametrize("rank", [2, 3])
+def test_kernel_grad_forms_equal_the_kernel_gradient_op(rank):
+    rng = np.random.default_rng(4)
+    x = tf.constant(rng.normal(size=(2,) + (5,) * rank + (3,)).astype(np.float32))
+    dy = tf.constant(rng.normal(size=(2,) + (5,) * rank + (4,)).astype(np.float32))
+    op = tf.raw_ops.Conv2DBackpropFilter if rank == 2 else tf.raw_ops.Conv3DBackpropFilterV2
+    want = op(input=x, filter_sizes=[3] * rank + [3, 4], out_backprop=dy, strides=[1] * (rank + 2), padding="SAME")
+    for im2col_bytes in (0, 500, 1 << 20):
+        got = kernel_grad_as_matmuls(x, dy, (3,) * rank, im2col_bytes)
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-4)
+
+
+def test_factory_and_serialization(tmp_path):
+    assert type(conv(2, 4, 3)) is MatmulGradConv2D and type(conv(3, 4, 3)) is MatmulGradConv3D
+    assert type(conv(2, 4, 3, matmul_grad=False)) is keras.layers.Conv2D
+    with pytest.raises(ValueError, match="rank"):
+        conv(1, 4, 3)
+    layer = conv(3, 4, 3, padding="same", name="c")
+    clone = keras.layers.deserialize(keras.layers.serialize(layer))
+    assert type(clone) is MatmulGradConv3D and clone.get_config() == layer.get_config()
+    assert keras.layers.serialize(layer)["registered_name"] == "tfmedseg>MatmulGradConv3D"
+
+
+def test_weight_files_interchange_with_keras_layers(tmp_path):
+    """Weight files address layers by snake-cased class name: ours must read Keras' files and back."""
+
+    def model(matmul_grad):
+        x = keras.Input((8, 8, 2))
+        y = conv(2, 4, 3, padding="same", matmul_grad=matmul_grad)(x)
+        return keras.Model(x, conv(2, 3, 3, padding="same", matmul_grad=matmul_grad)(y))
+
+    keras.utils.set_random_seed(0)
+    plain, ours = model(False), model(True)
+    plain.save_weights(tmp_path / "plain.weights.h5")
+    ours.load_weights(tmp_path / "plain.weights.h5")
+    for a, b in zip(plain.get_weights(), ours.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    path = tmp_path / "ours.keras"
+    ours.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded.layers[1]) is MatmulGradConv2D
+    data = np.random.default_rng(5).normal(size=(2, 8, 8, 2)).astype(np.float32)
+    np.testing.assert_allclose(loaded(data).numpy(), plain(data).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_tflite_conversion_gives_the_same_output(record_calls):
+    x = keras.Input((8, 8, 3))
+    model = keras.Model(x, conv(2, 4, 3, padding="same", activation="relu")(x))
+    data = np.random.default_rng(6).normal(size=(1, 8, 8, 3)).astype(np.float32)
+    interpreter = tf.lite.Interpreter(model_content=tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], data)
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(got, model(data).numpy(), rtol=1e-4, atol=1e-4)
+
+
+@needs_onednn
+@pytest.mark.parametrize("rank", [2, 3])
+def test_concat_conv_takes_the_matmul_gradient(rank, record_calls):
+    """ConcatConv (a MatmulGradConv) splits the kernel per input; each part's gradient is a matmul one."""
+    spatial = (5,) * rank
+    inputs = [keras.Input(spatial + (c,)) for c in (3, 2)]
+    plain = (keras.layers.Conv2D if rank == 2 else keras.layers.Conv3D)(4, 3, padding="same")
+    reference = keras.Model(inputs, plain(keras.layers.Concatenate()(inputs)))
+    ours = keras.Model(inputs, concat_conv(rank, 4, 3, padding="same")(inputs))
+    off = keras.Model(inputs, concat_conv(rank, 4, 3, padding="same", matmul_grad=False)(inputs))
+    ours.set_weights(reference.get_weights())
+    off.set_weights(reference.get_weights())
+    rng = np.random.default_rng(7)
+    xs = [tf.constant(rng.normal(size=(2,) + spatial + (c,)).astype(np.float32)) for c in (3, 2)]
+
+    def grads(model):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.sin(model(xs)))
+        return [g.numpy() for g in tape.gradient(loss, model.trainable_weights)]
+
+    want = grads(reference)
+    _assert_close(grads(ours), want)
+    assert len(record_calls) == 2
+    _assert_close(grads(off), want)
+    assert len(record_calls) == 2
+    assert off.layers[-1].get_config()["matmul_grad"] is False

@@ -1,0 +1,235 @@
+"""``Conv2D`` / ``Conv3D`` whose kernel gradient is computed as matrix products (oneDNN CPU hosts).
+
+Why: with oneDNN on (``TF_ENABLE_ONEDNN_OPTS=1``, see :mod:`tfmedseg`) TensorFlow 2.21 runs the
+kernel gradient of a convolution (``Conv2DBackpropFilter`` / ``Conv3DBackpropFilterV2``) as oneDNN's
+``jit:avx2 backward_weights`` on the plain NHWC layout, which on our AVX2 box reaches a third of
+the forward convolution's speed; in the U-Net training steps it was 43 % (2D) / 47 % (3D) of the
+kernel time (``docs/performance.md``, "Training step"). For a stride-1 "same" convolution with an
+odd kernel the kernel gradient is, per kernel tap ``t``, one matrix product
+
+    dK[t] = X_t^T @ dY        X_t: [pixels, C_in] = the input shifted by tap t,  dY: [pixels, C_out]
+
+and SGEMM runs these near the matmul peak once both channel counts are wide enough
+(:data:`MIN_CHANNELS`). :func:`kernel_grad_as_matmuls` takes the shifted inputs without copying
+them: the input is zero-padded by ``k // 2`` on each side and flattened to ``[B * prod(padded
+spatial), C_in]``; the output gradient is padded (on the far side, with zeros) to the same padded
+grid and flattened. The tap ``t`` of every output position is then the row ``offset(t)`` further
+down the flat input, so ``X_t`` is the contiguous row range ``[offset(t), offset(t) + rows)`` (a
+slice TensorFlow hands out as a view of the buffer when a row is a multiple of 64 bytes, so the
+channels are zero-padded to a multiple of 16 first) and the padded positions contribute nothing
+(their ``dY`` rows are zero). Extra memory: one padded copy of the input and one of the output
+gradient, whatever the batch size; the im2col form (wide 2D layers, :data:`IM2COL_BYTES`) adds
+column chunks of a fixed size per call.
+
+:class:`MatmulGradConv2D` / :class:`MatmulGradConv3D` are ``keras.layers.Conv2D`` / ``Conv3D`` (same
+arguments, config, weights; like :mod:`tfmedseg.models.blocks.normalization` the classes are
+*named* ``Conv2D`` / ``Conv3D`` so that Keras 3 weight files, which address layers by their
+snake-cased class name, stay interchangeable with Keras' layers) whose forward and input gradient
+are TensorFlow's ops and whose kernel gradient uses the matmuls where :func:`uses_matmul_grad`
+holds: TensorFlow backend with oneDNN on the CPU and no GPU, channels last, stride 1, dilation 1,
+``groups=1``, ``"same"`` padding, an odd kernel larger than 1, static spatial sizes and
+``min(C_in, C_out) >= MIN_CHANNELS[rank]``. Everywhere else they are Keras' layers. Builders get
+them through :func:`conv` (``MATMUL_GRAD_DEFAULT``); results agree with Keras' layers to float
+rounding (``tests/models/test_matmul_grad_conv.py``).
+
+Example:
+    >>> import keras
+    >>> y = conv(2, 8, 3, padding="same", use_bias=False)(keras.Input((16, 16, 4)))
+    >>> tuple(y.shape)
+    (None, 16, 16, 8)
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+
+import keras
+
+__all__ = ["IM2COL_BYTES", "MATMUL_GRAD_DEFAULT", "MIN_CHANNELS", "MatmulGradConv2D", "MatmulGradConv3D", "conv",
+           "kernel_grad_as_matmuls", "onednn_fast_path_available",
+           "uses_matmul_grad"]
+
+MATMUL_GRAD_DEFAULT = True
+"""Whether :func:`conv` returns the matmul-gradient layers when ``matmul_grad`` is not given."""
+
+#: Smallest ``min(C_in, C_out)`` per spatial rank at which the matmul kernel gradient is used
+#: (measured per layer with ``benchmarks/bench_conv_layers.py --net unet2d|unet3d``: below it
+#: oneDNN's kernel, which reads each input once, beats the memory-bound thin matmuls).
+MIN_CHANNELS = {2: 32, 3: 16}
+#: Column-chunk bound (bytes) of the im2col form per spatial rank; 0: the per-tap form (see
+#: :func:`kernel_grad_as_matmuls`; measured per layer like :data:`MIN_CHANNELS`).
+IM2COL_BYTES = {2: 8 << 20, 3: 0}
+_ROW_ALIGN_BYTES = 64  # TensorFlow's Slice returns a view of dim-0 slices whose rows are a multiple of this
+
+
+@functools.lru_cache(maxsize=1)
+def onednn_fast_path_available() -> bool:
+    """True when TensorFlow runs convolutions through oneDNN on the CPU only (decided once)."""
+    if keras.backend.backend() != "tensorflow" or os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0":
+        return False
+    import tensorflow as tf
+
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+
+        mkl = bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):  # pragma: no cover - TF internals moved
+        mkl = os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1"
+    return mkl and not tf.config.list_physical_devices("GPU")
+
+
+def kernel_grad_as_matmuls(x, dy, kernel_size, im2col_bytes: int = 0):
+    """Kernel gradient of a stride-1 "same" convolution with an odd kernel, as matrix products.
+
+    Two forms on the same flat padded input (module doc): ``im2col_bytes == 0``: one matmul per
+    tap over a view of the flat input (extra memory: one padded copy of ``x`` and of ``dy``);
+    ``im2col_bytes > 0`` and a static batch size: the flat rows in chunks, each chunk's taps
+    concatenated into a ``[rows, k^d * C_in]`` column matrix of at most ``im2col_bytes`` (whatever
+    the batch size) and one matmul per chunk, summed (fewer, larger matmuls: faster on wide layers).
+
+    Args:
+        x: Input ``[B, *S, C_in]`` (2 or 3 spatial axes, static spatial sizes and channels).
+        dy: Output gradient ``[B, *S, C_out]``.
+        kernel_size: Odd kernel sizes ``(k_1, ..., k_d)``.
+        im2col_bytes: Size bound of one column chunk in bytes; 0 for the per-tap form.
+
+    Returns:
+        ``[k_1, ..., k_d, C_in, C_out]``, the gradient of ``sum(conv(x, K) * dy)`` with respect to ``K``
+        (TensorFlow's kernel layout).
+    """
+    import tensorflow as tf
+
+    kernel_size = [int(k) for k in kernel_size]
+    spatial = [int(s) for s in x.shape[1:-1]]
+    cin, cout = int(x.shape[-1]), int(dy.shape[-1])
+    pads = [k // 2 for k in kernel_size]
+    padded = [s + 2 * p for s, p in zip(spatial, pads)]
+    strides = [1] * len(padded)  # flat-row stride of each padded spatial axis
+    for a in range(len(padded) - 2, -1, -1):
+        strides[a] = strides[a + 1] * padded[a + 1]
+    per_image = strides[0] * padded[0]
+    last = sum((k - 1) * s for k, s in zip(kernel_size, strides))  # largest tap offset
+    offsets = [sum(i * s for i, s in zip(tap, strides)) for tap in itertools.product(*(range(k) for k in kernel_size))]
+    # Row slices are views only when a row is a multiple of 64 bytes: pad the channels up to that.
+    width = -(-cin * x.dtype.size // _ROW_ALIGN_BYTES) * _ROW_ALIGN_BYTES // x.dtype.size
+    xp = tf.pad(x, [[0, 0], *([p, p] for p in pads), [0, width - cin]])
+    xf = tf.pad(tf.reshape(xp, [-1, width]), [[0, last], [0, 0]])
+    df = tf.reshape(tf.pad(dy, [[0, 0], *([0, 2 * p] for p in pads), [0, 0]]), [-1, cout])
+    if im2col_bytes > 0 and x.shape[0] is not None:
+        rows = int(x.shape[0]) * per_image
+        chunk = max(1, int(im2col_bytes) // (len(offsets) * width * x.dtype.size))
+        parts = []
+        for start in range(0, rows, chunk):
+            n = min(chunk, rows - start)
+            cols = tf.concat([xf[o + start:o + start + n] for o in offsets], axis=-1)
+            parts.append(tf.matmul(cols, df[start:start + n], transpose_a=True))
+        grad = tf.reshape(tf.add_n(parts), [*kernel_size, width, cout])
+    else:
+        rows = tf.shape(x)[0] * per_image
+        taps = [tf.matmul(tf.slice(xf, [o, 0], tf.stack([rows, width])), df, transpose_a=True) for o in offsets]
+        grad = tf.reshape(tf.stack(taps), [*kernel_size, width, cout])
+    return grad if width == cin else grad[..., :cin, :]
+
+
+def _backprop_input(rank: int):
+    import tensorflow as tf
+
+    return tf.raw_ops.Conv2DBackpropInput if rank == 2 else tf.raw_ops.Conv3DBackpropInputV2
+
+
+def _conv_matmul_kernel_grad(x, kernel):
+    """``conv(x, kernel)`` ("same", stride 1) with TensorFlow's forward and input gradient, matmul kernel gradient."""
+    import tensorflow as tf
+
+    rank = len(kernel.shape) - 2
+    strides = [1] * (rank + 2)
+
+    @tf.custom_gradient
+    def conv(x, kernel):
+        y = tf.nn.convolution(x, kernel, strides=1, padding="SAME")
+
+        def grad(dy):
+            dx = _backprop_input(rank)(input_sizes=tf.shape(x), filter=kernel, out_backprop=dy,
+                                       strides=strides, padding="SAME")
+            return dx, kernel_grad_as_matmuls(x, dy, kernel.shape[:rank], IM2COL_BYTES[rank])
+
+        return y, grad
+
+    y = conv(x, kernel)
+    y.set_shape(x.shape[:-1].concatenate(kernel.shape[-1:]))
+    return y
+
+
+def uses_matmul_grad(layer, input_shape) -> bool:
+    """Whether ``layer`` (a Conv2D/Conv3D) with input ``input_shape`` takes the matmul kernel gradient here."""
+    rank = layer.rank
+    k = tuple(layer.kernel_size)
+    cin = input_shape[-1]
+    return (
+        rank in MIN_CHANNELS
+        and layer.data_format == "channels_last"
+        and all(s == 1 for s in layer.strides)
+        and all(d == 1 for d in layer.dilation_rate)
+        and layer.groups == 1
+        and layer.padding == "same"
+        and all(s % 2 == 1 for s in k)
+        and max(k) > 1
+        and cin is not None
+        and all(s is not None for s in input_shape[1:-1])
+        and min(int(cin), layer.filters) >= MIN_CHANNELS[rank]
+        and onednn_fast_path_available()
+    )
+
+
+class _MatmulGradMixin:
+    matmul_grad = True  # subclasses may turn it off per layer (``ConcatConv2D(matmul_grad=False)``)
+
+    def convolution_op(self, inputs, kernel):
+        if not (self.matmul_grad and uses_matmul_grad(self, tuple(inputs.shape))):
+            return super().convolution_op(inputs, kernel)
+        import tensorflow as tf
+
+        return _conv_matmul_kernel_grad(tf.convert_to_tensor(inputs), tf.convert_to_tensor(kernel))
+
+
+@keras.saving.register_keras_serializable(package="tfmedseg", name="MatmulGradConv2D")
+class Conv2D(_MatmulGradMixin, keras.layers.Conv2D):
+    """``keras.layers.Conv2D`` with the matmul kernel gradient where it pays (module doc).
+
+    Takes exactly ``keras.layers.Conv2D``'s arguments; input ``[B, H, W, C_in]``, output ``[B, H', W', filters]``.
+    """
+
+
+@keras.saving.register_keras_serializable(package="tfmedseg", name="MatmulGradConv3D")
+class Conv3D(_MatmulGradMixin, keras.layers.Conv3D):
+    """``keras.layers.Conv3D`` with the matmul kernel gradient where it pays (module doc).
+
+    Takes exactly ``keras.layers.Conv3D``'s arguments; input ``[B, D, H, W, C_in]``, output ``[B, D', H', W', filters]``.
+    """
+
+
+MatmulGradConv2D = Conv2D
+MatmulGradConv3D = Conv3D
+
+
+def conv(rank: int, filters: int, kernel_size, matmul_grad: bool | None = None, **kwargs):
+    """The convolution layer builders use: :class:`MatmulGradConv2D` / ``3D`` by default, Keras' otherwise.
+
+    Args:
+        rank: 2 or 3 spatial axes.
+        filters: Output channels.
+        kernel_size: Int or tuple.
+        matmul_grad: ``True``: the matmul-gradient layer; ``False``: ``keras.layers.Conv2D`` / ``Conv3D``;
+            ``None``: :data:`MATMUL_GRAD_DEFAULT`.
+        **kwargs: Any other ``keras.layers.Conv2D`` / ``Conv3D`` argument.
+
+    Returns:
+        An unbuilt layer.
+    """
+    if rank not in (2, 3):
+        raise ValueError(f"rank must be 2 or 3, got {rank}")
+    fast = MATMUL_GRAD_DEFAULT if matmul_grad is None else matmul_grad
+    cls = {2: Conv2D, 3: Conv3D}[rank] if fast else {2: keras.layers.Conv2D, 3: keras.layers.Conv3D}[rank]
+    return cls(filters, kernel_size, **kwargs)
