@@ -77,7 +77,7 @@ def _assert_close(got, want):
     ],
 )
 def test_matches_keras_with_gradients(rank, shape, kwargs, im2col_bytes, record_calls, monkeypatch):
-    monkeypatch.setitem(matmul_grad_conv.IM2COL_BYTES, rank, im2col_bytes)
+    monkeypatch.setattr(matmul_grad_conv, "im2col_bytes", lambda rank, cin, cout: im2col_bytes)
     ref, ours = _pair(rank, shape, padding="same", **kwargs)
     assert uses_matmul_grad(ours, shape)
     x = tf.constant(np.random.default_rng(1).normal(size=shape).astype(np.float32))
@@ -89,7 +89,7 @@ def test_matches_keras_with_gradients(rank, shape, kwargs, im2col_bytes, record_
 @needs_onednn
 @pytest.mark.parametrize("rank", [2, 3])
 def test_unknown_batch_size_uses_the_per_tap_form(rank, record_calls, monkeypatch):
-    monkeypatch.setitem(matmul_grad_conv.IM2COL_BYTES, rank, 4096)
+    monkeypatch.setattr(matmul_grad_conv, "im2col_bytes", lambda rank, cin, cout: 4096)
     shape = (3,) + (6,) * rank + (4,)
     ref, ours = _pair(rank, shape, filters=5, kernel_size=3, padding="same")
     x = tf.constant(np.random.default_rng(2).normal(size=shape).astype(np.float32))
@@ -117,6 +117,14 @@ def test_other_convolutions_are_keras_own(kwargs, record_calls):
     want, got = _outputs_and_gradients([ref, ours], x)
     _assert_close(got, want)
     assert record_calls == []
+
+
+def test_form_per_layer():
+    """One matmul per tap, except 2D layers of >= IM2COL_MIN_CHANNELS channels (column chunks of a fixed size)."""
+    wide = matmul_grad_conv.IM2COL_MIN_CHANNELS
+    assert matmul_grad_conv.im2col_bytes(2, wide, wide) == matmul_grad_conv.IM2COL_BYTES > 0
+    assert matmul_grad_conv.im2col_bytes(2, wide // 2, wide) == 0
+    assert matmul_grad_conv.im2col_bytes(3, wide, wide) == 0
 
 
 def test_thin_layers_keep_the_kernel_gradient_op():

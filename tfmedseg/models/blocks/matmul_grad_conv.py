@@ -18,8 +18,8 @@ down the flat input, so ``X_t`` is the contiguous row range ``[offset(t), offset
 slice TensorFlow hands out as a view of the buffer when a row is a multiple of 64 bytes, so the
 channels are zero-padded to a multiple of 16 first) and the padded positions contribute nothing
 (their ``dY`` rows are zero). Extra memory: one padded copy of the input and one of the output
-gradient, whatever the batch size; the im2col form (wide 2D layers, :data:`IM2COL_BYTES`) adds
-column chunks of a fixed size per call.
+gradient, whatever the batch size; the im2col form (2D layers of >= :data:`IM2COL_MIN_CHANNELS`
+channels) adds column chunks of at most :data:`IM2COL_BYTES` per call.
 
 :class:`MatmulGradConv2D` / :class:`MatmulGradConv3D` are ``keras.layers.Conv2D`` / ``Conv3D`` (same
 arguments, config, weights; like :mod:`tfmedseg.models.blocks.normalization` the classes are
@@ -47,8 +47,8 @@ import os
 
 import keras
 
-__all__ = ["IM2COL_BYTES", "MATMUL_GRAD_DEFAULT", "MIN_CHANNELS", "MatmulGradConv2D", "MatmulGradConv3D", "conv",
-           "kernel_grad_as_matmuls", "onednn_fast_path_available",
+__all__ = ["IM2COL_BYTES", "IM2COL_MIN_CHANNELS", "MATMUL_GRAD_DEFAULT", "MIN_CHANNELS", "MatmulGradConv2D", "MatmulGradConv3D", "conv",
+           "im2col_bytes", "kernel_grad_as_matmuls", "onednn_fast_path_available",
            "uses_matmul_grad"]
 
 MATMUL_GRAD_DEFAULT = True
@@ -58,9 +58,11 @@ MATMUL_GRAD_DEFAULT = True
 #: (measured per layer with ``benchmarks/bench_conv_layers.py --net unet2d|unet3d``: below it
 #: oneDNN's kernel, which reads each input once, beats the memory-bound thin matmuls).
 MIN_CHANNELS = {2: 32, 3: 16}
-#: Column-chunk bound (bytes) of the im2col form per spatial rank; 0: the per-tap form (see
-#: :func:`kernel_grad_as_matmuls`; measured per layer like :data:`MIN_CHANNELS`).
-IM2COL_BYTES = {2: 8 << 20, 3: 0}
+#: 2D layers with ``min(C_in, C_out)`` at least this take the im2col form (one matmul per column chunk),
+#: thinner ones one matmul per tap (per layer: 1.4x faster at 512 channels, 0.9x at 128-256).
+IM2COL_MIN_CHANNELS = 512
+#: Size bound of one im2col column chunk (bytes per call, whatever the batch size; 8 and 64 MiB ran alike).
+IM2COL_BYTES = 8 << 20
 _ROW_ALIGN_BYTES = 64  # TensorFlow's Slice returns a view of dim-0 slices whose rows are a multiple of this
 
 
@@ -133,6 +135,11 @@ def kernel_grad_as_matmuls(x, dy, kernel_size, im2col_bytes: int = 0):
     return grad if width == cin else grad[..., :cin, :]
 
 
+def im2col_bytes(rank: int, cin: int, cout: int) -> int:
+    """The ``im2col_bytes`` of :func:`kernel_grad_as_matmuls` for a layer: :data:`IM2COL_BYTES` or 0 (per tap)."""
+    return IM2COL_BYTES if rank == 2 and min(int(cin), int(cout)) >= IM2COL_MIN_CHANNELS else 0
+
+
 def _backprop_input(rank: int):
     import tensorflow as tf
 
@@ -153,7 +160,7 @@ def _conv_matmul_kernel_grad(x, kernel):
         def grad(dy):
             dx = _backprop_input(rank)(input_sizes=tf.shape(x), filter=kernel, out_backprop=dy,
                                        strides=strides, padding="SAME")
-            return dx, kernel_grad_as_matmuls(x, dy, kernel.shape[:rank], IM2COL_BYTES[rank])
+            return dx, kernel_grad_as_matmuls(x, dy, kernel.shape[:rank], im2col_bytes(rank, *kernel.shape[-2:]))
 
         return y, grad
 

@@ -12,10 +12,10 @@ its input gradient as ``Conv2DBackpropInput`` too. The kernel gradient of such a
 per kernel tap ``(i, j)``, one matrix product ``x_pad[:, i:i+H, j:j+W, :]^T @ dy`` (pixels as the
 contraction axis); oneDNN's ``Conv2DBackpropFilter`` (``jit:avx2 backward_weights`` on NHWC) reaches
 only ~35 GFLOP/s on the VGG shapes, while these products run through SGEMM at 2-3x that. So where
-:mod:`tfmedseg.models.blocks.matmul_grad_conv` takes them (``min(Cin, Cout) >=
-MIN_CHANNELS[2]``) the kernel gradient is its
-:func:`~tfmedseg.models.blocks.matmul_grad_conv.kernel_grad_as_matmuls` (column chunks of at most
-``IM2COL_BYTES[2]`` per call), elsewhere ``Conv2DBackpropFilter`` (as ``Conv2D``'s). Same weights, names and config as
+``min(Cin, Cout) >= matmul_grad_conv.MIN_CHANNELS[2]`` the kernel gradient is
+:func:`~tfmedseg.models.blocks.matmul_grad_conv.kernel_grad_as_matmuls` (one matmul per tap, or at
+>= 512 channels one per column chunk of at most ``IM2COL_BYTES``), elsewhere
+``Conv2DBackpropFilter`` (as ``Conv2D``'s). Same weights, names and config as
 ``Conv2D``; results agree to float rounding.
 
 The fast path is taken only with the TensorFlow backend, oneDNN on, no GPU, ``channels_last``,
@@ -59,7 +59,8 @@ def _same_conv_as_backprop_input(x, kernel):
             )
             kh, kw, cin, cout = kernel.shape
             if min(cin, cout) >= matmul_grad_conv.MIN_CHANNELS[2]:
-                dk = matmul_grad_conv.kernel_grad_as_matmuls(x, dy, (kh, kw), matmul_grad_conv.IM2COL_BYTES[2])
+                dk = matmul_grad_conv.kernel_grad_as_matmuls(
+                    x, dy, (kh, kw), matmul_grad_conv.im2col_bytes(2, cin, cout))
             else:
                 dk = tf.raw_ops.Conv2DBackpropFilter(
                     input=x, filter_sizes=tf.shape(kernel), out_backprop=dy, strides=strides, padding="SAME"
