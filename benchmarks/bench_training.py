@@ -563,6 +563,8 @@ def _op_kind(name: str, op_type: str) -> str:
     grad = "gradient_tape" in name
     if "BackpropFilter" in op_type:
         return "conv weight gradient (Conv*BackpropFilter)"
+    if grad and ("MatMul" in op_type or op_type in ("Pack", "Pad", "PadV2", "Slice", "ConcatV2", "AddN")):
+        return "conv weight gradient as matmuls (+ pads, slices)"
     if "conv_transpose" in name and not grad:
         return "transposed conv forward"
     if "BackpropInput" in op_type or (grad and "Conv" in op_type):
@@ -630,7 +632,7 @@ def profile(model_name: str, steps: int) -> None:
     space = xplane_pb2.XSpace()
     with open(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)[0], "rb") as f:
         space.ParseFromString(f.read())
-    kinds, calls, others = Counter(), Counter(), Counter()
+    kinds, calls, others, per_op = Counter(), Counter(), Counter(), Counter()
     for plane in space.planes:
         for line in plane.lines:
             if not line.name.startswith("tf_Compute"):
@@ -642,6 +644,7 @@ def profile(model_name: str, steps: int) -> None:
                 op_name, op_type = name.rsplit(":", 1)
                 kind = _op_kind(op_name, op_type)
                 kinds[kind] += ev.duration_ps / 1e12 / steps
+                per_op[f"{op_type} {op_name}"] += ev.duration_ps / 1e12 / steps
                 if kind == "other ops":
                     others[op_type] += ev.duration_ps / 1e12 / steps
                 calls[kind] += 1
@@ -653,6 +656,9 @@ def profile(model_name: str, steps: int) -> None:
           f"traced {traced:.3f} s; {inter} inter-op threads; kernels summed {total:.3f} s per step")
     grand = sum(kinds.values())
     print(f"{'op kind':50s} {'ms/step':>8s} {'share':>6s} {'calls':>6s}")
+    if os.environ.get("BENCH_PROFILE_OPS"):  # the slowest single ops (kernel ms per step)
+        for op, sec in per_op.most_common(int(os.environ["BENCH_PROFILE_OPS"])):
+            print(f"  {sec * 1e3:7.2f} ms  {op}")
     if os.environ.get("BENCH_PROFILE_OTHERS"):
         print(others.most_common(30))
     for kind, sec in kinds.most_common():

@@ -14,6 +14,7 @@ from tfmedseg.models.blocks.matmul_grad_conv import (
     MatmulGradConv3D,
     conv,
     kernel_grad_as_matmuls,
+    matmul_overhead,
     onednn_fast_path_available,
     uses_matmul_grad,
 )
@@ -25,6 +26,7 @@ needs_onednn = pytest.mark.skipif(not onednn_fast_path_available(), reason="matm
 def record_calls(monkeypatch):
     """Thin tiny layers take the matmul path; returns the list of ``im2col_bytes`` per matmul gradient traced."""
     monkeypatch.setattr(matmul_grad_conv, "MIN_CHANNELS", {2: 1, 3: 1})
+    monkeypatch.setattr(matmul_grad_conv, "MAX_OVERHEAD", {2: 1e9, 3: 1e9})
     calls = []
     real = matmul_grad_conv.kernel_grad_as_matmuls
     monkeypatch.setattr(matmul_grad_conv, "kernel_grad_as_matmuls", lambda *a: calls.append(a[-1]) or real(*a))
@@ -127,12 +129,21 @@ def test_form_per_layer():
     assert matmul_grad_conv.im2col_bytes(3, wide, wide) == 0
 
 
-def test_thin_layers_keep_the_kernel_gradient_op():
-    layer = conv(2, matmul_grad_conv.MIN_CHANNELS[2] - 1, 3, padding="same")
-    layer.build((1, 8, 8, 64))
-    assert not uses_matmul_grad(layer, (1, 8, 8, 64))
-    wide = conv(3, matmul_grad_conv.MIN_CHANNELS[3], 3, padding="same")
-    assert uses_matmul_grad(wide, (1, 4, 4, 4, 64)) == onednn_fast_path_available()
+def test_thin_layers_and_small_maps_keep_the_kernel_gradient_op():
+    thin = conv(2, matmul_grad_conv.MIN_CHANNELS[2] - 1, 3, padding="same")
+    assert not uses_matmul_grad(thin, (1, 256, 256, 64))
+    wide = conv(2, 64, 3, padding="same")
+    assert uses_matmul_grad(wide, (1, 256, 256, 64)) == onednn_fast_path_available()
+    assert not uses_matmul_grad(wide, (1, 16, 16, 64))  # (18 / 16)^2 = 1.27 x the work
+    wide3d = conv(3, matmul_grad_conv.MIN_CHANNELS[3], 3, padding="same")
+    assert uses_matmul_grad(wide3d, (1, 16, 16, 16, 32)) == onednn_fast_path_available()
+    assert not uses_matmul_grad(wide3d, (1, 8, 8, 8, 32))
+
+
+def test_matmul_overhead():
+    assert matmul_overhead((64, 64), (3, 3), 64) == pytest.approx(66 * 66 / 64**2)
+    assert matmul_overhead((8, 8, 8), (3, 3, 3), 32) == pytest.approx(1000 / 512)
+    assert matmul_overhead((64, 64), (3, 3), 24) == pytest.approx(66 * 66 / 64**2 * 32 / 24)  # 64-byte rows
 
 
 @pytest.mark.parametrize("rank", [2, 3])

@@ -47,9 +47,21 @@ import os
 
 import keras
 
-__all__ = ["IM2COL_BYTES", "IM2COL_MIN_CHANNELS", "MATMUL_GRAD_DEFAULT", "MIN_CHANNELS", "MatmulGradConv2D", "MatmulGradConv3D", "conv",
-           "im2col_bytes", "kernel_grad_as_matmuls", "onednn_fast_path_available",
-           "uses_matmul_grad"]
+__all__ = [
+    "IM2COL_BYTES",
+    "IM2COL_MIN_CHANNELS",
+    "MATMUL_GRAD_DEFAULT",
+    "MAX_OVERHEAD",
+    "MIN_CHANNELS",
+    "MatmulGradConv2D",
+    "MatmulGradConv3D",
+    "conv",
+    "im2col_bytes",
+    "kernel_grad_as_matmuls",
+    "matmul_overhead",
+    "onednn_fast_path_available",
+    "uses_matmul_grad",
+]
 
 MATMUL_GRAD_DEFAULT = True
 """Whether :func:`conv` returns the matmul-gradient layers when ``matmul_grad`` is not given."""
@@ -58,6 +70,9 @@ MATMUL_GRAD_DEFAULT = True
 #: (measured per layer with ``benchmarks/bench_conv_layers.py --net unet2d|unet3d``: below it
 #: oneDNN's kernel, which reads each input once, beats the memory-bound thin matmuls).
 MIN_CHANNELS = {2: 32, 3: 16}
+#: Largest :func:`matmul_overhead` per spatial rank at which the matmul kernel gradient is used (per
+#: layer: 2D loses from 32^2 down, 1.06-1.5x; 3D wins up to 16^3 and 16 x 32^2, loses at 8 x 16^2).
+MAX_OVERHEAD = {2: 1.1, 3: 1.5}
 #: 2D layers with ``min(C_in, C_out)`` at least this take the im2col form (one matmul per column chunk),
 #: thinner ones one matmul per tap (per layer: 1.4x faster at 512 channels, 0.9x at 128-256).
 IM2COL_MIN_CHANNELS = 512
@@ -169,11 +184,29 @@ def _conv_matmul_kernel_grad(x, kernel):
     return y
 
 
+def matmul_overhead(spatial, kernel_size, cin: int, itemsize: int = 4) -> float:
+    """Work of the matmul kernel gradient per useful multiply-add: padded / true pixels x padded / true channels.
+
+    The matmuls run over the zero-padded grid (``prod(S + k - 1) / prod(S)``: 1.06 at 64^2, 1.27 at
+    16^2, 1.95 at 8^3 for 3x3(x3) kernels) and over channels padded to 64-byte rows (24 -> 32: 1.33).
+    """
+    padded = valid = 1
+    for s, k in zip(spatial, kernel_size):
+        padded, valid = padded * (int(s) + int(k) - 1), valid * int(s)
+    width = -(-int(cin) * itemsize // _ROW_ALIGN_BYTES) * _ROW_ALIGN_BYTES // itemsize
+    return padded / valid * width / int(cin)
+
+
 def uses_matmul_grad(layer, input_shape) -> bool:
-    """Whether ``layer`` (a Conv2D/Conv3D) with input ``input_shape`` takes the matmul kernel gradient here."""
+    """Whether ``layer`` (a Conv2D/Conv3D) with input ``input_shape`` takes the matmul kernel gradient here.
+
+    Besides the convolution's kind (module doc): ``min(C_in, C_out) >= MIN_CHANNELS[rank]`` and
+    :func:`matmul_overhead` at most ``MAX_OVERHEAD[rank]`` (small maps: oneDNN's kernel is faster).
+    """
     rank = layer.rank
     k = tuple(layer.kernel_size)
     cin = input_shape[-1]
+    spatial = input_shape[1:-1]
     return (
         rank in MIN_CHANNELS
         and layer.data_format == "channels_last"
@@ -184,8 +217,9 @@ def uses_matmul_grad(layer, input_shape) -> bool:
         and all(s % 2 == 1 for s in k)
         and max(k) > 1
         and cin is not None
-        and all(s is not None for s in input_shape[1:-1])
+        and all(s is not None for s in spatial)
         and min(int(cin), layer.filters) >= MIN_CHANNELS[rank]
+        and matmul_overhead(spatial, k, cin) <= MAX_OVERHEAD[rank]
         and onednn_fast_path_available()
     )
 
