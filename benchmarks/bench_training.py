@@ -6,9 +6,10 @@ before TensorFlow is imported (the child records the value TensorFlow saw):
 - ``base``: oneDNN on (the tfmedseg default), float32, no XLA. The child times, interleaved one
   call each per round (so every contender sees the same machine load): ``ours``, the U-Net built
   from the package's pieces as a builder would (``normalization.batch_norm``, the fused BN;
-  ``concat_conv`` for the decoder's ``[upsampled, skip]`` convolution; ``get_optimizer("adam")``,
-  the fused Adam); ``ours_concat``, the same with ``Concatenate`` + ``Conv`` (what ``concat_conv``
-  saves); ``keras_bn``, the same network from plain Keras layers (``BatchNormalization``,
+  ``matmul_grad_conv.conv``, the kernel gradient as matmuls where it pays; ``concat_conv`` for the
+  decoder's ``[upsampled, skip]`` convolution; ``get_optimizer("adam")``, the fused Adam);
+  ``ours_opgrad``, the same with ``matmul_grad=False`` (oneDNN's kernel-gradient op everywhere: what
+  ``matmul_grad_conv`` saves); ``keras_bn``, the same network from plain Keras layers (``BatchNormalization``,
   ``Concatenate`` + ``Conv``, ``keras.optimizers.Adam``); the PyTorch peer (same architecture,
   NCHW/NCDHW, Adam, BCE with logits) at 2 threads (``torch``) and 1 thread (``torch_1thread``);
   and a 4096^2 float32 matmul in TensorFlow and in torch (the peak);
@@ -45,17 +46,20 @@ Each step is timed on the wall clock and in process CPU seconds; ``GFLOP/s cpu``
 share the cores.
 
 ``--builders NAME,...`` instead times the package's registered builders (and ``resnet50``, the
-backbone of seeds 001/003) twice each, interleaved step by step in one child: built with Keras'
-``BatchNormalization`` and with tfmedseg's ``FusedBatchNormalization`` (``batch_norm(fused=...)``
-via ``normalization.FUSED_DEFAULT``), trained with ``train_on_batch`` on the shapes of
-:data:`BUILDER_INPUTS`; it prints the fused / Keras step-time ratios (median, min, CPU).
+backbone of seeds 001/003) twice each, interleaved step by step in one child, with a package switch
+off and on (``--compare``, :data:`COMPARISONS`): ``bn`` builds them with Keras'
+``BatchNormalization`` and with tfmedseg's ``FusedBatchNormalization`` (``normalization.FUSED_DEFAULT``),
+``matmul_grad`` with Keras' convolutions and with ``matmul_grad_conv``'s
+(``matmul_grad_conv.MATMUL_GRAD_DEFAULT``); trained with ``train_on_batch`` on the shapes of
+:data:`BUILDER_INPUTS`; it prints the on / off step-time ratios (median, min, CPU, paired median).
 
 ``--profile 2d|3d`` traces ``ours`` with ``tf.profiler`` and prints the kernel time per op kind
 (convolution forward / input gradient / weight gradient, BN, ReLU, pooling, concat, loss,
-optimizer, host).
+optimizer, host); ``BENCH_MATMUL_GRAD=0`` profiles it without the matmul kernel gradient,
+``BENCH_PROFILE_OPS=N`` also lists the N slowest single ops.
 
 Run: ``python benchmarks/bench_training.py [--steps 10] [--models 2d,3d] [--configs base,onednn0,xla,bf16,inter1]``,
-``python benchmarks/bench_training.py --builders all [--steps 10]`` or ``... --profile 2d``
+``python benchmarks/bench_training.py --builders all [--compare bn|matmul_grad] [--steps 10]`` or ``... --profile 2d``
 (with the repository on ``PYTHONPATH``).
 """
 
@@ -563,7 +567,7 @@ def _op_kind(name: str, op_type: str) -> str:
     grad = "gradient_tape" in name
     if "BackpropFilter" in op_type:
         return "conv weight gradient (Conv*BackpropFilter)"
-    if grad and ("MatMul" in op_type or op_type in ("Pack", "Pad", "PadV2", "Slice", "ConcatV2", "AddN")):
+    if "MatMul" in op_type or op_type in ("Pack", "Pad", "PadV2", "Slice"):  # only matmul_grad_conv's gradient has these
         return "conv weight gradient as matmuls (+ pads, slices)"
     if "conv_transpose" in name and not grad:
         return "transposed conv forward"
