@@ -46,11 +46,12 @@ import tfmedseg  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loa
 from tfmedseg.errors import ExportError, InvalidInputError, ServingError
 from tfmedseg.inference.spec import ServingSpec
 from tfmedseg.io._atomic import OUTPUT_MARKER, atomic_dir, check_output_not_input
+from tfmedseg.io.provenance import job_digest
 from tfmedseg.io.volume import Volume
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["Segmenter", "load_segmenter", "read_input", "segment_scan", "label_volumes", "predict_file", "main", "MODEL_KINDS"]
+__all__ = ["Segmenter", "load_segmenter", "resolve_model_path", "predict_provenance", "read_input", "segment_scan", "label_volumes", "predict_file", "main", "MODEL_KINDS"]
 
 #: ``"savedmodel"``: exported SavedModel; ``"keras"``: run directory or ``.keras`` file.
 MODEL_KINDS = ("savedmodel", "keras")
@@ -238,12 +239,11 @@ def _keep_largest_components(labels: np.ndarray, which: tuple[int, ...]) -> np.n
     return labels
 
 
-def load_segmenter(path: str | os.PathLike) -> Segmenter:
-    """Load a SavedModel version dir (or model root), a run directory or a ``.keras`` file.
+def resolve_model_path(path: str | os.PathLike) -> Path:
+    """The model directory or file ``path`` names: a model root ``saved_models/<name>`` gives its highest version.
 
     Raises:
-        ExportError: Missing path, unknown layout, no ``segment`` signature, no or malformed
-            metadata, an unloadable model; the message names the path.
+        ExportError: Missing path, or a folder that is neither a model nor a model root.
     """
     path = Path(path)
     if not path.exists():
@@ -258,6 +258,17 @@ def load_segmenter(path: str | os.PathLike) -> Segmenter:
             )
         _log.info("using the highest version %s of %s", version.name, path)
         path = version
+    return path
+
+
+def load_segmenter(path: str | os.PathLike) -> Segmenter:
+    """Load a SavedModel version dir (or model root), a run directory or a ``.keras`` file.
+
+    Raises:
+        ExportError: Missing path, unknown layout, no ``segment`` signature, no or malformed
+            metadata, an unloadable model; the message names the path.
+    """
+    path = resolve_model_path(path)
     if path.is_dir() and (path / "saved_model.pb").is_file():
         return _load_savedmodel(path)
     if path.is_dir() or path.suffix == ".keras":
@@ -372,6 +383,37 @@ def _check_output(path: Path, overwrite: bool, nifti_out: bool) -> None:
         raise InvalidInputError(f"cannot create the output: {ancestor} is not writable", path=path)
 
 
+def predict_provenance(model: str | os.PathLike, input_path: str | os.PathLike, output: str | os.PathLike,
+                       **options: Any) -> dict[str, Any]:
+    """What makes a :func:`predict_file` output: the model (resolved path and
+    :func:`~tfmedseg.io.provenance.model_fingerprint`), the input
+    (:func:`~tfmedseg.io.provenance.input_fingerprint`), the kind of output and the ``options`` that
+    change it; JSON-ready (recorded in the output marker, or as a digest in a NIfTI label map)."""
+    from tfmedseg.io.provenance import input_fingerprint, model_fingerprint
+
+    record = {
+        "command": "predict",
+        "model": model_fingerprint(resolve_model_path(model)),
+        "input": input_fingerprint(input_path),
+        "output": "nifti" if str(output).lower().endswith(_NIFTI_SUFFIXES) else "folder",
+        "options": dict(sorted(options.items())),
+    }
+    return json.loads(json.dumps(record, default=str))  # tuples -> lists, as read back from the marker
+
+
+def _holds_job(output: Path, nifti_out: bool, provenance: dict[str, Any]) -> bool:
+    """True when ``output`` is an output of ours that records this very ``provenance``."""
+    from tfmedseg.io._atomic import read_marker
+    from tfmedseg.io.nifti import nifti_job
+    from tfmedseg.io.provenance import job_digest
+
+    if output.is_symlink():
+        return False
+    if nifti_out:
+        return output.is_file() and nifti_job(output) == job_digest(provenance)[:32]
+    return output.is_dir() and (read_marker(output) or {}).get("provenance") == provenance
+
+
 def predict_file(
     model: str | os.PathLike | Segmenter,
     input_path: str | os.PathLike,
@@ -399,12 +441,15 @@ def predict_file(
         opacity: Overlay colour opacity (0.3 in seed 003).
         window: Grey window ``(level, width)``; ``"auto"``: 40/400 HU for CT, percentiles otherwise.
         dicom_seg: Also write a DICOM-SEG when highdicom is installed.
-        overwrite: Replace an existing output.
+        overwrite: Replace an existing output of ours (even one of the same job).
         uid_seed: Deterministic UIDs (tests); default: random new UIDs.
 
     Returns:
         ``{"labels": array, "volume": Volume, "written": [paths], "counts": {label: voxels},
         "volumes_ml": {label name: (voxels, ml)}, "output": Path}`` (:func:`tfmedseg.predict_cli.print_result` prints it).
+        When ``output`` holds the result of the same job already (:func:`predict_provenance`, recorded
+        by the run that wrote it) and not ``overwrite``: nothing is read or written and the result is
+        ``{"up_to_date": True, "output": Path, "written": [], "counts": {}, "volumes_ml": {}}``.
 
     Raises:
         TfMedSegError: Any user error, naming the file.
@@ -427,6 +472,12 @@ def predict_file(
         raise InvalidInputError(f"must lie in [0, {_MAX_SERIES_NUMBER}] (DICOM IS range, leaving room for the DICOM-SEG's +1000), "
                                 f"got {series_number}", path="--series-number")
     check_output_not_input(output, [input_path], key=str(output))
+    provenance = predict_provenance(model.path if isinstance(model, Segmenter) else model, input_path, output, modality=modality,
+                                    series_uid=series_uid, series_number=series_number, opacity=opacity, window=window,
+                                    dicom_seg=dicom_seg, uid_seed=uid_seed)
+    if not overwrite and _holds_job(output, nifti_out, provenance):
+        _log.info("%s holds the result of this model, input and options already; not written again", output)
+        return {"written": [], "counts": {}, "volumes_ml": {}, "output": output, "up_to_date": True}
     _check_output(output, overwrite, nifti_out)
     volume = read_input(input_path, modality=modality, series_uid=series_uid)
     _log.info("input: %s (%s, %s), shape %s, spacing %s mm", input_path, volume.meta.get("format"), volume.modality,
@@ -441,9 +492,9 @@ def predict_file(
     written: list[Path] = []
     if nifti_out:
         _check_output(output, overwrite, nifti_out)
-        written.append(write_nifti(labels, output, reference=volume, dtype=np.uint8))
+        written.append(write_nifti(labels, output, reference=volume, dtype=np.uint8, job=job_digest(provenance)))
     else:
-        with atomic_dir(output, overwrite, kind="predict") as staging:
+        with atomic_dir(output, overwrite, kind="predict", provenance=provenance) as staging:
             notes = write_dicom_outputs(volume, labels, staging, label_names=names, name=segmenter.name, opacity=opacity,
                                         window=window, series_number=series_number, uid_seed=uid_seed, dicom_seg=dicom_seg)
         for note in notes:

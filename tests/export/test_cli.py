@@ -159,8 +159,8 @@ def test_tflite_into_an_existing_version_adds_files_and_reruns_need_overwrite(ru
     assert [p.name for p in (tmp_path / "m").iterdir()] == ["1"]  # no staging left beside it
     capsys.readouterr()
 
-    assert main(["--model", str(path), "--format", "tflite", "--output", str(out)]) == 2
-    assert "--overwrite" in capsys.readouterr().err
+    assert main(["--model", str(path), "--format", "tflite", "--output", str(out)]) == 0  # the same command again
+    assert "holds this export" in capsys.readouterr().out
     snapshot = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
 
     def failing(model, quantization="float32", representative_data=None):
@@ -191,3 +191,53 @@ def test_failed_overwrite_keeps_the_previous_version(run_dir, tmp_path, monkeypa
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == snapshot
     assert (out / "metadata.json").read_text() == meta
     assert [p.name for p in (tmp_path / "m").iterdir()] == ["1"]
+
+
+def _tree(root):
+    """Bytes and mtime of every file below ``root``."""
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_the_same_export_again_says_it_is_done_and_another_is_refused(run_dir, tmp_path, capsys):
+    """The same run dir and format into the same version: exit 0, one line, nothing rewritten; the
+    version recorded what made it (marker). Another run dir, another name, a format not in the
+    folder or a version without a record: exit 2 naming the folder and --overwrite (not
+    ``overwrite=True``). A foreign folder is never touched."""
+    from tfmedseg.export.run_dir import save_for_export
+    from tfmedseg.io._atomic import OUTPUT_MARKER
+
+    path, model = run_dir
+    out = tmp_path / "saved_models" / "liver" / "1"
+    assert main(["--model", str(path), "--output", str(out)]) == 0
+    capsys.readouterr()
+    before = _tree(out)
+    assert main(["--model", str(path), "--output", str(out)]) == 0
+    assert capsys.readouterr().out == (f"{out} holds this export of {path} (savedmodel) already; nothing to do "
+                                       "(pass --overwrite to export it again)\n")
+    assert _tree(out) == before
+    assert json.loads((out / OUTPUT_MARKER).read_text())["provenance"]["formats"] == ["savedmodel"]
+    assert [p.name for p in out.parent.iterdir()] == ["1"]
+
+    other = tmp_path / "other_run"
+    save_for_export(model, other, load_for_export(path).spec, info={"seed": "002", "config_hash": "changed"})
+    for argv in (["--model", str(other)], ["--model", str(path), "--name", "tumour"], ["--model", str(path), "--format", "all"]):
+        assert main([*argv, "--output", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {out}: ") and "--overwrite" in err and "overwrite=True" not in err and err.count("\n") == 1, err
+        assert _tree(out) == before
+
+    marker = json.loads((out / OUTPUT_MARKER).read_text())
+    del marker["provenance"]  # a version written before exports recorded their provenance
+    (out / OUTPUT_MARKER).write_text(json.dumps(marker))
+    assert main(["--model", str(path), "--output", str(out)]) == 2
+    capsys.readouterr()
+    assert main(["--model", str(path), "--output", str(out), "--overwrite"]) == 0  # --overwrite replaces our own
+    assert "holds this export" not in capsys.readouterr().out
+
+    foreign = tmp_path / "saved_models" / "liver" / "2"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep")
+    (foreign / OUTPUT_MARKER.replace(".json", ".txt")).write_text("not ours")
+    for extra in ([], ["--overwrite"]):
+        assert main(["--model", str(path), "--output", str(foreign), *extra]) == 2
+    assert sorted(p.name for p in foreign.iterdir()) == [".tfmedseg-output.txt", "notes.txt"]

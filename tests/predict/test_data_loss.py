@@ -7,6 +7,7 @@ outputs were written 0600/0700 whatever the umask.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -83,8 +84,81 @@ def test_overwrite_replaces_our_own_outputs(tmp_path, case, models, capsys):
         assert _predict(capsys, models["savedmodel"], case / "ct", out_dir, "--overwrite")[0] == 0
         assert _predict(capsys, models["savedmodel"], case / "scan.nii.gz", out_file, "--overwrite")[0] == 0
     assert (out_dir / OUTPUT_MARKER).is_file() and (out_dir / "label.nii.gz").is_file()
-    rc, err = _predict(capsys, models["savedmodel"], case / "ct", out_dir)
+    rc, err = _predict(capsys, models["savedmodel"], case / "ct", out_dir, "--opacity", "0.5")  # another job
     assert rc == 2 and "--overwrite" in err
+
+
+def _files(root):
+    """Bytes and mtime of every file at or below ``root``."""
+    paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in paths}
+
+
+@pytest.mark.parametrize("kind", ["savedmodel", "run_dir"])
+def test_the_same_command_again_says_it_is_done_and_writes_nothing(tmp_path, case, models, capsys, kind):
+    """A rerun with the same model, input and options exits 0 with one 'nothing to do' line; the
+    output keeps its bytes and mtimes (it recorded what made it: marker / NIfTI descrip)."""
+    jobs = [(case / "ct", tmp_path / "out"), (case / "scan.nii.gz", tmp_path / "labels.nii.gz"),
+            (case / "ct", tmp_path / "dicom_labels.nii.gz")]
+    for inp, out in jobs:
+        assert _predict(capsys, models[kind], inp, out)[0] == 0
+        before = _files(out)
+        rc = main(["--model", str(models[kind]), "--input", str(inp), "--output", str(out), "--no-dicom-seg"])
+        captured = capsys.readouterr()
+        assert rc == 0, captured.err
+        assert captured.out == f"{out} holds the result of this model, input and options already; nothing to do " \
+                               "(pass --overwrite to write it again)\n"
+        assert _files(out) == before
+    marker = json.loads((tmp_path / "out" / OUTPUT_MARKER).read_text())
+    assert marker["provenance"]["input"]["files"] == len(list((case / "ct").iterdir()))
+    assert marker["provenance"]["options"]["dicom_seg"] is False
+
+
+@pytest.mark.parametrize("change", ["option", "input", "model", "no_record"])
+def test_another_job_into_an_output_of_ours_is_refused(tmp_path, case, models, capsys, change):
+    """A changed option, a changed input file, another model, or an output that recorded no
+    provenance (an older tfmedseg): exit 2 naming the output and --overwrite, nothing rewritten."""
+    out_dir, out_file = tmp_path / "out", tmp_path / "labels.nii.gz"
+    assert _predict(capsys, models["savedmodel"], case / "ct", out_dir)[0] == 0
+    assert _predict(capsys, models["savedmodel"], case / "scan.nii.gz", out_file)[0] == 0
+    model, extra = models["savedmodel"], ()
+    if change == "option":
+        extra = ("--series-number", "77")
+    elif change == "input":
+        for path in [case / "scan.nii.gz", next((case / "ct").iterdir())]:
+            os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    elif change == "model":
+        model = models["run_dir"]
+    else:
+        marker = json.loads((out_dir / OUTPUT_MARKER).read_text())
+        del marker["provenance"]
+        (out_dir / OUTPUT_MARKER).write_text(json.dumps(marker))
+        image = nib.load(str(out_file))
+        image = nib.Nifti1Image(np.asarray(image.dataobj), image.affine, image.header)
+        image.header["descrip"] = b"written by tfmedseg"
+        nib.save(image, str(out_file))
+    for out in [out_dir, out_file]:
+        before = _files(out)
+        inp = case / "ct" if out == out_dir else case / "scan.nii.gz"
+        rc, err = _predict(capsys, model, inp, out, *extra)
+        assert rc == 2 and err.startswith(f"error: {out}: ") and "--overwrite" in err and err.count("\n") == 1, err
+        assert _files(out) == before
+    assert _predict(capsys, model, case / "ct", out_dir, *extra, "--overwrite")[0] == 0  # --overwrite still replaces ours
+
+
+def test_a_foreign_file_with_the_name_of_the_output_is_never_taken_for_done(tmp_path, case, models, capsys):
+    """A folder without our marker (even with our file names) or a NIfTI not written by us stays untouched."""
+    assert _predict(capsys, models["savedmodel"], case / "ct", tmp_path / "out")[0] == 0
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "label.nii.gz").write_bytes((tmp_path / "out" / "label.nii.gz").read_bytes())
+    other = tmp_path / "other.nii.gz"
+    other.write_bytes((case / "scan.nii.gz").read_bytes())
+    for out in [foreign, other]:
+        before = _files(out)
+        rc, err = _predict(capsys, models["savedmodel"], case / "ct" if out == foreign else case / "scan.nii.gz", out)
+        assert rc == 2 and str(out) in err, err
+        assert _files(out) == before
 
 
 def _dead_pid() -> int:

@@ -137,28 +137,65 @@ def export(args: argparse.Namespace) -> None:
     from tfmedseg.export.run_dir import load_for_export
     from tfmedseg.export.savedmodel import check_export_dir
 
+    name = args.name or args.output.parent.name
+    provenance = export_provenance(args.model, name)
+    formats = {"savedmodel", "tflite"} if args.format == "all" else {args.format}
+    recorded = _recorded_export(args.output)
+    if not args.overwrite and recorded is not None and _same_export(recorded, provenance) and formats <= set(recorded["formats"]):
+        print(f"{args.output} holds this export of {args.model} ({', '.join(sorted(formats))}) already; nothing to do "
+              "(pass --overwrite to export it again)")
+        return
     if args.format == "tflite":
         _check_tflite_output(args.output, args.overwrite)
     else:
-        check_export_dir(args.output, args.overwrite)
+        check_export_dir(args.output, args.overwrite, option="--overwrite")
+    if args.format == "tflite" and args.output.is_dir():  # added to a version folder: record it only beside our own export
+        same = recorded is not None and _same_export(recorded, provenance)
+        provenance = {**provenance, "formats": sorted(formats | set(recorded["formats"]))} if same else None
+    else:
+        provenance = {**provenance, "formats": sorted(formats)}
     bundle = load_for_export(args.model)
     channels = bundle.model.inputs[0].shape[-1]
     if args.format in ("savedmodel", "all") and bundle.spec.mode in ("3d_patch", "3d_slab") and channels != 1:
         raise ExportError(f"the generic SavedModel's raw-scan signatures take one-channel volumes, this {bundle.spec.mode} "
                           f"model has {channels} input channels (e.g. seed-004 PET/CT: its experiment exports "
                           "saved_models/hecktor_petct/<v> with segment_petct); use --format tflite", path=args.model)
-    name = args.name or args.output.parent.name
     print(f"exporting {args.model} as {name!r} to {args.output}")
-    _export(args, bundle, name)
+    _export(args, bundle, name, provenance)
 
 
-def _export(args: argparse.Namespace, bundle: Any, name: str) -> None:
+def export_provenance(model: Path, name: str) -> dict[str, Any]:
+    """What makes an export (without its formats): the run directory or ``.keras`` file
+    (:func:`~tfmedseg.io.provenance.model_fingerprint`) and the model name; recorded in the version
+    folder's marker with the formats written, so that the same command again is told from another job."""
+    from tfmedseg.io.provenance import model_fingerprint
+
+    return {"command": "export", "model": model_fingerprint(model), "name": name}
+
+
+def _recorded_export(output: Path) -> dict[str, Any] | None:
+    """The export provenance recorded in ``output``'s marker (None: absent, foreign, or recorded nothing)."""
+    from tfmedseg.io._atomic import read_marker
+
+    if output.is_symlink() or not output.is_dir():
+        return None
+    recorded = (read_marker(output) or {}).get("provenance")
+    if not isinstance(recorded, dict) or recorded.get("command") != "export" or not isinstance(recorded.get("formats"), list):
+        return None
+    return recorded
+
+
+def _same_export(recorded: dict[str, Any], provenance: dict[str, Any]) -> bool:
+    return all(recorded.get(key) == value for key, value in provenance.items())
+
+
+def _export(args: argparse.Namespace, bundle: Any, name: str, provenance: dict[str, Any] | None = None) -> None:
     from tfmedseg.export.savedmodel import export_errors, save_into, segmentation_export
 
     variants = convert_tflite_variants(bundle) if args.format in ("tflite", "all") else None
     savedmodel = args.format in ("savedmodel", "all")
     served = segmentation_export(bundle.model, bundle.spec, name, bundle.info) if savedmodel else None
-    with atomic_dir(args.output, args.overwrite, kind="savedmodel", update=not savedmodel) as staging:
+    with atomic_dir(args.output, args.overwrite, kind="savedmodel", update=not savedmodel, provenance=provenance) as staging:
         if served is not None:
             with export_errors(args.output, name):
                 save_into(*served[:2], staging, served[2])

@@ -130,9 +130,10 @@ def _legacy_export(export_dir: Path) -> bool:
     return isinstance(info, dict) and "package_version" in info and (export_dir / "saved_model.pb").is_file()
 
 
-def check_export_dir(export_dir: Path, overwrite: bool, versioned: bool = True) -> None:
+def check_export_dir(export_dir: Path, overwrite: bool, versioned: bool = True, *, option: str = "overwrite=True") -> None:
     """Refuse a version directory we may not write: not ``<name>/<integer>``, existing without
     ``overwrite``, or holding files tfmedseg did not write (a legacy export of ours gets its marker).
+    ``option`` is how the message names the way to replace it (``"--overwrite"`` in a command line).
 
     Raises:
         ExportError: Naming ``export_dir`` and the cause.
@@ -140,7 +141,7 @@ def check_export_dir(export_dir: Path, overwrite: bool, versioned: bool = True) 
     if versioned and not export_dir.name.isdigit():
         raise ExportError("the export directory must end in an integer version (TF Serving layout: <name>/<version>)", path=export_dir)
     if export_dir.exists() and not overwrite:
-        raise ExportError("version directory exists already (pass --overwrite / overwrite=True, or pick a new version)", path=export_dir)
+        raise ExportError(f"version directory exists already (pass {option} to replace it, or pick a new version)", path=export_dir)
     if export_dir.exists() and not has_marker(export_dir) and _legacy_export(export_dir):
         write_marker(export_dir, "savedmodel")  # written by an older tfmedseg: metadata.json of ours
     if export_dir.exists() and any(export_dir.iterdir()) and not has_marker(export_dir):

@@ -36,6 +36,7 @@ __all__ = [
     "STAGING_TAG",
     "write_marker",
     "has_marker",
+    "read_marker",
     "staging_path",
     "clean_stale_staging",
     "make_staging_dir",
@@ -71,13 +72,26 @@ def make_staging_dir(final: str | os.PathLike) -> Path:
     return tmp
 
 
-def write_marker(directory: str | os.PathLike, kind: str = "output") -> Path:
-    """Write :data:`OUTPUT_MARKER` (no patient data: tool, kind, version) into ``directory``."""
+def write_marker(directory: str | os.PathLike, kind: str = "output", provenance: dict | None = None) -> Path:
+    """Write :data:`OUTPUT_MARKER` (no patient data: tool, kind, version and, when given, the
+    ``provenance`` of the output: model, input and options, :mod:`tfmedseg.io.provenance`) into ``directory``."""
     from tfmedseg import __version__
 
     marker = Path(directory) / OUTPUT_MARKER
-    marker.write_text(json.dumps({"written_by": "tfmedseg", "kind": kind, "version": __version__}) + "\n")
+    record: dict = {"written_by": "tfmedseg", "kind": kind, "version": __version__}
+    if provenance is not None:
+        record["provenance"] = provenance
+    marker.write_text(json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
     return marker
+
+
+def read_marker(directory: str | os.PathLike) -> dict | None:
+    """The contents of ``directory``'s :data:`OUTPUT_MARKER`, or None when it is absent or unreadable."""
+    try:
+        record = json.loads((Path(directory) / OUTPUT_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def has_marker(directory: str | os.PathLike) -> bool:
@@ -87,7 +101,8 @@ def has_marker(directory: str | os.PathLike) -> bool:
 
 @contextlib.contextmanager
 def atomic_dir(out_dir: str | os.PathLike, overwrite: bool = False, prefix: str = "", *, kind: str = "output",
-               marker: bool = True, update: bool = False, ours: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+               marker: bool = True, update: bool = False, ours: Callable[[Path], bool] | None = None,
+               provenance: dict | None = None) -> Iterator[Path]:
     """Yield a staging directory beside ``out_dir``; it becomes ``out_dir`` when the block succeeds
     (:func:`commit_dir`, with our marker written into it) and is removed otherwise, together with
     the parent folders this call created (a failed write leaves nothing behind).
@@ -108,6 +123,8 @@ def atomic_dir(out_dir: str | os.PathLike, overwrite: bool = False, prefix: str 
         ours: With ``overwrite``, also replace an existing ``out_dir`` without the marker for which
             ``ours(out_dir)`` is true: outputs of ours written before they carried the marker,
             recognised by their contents (resume checkpoints, :mod:`tfmedseg.training.callbacks`).
+        provenance: Recorded in the marker (what made the output, :mod:`tfmedseg.io.provenance`),
+            so that the same job run again can tell its own output from another job's.
     """
     out_dir = Path(out_dir)
     carry = update and os.path.lexists(out_dir)
@@ -123,7 +140,7 @@ def atomic_dir(out_dir: str | os.PathLike, overwrite: bool = False, prefix: str 
             shutil.copytree(out_dir, tmp, symlinks=True, dirs_exist_ok=True)
         yield tmp
         if marker:
-            write_marker(tmp, kind)
+            write_marker(tmp, kind, provenance)
         if carry:
             _swap_dir(tmp, out_dir)
         else:

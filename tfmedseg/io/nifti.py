@@ -19,7 +19,7 @@ from tfmedseg.errors import InvalidInputError
 from tfmedseg.io._atomic import atomic_file
 from tfmedseg.io.volume import Volume, spacing_from_affine, to_canonical
 
-__all__ = ["read_nifti", "write_nifti", "is_nifti_path", "written_by_tfmedseg", "DESCRIP_MARKER", "MAX_VOXELS", "check_header",
+__all__ = ["read_nifti", "write_nifti", "is_nifti_path", "written_by_tfmedseg", "nifti_job", "DESCRIP_MARKER", "MAX_VOXELS", "check_header",
            "open_nifti_header", "checked_affine"]
 
 #: ``descrip`` of every NIfTI file tfmedseg writes (how ``--overwrite`` recognises its own outputs).
@@ -35,6 +35,18 @@ _GEOMETRY_FIELDS = (
 def is_nifti_path(path: str | os.PathLike) -> bool:
     """True when ``path`` ends in ``.nii`` or ``.nii.gz``."""
     return str(path).lower().endswith(_SUFFIXES)
+
+
+def nifti_job(path: str | os.PathLike) -> str | None:
+    """The job digest (32 hex digits) a label map of ours records in ``descrip``, else None."""
+    import nibabel as nib
+
+    try:
+        descrip = bytes(np.asarray(nib.load(str(path)).header["descrip"]).tobytes()).rstrip(b"\0")
+    except Exception:  # noqa: BLE001 - anything unreadable records no job
+        return None
+    prefix = DESCRIP_MARKER + b" job "
+    return descrip[len(prefix):].decode("ascii", "replace") if descrip.startswith(prefix) else None
 
 
 def written_by_tfmedseg(path: str | os.PathLike) -> bool:
@@ -216,6 +228,7 @@ def write_nifti(
     *,
     reference: Volume | None = None,
     dtype: np.dtype | str | None = None,
+    job: str | None = None,
 ) -> Path:
     """Write a canonical array to NIfTI in the source geometry of ``reference``.
 
@@ -228,6 +241,8 @@ def write_nifti(
         reference: The volume whose geometry (source affine, header, orientation) to use.
             Defaults to ``volume_or_array`` itself when it is a Volume.
         dtype: Stored data type; default: the array's (``uint8`` for label maps is typical).
+        job: A hex digest of what made the file (:func:`tfmedseg.io.provenance.job_digest`),
+            recorded after :data:`DESCRIP_MARKER` in ``descrip`` (first 32 digits; :func:`nifti_job`).
 
     Returns:
         The written path.
@@ -277,7 +292,7 @@ def write_nifti(
         for field in _GEOMETRY_FIELDS:
             image.header[field] = header[field]
         image.header["cal_min"], image.header["cal_max"] = 0.0, 0.0  # the image's display window does not apply
-    image.header["descrip"] = DESCRIP_MARKER
+    image.header["descrip"] = DESCRIP_MARKER + (b" job " + job[:32].encode("ascii") if job else b"")
     suffix = ".nii.gz" if str(path).lower().endswith(".gz") else ".nii"
     with atomic_file(path, suffix) as tmp:
         nib.save(image, tmp)
