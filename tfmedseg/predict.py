@@ -476,7 +476,7 @@ def predict_file(
                                     series_uid=series_uid, series_number=series_number, opacity=opacity, window=window,
                                     dicom_seg=dicom_seg, uid_seed=uid_seed)
     if not overwrite and _holds_job(output, nifti_out, provenance):
-        _log.info("%s holds the result of this model, input and options already; not written again", output)
+        _log.debug("%s holds the result of this model, input and options already; not written again", output)
         return {"written": [], "counts": {}, "volumes_ml": {}, "output": output, "up_to_date": True}
     _check_output(output, overwrite, nifti_out)
     volume = read_input(input_path, modality=modality, series_uid=series_uid)

@@ -18,7 +18,11 @@ __all__ = ["print_result", "main"]
 
 def print_result(result: dict) -> None:
     """The command line's final output: voxels and millilitres of each label (lesions per view for a
-    bone scan), and what was written."""
+    bone scan), and what was written (or that the output holds this job's result already)."""
+    if result.get("up_to_date"):
+        print(f"{result['output']} holds the result of this model, input and options already; nothing to do "
+              "(pass --overwrite to write it again)")
+        return
     for name, (voxels, ml) in result.get("volumes_ml", {}).items():
         print(f"  {name}: {voxels} voxels, {ml:.2f} ml")
     for view, v in result.get("instances", {}).get("views", {}).items():

@@ -121,6 +121,8 @@ def test_another_job_into_an_output_of_ours_is_refused(tmp_path, case, models, c
     out_dir, out_file = tmp_path / "out", tmp_path / "labels.nii.gz"
     assert _predict(capsys, models["savedmodel"], case / "ct", out_dir)[0] == 0
     assert _predict(capsys, models["savedmodel"], case / "scan.nii.gz", out_file)[0] == 0
+    assert json.loads((out_dir / OUTPUT_MARKER).read_text())["provenance"]["model"]["path"] == str(models["savedmodel"])
+    assert nib.load(str(out_file)).header["descrip"].tobytes().startswith(b"written by tfmedseg job ")
     model, extra = models["savedmodel"], ()
     if change == "option":
         extra = ("--series-number", "77")
@@ -159,6 +161,7 @@ def test_a_foreign_file_with_the_name_of_the_output_is_never_taken_for_done(tmp_
         rc, err = _predict(capsys, models["savedmodel"], case / "ct" if out == foreign else case / "scan.nii.gz", out)
         assert rc == 2 and str(out) in err, err
         assert _files(out) == before
+    assert _predict(capsys, models["savedmodel"], case / "ct", tmp_path / "out")[0] == 0  # while our own output is done
 
 
 def _dead_pid() -> int:
