@@ -139,7 +139,7 @@ def test_multichannel_3d_model_savedmodel_is_a_clear_error(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_tflite_into_an_existing_version_adds_files_and_reruns_need_overwrite(run_dir, tmp_path, capsys, monkeypatch):
+def test_tflite_into_an_existing_version_adds_files_and_the_same_rerun_is_done(run_dir, tmp_path, capsys, monkeypatch):
     """``--format tflite`` into a SavedModel version folder keeps the SavedModel and adds the TFLite
     files and report; a rerun refuses without ``--overwrite``; a failing ``--overwrite`` rerun leaves
     the folder exactly as the first run left it (staged copy, renamed at the end)."""
