@@ -51,7 +51,8 @@ from tfmedseg.io.volume import Volume
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["Segmenter", "load_segmenter", "resolve_model_path", "predict_provenance", "read_input", "segment_scan", "label_volumes", "predict_file", "main", "MODEL_KINDS"]
+__all__ = ["Segmenter", "load_segmenter", "resolve_model_path", "predict_provenance", "read_input", "segment_scan",
+           "label_volumes", "predict_file", "main", "MODEL_KINDS"]
 
 #: ``"savedmodel"``: exported SavedModel; ``"keras"``: run directory or ``.keras`` file.
 MODEL_KINDS = ("savedmodel", "keras")
@@ -256,7 +257,6 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
                 "(model.keras + serving_spec.json) or a .keras file",
                 path=path,
             )
-        _log.info("using the highest version %s of %s", version.name, path)
         path = version
     return path
 
@@ -268,7 +268,9 @@ def load_segmenter(path: str | os.PathLike) -> Segmenter:
         ExportError: Missing path, unknown layout, no ``segment`` signature, no or malformed
             metadata, an unloadable model; the message names the path.
     """
-    path = resolve_model_path(path)
+    given, path = Path(path), resolve_model_path(path)
+    if path != given:
+        _log.info("using the highest version %s of %s", path.name, given)
     if path.is_dir() and (path / "saved_model.pb").is_file():
         return _load_savedmodel(path)
     if path.is_dir() or path.suffix == ".keras":
@@ -405,7 +407,6 @@ def _holds_job(output: Path, nifti_out: bool, provenance: dict[str, Any]) -> boo
     """True when ``output`` is an output of ours that records this very ``provenance``."""
     from tfmedseg.io._atomic import read_marker
     from tfmedseg.io.nifti import nifti_job
-    from tfmedseg.io.provenance import job_digest
 
     if output.is_symlink():
         return False
