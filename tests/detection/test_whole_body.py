@@ -2,6 +2,7 @@
 SavedModel (TF Serving layout) reload gives the same instances."""
 
 import json
+import os
 
 import keras
 import numpy as np
@@ -85,7 +86,7 @@ def test_served_matches_keras_compares_instances(pipeline, exported):
     assert not check["match"] and check["same_counts"] and check["max_box_diff_px"] == pytest.approx(1.5, abs=0.05)
 
 
-def test_predict_on_a_bone_scan_nm_dicom(exported, tmp_path):
+def test_predict_on_a_bone_scan_nm_dicom(exported, tmp_path, capsys):
     from tfmedseg.io.nm_planar import write_nm_wholebody
     from tfmedseg.predict import main
 
@@ -106,7 +107,14 @@ def test_predict_on_a_bone_scan_nm_dicom(exported, tmp_path):
     from PIL import Image
 
     assert Image.open(out / "overlay_anterior.png").size == (2 * VIEW[1], 2 * VIEW[0])
-    assert main(["--model", str(export), "--input", str(dcm), "--output", str(out)]) == 2  # exists, no --overwrite
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()}
+    assert main(["--model", str(export), "--input", str(dcm), "--output", str(out)]) == 0  # the same command again
+    assert capsys.readouterr().out.endswith(f"{out} holds the result of this model, input and options already; "
+                                            "nothing to do (pass --overwrite to write it again)\n")
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()} == before
+    os.utime(dcm, ns=(dcm.stat().st_atime_ns, dcm.stat().st_mtime_ns + 10**9))  # another input: exists, no --overwrite
+    assert main(["--model", str(export), "--input", str(dcm), "--output", str(out)]) == 2
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()} == before
 
 
 def test_viewer_shows_the_same_instances_as_predict(exported, tmp_path):

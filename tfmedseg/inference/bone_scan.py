@@ -71,7 +71,9 @@ def predict_bone_scan(model_dir: str | os.PathLike, input_path: str | os.PathLik
         overwrite: Replace an existing output folder written by tfmedseg.
 
     Returns:
-        ``{"instances": the JSON dict, "written": [paths]}``.
+        ``{"instances": the JSON dict, "written": [paths]}``; when ``output`` holds the result of
+        this model and input already (the provenance recorded in its marker, :mod:`tfmedseg.io.provenance`)
+        and not ``overwrite``: ``{"up_to_date": True, "written": []}`` and nothing is read or written.
 
     Raises:
         InvalidInputError: Unreadable/non-NM input (names the file) or a model folder that is not
@@ -79,19 +81,26 @@ def predict_bone_scan(model_dir: str | os.PathLike, input_path: str | os.PathLik
     """
     from PIL import Image
 
-    from tfmedseg.io._atomic import atomic_dir, check_output_not_input
+    from tfmedseg.io._atomic import atomic_dir, check_output_not_input, read_marker
     from tfmedseg.io.nm_planar import read_nm_wholebody
+    from tfmedseg.io.provenance import input_fingerprint, model_fingerprint
 
     model_dir, input_path, output = Path(model_dir), Path(input_path), Path(output)
     if not is_whole_body_model(model_dir):
         raise InvalidInputError("not a whole-body bone-scan SavedModel (metadata.json task)", path=model_dir)
     check_output_not_input(output, [input_path, model_dir], key=str(output))
+    if not input_path.exists():
+        raise InvalidInputError("input does not exist", path=input_path)
+    provenance = {"command": "predict", "model": model_fingerprint(model_dir), "input": input_fingerprint(input_path),
+                  "output": "bone_scan"}
+    if not overwrite and output.is_dir() and not output.is_symlink() and (read_marker(output) or {}).get("provenance") == provenance:
+        return {"up_to_date": True, "written": []}
     views = read_nm_wholebody(input_path)
     per_view, masks = detect_bone_scan_instances(model_dir, views)
     result: dict[str, Any] = {"input": str(input_path), "model": str(model_dir), "views": per_view}
     drawings = {view: _overlay(np.asarray(views[view].array, np.float32), per_view[view]["lesions"], masks[view],
                                per_view[view]["chest_box"]) for view in per_view}
-    with atomic_dir(output, overwrite, kind="predict") as staging:
+    with atomic_dir(output, overwrite, kind="predict", provenance=provenance) as staging:
         (staging / "instances.json").write_text(json.dumps(result, indent=2))
         for view, rgb in drawings.items():
             Image.fromarray(rgb).save(staging / f"overlay_{view}.png")
