@@ -202,8 +202,8 @@ def test_bad_arguments_raise_clear_errors():
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
-def test_xla_window_gathers_match_the_element_gathers(rng, ndim):
-    """The XLA core (windowed gathers, unpadded nearest) equals the graph path (element gathers):
+def test_xla_core_matches_the_element_gathers(rng, ndim):
+    """The XLA core (materialised index, row-window gathers) equals the graph path (element gathers):
     multi-channel image, uint8 label, one-hot label, per-sample 'min' fill, detection masks."""
     spatial = (20, 24) if ndim == 2 else (10, 12, 14)
     image = rng.normal(size=(3, *spatial, 2)).astype(np.float32)
@@ -263,3 +263,31 @@ def test_xla_core_with_an_unknown_batch_size(rng):
 
     image, label = augment(rng.random((3, 16, 16, 2)).astype(np.float32), rng.integers(0, 3, (3, 16, 16)).astype(np.uint8))
     assert image.shape == (3, 16, 16, 2) and label.dtype == tf.uint8
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_row_window_gathers_equal_the_element_gathers_exactly(rng, ndim, channels):
+    """Same coordinates, both compiled with XLA: ``gather_linear`` / ``gather_nearest`` on a
+    ``PaddedIndex`` return exactly what ``SamplingIndex.linear`` / ``nearest`` return, including
+    points outside (fill), on the border and at exact .5 ties."""
+    spatial = (9, 11) if ndim == 2 else (5, 6, 7)
+    x = rng.normal(size=(2, *spatial, channels)).astype(np.float32)
+    lab = rng.integers(0, 7, size=(2, *spatial, 1)).astype(np.uint8)
+    coords = [rng.uniform(-3.0, s + 2.0, size=(2, *spatial)).astype(np.float32) for s in spatial]
+    coords[0][0, 0, 0] = 2.5  # a tie
+    coords[-1][1, 1, 1] = -1.0  # on the clamp edge
+
+    @tf.function(jit_compile=True)
+    def both(x, lab, *coords):
+        coords = list(coords)
+        ref = _grid.SamplingIndex(coords, list(spatial))
+        new = _grid.PaddedIndex(coords, list(spatial))
+        return (ref.linear(x, 0.25), ref.nearest(lab, 3),
+                _grid.gather_linear(_grid.padded_table(x, 0.25), new.base, new.frac),
+                _grid.gather_nearest(_grid.padded_table(lab, 3), new.nearest))
+
+    a, b, c, d = (t.numpy() for t in both(x, lab, *coords))
+    np.testing.assert_array_equal(c, a)
+    np.testing.assert_array_equal(d, b)
+    assert (d == 3).any() and (c == 0.25).any()  # fill reached the output

@@ -108,3 +108,26 @@ def test_fast_normal_is_standard_normal():
     assert abs(z.mean()) < 0.01 and abs(z.std() - 1.0) < 0.01
     np.testing.assert_allclose([(np.abs(z) < 1).mean(), (np.abs(z) < 2).mean()], [0.6827, 0.9545], atol=0.005)
     assert np.abs(z).max() < 4.9
+
+
+@pytest.mark.parametrize("shape", [(4, 6, 10, 1), (5, 7, 9, 2), (1, 8, 8, 1)])
+def test_gaussian_noise_equals_the_reference_normals(rng, shape):
+    """The two-step XLA noise (words, then lookup + scale + add) adds exactly the reference normals
+    ``_normal`` of the same sub-stream, with a static and with an unknown batch size."""
+    import tensorflow as tf
+
+    from tfmedseg.augment._common import _add_normal, _normal
+
+    x = rng.random(shape).astype(np.float32)
+    std = rng.uniform(0.05, 0.5, (shape[0], 1, 1, 1)).astype(np.float32)
+    seed = tf.constant([7, 8], tf.int64)
+    z = _normal(seed, 2, shape).numpy()
+    out = _add_normal(tf.constant(x), seed, 2, tf.constant(std)).numpy()
+    np.testing.assert_allclose(out, x + z * std, rtol=0, atol=1e-6)  # the add may fuse into one multiply-add
+    assert np.abs(out - x).max() > 0.05
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *shape[1:]], tf.float32)])
+    def dynamic(v):  # unknown batch size (tf.data / fit)
+        return _add_normal(v, seed, 2, tf.constant(std))
+
+    np.testing.assert_allclose(dynamic(tf.constant(x)).numpy(), x + z * std, rtol=0, atol=1e-6)

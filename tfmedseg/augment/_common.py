@@ -190,31 +190,47 @@ def _normal(seed: tf.Tensor, index: int, shape) -> tf.Tensor:
 
 
 @tf.function(jit_compile=True, reduce_retracing=True)
+def _bits_xla(seed: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
+    """``count`` random int32 words (Philox) of a stateless seed."""
+    return tf.random.stateless_uniform([count], seed, minval=None, maxval=None, dtype=tf.int32, alg=RNG_ALG)
+
+
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _add_scaled_normals_xla(x: tf.Tensor, bits: tf.Tensor, std: tf.Tensor) -> tf.Tensor:
+    """``x + std * z`` with ``z = _normal_from_bits(bits, shape of x)``."""
+    return x + tf.cast(_normal_from_bits(bits, tf.shape(x)) * std, x.dtype)
+
+
+_NOISE_MODE = "two"
+
+
+@tf.function(jit_compile=True, reduce_retracing=True)
 def _scaled_normal_xla(seed: tf.Tensor, shape: tf.Tensor, std: tf.Tensor) -> tf.Tensor:
     bits = tf.random.stateless_uniform([(tf.reduce_prod(shape) + 1) // 2], seed, minval=None, maxval=None,
                                        dtype=tf.int32, alg=RNG_ALG)
     return _normal_from_bits(bits, shape) * std
 
 
-def _add_normal(x: tf.Tensor, seed: tf.Tensor, index: int, std: tf.Tensor) -> tf.Tensor:
-    """``x + std * z`` with ``z`` standard normals (``_normal_from_bits`` of Philox words) from sub-stream ``index``.
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _add_xla(x: tf.Tensor, z: tf.Tensor) -> tf.Tensor:
+    return x + tf.cast(z, x.dtype)
 
-    ``std`` (float32, ``[B, 1, .., 1]``) broadcasts against ``x``. The scaling runs in the XLA
-    table-lookup loop. The XLA calls take the shape, not ``x`` (static shapes: no data
-    dependency), so TensorFlow draws the noise while the layers before produce ``x``; with a
-    static batch of >= 2 the two batch halves are two calls (sub-streams ``0`` and ``1`` of
-    ``index``) that the executor runs side by side; the add is one multi-threaded graph op.
+
+def _add_normal(x: tf.Tensor, seed: tf.Tensor, index: int, std: tf.Tensor) -> tf.Tensor:
+    """``x + std * z`` with ``z`` standard normals from sub-stream ``index`` of ``seed``: the same ``z`` as
+    ``_normal(seed, index, shape of x)``.
+
+    ``std`` (float32, ``[B, 1, .., 1]``) broadcasts against ``x``. Two XLA computations: the random
+    words, which take only the shape (no data dependency, so TensorFlow draws them while the layers
+    before produce ``x``), then table lookup, scaling and the add in one pass over ``x``. The words
+    are materialised between the two on purpose: fused into the lookup (a gather), XLA would
+    regenerate them per element in a scalar loop. XLA splits each pass over the cores itself.
     """
-    sub = _fold(seed, index)
-    if not x.shape.is_fully_defined():
-        return x + tf.cast(_scaled_normal_xla(sub, tf.shape(x), std), x.dtype)
-    shape = x.shape.as_list()
-    cut = shape[0] // 2
-    if cut == 0:
-        return x + tf.cast(_scaled_normal_xla(sub, tf.constant(shape, tf.int32), std), x.dtype)
-    parts = [_scaled_normal_xla(_fold(sub, k), tf.constant([size] + shape[1:], tf.int32), std[part])
-             for k, (size, part) in enumerate(((cut, slice(None, cut)), (shape[0] - cut, slice(cut, None))))]
-    return x + tf.cast(tf.concat(parts, axis=0), x.dtype)
+    if _NOISE_MODE != "two":
+        z = _scaled_normal_xla(_fold(seed, index), tf.shape(x), std)
+        return _add_xla(x, z) if _NOISE_MODE == "xla_add" else x + tf.cast(z, x.dtype)
+    count = (tf.reduce_prod(tf.shape(x)) + 1) // 2 if not x.shape.is_fully_defined() else (x.shape.num_elements() + 1) // 2
+    return _add_scaled_normals_xla(x, _bits_xla(_fold(seed, index), tf.constant(count) if isinstance(count, int) else count), std)
 
 
 def _bernoulli(seed: tf.Tensor, index: int, shape, p: float) -> tf.Tensor:

@@ -44,13 +44,20 @@ def _plane_rotation(theta: tf.Tensor, n: int, a: int, b: int) -> tf.Tensor:
     return tf.eye(n, dtype=tf.float32)[None] + c * diag + s * skew
 
 
+def small_matmul(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """``a @ b`` for ``[B, n, n]`` matrices with ``n <= 3`` as broadcast multiply + sum: one cheap
+    elementwise op instead of a batched-matmul kernel (~0.3-0.5 ms of oneDNN set-up per call on the
+    CPU, on the critical path of every augmented batch)."""
+    return tf.reduce_sum(a[:, :, :, None] * b[:, None, :, :], axis=2)
+
+
 def _rotation(angles: tf.Tensor, n: int) -> tf.Tensor:
     """``[B, n, n]`` from radians ``[B, 1]`` (2D) or ``[B, 3]`` (3D: about D, H, W axes)."""
     if n == 2:
         return _plane_rotation(angles[:, 0], 2, 0, 1)
     r = _plane_rotation(angles[:, 0], 3, 1, 2)  # about D: axial plane (H, W)
-    r = tf.matmul(r, _plane_rotation(angles[:, 1], 3, 0, 2))  # about H: plane (D, W)
-    return tf.matmul(r, _plane_rotation(angles[:, 2], 3, 0, 1))  # about W: plane (D, H)
+    r = small_matmul(r, _plane_rotation(angles[:, 1], 3, 0, 2))  # about H: plane (D, W)
+    return small_matmul(r, _plane_rotation(angles[:, 2], 3, 0, 1))  # about W: plane (D, H)
 
 
 def _shear(angles: tf.Tensor, n: int) -> tf.Tensor:
@@ -59,7 +66,7 @@ def _shear(angles: tf.Tensor, n: int) -> tf.Tensor:
     basis = np.zeros((len(pairs), n, n), np.float32)
     for k, (i, j) in enumerate(pairs):
         basis[k, i, j] = 1.0
-    return tf.eye(n, dtype=tf.float32)[None] + tf.einsum("bk,kij->bij", tf.tan(angles), basis)
+    return tf.eye(n, dtype=tf.float32)[None] + tf.reduce_sum(tf.tan(angles)[:, :, None, None] * basis[None], axis=1)
 
 
 def _inverse(m: tf.Tensor) -> tf.Tensor:
@@ -265,104 +272,91 @@ class SamplingIndex:
         return values[0]
 
 
-def xla_window_gather_available() -> bool:
-    """Whether :class:`WindowIndex` can be used (only inside an XLA-compiled function)."""
+def xla_gather_available() -> bool:
+    """Whether :func:`gather_linear` / :func:`gather_nearest` can be used (XLA-compiled code only)."""
     return _xla is not None
 
 
-def _gather_numbers(n: int, window: bool) -> "_xla_data.GatherDimensionNumbers":
-    """Gather dimension numbers for a table ``[B * (S0 + 3), S1 + 3, ..., C]`` and start indices ``[B, *S, n]``.
+class PaddedIndex:
+    """Everything the XLA core gathers need, computed in one vectorised pass and then materialised.
 
-    ``window=True``: slices ``[2] * n + [C]`` kept as trailing output axes ``[B, *S, 2, .., 2, C]``;
-    ``window=False``: slices ``[1] * n + [C]`` with the spatial axes collapsed, output ``[B, *S, C]``.
-    """
-    numbers = _xla_data.GatherDimensionNumbers()
-    numbers.offset_dims.extend(range(n + 1, 2 * n + 2) if window else [n + 1])
-    if not window:
-        numbers.collapsed_slice_dims.extend(range(n))
-    numbers.start_index_map.extend(range(n))
-    numbers.index_vector_dim = n + 1
-    return numbers
-
-
-class WindowIndex:
-    """The sampling points as XLA gather starts of ``2^n`` windows; for XLA-compiled code only.
-
-    Same sampling as :class:`SamplingIndex` (coordinates clamped to ``[-1, size]``, tables padded
-    by 1 low and 2 high with the fill value, ties of ``nearest`` round up), but each point reads
-    its ``2 x 2 (x 2)`` neighbourhood with ONE windowed XLA gather (one index computation, the
-    corner loads contiguous along the last axis) instead of ``2^n`` element gathers, and a
-    nearest lookup is one gather at the rounded start. On the 2-core CPU this made the 2D
-    16 x 256^2 image + uint8 label resampling ~1.6x faster under XLA (the element gathers spent
-    most of their time on per-element index arithmetic, not on loads).
+    The same sampling as :class:`SamplingIndex` (its base index into the batch-folded table padded by
+    1 low and 2 high with the fill, its fractions, ties of ``nearest`` round up), plus the flat index
+    of the nearest point. Computed in its own XLA computation so that XLA cannot fuse this
+    arithmetic into the gather loops: XLA:CPU emits a gather as a scalar loop that re-derives every
+    fused producer per element, while as a standalone elementwise pass it is vectorised (2D
+    16 x 256^2, 2-core CPU: image + uint8 label resampling 12 -> 7 ms of CPU).
 
     Args:
         coords: ``n`` tensors ``[B, *S]``: source coordinates in pixels.
         spatial: Spatial shape of the source arrays (``n`` ints or scalar tensors).
+        nearest: Also compute :attr:`nearest` (the label / mask index).
     """
 
-    def __init__(self, coords: list, spatial: list):
-        n = len(coords)
-        self.n = n
-        self.spatial = spatial
-        starts, self.frac = [], []
-        for a in range(n):
-            qc = tf.clip_by_value(coords[a], -1.0, tf.cast(spatial[a], tf.float32))
-            q0 = tf.floor(qc)
-            self.frac.append(qc - q0)
-            starts.append(tf.cast(q0, tf.int32) + 1)  # + 1: the low padding
-        batch = tf.shape(coords[0])[0]
-        # the table folds the batch into the first axis: sample b starts at row b * (S0 + 3)
-        starts[0] = starts[0] + tf.reshape(tf.range(batch, dtype=tf.int32) * (spatial[0] + 3), [-1] + [1] * n)
-        self.starts = starts
+    def __init__(self, coords: list, spatial: list, nearest: bool = True):
+        index = SamplingIndex(coords, spatial)
+        self.base, self.frac = index.base, index.frac
+        self.nearest = None
+        if nearest:
+            near = index.base
+            for a, f in enumerate(index.frac):
+                near = near + tf.cast(f >= 0.5, tf.int32) * index.strides[a]
+            self.nearest = near
 
-    def _table(self, x: tf.Tensor, fill) -> tf.Tensor:
-        padded = _pad_with(x, 1, 2, fill)  # [B, S0 + 3, ..., C]
-        shape = [-1] + [s + 3 for s in self.spatial[1:]] + [x.shape[-1]]
-        return tf.reshape(padded, shape)
 
-    def linear(self, x: tf.Tensor, fill) -> tf.Tensor:
-        """Multi-linear samples ``[B, *S, C]`` of float ``x``: one ``2^n``-corner window per point."""
-        n = self.n
-        table = self._table(x, fill)
-        start = tf.stack(self.starts, axis=-1)
-        values = _xla.gather(table, start, _gather_numbers(n, True), [2] * n + [x.shape[-1]],
-                             indices_are_sorted=False)  # [B, *S, 2, .., 2, C]
-        values.set_shape(start.shape[:-1].concatenate([2] * n + [x.shape[-1]]))  # XlaGather infers no shape
-        for a in range(n - 1, -1, -1):  # last window axis first (it sits just before C); exact at f = 0
-            f = tf.cast(self.frac[a], x.dtype)[(...,) + (None,) * (a + 1)]  # [B, *S, 1 x a, 1]
-            v0, v1 = values[..., 0, :], values[..., 1, :]
-            values = v0 + (v1 - v0) * f
-        return values
+def padded_table(x: tf.Tensor, fill) -> tf.Tensor:
+    """``x`` ``[B, *S, C]`` padded by 1 (low) and 2 (high) with ``fill`` on every spatial axis.
 
-    def nearest(self, x: tf.Tensor, fill) -> tf.Tensor:
-        """Nearest samples ``[B, *S, C]`` of ``x`` (any dtype): one gather at the rounded point.
+    Returned unflattened: a pad followed by the flattening reshape in the same XLA computation
+    compiles to a slow per-element loop; reshaping the materialised table is free.
+    """
+    return _pad_with(x, 1, 2, fill)
 
-        Reads the unpadded ``x`` at the clamped rounded index and puts ``fill`` where the point
-        falls outside (a padded table here would be re-derived per element inside XLA's gather
-        loop, ~1.4x slower).
-        """
-        n = self.n
-        rows = [-1] + list(self.spatial[1:]) + [x.shape[-1]]
-        table = tf.reshape(x, rows)  # [B * S0, S1, .., C]: no copy
-        starts, inside = [], None
-        for a, (s, f) in enumerate(zip(self.starts, self.frac)):
-            r = s - 1 + tf.cast(f >= 0.5, tf.int32)
-            if a == 0:  # undo the batch offset of the padded table, check, clamp, apply the unpadded one
-                b = tf.reshape(tf.range(tf.shape(r)[0], dtype=tf.int32), [-1] + [1] * n)
-                r = r - b * (self.spatial[0] + 3)
-            ok = tf.logical_and(r >= 0, r < self.spatial[a])
-            inside = ok if inside is None else tf.logical_and(inside, ok)
-            r = tf.clip_by_value(r, 0, self.spatial[a] - 1)
-            starts.append(r + b * self.spatial[0] if a == 0 else r)
-        start = tf.stack(starts, axis=-1)
-        values = _xla.gather(table, start, _gather_numbers(n, False), [1] * n + [x.shape[-1]], indices_are_sorted=False)
-        values.set_shape(start.shape[:-1].concatenate([x.shape[-1]]))
-        if isinstance(fill, (int, float)):
-            fill = tf.cast(fill, x.dtype)
-        else:
-            fill = tf.reshape(tf.cast(fill, x.dtype), [-1] + [1] * n + [x.shape[-1]])
-        return tf.where(inside[..., None], values, fill)
+
+def _row_gather(rows: tf.Tensor, index: tf.Tensor, size: int) -> tf.Tensor:
+    """``size`` consecutive rows of ``rows`` ``[N, C]`` from every ``index`` ``[...]``: ``[..., size, C]``."""
+    numbers = _xla_data.GatherDimensionNumbers()
+    rank = index.shape.rank
+    numbers.offset_dims.extend([rank, rank + 1])
+    numbers.start_index_map.extend([0])
+    numbers.index_vector_dim = rank
+    out = _xla.gather(rows, index, numbers, [size, rows.shape[-1]], indices_are_sorted=False)
+    out.set_shape(index.shape.concatenate([size, rows.shape[-1]]))  # XlaGather infers no shape
+    return out
+
+
+def gather_linear(table: tf.Tensor, base: tf.Tensor, frac: list) -> tf.Tensor:
+    """Multi-linear samples ``[B, *S, C]`` from a :func:`padded_table` at a :class:`PaddedIndex`.
+
+    One XLA gather of a ``[2, C]`` row window (the two neighbours along the last axis, contiguous)
+    per corner of the leading axes (2 in 2D, 4 in 3D) instead of ``2^n`` element gathers; then the
+    same lerps in the same order as :meth:`SamplingIndex.linear` (last axis first).
+    """
+    n = len(frac)
+    padded = table.shape[1 : n + 1].as_list()
+    if any(s is None for s in padded):
+        padded = [tf.shape(table)[1 + a] for a in range(n)]
+    strides = _strides(padded)
+    rows = tf.reshape(table, [-1, table.shape[-1]])
+    values = []
+    for corner in itertools.product((0, 1), repeat=n - 1):
+        offset = sum(c * s for c, s in zip(corner, strides))
+        window = _row_gather(rows, base + offset if any(corner) else base, 2)  # [B, *S, 2, C]
+        f = tf.cast(frac[n - 1], table.dtype)[..., None]
+        v0, v1 = window[..., 0, :], window[..., 1, :]
+        values.append(v0 + (v1 - v0) * f)
+    for a in range(n - 2, -1, -1):
+        f = tf.cast(frac[a], table.dtype)[..., None]
+        values = [v0 + (v1 - v0) * f for v0, v1 in zip(values[0::2], values[1::2])]
+    return values[0]
+
+
+def gather_nearest(table: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+    """Samples ``[B, *S, C]`` of a :func:`padded_table` at the flat :attr:`PaddedIndex.nearest`."""
+    channels = table.shape[-1]
+    if channels == 1:  # element gather from a flat vector: ~2x faster than [N, 1] rows
+        return tf.gather(tf.reshape(table, [-1]), index)[..., None]
+    return _row_gather(tf.reshape(table, [-1, channels]), index, 1)[..., 0, :]
 
 
 def resample_linear(x: tf.Tensor, coords: list, fill) -> tf.Tensor:

@@ -37,6 +37,7 @@ BOXES_KEY = "boxes"
 MASKS_KEY = "masks"
 NUM_VALID_KEY = "num_valid"
 _INTERPOLATIONS = ("linear", "nearest")
+_XLA_HALVES = False
 
 
 def _per_axis(name: str, value: Any, n: int) -> tuple[float, ...]:
@@ -103,11 +104,12 @@ class RandomGeometric(RandomAugmentLayer):
             (rotation in the ``(H, W)`` plane, in-plane shear / scale / shift / elastic field;
             nothing moves along D). For slabs and 2.5D stacks stored as 3D. Flips still use
             ``flip_axes`` (array axes).
-        jit_compile: Compile the grid + resampling with XLA: windowed gathers (one 2^n-corner
-            window per output point, one gather for nearest lookups), one XLA computation per
-            resampled tensor and batch half so that TensorFlow runs them side by side on the
-            cores, the elastic field only in batches that drew one. Several times faster on the
-            CPU. Random draws stay outside (graph ops, the same on both paths).
+        jit_compile: Compile the grid + resampling with XLA, per batch half: one vectorised
+            computation for the sampling index and the padded tables, one for the gathers (a
+            ``[2, C]`` row window per leading corner for linear, one lookup for nearest), the
+            elastic field only in batches that drew one. Several times faster on the CPU; the
+            same samples as the graph path. Random draws stay outside (graph ops, the same on
+            both paths).
         seed: int or None.
         **kwargs: ``keras.layers.Layer`` arguments.
 
@@ -195,10 +197,9 @@ class RandomGeometric(RandomAugmentLayer):
         self.interpolation = interpolation
         self.instance_keys = tuple(instance_keys)
         self.jit_compile = bool(jit_compile)
-        # One XLA computation per resampled tensor (image, label, masks): XLA runs each on one thread,
-        # TensorFlow's executor runs independent computations side by side, so image and label
-        # (and the noise a pipeline draws meanwhile) share the cores.
-        self._core_one = tf.function(self._resample_one, jit_compile=True)
+        # The XLA core: index + padded tables, then gathers (see _resample_xla); the elastic field.
+        self._core_index = tf.function(self._index_tables, jit_compile=True)
+        self._core_gather = tf.function(self._gather_tables, jit_compile=True)
         self._core_field = tf.function(self._field, jit_compile=True)
 
     @property
@@ -215,7 +216,7 @@ class RandomGeometric(RandomAugmentLayer):
         if self.shear > 0:
             smax = _grid.radians(self.shear)
             shear = _grid._shear(_uniform(seed, 1, [batch, n * (n - 1)], -smax, smax), n)
-            forward = tf.matmul(forward, shear)
+            forward = _grid.small_matmul(forward, shear)
         if self.scale != (1.0, 1.0):
             zoom = _uniform(seed, 2, [batch, n if self.anisotropic_scale else 1], *self.scale)
             forward = forward * (zoom * tf.ones([1, n]))[:, None, :]  # F . diag(zoom)
@@ -248,44 +249,68 @@ class RandomGeometric(RandomAugmentLayer):
         """The elastic displacement ``[B, n, *S]`` (pixels) for arrays shaped like ``like`` (XLA-compiled)."""
         return tf.stack(_grid.elastic_field(ctrl, self._spatial(like)), axis=1)
 
-    def _resample_one(self, forward, translation, field, x, kind: str):
-        """The XLA-compiled resampling of one tensor: ``kind`` is ``"image"``, ``"label"`` or ``"masks"``.
+    def _fills(self, image: tf.Tensor, label: tf.Tensor | None):
+        """``(float image, image fill, label fill)``: numbers, or ``[B, C]`` / ``[B, K]`` tensors."""
+        work = image if image.dtype.is_floating else tf.cast(image, tf.float32)
+        fill = tf.reduce_min(work, axis=list(range(1, self.ndim + 1))) if self.fill_value == "min" else self.fill_value
+        lfill = self.label_fill_value
+        if label is not None and self.one_hot_label:
+            lfill = tf.tile(tf.one_hot(self.label_fill_value, label.shape[-1], dtype=label.dtype)[None], [tf.shape(image)[0], 1])
+        return work, fill, lfill
 
-        ``field``: ``[B, n, *S]`` elastic displacement or None.
+    def _index_tables(self, forward, translation, field, image, label, masks):
+        """XLA computation 1 of the core: sampling index and padded tables, vectorised and materialised.
+
+        ``field``: ``[B, n, *S]`` elastic displacement or None. Returns ``(base, fractions, nearest
+        index or None, padded image, padded label or None, padded masks or None)``.
         """
-        args = dict(image=None, label=None, masks=None)
-        args[kind] = x
-        if kind != "image":  # the image slot only gives the shape and batch size (XLA drops the rest)
-            args["image"] = tf.zeros_like(x[..., :1], tf.float32)
+        spatial = self._spatial(image)
         fields = None if field is None else tf.unstack(field, axis=1)
-        outs = self._resample_from(forward, translation, fields, spatial=self._spatial(x), **args)
-        return outs[("image", "label", "masks").index(kind)]
+        coords = _grid.sampling_coords(forward, translation, spatial, fields)
+        need_nearest = label is not None or masks is not None or self.interpolation == "nearest"
+        index = _grid.PaddedIndex(coords, spatial, nearest=need_nearest)
+        work, fill, lfill = self._fills(image, label)
+        tables = [_grid.padded_table(work, fill)]
+        tables.append(None if label is None else _grid.padded_table(label, lfill))
+        tables.append(None if masks is None else _grid.padded_table(masks, 0))
+        return (index.base, index.frac, index.nearest, *tables)
+
+    def _gather_tables(self, base, frac, nearest, image_table, label_table, masks_table, image_dtype):
+        """XLA computation 2 of the core: the gathers and lerps (see :func:`_grid.gather_linear`)."""
+        if self.interpolation == "linear":
+            out = _grid.gather_linear(image_table, base, frac)
+        else:
+            out = _grid.gather_nearest(image_table, nearest)
+        if not image_dtype.is_floating:
+            out = tf.cast(tf.round(out), image_dtype)
+        return (out, None if label_table is None else _grid.gather_nearest(label_table, nearest),
+                None if masks_table is None else _grid.gather_nearest(masks_table, nearest))
 
     def _resample_xla(self, forward, translation, ctrl, image, label, masks) -> tuple:
-        """Image, label and masks each in its own XLA computation (see ``__init__``); the elastic field
-        is computed once, and only in batches where a sample drew one (81 % of batches of 16 at p = 0.1)."""
-        tensors = [(x, kind) for x, kind in ((image, "image"), (label, "label"), (masks, "masks")) if x is not None]
-
+        """Image, label and masks resampled by two XLA computations per batch half: the index and the
+        padded tables (vectorised), then the gathers. The halves are independent, so TensorFlow runs
+        them side by side on the cores. The elastic field is computed once, and only in batches where
+        a sample drew one (81 % of batches of 16 at p = 0.1 draw none)."""
         batch = image.shape[0]
-        cut = batch // 2 if batch is not None and batch >= 2 else None  # two halves: 2 x as many tasks to share out
-
-        def one(field, x, kind):
-            if cut is None:
-                return self._core_one(forward, translation, field, x, kind)
-            halves = [self._core_one(forward[part], translation[part], None if field is None else field[part], x[part], kind)
-                      for part in (slice(None, cut), slice(cut, None))]
-            return tf.concat(halves, axis=0)
+        cut = batch // 2 if batch is not None and batch >= 2 and _XLA_HALVES else None
+        parts = [slice(None)] if cut is None else [slice(None, cut), slice(cut, None)]
 
         def resample(field):
-            return tuple(one(field, x, kind) for x, kind in tensors)
+            outs = []
+            for part in parts:
+                def sub(x):
+                    return None if x is None else x[part]
+
+                tables = self._core_index(sub(forward), sub(translation), sub(field), sub(image), sub(label), sub(masks))
+                outs.append(self._core_gather(*tables, image_dtype=image.dtype))
+            if len(outs) == 1:
+                return outs[0]
+            return tuple(None if o[0] is None else tf.concat(o, axis=0) for o in zip(*outs))
 
         if ctrl is None:
-            outs = resample(None)
-        else:
-            outs = tf.cond(tf.reduce_any(tf.not_equal(ctrl, 0.0)),
-                           lambda: resample(self._core_field(ctrl, image)), lambda: resample(None))
-        by_kind = dict(zip([kind for _, kind in tensors], outs))
-        return tuple(by_kind.get(kind) for kind in ("image", "label", "masks"))
+            return resample(None)
+        return tf.cond(tf.reduce_any(tf.not_equal(ctrl, 0.0)),
+                       lambda: resample(self._core_field(ctrl, image)), lambda: resample(None))
 
     def _resample_all(self, forward, translation, ctrl, image, label, masks):
         """Composes the grid and resamples image, label ``[B, *S, L]`` and masks ``[B, *S, N]`` (graph ops)."""
@@ -294,34 +319,14 @@ class RandomGeometric(RandomAugmentLayer):
         return self._resample_from(forward, translation, field, image, label, masks, spatial)
 
     def _resample_from(self, forward, translation, field, image, label, masks, spatial):
-        n = self.ndim
         coords = _grid.sampling_coords(forward, translation, spatial, field)
-        batch = tf.shape(image)[0]
-        dtype = image.dtype
-        work = image if dtype.is_floating else tf.cast(image, tf.float32)
-        fill = tf.reduce_min(work, axis=list(range(1, n + 1))) if self.fill_value == "min" else self.fill_value
-        if self.jit_compile and _grid.xla_window_gather_available():
-            index = _grid.WindowIndex(coords, spatial)  # windowed XLA gathers (compiled code only)
-        else:
-            index = _grid.SamplingIndex(coords, spatial)
+        work, fill, lfill = self._fills(image, label)
+        index = _grid.SamplingIndex(coords, spatial)
         out = index.linear(work, fill) if self.interpolation == "linear" else index.nearest(work, fill)
-        if not dtype.is_floating:
-            out = tf.cast(tf.round(out), dtype)
-        outs = [out]
-        if label is not None:
-            if self.one_hot_label:
-                lfill = tf.one_hot(self.label_fill_value, label.shape[-1], dtype=label.dtype)
-                lfill = tf.tile(lfill[None], [batch, 1])
-            else:
-                lfill = self.label_fill_value
-            outs.append(index.nearest(label, lfill))
-        else:
-            outs.append(None)
-        if masks is not None:
-            outs.append(index.nearest(masks, 0))
-        else:
-            outs.append(None)
-        return tuple(outs)
+        if not image.dtype.is_floating:
+            out = tf.cast(tf.round(out), image.dtype)
+        return (out, None if label is None else index.nearest(label, lfill),
+                None if masks is None else index.nearest(masks, 0))
 
     def _augment(self, data: dict, seed: tf.Tensor) -> dict:
         n = self.ndim
@@ -351,7 +356,7 @@ class RandomGeometric(RandomAugmentLayer):
             mask_dtype = masks.dtype
             masks_in = tf.cast(masks, tf.uint8) if masks.dtype == tf.bool else masks
             masks = tf.transpose(masks_in, [0] + list(range(2, n + 2)) + [1])
-        if self.jit_compile:
+        if self.jit_compile and _grid.xla_gather_available():
             image_out, label_out, masks_out = self._resample_xla(forward, translation, ctrl, image, label, masks)
         else:
             image_out, label_out, masks_out = self._resample_all(forward, translation, ctrl, image, label, masks)
