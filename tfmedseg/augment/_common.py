@@ -133,6 +133,9 @@ class RandomAugmentLayer(keras.layers.Layer):
 # Philox explicitly: "auto_select" compiles to a generator that runs ~50x slower under XLA on the
 # CPU (a 16x256x256 normal draw took ~0.9 s instead of ~30 ms).
 RNG_ALG = "philox"
+# The noise words: Threefry-2x32 (Random123, like Philox crush-resistant; JAX's default generator) costs
+# ~30 % less CPU than Philox under XLA:CPU for the 2^19 words of a 16 x 256^2 batch.
+NOISE_RNG_ALG = "threefry"
 
 
 def _fold(seed: tf.Tensor, index: int) -> tf.Tensor:
@@ -173,64 +176,43 @@ def _normal_from_bits(bits: tf.Tensor, shape) -> tf.Tensor:
     return tf.reshape(z, shape)
 
 
+def _normals(seed: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
+    """``_normal_from_bits`` of ``ceil(prod(shape) / 2)`` Threefry words of ``seed`` (inside XLA)."""
+    bits = tf.random.stateless_uniform([(tf.reduce_prod(shape) + 1) // 2], seed, minval=None, maxval=None,
+                                       dtype=tf.int32, alg=NOISE_RNG_ALG)
+    return _normal_from_bits(bits, shape)
+
+
 @tf.function(jit_compile=True, reduce_retracing=True)
 def _normal_xla(seed: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
-    return _normal_from_bits(
-        tf.random.stateless_uniform([(tf.reduce_prod(shape) + 1) // 2], seed, minval=None, maxval=None,
-                                    dtype=tf.int32, alg=RNG_ALG), shape)
+    return _normals(seed, shape)
 
 
 def _normal(seed: tf.Tensor, index: int, shape) -> tf.Tensor:
     """Stateless standard normal draws from sub-stream ``index`` of ``seed`` (see ``_normal_from_bits``).
 
-    Bits and table lookups compiled with XLA: 6 ms of CPU for 16x256x256 on the 2-core CPU,
-    against 11 ms for Box-Muller in graph ops and ~25 ms for ``tf.random.stateless_normal``.
+    Words and table lookups compiled with XLA: ~3 ms of CPU for 16x256x256 on the 2-core CPU,
+    against 11 ms for Box-Muller in graph ops and ~25 ms for ``tf.random.stateless_normal``
+    (XLA:CPU's log / sin / cos / ndtri are scalar calls: Box-Muller or ``ndtri`` inside XLA cost
+    25-40 ms).
     """
     return _normal_xla(_fold(seed, index), tf.convert_to_tensor(shape, tf.int32))
 
 
 @tf.function(jit_compile=True, reduce_retracing=True)
-def _bits_xla(seed: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
-    """``count`` random int32 words (Philox) of a stateless seed."""
-    return tf.random.stateless_uniform([count], seed, minval=None, maxval=None, dtype=tf.int32, alg=RNG_ALG)
-
-
-@tf.function(jit_compile=True, reduce_retracing=True)
-def _add_scaled_normals_xla(x: tf.Tensor, bits: tf.Tensor, std: tf.Tensor) -> tf.Tensor:
-    """``x + std * z`` with ``z = _normal_from_bits(bits, shape of x)``."""
-    return x + tf.cast(_normal_from_bits(bits, tf.shape(x)) * std, x.dtype)
-
-
-_NOISE_MODE = "two"
-
-
-@tf.function(jit_compile=True, reduce_retracing=True)
 def _scaled_normal_xla(seed: tf.Tensor, shape: tf.Tensor, std: tf.Tensor) -> tf.Tensor:
-    bits = tf.random.stateless_uniform([(tf.reduce_prod(shape) + 1) // 2], seed, minval=None, maxval=None,
-                                       dtype=tf.int32, alg=RNG_ALG)
-    return _normal_from_bits(bits, shape) * std
-
-
-@tf.function(jit_compile=True, reduce_retracing=True)
-def _add_xla(x: tf.Tensor, z: tf.Tensor) -> tf.Tensor:
-    return x + tf.cast(z, x.dtype)
+    return _normals(seed, shape) * std
 
 
 def _add_normal(x: tf.Tensor, seed: tf.Tensor, index: int, std: tf.Tensor) -> tf.Tensor:
-    """``x + std * z`` with ``z`` standard normals from sub-stream ``index`` of ``seed``: the same ``z`` as
-    ``_normal(seed, index, shape of x)``.
+    """``x + std * z`` with ``z = _normal(seed, index, shape of x)``.
 
-    ``std`` (float32, ``[B, 1, .., 1]``) broadcasts against ``x``. Two XLA computations: the random
-    words, which take only the shape (no data dependency, so TensorFlow draws them while the layers
-    before produce ``x``), then table lookup, scaling and the add in one pass over ``x``. The words
-    are materialised between the two on purpose: fused into the lookup (a gather), XLA would
-    regenerate them per element in a scalar loop. XLA splits each pass over the cores itself.
+    ``std`` (float32, ``[B, 1, .., 1]``) broadcasts against ``x``. The scaled normals are one XLA
+    computation that takes only the shape, not ``x`` (no data dependency): TensorFlow draws them on
+    one core while the layers before produce ``x`` on the other; the add is one graph op. One
+    stream for the whole batch (it used to be one per batch half plus a concat).
     """
-    if _NOISE_MODE != "two":
-        z = _scaled_normal_xla(_fold(seed, index), tf.shape(x), std)
-        return _add_xla(x, z) if _NOISE_MODE == "xla_add" else x + tf.cast(z, x.dtype)
-    count = (tf.reduce_prod(tf.shape(x)) + 1) // 2 if not x.shape.is_fully_defined() else (x.shape.num_elements() + 1) // 2
-    return _add_scaled_normals_xla(x, _bits_xla(_fold(seed, index), tf.constant(count) if isinstance(count, int) else count), std)
+    return x + tf.cast(_scaled_normal_xla(_fold(seed, index), tf.shape(x), std), x.dtype)
 
 
 def _bernoulli(seed: tf.Tensor, index: int, shape, p: float) -> tf.Tensor:

@@ -37,7 +37,6 @@ BOXES_KEY = "boxes"
 MASKS_KEY = "masks"
 NUM_VALID_KEY = "num_valid"
 _INTERPOLATIONS = ("linear", "nearest")
-_XLA_HALVES = False
 
 
 def _per_axis(name: str, value: Any, n: int) -> tuple[float, ...]:
@@ -104,8 +103,8 @@ class RandomGeometric(RandomAugmentLayer):
             (rotation in the ``(H, W)`` plane, in-plane shear / scale / shift / elastic field;
             nothing moves along D). For slabs and 2.5D stacks stored as 3D. Flips still use
             ``flip_axes`` (array axes).
-        jit_compile: Compile the grid + resampling with XLA, per batch half: one vectorised
-            computation for the sampling index and the padded tables, one for the gathers (a
+        jit_compile: Compile the grid + resampling with XLA: one vectorised computation for the
+            sampling index and the padded tables, one for the gathers (a
             ``[2, C]`` row window per leading corner for linear, one lookup for nearest), the
             elastic field only in batches that drew one. Several times faster on the CPU; the
             same samples as the graph path. Random draws stay outside (graph ops, the same on
@@ -287,25 +286,14 @@ class RandomGeometric(RandomAugmentLayer):
                 None if masks_table is None else _grid.gather_nearest(masks_table, nearest))
 
     def _resample_xla(self, forward, translation, ctrl, image, label, masks) -> tuple:
-        """Image, label and masks resampled by two XLA computations per batch half: the index and the
-        padded tables (vectorised), then the gathers. The halves are independent, so TensorFlow runs
-        them side by side on the cores. The elastic field is computed once, and only in batches where
-        a sample drew one (81 % of batches of 16 at p = 0.1 draw none)."""
-        batch = image.shape[0]
-        cut = batch // 2 if batch is not None and batch >= 2 and _XLA_HALVES else None
-        parts = [slice(None)] if cut is None else [slice(None, cut), slice(cut, None)]
-
+        """Image, label and masks resampled by two XLA computations over the whole batch: the index and
+        the padded tables (vectorised), then the gathers; XLA splits each loop over the cores itself
+        (no batch halves for the executor to share out, no concatenation). The elastic field is
+        computed once, and only in batches where a sample drew one (81 % of batches of 16 at p = 0.1
+        draw none)."""
         def resample(field):
-            outs = []
-            for part in parts:
-                def sub(x):
-                    return None if x is None else x[part]
-
-                tables = self._core_index(sub(forward), sub(translation), sub(field), sub(image), sub(label), sub(masks))
-                outs.append(self._core_gather(*tables, image_dtype=image.dtype))
-            if len(outs) == 1:
-                return outs[0]
-            return tuple(None if o[0] is None else tf.concat(o, axis=0) for o in zip(*outs))
+            tables = self._core_index(forward, translation, field, image, label, masks)
+            return self._core_gather(*tables, image_dtype=image.dtype)
 
         if ctrl is None:
             return resample(None)
