@@ -268,9 +268,10 @@ def test_xla_core_with_an_unknown_batch_size(rng):
 @pytest.mark.parametrize("ndim", [2, 3])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_row_window_gathers_equal_the_element_gathers_exactly(rng, ndim, channels):
-    """Same coordinates, both compiled with XLA: ``gather_linear`` / ``gather_nearest`` on a
-    ``PaddedIndex`` return exactly what ``SamplingIndex.linear`` / ``nearest`` return, including
-    points outside (fill), on the border and at exact .5 ties."""
+    """Same coordinates, both compiled with XLA: ``gather_linear`` on the padded table and
+    ``gather_nearest`` on the unpadded array at a ``PaddedIndex`` return exactly what
+    ``SamplingIndex.linear`` / ``nearest`` return, including points outside (fill), on the border
+    and at exact .5 ties."""
     spatial = (9, 11) if ndim == 2 else (5, 6, 7)
     x = rng.normal(size=(2, *spatial, channels)).astype(np.float32)
     lab = rng.integers(0, 7, size=(2, *spatial, 1)).astype(np.uint8)
@@ -285,7 +286,7 @@ def test_row_window_gathers_equal_the_element_gathers_exactly(rng, ndim, channel
         new = _grid.PaddedIndex(coords, list(spatial))
         return (ref.linear(x, 0.25), ref.nearest(lab, 3),
                 _grid.gather_linear(_grid.padded_table(x, 0.25), new.base, new.frac),
-                _grid.gather_nearest(_grid.padded_table(lab, 3), new.nearest))
+                _grid.gather_nearest(lab, new.nearest, 3))
 
     a, b, c, d = (t.numpy() for t in both(x, lab, *coords))
     np.testing.assert_array_equal(c, a)

@@ -165,14 +165,15 @@ def _normal_table() -> tf.Tensor:
 def _normal_from_bits(bits: tf.Tensor, shape) -> tf.Tensor:
     """Standard normals of ``shape`` from ``ceil(prod(shape) / 2)`` random int32 words.
 
-    Each 16-bit half of a word indexes a table of the 65536 equiprobable normal quantiles
-    (inverse-CDF sampling, two normals per 32 random bits, no transcendental functions). The
-    16-bit resolution bounds ``|z|`` by 4.33 (the 1.5e-5 of the mass beyond is cut).
+    The low and the high 16-bit half of word ``i`` index a table of the 65536 equiprobable normal
+    quantiles (inverse-CDF sampling, two normals per 32 random bits, no transcendental functions)
+    and give normals ``2 i`` and ``2 i + 1``. The 16-bit resolution bounds ``|z|`` by 4.33 (the
+    1.5e-5 of the mass beyond is cut).
     """
     shape = tf.convert_to_tensor(shape, tf.int32)
     low = tf.bitwise.bitwise_and(bits, 0xFFFF)
     high = tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 16), 0xFFFF)
-    z = tf.gather(_normal_table(), tf.concat([low, high], axis=0))[: tf.reduce_prod(shape)]
+    z = tf.gather(_normal_table(), tf.reshape(tf.stack([low, high], axis=-1), [-1]))[: tf.reduce_prod(shape)]
     return tf.reshape(z, shape)
 
 

@@ -280,12 +280,13 @@ def xla_gather_available() -> bool:
 class PaddedIndex:
     """Everything the XLA core gathers need, computed in one vectorised pass and then materialised.
 
-    The same sampling as :class:`SamplingIndex` (its base index into the batch-folded table padded by
-    1 low and 2 high with the fill, its fractions, ties of ``nearest`` round up), plus the flat index
-    of the nearest point. Computed in its own XLA computation so that XLA cannot fuse this
-    arithmetic into the gather loops: XLA:CPU emits a gather as a scalar loop that re-derives every
-    fused producer per element, while as a standalone elementwise pass it is vectorised (2D
-    16 x 256^2, 2-core CPU: image + uint8 label resampling 12 -> 7 ms of CPU).
+    The same sampling as :class:`SamplingIndex`: :attr:`base` and :attr:`frac` are its base index into
+    the batch-folded table padded by 1 low and 2 high with the fill, and its fractions;
+    :attr:`nearest` is the flat index of the nearest point (ties round up) in the *unpadded*
+    batch-folded array, ``-1`` where that point is outside (the fill), so labels and masks need no
+    padded copy. Computed in its own XLA computation so that XLA cannot fuse this arithmetic into the
+    gather loops: XLA:CPU emits a gather as a scalar loop that re-derives every fused producer per
+    element, while a standalone elementwise pass is vectorised.
 
     Args:
         coords: ``n`` tensors ``[B, *S]``: source coordinates in pixels.
@@ -294,14 +295,31 @@ class PaddedIndex:
     """
 
     def __init__(self, coords: list, spatial: list, nearest: bool = True):
-        index = SamplingIndex(coords, spatial)
-        self.base, self.frac = index.base, index.frac
+        n = len(coords)
+        padded = _strides([s + 3 for s in spatial])
+        plain = _strides(list(spatial))
+        self.frac = []
+        base = near = inside = None
+        for a in range(n):
+            qc = tf.clip_by_value(coords[a], -1.0, tf.cast(spatial[a], tf.float32))
+            q0 = tf.floor(qc)
+            f = qc - q0
+            self.frac.append(f)
+            i0 = tf.cast(q0, tf.int32)
+            term = i0 if a == n - 1 else i0 * padded[a]
+            base = term if base is None else base + term
+            if nearest:
+                r = i0 + tf.cast(f >= 0.5, tf.int32)
+                ok = tf.logical_and(r >= 0, r < spatial[a])
+                inside = ok if inside is None else tf.logical_and(inside, ok)
+                term = r if a == n - 1 else r * plain[a]
+                near = term if near is None else near + term
+        sample = tf.reshape(tf.range(tf.shape(base)[0], dtype=tf.int32), [-1] + [1] * n)
+        # + 1 per axis for the low padding, + b * volume for the sample (as SamplingIndex)
+        self.base = base + (sum(padded) + sample * (padded[0] * (spatial[0] + 3)))
         self.nearest = None
         if nearest:
-            near = index.base
-            for a, f in enumerate(index.frac):
-                near = near + tf.cast(f >= 0.5, tf.int32) * index.strides[a]
-            self.nearest = near
+            self.nearest = tf.where(inside, near + sample * (plain[0] * spatial[0]), -1)
 
 
 def padded_table(x: tf.Tensor, fill) -> tf.Tensor:
@@ -351,12 +369,23 @@ def gather_linear(table: tf.Tensor, base: tf.Tensor, frac: list) -> tf.Tensor:
     return values[0]
 
 
-def gather_nearest(table: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
-    """Samples ``[B, *S, C]`` of a :func:`padded_table` at the flat :attr:`PaddedIndex.nearest`."""
-    channels = table.shape[-1]
+def gather_nearest(x: tf.Tensor, index: tf.Tensor, fill) -> tf.Tensor:
+    """Samples ``[B, *S, C]`` of the unpadded ``x`` ``[B, *S, C]`` at :attr:`PaddedIndex.nearest`.
+
+    ``fill`` (a number or ``[B, C]``) where the index is ``-1``.
+    """
+    channels = x.shape[-1]
+    inside = index >= 0
+    safe = tf.maximum(index, 0)
+    if isinstance(fill, (int, float)):
+        fill = tf.cast(fill, x.dtype)
+    else:
+        fill = tf.reshape(tf.cast(fill, x.dtype), [-1] + [1] * (index.shape.rank - 1) + [channels])
     if channels == 1:  # element gather from a flat vector: ~2x faster than [N, 1] rows
-        return tf.gather(tf.reshape(table, [-1]), index)[..., None]
-    return _row_gather(tf.reshape(table, [-1, channels]), index, 1)[..., 0, :]
+        values = tf.gather(tf.reshape(x, [-1]), safe)
+        return tf.where(inside, values, fill if isinstance(fill, tf.Tensor) and fill.shape.rank == 0 else fill[..., 0])[..., None]
+    values = _row_gather(tf.reshape(x, [-1, channels]), safe, 1)[..., 0, :]
+    return tf.where(inside[..., None], values, fill)
 
 
 def resample_linear(x: tf.Tensor, coords: list, fill) -> tf.Tensor:

@@ -103,8 +103,8 @@ class RandomGeometric(RandomAugmentLayer):
             (rotation in the ``(H, W)`` plane, in-plane shear / scale / shift / elastic field;
             nothing moves along D). For slabs and 2.5D stacks stored as 3D. Flips still use
             ``flip_axes`` (array axes).
-        jit_compile: Compile the grid + resampling with XLA: one vectorised computation for the
-            sampling index and the padded tables, one for the gathers (a
+        jit_compile: Compile the grid + resampling with XLA: vectorised computations for the
+            padded image and the sampling index, then the gathers (a
             ``[2, C]`` row window per leading corner for linear, one lookup for nearest), the
             elastic field only in batches that drew one. Several times faster on the CPU; the
             same samples as the graph path. Random draws stay outside (graph ops, the same on
@@ -196,9 +196,11 @@ class RandomGeometric(RandomAugmentLayer):
         self.interpolation = interpolation
         self.instance_keys = tuple(instance_keys)
         self.jit_compile = bool(jit_compile)
-        # The XLA core: index + padded tables, then gathers (see _resample_xla); the elastic field.
-        self._core_index = tf.function(self._index_tables, jit_compile=True)
-        self._core_gather = tf.function(self._gather_tables, jit_compile=True)
+        # The XLA core (see _resample_xla) and the elastic field.
+        self._core_pad = tf.function(self._pad_image, jit_compile=True)
+        self._core_index = tf.function(self._sampling_index, jit_compile=True)
+        self._core_image = tf.function(self._gather_image, jit_compile=True)
+        self._core_labels = tf.function(self._gather_labels, jit_compile=True)
         self._core_field = tf.function(self._field, jit_compile=True)
 
     @property
@@ -248,52 +250,61 @@ class RandomGeometric(RandomAugmentLayer):
         """The elastic displacement ``[B, n, *S]`` (pixels) for arrays shaped like ``like`` (XLA-compiled)."""
         return tf.stack(_grid.elastic_field(ctrl, self._spatial(like)), axis=1)
 
-    def _fills(self, image: tf.Tensor, label: tf.Tensor | None):
-        """``(float image, image fill, label fill)``: numbers, or ``[B, C]`` / ``[B, K]`` tensors."""
+    def _image_fill(self, image: tf.Tensor):
+        """``(float image, fill)``: the fill a number or the ``[B, C]`` per-sample minima."""
         work = image if image.dtype.is_floating else tf.cast(image, tf.float32)
         fill = tf.reduce_min(work, axis=list(range(1, self.ndim + 1))) if self.fill_value == "min" else self.fill_value
-        lfill = self.label_fill_value
-        if label is not None and self.one_hot_label:
-            lfill = tf.tile(tf.one_hot(self.label_fill_value, label.shape[-1], dtype=label.dtype)[None], [tf.shape(image)[0], 1])
-        return work, fill, lfill
+        return work, fill
 
-    def _index_tables(self, forward, translation, field, image, label, masks):
-        """XLA computation 1 of the core: sampling index and padded tables, vectorised and materialised.
+    def _label_fill(self, label: tf.Tensor):
+        """The label class outside the source: an int, or ``[B, K]`` one-hot rows."""
+        if not self.one_hot_label:
+            return self.label_fill_value
+        return tf.tile(tf.one_hot(self.label_fill_value, label.shape[-1], dtype=label.dtype)[None], [tf.shape(label)[0], 1])
 
-        ``field``: ``[B, n, *S]`` elastic displacement or None. Returns ``(base, fractions, nearest
-        index or None, padded image, padded label or None, padded masks or None)``.
-        """
+    # The XLA core: four computations, so that XLA cannot fuse the index arithmetic into the gather
+    # loops (see _grid.PaddedIndex) and so that TensorFlow's executor can run independent ones side by
+    # side: the padded image (needs no random draw: runs while the draw and the noise are computed),
+    # the sampling index, the image gathers and, beside them, the label / mask lookups.
+
+    def _pad_image(self, image):
+        return _grid.padded_table(*self._image_fill(image))
+
+    def _sampling_index(self, forward, translation, field, image, nearest: bool):
+        """``field``: ``[B, n, *S]`` elastic displacement or None; ``image`` only gives the shape."""
         spatial = self._spatial(image)
         fields = None if field is None else tf.unstack(field, axis=1)
-        coords = _grid.sampling_coords(forward, translation, spatial, fields)
-        need_nearest = label is not None or masks is not None or self.interpolation == "nearest"
-        index = _grid.PaddedIndex(coords, spatial, nearest=need_nearest)
-        work, fill, lfill = self._fills(image, label)
-        tables = [_grid.padded_table(work, fill)]
-        tables.append(None if label is None else _grid.padded_table(label, lfill))
-        tables.append(None if masks is None else _grid.padded_table(masks, 0))
-        return (index.base, index.frac, index.nearest, *tables)
+        index = _grid.PaddedIndex(_grid.sampling_coords(forward, translation, spatial, fields), spatial, nearest=nearest)
+        return index.base, index.frac, index.nearest
 
-    def _gather_tables(self, base, frac, nearest, image_table, label_table, masks_table, image_dtype):
-        """XLA computation 2 of the core: the gathers and lerps (see :func:`_grid.gather_linear`)."""
+    def _gather_image(self, table_or_image, base, frac, nearest, image_dtype):
         if self.interpolation == "linear":
-            out = _grid.gather_linear(image_table, base, frac)
+            out = _grid.gather_linear(table_or_image, base, frac)
         else:
-            out = _grid.gather_nearest(image_table, nearest)
+            work, fill = self._image_fill(table_or_image)
+            out = _grid.gather_nearest(work, nearest, fill)
         if not image_dtype.is_floating:
             out = tf.cast(tf.round(out), image_dtype)
-        return (out, None if label_table is None else _grid.gather_nearest(label_table, nearest),
-                None if masks_table is None else _grid.gather_nearest(masks_table, nearest))
+        return out
+
+    def _gather_labels(self, label, masks, nearest):
+        return (None if label is None else _grid.gather_nearest(label, nearest, self._label_fill(label)),
+                None if masks is None else _grid.gather_nearest(masks, nearest, 0))
 
     def _resample_xla(self, forward, translation, ctrl, image, label, masks) -> tuple:
-        """Image, label and masks resampled by two XLA computations over the whole batch: the index and
-        the padded tables (vectorised), then the gathers; XLA splits each loop over the cores itself
-        (no batch halves for the executor to share out, no concatenation). The elastic field is
-        computed once, and only in batches where a sample drew one (81 % of batches of 16 at p = 0.1
-        draw none)."""
+        """Image, label and masks resampled by the XLA core over the whole batch (no batch halves, no
+        concatenation). The elastic field is computed once, and only in batches where a sample drew
+        one (81 % of batches of 16 at p = 0.1 draw none)."""
+        linear = self.interpolation == "linear"
+        table = self._core_pad(image) if linear else image
+        need_nearest = label is not None or masks is not None or not linear
+
         def resample(field):
-            tables = self._core_index(forward, translation, field, image, label, masks)
-            return self._core_gather(*tables, image_dtype=image.dtype)
+            base, frac, nearest = self._core_index(forward, translation, field, image, nearest=need_nearest)
+            out = self._core_image(table, base, frac, nearest, image_dtype=image.dtype)
+            if label is None and masks is None:
+                return out, None, None
+            return (out, *self._core_labels(label, masks, nearest))
 
         if ctrl is None:
             return resample(None)
@@ -308,12 +319,12 @@ class RandomGeometric(RandomAugmentLayer):
 
     def _resample_from(self, forward, translation, field, image, label, masks, spatial):
         coords = _grid.sampling_coords(forward, translation, spatial, field)
-        work, fill, lfill = self._fills(image, label)
+        work, fill = self._image_fill(image)
         index = _grid.SamplingIndex(coords, spatial)
         out = index.linear(work, fill) if self.interpolation == "linear" else index.nearest(work, fill)
         if not image.dtype.is_floating:
             out = tf.cast(tf.round(out), image.dtype)
-        return (out, None if label is None else index.nearest(label, lfill),
+        return (out, None if label is None else index.nearest(label, self._label_fill(label)),
                 None if masks is None else index.nearest(masks, 0))
 
     def _augment(self, data: dict, seed: tf.Tensor) -> dict:
