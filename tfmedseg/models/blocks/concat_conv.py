@@ -27,6 +27,8 @@ Example:
 
 from __future__ import annotations
 
+import itertools
+
 import keras
 from keras import ops
 
@@ -57,11 +59,13 @@ class _ConcatConvMixin:
         self.input_spec = None  # a list of inputs; the shapes were checked above
 
     def call(self, inputs):
-        kernel, start, outputs = self.kernel, 0, None
-        for x, channels in zip(inputs, self._split_channels):
-            y = self.convolution_op(x, kernel[..., start:start + channels, :])
+        # One split (its gradient is one concat) rather than a strided slice per input (each slice's
+        # gradient writes a zero-padded full kernel, then they are summed): 0.94-0.95x at 32^2-128^2.
+        ends = list(itertools.accumulate(self._split_channels))[:-1]
+        outputs = None
+        for x, kernel in zip(inputs, ops.split(self.kernel, ends, axis=-2)):
+            y = self.convolution_op(x, kernel)
             outputs = y if outputs is None else ops.add(outputs, y)
-            start += channels
         if self.use_bias:
             outputs = ops.add(outputs, ops.reshape(self.bias, (1,) * (self.rank + 1) + (self.filters,)))
         return outputs if self.activation is None else self.activation(outputs)
