@@ -17,7 +17,7 @@ from tfmedseg.augment import (
     RandomUniformNoise,
     build_preset,
 )
-from tfmedseg.errors import ConfigError
+from tfmedseg.errors import ConfigError, InvalidInputError
 
 
 def test_presets_carry_the_seeds_ranges():
@@ -131,3 +131,29 @@ def test_replicas_draw_different_transforms(two_cpu_strategy):
     per_replica = two_cpu_strategy.run(tf.function(lambda: layer(image, training=True)))
     first, second = (t.numpy() for t in two_cpu_strategy.experimental_local_results(per_replica))
     assert not np.allclose(first, second)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+@pytest.mark.parametrize("jit", [True, False])
+def test_pipeline_adds_the_noise_inside_the_geometric_step(rng, ndim, jit):
+    """RandomGeometric + RandomGaussianNoise in a pipeline (noise added inside the resampling) equals
+    the two layers applied one after the other with the same seeds, elastic batches included."""
+    spatial = (24, 20) if ndim == 2 else (10, 12, 8)
+    image = rng.random((4, *spatial, 2)).astype(np.float32)
+    label = rng.integers(0, 3, (4, *spatial)).astype(np.uint8)
+
+    def layers():
+        return (RandomGeometric(ndim=ndim, rotation=20, shear=5, translation=3, scale=(0.9, 1.1),
+                                elastic_probability=0.5, elastic_magnitude=2.0, jit_compile=jit, seed=3),
+                RandomGaussianNoise(max_variance=0.05, probability=0.75, seed=4))
+
+    pipe = AugmentationPipeline(list(layers()))
+    geo, noise = layers()
+    for _ in range(2):  # two calls: the seed streams advance alike
+        fused = pipe({"image": image, "label": label}, training=True)
+        apart = noise(geo({"image": image, "label": label}, training=True), training=True)
+        np.testing.assert_allclose(fused["image"].numpy(), apart["image"].numpy(), rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(fused["label"].numpy(), apart["label"].numpy())
+        assert np.abs(fused["image"].numpy() - geo({"image": image}, training=False)["image"]).max() > 0.05
+    with pytest.raises(InvalidInputError, match="float image"):
+        pipe({"image": image.astype(np.int32), "label": label}, training=True)

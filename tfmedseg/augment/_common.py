@@ -219,7 +219,12 @@ def _add_normal(x: tf.Tensor, seed: tf.Tensor, index: int, std: tf.Tensor) -> tf
     computation (half the time of the graph op). One stream for the whole batch (it used to be one
     per batch half plus a concatenation).
     """
-    return _add_xla(x, _scaled_normal_xla(_fold(seed, index), tf.shape(x), std))
+    return _add_xla(x, _scaled_normals(seed, index, tf.shape(x), std))
+
+
+def _scaled_normals(seed: tf.Tensor, index: int, shape: tf.Tensor, std: tf.Tensor) -> tf.Tensor:
+    """``std * _normal(seed, index, shape)`` (float32, one shape-only XLA computation)."""
+    return _scaled_normal_xla(_fold(seed, index), shape, std)
 
 
 def _bernoulli(seed: tf.Tensor, index: int, shape, p: float) -> tf.Tensor:

@@ -17,6 +17,7 @@ from tfmedseg.augment._common import (
     _check_probability,
     _check_range,
     _add_normal,
+    _scaled_normals,
     _per_sample_shape,
     _uniform,
 )
@@ -71,15 +72,25 @@ class RandomGaussianNoise(RandomAugmentLayer):
         self.max_variance = None if max_variance is None else float(max_variance)
         self.probability = _check_probability("probability", probability)
 
-    def _augment(self, data: dict, seed: tf.Tensor) -> dict:
-        image = _float_image(data)
+    def _std(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """Per-sample standard deviations ``[B, 1, .., 1]`` (0 for the samples without noise)."""
         shape = _per_sample_shape(image)
         if self.stddev is not None:
             std = tf.fill(shape, self.stddev)
         else:
             std = tf.sqrt(_uniform(seed, 0, shape, 0.0, self.max_variance))
-        std = std * _bernoulli(seed, 1, shape, self.probability)
-        data[IMAGE_KEY] = _add_normal(image, seed, 2, std)  # XLA: bits, table lookup, scale; then one add
+        return std * _bernoulli(seed, 1, shape, self.probability)
+
+    def _noise(self, data: dict, seed: tf.Tensor) -> tf.Tensor:
+        """The noise this layer adds to ``data["image"]`` (float32, same shape): what
+        :class:`~tfmedseg.augment.presets.AugmentationPipeline` hands to a preceding
+        :class:`~tfmedseg.augment.geometric.RandomGeometric` to add inside its resampling."""
+        image = _float_image(data)
+        return _scaled_normals(seed, 2, tf.shape(image), self._std(image, seed))
+
+    def _augment(self, data: dict, seed: tf.Tensor) -> dict:
+        image = _float_image(data)
+        data[IMAGE_KEY] = _add_normal(image, seed, 2, self._std(image, seed))  # XLA: words, lookup, scale; XLA add
         return data
 
     def get_config(self) -> dict:

@@ -30,7 +30,9 @@ class AugmentationPipeline(keras.layers.Layer):
     """Applies augmentation layers in order; the identity unless ``training=True``.
 
     Unlike ``keras.layers.Pipeline`` (whose ``training`` defaults to True) this layer is the
-    identity at inference, like every tfmedseg augmentation layer.
+    identity at inference, like every tfmedseg augmentation layer. A :class:`RandomGeometric`
+    directly followed by a :class:`RandomGaussianNoise` runs as one step: the noise (the same draws)
+    is added inside the geometric layer's image resampling.
 
     Args:
         layers: Augmentation layers taking and returning the same structure (dict / tuple / tensor).
@@ -47,11 +49,25 @@ class AugmentationPipeline(keras.layers.Layer):
         self.augment_layers = list(layers)
         self._allow_non_tensor_positional_args = True
 
+    def build(self, input_shape=None):
+        # the layers hold no weights (only seed state, made in __init__); a fused pair is not called
+        # through Layer.__call__, which would mark it built
+        for layer in self.augment_layers:
+            layer.built = True
+        self.built = True
+
     def call(self, inputs, training=False):
         if not training:
             return inputs
-        for layer in self.augment_layers:
-            inputs = layer(inputs, training=True)
+        layers, i = self.augment_layers, 0
+        while i < len(layers):
+            if i + 1 < len(layers) and isinstance(layers[i], RandomGeometric) and type(layers[i + 1]) is RandomGaussianNoise:
+                # the noise is added inside the geometric layer's resampling: the same draws, one pass less
+                inputs = layers[i]._call_with_noise(inputs, layers[i + 1])
+                i += 2
+            else:
+                inputs = layers[i](inputs, training=True)
+                i += 1
         return inputs
 
     def compute_output_spec(self, inputs, training=False):
