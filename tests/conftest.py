@@ -7,6 +7,11 @@ happens at collection time, before any test module runs an op.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Callable
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -46,3 +51,32 @@ def _reset_command_line_logging():
     from tfmedseg.logs import reset_logging
 
     reset_logging()
+
+
+def _stop_when_ready(argv: list[str], ready: Callable[[], bool], stop: str, *, env: dict[str, str],
+                     cwd=None, timeout: float = 60) -> tuple[int, str]:
+    """Start ``python -m <argv>`` (Ctrl-C given back: a test run started in the background inherits
+    SIGINT ignored), wait until ``ready()`` (at most ``timeout`` s, failing if the process ends first),
+    send it the signal named ``stop`` and return its exit code and stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=cwd, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if proc.poll() is not None:
+                pytest.fail(f"ended (exit {proc.returncode}) before it was ready: {proc.communicate()[1][-2000:]}")
+            if time.monotonic() >= deadline:
+                pytest.fail(f"not ready within {timeout} s")
+            time.sleep(0.02)
+        proc.send_signal(getattr(signal, stop))
+        _, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, err
+
+
+@pytest.fixture
+def stop_when_ready() -> Callable[..., tuple[int, str]]:
+    """:func:`_stop_when_ready`: run a command line and stop it with a real signal once it is ready."""
+    return _stop_when_ready

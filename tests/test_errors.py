@@ -169,14 +169,10 @@ sys.meta_path.insert(0, _Block())
     ("tfmedseg.experiments.liver_ct_2d3d", "SIGINT", 130, "Ctrl-C"),  # python -m still locating the module
     ("tfmedseg.data.geometry", "SIGTERM", 143, "SIGTERM"),  # the module's own imports, before main()
 ])
-def test_a_stop_while_python_m_loads_the_command_is_one_line(tmp_path, module, stop, code, how):
+def test_a_stop_while_python_m_loads_the_command_is_one_line(tmp_path, module, stop, code, how, stop_when_ready):
     """``python -m tfmedseg.experiments.liver_ct_2d3d`` stopped before ``main()`` runs (an import held
     by a test-only ``sitecustomize``): one line, exit 128 + signal, no traceback, nothing written."""
     import os
-    import signal
-    import subprocess
-    import sys
-    import time
     from pathlib import Path
 
     (tmp_path / "site").mkdir()
@@ -185,20 +181,9 @@ def test_a_stop_while_python_m_loads_the_command_is_one_line(tmp_path, module, s
     repo = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), repo]), "TF_CPP_MIN_LOG_LEVEL": "3",
            "TFMEDSEG_TEST_BLOCK_IMPORT": module, "TFMEDSEG_TEST_BLOCKED": str(blocked)}
-    proc = subprocess.Popen([sys.executable, "-m", "tfmedseg.experiments.liver_ct_2d3d", "--output-dir", str(tmp_path / "run"),
-                             "--cache-dir", str(tmp_path / "cache")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, cwd=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        deadline = time.monotonic() + 60
-        while not blocked.exists():
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
-            time.sleep(0.02)
-        proc.send_signal(getattr(signal, stop))
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == code, err
+    returncode, err = stop_when_ready(["tfmedseg.experiments.liver_ct_2d3d", "--output-dir", str(tmp_path / "run"),
+                                       "--cache-dir", str(tmp_path / "cache")], blocked.exists, stop, env=env, cwd=tmp_path)
+    assert returncode == code, err
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == (f"interrupted (stopped by {how}): stopped while loading; nothing was started: "
                                             "rerun the same command")

@@ -115,29 +115,16 @@ def test_cli_module_entry_point(tmp_path):
 
 
 @pytest.mark.parametrize("stop, code, how", [("SIGINT", 130, "Ctrl-C"), ("SIGTERM", 143, "SIGTERM")])
-def test_cli_stop_prints_one_line_exits_128_plus_signal_and_leaves_nothing(tmp_path, stop, code, how):
+def test_cli_stop_prints_one_line_exits_128_plus_signal_and_leaves_nothing(tmp_path, stop, code, how, stop_when_ready):
     """A real Ctrl-C (SIGINT) or ``kill`` (SIGTERM) in the middle of the generation: no traceback,
     exit 130 / 143 (the shells' 128 + signal), no half dataset."""
-    import signal
-    import time
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     out = tmp_path / "sets" / "bs"
-    proc = subprocess.Popen([sys.executable, "-m", "tfmedseg.datasets.phantoms", "bone_scan", str(out), "--cases", "500"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            # a test run started in the background inherits SIGINT ignored: give the child Ctrl-C back
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        deadline = time.monotonic() + 60
-        while not any((tmp_path / "sets").glob("bs.tfmedseg-partial-*/BS0001")):  # the first case is being written
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "slow"
-            time.sleep(0.05)
-        proc.send_signal(getattr(signal, stop))
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == code, err
+    returncode, err = stop_when_ready(["tfmedseg.datasets.phantoms", "bone_scan", str(out), "--cases", "500"],
+                                      # the first case is being written
+                                      lambda: any((tmp_path / "sets").glob("bs.tfmedseg-partial-*/BS0001")), stop, env=env)
+    assert returncode == code, err
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == (f"interrupted (stopped by {how}): nothing partial was left (outputs appear "
                                             "only when complete); rerun the same command to start again")
