@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import abc
 import os
 import zlib
 from pathlib import Path
@@ -32,14 +33,15 @@ from tfmedseg.io.volume import Volume, canonical_geometry, spacing_from_affine
 __all__ = ["LazyVolume", "LazyMapping", "read_nifti_lazy", "read_dicom_series_lazy", "release_volumes"]
 
 
-class _ReadOnDemand:
+class _ReadOnDemand(abc.ABC):
     """What :class:`LazyVolume` and :class:`LazyMapping` share: a value produced by ``self._load()``
     on first use and held (``loaded``) until :meth:`release`."""
 
     _held: Any = None
 
+    @abc.abstractmethod
     def _load(self) -> Any:
-        raise NotImplementedError
+        """Read the value (the subclass's I/O)."""
 
     def _value(self) -> Any:
         if self._held is None:
