@@ -391,28 +391,20 @@ def predict_provenance(model: str | os.PathLike, input_path: str | os.PathLike, 
     :func:`~tfmedseg.io.provenance.model_fingerprint`), the input
     (:func:`~tfmedseg.io.provenance.input_fingerprint`), the kind of output and the ``options`` that
     change it; JSON-ready (recorded in the output marker, or as a digest in a NIfTI label map)."""
-    from tfmedseg.io.provenance import input_fingerprint, model_fingerprint
+    from tfmedseg.io.provenance import job_record
 
-    record = {
-        "command": "predict",
-        "model": model_fingerprint(resolve_model_path(model)),
-        "input": input_fingerprint(input_path),
-        "output": "nifti" if str(output).lower().endswith(_NIFTI_SUFFIXES) else "folder",
-        "options": dict(sorted(options.items())),
-    }
-    return json.loads(json.dumps(record, default=str))  # tuples -> lists, as read back from the marker
+    return job_record("predict", resolve_model_path(model), input_path,
+                      "nifti" if str(output).lower().endswith(_NIFTI_SUFFIXES) else "folder", options)
 
 
 def _holds_job(output: Path, nifti_out: bool, provenance: dict[str, Any]) -> bool:
     """True when ``output`` is an output of ours that records this very ``provenance``."""
-    from tfmedseg.io._atomic import read_marker
+    from tfmedseg.io._atomic import holds_provenance
     from tfmedseg.io.nifti import nifti_job
 
-    if output.is_symlink():
-        return False
     if nifti_out:
-        return output.is_file() and nifti_job(output) == job_digest(provenance)[:32]
-    return output.is_dir() and (read_marker(output) or {}).get("provenance") == provenance
+        return not output.is_symlink() and output.is_file() and nifti_job(output) == job_digest(provenance)[:32]
+    return holds_provenance(output, provenance)
 
 
 def predict_file(

@@ -81,9 +81,9 @@ def predict_bone_scan(model_dir: str | os.PathLike, input_path: str | os.PathLik
     """
     from PIL import Image
 
-    from tfmedseg.io._atomic import atomic_dir, check_output_not_input, read_marker
+    from tfmedseg.io._atomic import atomic_dir, check_output_not_input, holds_provenance
     from tfmedseg.io.nm_planar import read_nm_wholebody
-    from tfmedseg.io.provenance import input_fingerprint, model_fingerprint
+    from tfmedseg.io.provenance import job_record
 
     model_dir, input_path, output = Path(model_dir), Path(input_path), Path(output)
     if not is_whole_body_model(model_dir):
@@ -91,9 +91,8 @@ def predict_bone_scan(model_dir: str | os.PathLike, input_path: str | os.PathLik
     check_output_not_input(output, [input_path, model_dir], key=str(output))
     if not input_path.exists():
         raise InvalidInputError("input does not exist", path=input_path)
-    provenance = {"command": "predict", "model": model_fingerprint(model_dir), "input": input_fingerprint(input_path),
-                  "output": "bone_scan"}
-    if not overwrite and output.is_dir() and not output.is_symlink() and (read_marker(output) or {}).get("provenance") == provenance:
+    provenance = job_record("predict", model_dir, input_path, "bone_scan")
+    if not overwrite and holds_provenance(output, provenance):
         return {"up_to_date": True, "written": []}
     views = read_nm_wholebody(input_path)
     per_view, masks = detect_bone_scan_instances(model_dir, views)

@@ -37,6 +37,7 @@ __all__ = [
     "write_marker",
     "has_marker",
     "read_marker",
+    "holds_provenance",
     "staging_path",
     "clean_stale_staging",
     "make_staging_dir",
@@ -92,6 +93,14 @@ def read_marker(directory: str | os.PathLike) -> dict | None:
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None
+
+
+def holds_provenance(directory: str | os.PathLike, provenance: dict) -> bool:
+    """True when ``directory`` is a real directory (not a symlink) whose marker records exactly
+    ``provenance`` (:func:`atomic_dir`'s ``provenance``): it holds the output of this very job."""
+    directory = Path(directory)
+    return (not directory.is_symlink() and directory.is_dir()
+            and (read_marker(directory) or {}).get("provenance") == provenance)
 
 
 def has_marker(directory: str | os.PathLike) -> bool:

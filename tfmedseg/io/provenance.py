@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["CONTENT_HASH_LIMIT", "model_fingerprint", "input_fingerprint", "job_digest"]
+__all__ = ["CONTENT_HASH_LIMIT", "model_fingerprint", "input_fingerprint", "job_record", "job_digest"]
 
 #: Files up to this size (bytes) are hashed by content; larger ones by size and mtime.
 CONTENT_HASH_LIMIT = 256 * 2**20
@@ -80,6 +80,18 @@ def input_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
     entries.sort()
     listing = hashlib.sha256("\n".join(entries).encode()).hexdigest()
     return {"path": os.path.abspath(path), "files": len(entries), "listing_sha256": listing}
+
+
+def job_record(command: str, model: str | os.PathLike, input_path: str | os.PathLike, output_kind: str,
+               options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The provenance of one output: ``command``, the model (:func:`model_fingerprint`), the input
+    (:func:`input_fingerprint`), the kind of output and (when given) the ``options`` that change it,
+    as plain JSON values (tuples become lists, as they read back from a marker)."""
+    record: dict[str, Any] = {"command": command, "model": model_fingerprint(model), "input": input_fingerprint(input_path),
+                              "output": output_kind}
+    if options is not None:
+        record["options"] = dict(sorted(options.items()))
+    return json.loads(json.dumps(record, default=str))
 
 
 def job_digest(provenance: Mapping[str, Any]) -> str:
