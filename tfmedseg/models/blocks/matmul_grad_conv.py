@@ -57,6 +57,7 @@ __all__ = [
     "MatmulGradConv3D",
     "conv",
     "im2col_bytes",
+    "is_stride1_same_odd",
     "kernel_grad_as_matmuls",
     "matmul_overhead",
     "onednn_fast_path_available",
@@ -197,6 +198,22 @@ def matmul_overhead(spatial, kernel_size, cin: int, itemsize: int = 4) -> float:
     return padded / valid * width / int(cin)
 
 
+def is_stride1_same_odd(layer) -> bool:
+    """Whether the Conv ``layer`` is a stride-1, undilated, ungrouped, channels-last ``"same"``
+    convolution with an odd kernel larger than 1 (the kind whose kernel gradient is
+    :func:`kernel_grad_as_matmuls`; also :class:`~tfmedseg.models.blocks.onednn_conv.OneDNNConv2D`'s fast path)."""
+    k = tuple(layer.kernel_size)
+    return (
+        layer.data_format == "channels_last"
+        and all(s == 1 for s in layer.strides)
+        and all(d == 1 for d in layer.dilation_rate)
+        and layer.groups == 1
+        and layer.padding == "same"
+        and all(s % 2 == 1 for s in k)
+        and max(k) > 1
+    )
+
+
 def uses_matmul_grad(layer, input_shape) -> bool:
     """Whether ``layer`` (a Conv2D/Conv3D) with input ``input_shape`` takes the matmul kernel gradient here.
 
@@ -209,13 +226,7 @@ def uses_matmul_grad(layer, input_shape) -> bool:
     spatial = input_shape[1:-1]
     return (
         rank in MIN_CHANNELS
-        and layer.data_format == "channels_last"
-        and all(s == 1 for s in layer.strides)
-        and all(d == 1 for d in layer.dilation_rate)
-        and layer.groups == 1
-        and layer.padding == "same"
-        and all(s % 2 == 1 for s in k)
-        and max(k) > 1
+        and is_stride1_same_odd(layer)
         and cin is not None
         and all(s is not None for s in spatial)
         and min(int(cin), layer.filters) >= MIN_CHANNELS[rank]

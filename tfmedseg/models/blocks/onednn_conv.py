@@ -39,6 +39,7 @@ from tfmedseg.models.blocks.matmul_grad_conv import onednn_fast_path_available
 
 __all__ = ["OneDNNConv2D", "onednn_fast_path_available"]
 
+
 def _same_conv_as_backprop_input(x, kernel):
     """Stride-1 "same" conv2d of NHWC ``x`` with HWIO ``kernel`` (odd size) via Conv2DBackpropInput."""
     import tensorflow as tf
@@ -79,17 +80,7 @@ class OneDNNConv2D(keras.layers.Conv2D):
     """``keras.layers.Conv2D`` with the oneDNN fast forward for stride-1 "same" convolutions."""
 
     def _fast_path(self) -> bool:
-        k = tuple(self.kernel_size)
-        return (
-            self.data_format == "channels_last"
-            and tuple(self.strides) == (1, 1)
-            and tuple(self.dilation_rate) == (1, 1)
-            and self.groups == 1
-            and self.padding == "same"
-            and all(s % 2 == 1 for s in k)
-            and k != (1, 1)
-            and onednn_fast_path_available()
-        )
+        return matmul_grad_conv.is_stride1_same_odd(self) and onednn_fast_path_available()
 
     def convolution_op(self, inputs, kernel):
         if not self._fast_path():
