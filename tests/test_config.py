@@ -112,3 +112,17 @@ def test_save_config_stages_under_the_visible_staging_name_and_leaves_nothing_el
     assert len(renamed) == 1 and renamed[0].startswith(f"config.yaml{STAGING_TAG}{host}-{os.getpid()}-"), renamed
     assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]
     assert load_config(Exp, run / "config.yaml").epochs == 3
+
+
+def test_a_config_cannot_run_code(tmp_path, monkeypatch):
+    """Python tags (``!!python/object/apply``) are refused by the SafeLoader-based strict loader: a
+    config is data and never runs code, however it is written."""
+    monkeypatch.chdir(tmp_path)
+    evil = tmp_path / "evil.yaml"
+    evil.write_text('epochs: !!python/object/apply:os.system ["touch ran.txt"]\n')
+    with pytest.raises(ConfigError, match="evil.yaml"):
+        load_config(Exp, evil)
+    evil.write_text("epochs: !!python/name:os.system\n")
+    with pytest.raises(ConfigError, match="evil.yaml"):
+        load_config(Exp, evil)
+    assert not (tmp_path / "ran.txt").exists()
