@@ -54,6 +54,29 @@ def test_ensure_phantoms_generates_once_then_reuses(tmp_path, monkeypatch):
     assert _files(root) == before
 
 
+def test_a_set_made_without_reuse_is_reused_by_reuse_and_ensure_phantoms(tmp_path, monkeypatch, capsys):
+    """``phantoms`` without ``--reuse`` writes no marker, only the manifest (last, in a staging folder renamed
+    when complete): ``--reuse`` and :func:`ensure_phantoms` accept that complete set as it is."""
+    root = tmp_path / "bs"
+    assert main(["bone_scan", str(root), "--cases", "2"]) == 0
+    assert not (root / COMPLETE_MARKER).exists()
+    before = _files(root)
+
+    def boom(*args, **kwargs):
+        raise AssertionError("should not regenerate")
+
+    monkeypatch.setattr(phantoms, "_write_cases", boom)
+    capsys.readouterr()
+    assert main(["bone_scan", str(root), "--cases", "2", "--reuse"]) == 0
+    assert capsys.readouterr().out.endswith("holds the bone_scan phantom set of these arguments already "
+                                            "(phantom.json); nothing to do\n")
+    assert ensure_phantoms("bone_scan", root, 2, 0) == root
+    assert _files(root) == before
+    with pytest.raises(DatasetLayoutError, match="no marker"):  # another seed: not this set, never replaced
+        ensure_phantoms("bone_scan", root, 2, 1)
+    assert _files(root) == before
+
+
 def test_ensure_phantoms_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
     def interrupted(dataset, out_dir, cases, seed):
         (Path(out_dir) / "partial.txt").write_text("half")
@@ -98,7 +121,9 @@ def test_cli_main_writes_layout(tmp_path, capsys):
     assert capsys.readouterr().out.endswith("holds the hecktor phantom set of these arguments already (phantom.json); "
                                             "nothing to do\n")
     assert main(["bone_scan", str(tmp_path / "b"), "--cases", "1", "--reuse"]) == 0
-    assert main(["bone_scan", str(tmp_path / "b"), "--cases", "1", "--reuse"]) == 0
+    assert "wrote 1 bone_scan" in capsys.readouterr().out
+    assert main(["bone_scan", str(tmp_path / "b"), "--cases", "1", "--reuse"]) == 0  # says so, does not claim to write
+    assert capsys.readouterr().out.endswith("(phantom.json); nothing to do\n")
 
 
 def test_cli_module_entry_point(tmp_path):

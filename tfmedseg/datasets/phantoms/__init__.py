@@ -146,8 +146,10 @@ def ensure_phantoms(dataset: str, out_dir: str | os.PathLike, cases: int = 4, se
 
     The dataset is generated into a temporary sibling directory and renamed to ``out_dir`` when
     complete, with a marker file; an interrupted run never leaves a half dataset at ``out_dir``.
-    An existing ``out_dir`` with a matching marker is reused as it is; one from an older
-    generator version is replaced.
+    An existing ``out_dir`` with a matching marker is reused as it is, and so is one that
+    :func:`generate` wrote with these arguments (its manifest names them: :func:`generate` also
+    renames its folder into place only when complete, with the manifest written last); one with
+    our marker from an older generator version is replaced.
 
     Args:
         dataset: One of :data:`PHANTOM_DATASETS`.
@@ -165,7 +167,7 @@ def ensure_phantoms(dataset: str, out_dir: str | os.PathLike, cases: int = 4, se
     """
     _check_args(dataset, cases, seed)
     out_dir = Path(out_dir)
-    if _marker_matches(out_dir, dataset, cases, seed):
+    if _marker_matches(out_dir, dataset, cases, seed) or manifest_matches(out_dir, dataset, cases, seed):
         return out_dir
     if out_dir.exists():
         marker = out_dir / COMPLETE_MARKER

@@ -3,7 +3,8 @@
 Writes ``N`` phantom cases of ``<dataset>`` (one of
 :data:`tfmedseg.datasets.phantoms.PHANTOM_DATASETS`) into ``<out_dir>`` in the dataset's real
 on-disk layout. ``out_dir`` must not exist or be empty; with ``--reuse`` an existing completed
-set with the same arguments is kept (:func:`~tfmedseg.datasets.phantoms.ensure_phantoms`).
+set with the same arguments is kept (:func:`~tfmedseg.datasets.phantoms.ensure_phantoms`; a set made
+with or without ``--reuse``), and so is one from the same command again.
 """
 
 from __future__ import annotations
@@ -42,12 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args)
 
     def go() -> None:
-        if args.reuse:
-            root = ensure_phantoms(args.dataset, args.out_dir, args.cases, args.seed)
-        elif manifest_matches(args.out_dir, args.dataset, args.cases, args.seed):  # a rerun of the same command
+        if manifest_matches(args.out_dir, args.dataset, args.cases, args.seed):  # a rerun, with or without --reuse
             print(f"{args.out_dir} holds the {args.dataset} phantom set of these arguments already ({MANIFEST_NAME}); "
                   "nothing to do")
             return
+        if args.reuse:
+            root = ensure_phantoms(args.dataset, args.out_dir, args.cases, args.seed)
         else:
             root = generate(args.dataset, args.out_dir, cases=args.cases, seed=args.seed)
         print(f"wrote {args.cases} {args.dataset} phantom case(s) to {root}")
