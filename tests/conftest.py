@@ -54,12 +54,14 @@ def _reset_command_line_logging():
 
 
 def _stop_when_ready(argv: list[str], ready: Callable[[], bool], stop: str, *, env: dict[str, str],
-                     cwd=None, timeout: float = 60) -> tuple[int, str]:
+                     cwd=None, timeout: float = 60, sigint_ignored: bool = False) -> tuple[int, str]:
     """Start ``python -m <argv>`` (Ctrl-C given back: a test run started in the background inherits
-    SIGINT ignored), wait until ``ready()`` (at most ``timeout`` s, failing if the process ends first),
-    send it the signal named ``stop`` and return its exit code and stderr."""
+    SIGINT ignored; ``sigint_ignored=True`` starts it as a shell's background job, SIGINT ignored), wait
+    until ``ready()`` (at most ``timeout`` s, failing if the process ends first), send it the signal
+    named ``stop`` and return its exit code and stderr."""
+    sigint = signal.SIG_IGN if sigint_ignored else signal.SIG_DFL
     proc = subprocess.Popen([sys.executable, "-m", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, cwd=cwd, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            env=env, cwd=cwd, preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
     try:
         deadline = time.monotonic() + timeout
         while not ready():

@@ -11,10 +11,11 @@ only under ``--root`` and writes only into its own temporary work folder.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
-from tfmedseg.command import report_user_errors
+from tfmedseg.command import SignalStop, report_user_errors
 from tfmedseg.errors import InvalidInputError
 from tfmedseg.logs import add_verbosity_options, configure_logging
 
@@ -80,7 +81,19 @@ def serve(args: argparse.Namespace) -> None:
             print(f"open http://{shown}:{port}/  (Ctrl+C stops the viewer)", flush=True)
 
     server.startup = startup
+    stopped_by = []  # the signals uvicorn caught to shut down
+    handle_exit = server.handle_exit
+
+    def record_exit(sig, frame):
+        stopped_by.append(sig)
+        handle_exit(sig, frame)
+
+    server.handle_exit = record_exit  # uvicorn installs self.handle_exit for SIGINT and SIGTERM while it serves
     server.run()
+    # After a graceful shutdown uvicorn restores the previous handlers and raises the caught signal again; with
+    # SIGINT ignored (a background job) that does nothing and run() returns: report the stop like any other
+    if stopped_by:
+        raise SignalStop(stopped_by[0]) if stopped_by[0] != signal.SIGINT else KeyboardInterrupt()
 
 
 def main(argv: list[str] | None = None) -> int:
