@@ -487,7 +487,7 @@ def predict_file(
         _check_output(output, overwrite, nifti_out)
         written.append(write_nifti(labels, output, reference=volume, dtype=np.uint8, job=job_digest(provenance)))
     else:
-        with atomic_dir(output, overwrite, kind="predict", provenance=provenance) as staging:
+        with atomic_dir(output, overwrite, kind="predict", provenance=provenance, option="--overwrite") as staging:
             notes = write_dicom_outputs(volume, labels, staging, label_names=names, name=segmenter.name, opacity=opacity,
                                         window=window, series_number=series_number, uid_seed=uid_seed, dicom_seg=dicom_seg)
         for note in notes:

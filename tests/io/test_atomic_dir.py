@@ -72,3 +72,41 @@ def test_ours_lets_overwrite_replace_an_unmarked_folder_it_recognises(tmp_path):
         (staging / "state.json").write_text("new")
     assert (out / "state.json").read_text() == "new" and (out / OUTPUT_MARKER).is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-000002"]
+
+
+@pytest.mark.parametrize("option, says", [
+    (None, "remove it or choose another output"),  # a caller without an overwrite option (phantoms)
+    ("--overwrite", "pass --overwrite to replace"),
+    ("overwrite=True", "pass overwrite=True to replace"),
+])
+def test_a_refused_folder_names_the_callers_own_option(tmp_path, option, says):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("keep")
+    with pytest.raises(InvalidInputError) as info, atomic_dir(out, option=option):
+        pass
+    message = str(info.value)
+    assert message.startswith(f"{out}: ") and says in message
+    assert message.count("overwrite") == (0 if option is None else 1)  # never "--overwrite / overwrite=True"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and (out / "keep.txt").read_text() == "keep"
+
+
+def test_the_writers_name_their_real_option(tmp_path):
+    """Every caller passes its own option: the Python writers ``overwrite=True``, the liver-lesion
+    command ``--overwrite`` (checked before it reads anything)."""
+    import numpy as np
+
+    from tfmedseg.apps.liver_lesions import run_liver_lesions
+    from tfmedseg.io.dicom_write import write_dicom_series
+    from tfmedseg.io.volume import Volume
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("keep")
+    with pytest.raises(InvalidInputError, match="pass overwrite=True to replace") as info:
+        write_dicom_series(Volume(np.zeros((2, 4, 4), np.float32), (1.0, 1.0, 1.0), modality="CT"), out)
+    assert "--overwrite" not in str(info.value)
+    with pytest.raises(InvalidInputError, match="pass --overwrite to replace") as info:
+        run_liver_lesions(tmp_path / "dicom", out, tmp_path / "model")
+    assert "overwrite=True" not in str(info.value)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]

@@ -86,7 +86,7 @@ def run_liver_lesions(dicom_folder, output_folder, model, *, overwrite: bool = F
 
     dicom_folder, output_folder = Path(dicom_folder), Path(output_folder)
     check_output_not_input(output_folder, [dicom_folder, Path(model)], key=str(output_folder))
-    _check_replaceable(output_folder, overwrite)  # fail before any work
+    _check_replaceable(output_folder, overwrite, option="--overwrite")  # fail before any work
     volume = read_ct_series(dicom_folder)
     print(f"input: {dicom_folder}: CT, {volume.shape[0]} slices of {volume.shape[1]} x {volume.shape[2]}")
     functions, settings, info = load_fusion_bundle(model)
@@ -96,7 +96,7 @@ def run_liver_lesions(dicom_folder, output_folder, model, *, overwrite: bool = F
     labels = result.labels
     report = {"input": str(dicom_folder), "model": str(model), **liver_lesion_report(labels, volume.spacing)}
     print("writing the overlay series, DICOM-SEG, label map and report")
-    with atomic_dir(output_folder, overwrite, kind="liver_lesions") as staging:
+    with atomic_dir(output_folder, overwrite, kind="liver_lesions", option="--overwrite") as staging:
         notes = write_dicom_outputs(volume, labels, staging, label_names=LABEL_NAMES, name="tfmedseg liver lesions",
                                     opacity=0.3, window="auto", uid_seed=uid_seed)
         (staging / "report.json").write_text(json.dumps(report, indent=2))

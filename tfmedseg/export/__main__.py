@@ -195,7 +195,8 @@ def _export(args: argparse.Namespace, bundle: Any, name: str, provenance: dict[s
     variants = convert_tflite_variants(bundle) if args.format in ("tflite", "all") else None
     savedmodel = args.format in ("savedmodel", "all")
     served = segmentation_export(bundle.model, bundle.spec, name, bundle.info) if savedmodel else None
-    with atomic_dir(args.output, args.overwrite, kind="savedmodel", update=not savedmodel, provenance=provenance) as staging:
+    with atomic_dir(args.output, args.overwrite, kind="savedmodel", update=not savedmodel, provenance=provenance,
+                    option="--overwrite") as staging:
         if served is not None:
             with export_errors(args.output, name):
                 save_into(*served[:2], staging, served[2])

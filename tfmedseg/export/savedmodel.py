@@ -175,7 +175,7 @@ def _write_export(module: tf.Module, signatures: dict[str, Any], export_dir: Pat
                   overwrite: bool, name: str, versioned: bool = True) -> Path:
     """Save ``module`` into a staging sibling of ``export_dir`` and rename it into place."""
     check_export_dir(export_dir, overwrite, versioned)
-    with export_errors(export_dir, name), atomic_dir(export_dir, overwrite, kind="savedmodel") as staging:
+    with export_errors(export_dir, name), atomic_dir(export_dir, overwrite, kind="savedmodel", option="overwrite=True") as staging:
         save_into(module, signatures, staging, info)
     return export_dir
 

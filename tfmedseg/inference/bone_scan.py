@@ -99,7 +99,7 @@ def predict_bone_scan(model_dir: str | os.PathLike, input_path: str | os.PathLik
     result: dict[str, Any] = {"input": str(input_path), "model": str(model_dir), "views": per_view}
     drawings = {view: _overlay(np.asarray(views[view].array, np.float32), per_view[view]["lesions"], masks[view],
                                per_view[view]["chest_box"]) for view in per_view}
-    with atomic_dir(output, overwrite, kind="predict", provenance=provenance) as staging:
+    with atomic_dir(output, overwrite, kind="predict", provenance=provenance, option="--overwrite") as staging:
         (staging / "instances.json").write_text(json.dumps(result, indent=2))
         for view, rgb in drawings.items():
             Image.fromarray(rgb).save(staging / f"overlay_{view}.png")

@@ -111,7 +111,7 @@ def has_marker(directory: str | os.PathLike) -> bool:
 @contextlib.contextmanager
 def atomic_dir(out_dir: str | os.PathLike, overwrite: bool = False, prefix: str = "", *, kind: str = "output",
                marker: bool = True, update: bool = False, ours: Callable[[Path], bool] | None = None,
-               provenance: dict | None = None) -> Iterator[Path]:
+               provenance: dict | None = None, option: str | None = None) -> Iterator[Path]:
     """Yield a staging directory beside ``out_dir``; it becomes ``out_dir`` when the block succeeds
     (:func:`commit_dir`, with our marker written into it) and is removed otherwise, together with
     the parent folders this call created (a failed write leaves nothing behind).
@@ -134,13 +134,17 @@ def atomic_dir(out_dir: str | os.PathLike, overwrite: bool = False, prefix: str 
             recognised by their contents (resume checkpoints, :mod:`tfmedseg.training.callbacks`).
         provenance: Recorded in the marker (what made the output, :mod:`tfmedseg.io.provenance`),
             so that the same job run again can tell its own output from another job's.
+        option: How the caller's user asks for ``overwrite`` (``"--overwrite"`` on a command line,
+            ``"overwrite=True"`` in a Python API), named when an existing ``out_dir`` is refused;
+            None for a caller without such an option (the message then says to remove it or
+            choose another output).
     """
     out_dir = Path(out_dir)
     carry = update and os.path.lexists(out_dir)
     if carry and (out_dir.is_symlink() or not out_dir.is_dir()):
         raise InvalidInputError("output path exists and is not a directory; remove it or choose another output", path=out_dir)
     if not carry:
-        _check_replaceable(out_dir, overwrite, ours)  # fail before any work
+        _check_replaceable(out_dir, overwrite, ours, option=option)  # fail before any work
     created = _missing_parents(out_dir)
     tmp, committed = None, False
     try:
@@ -153,7 +157,7 @@ def atomic_dir(out_dir: str | os.PathLike, overwrite: bool = False, prefix: str 
         if carry:
             _swap_dir(tmp, out_dir)
         else:
-            commit_dir(tmp, out_dir, overwrite, ours)
+            commit_dir(tmp, out_dir, overwrite, ours, option=option)
         committed = True
     finally:
         if tmp is not None and tmp.exists():
@@ -174,9 +178,15 @@ def _missing_parents(path: Path) -> list[Path]:
     return missing
 
 
-def _check_replaceable(out_dir: Path, overwrite: bool, ours: Callable[[Path], bool] | None = None) -> None:
+def _check_replaceable(out_dir: Path, overwrite: bool, ours: Callable[[Path], bool] | None = None, *,
+                       option: str | None = None) -> None:
     """Raise unless ``out_dir`` is absent, an empty directory, or (``overwrite``) a directory of ours
-    (our marker, only DICOM files, or ``ours(out_dir)``)."""
+    (our marker, only DICOM files, or ``ours(out_dir)``).
+
+    ``option`` is how the caller's user asks for ``overwrite`` (``"--overwrite"``,
+    ``"overwrite=True"``), named in the refusal of a non-empty ``out_dir``; None: the caller has no
+    such option and the message says to remove it or choose another output.
+    """
     if not os.path.lexists(out_dir):
         return
     if out_dir.is_symlink() or not out_dir.is_dir():
@@ -184,7 +194,9 @@ def _check_replaceable(out_dir: Path, overwrite: bool, ours: Callable[[Path], bo
     if not any(out_dir.iterdir()):
         return
     if not overwrite:
-        raise InvalidInputError("output directory exists and is not empty (pass --overwrite / overwrite=True to replace an output of ours)", path=out_dir)
+        how = f"pass {option} to replace an output of tfmedseg, or choose another output" if option else \
+            "remove it or choose another output"
+        raise InvalidInputError(f"output directory exists and is not empty; {how}", path=out_dir)
     if not has_marker(out_dir) and not _only_dicom_files(out_dir) and not (ours is not None and ours(out_dir)):
         raise InvalidInputError(
             f"output directory holds files tfmedseg did not write (no {OUTPUT_MARKER}); refusing to replace it: "
@@ -208,16 +220,18 @@ def _only_dicom_files(directory: Path) -> bool:
     return True
 
 
-def commit_dir(tmp: Path, out_dir: Path, overwrite: bool, ours: Callable[[Path], bool] | None = None) -> None:
+def commit_dir(tmp: Path, out_dir: Path, overwrite: bool, ours: Callable[[Path], bool] | None = None, *,
+               option: str | None = None) -> None:
     """Move a completed staging directory ``tmp`` into place as ``out_dir`` (atomic rename).
 
     Raises:
         InvalidInputError: ``out_dir`` exists as a file, or as a non-empty directory and not
             ``overwrite``, or (``overwrite``) as a directory without our marker (and not
-            ``ours(out_dir)``, see :func:`atomic_dir`).
+            ``ours(out_dir)``, see :func:`atomic_dir`); ``option`` names how to ask for ``overwrite``
+            (:func:`atomic_dir`).
     """
     tmp, out_dir = Path(tmp), Path(out_dir)
-    _check_replaceable(out_dir, overwrite, ours)
+    _check_replaceable(out_dir, overwrite, ours, option=option)
     _swap_dir(tmp, out_dir)
 
 

@@ -287,7 +287,7 @@ def write_overlay_series(
     series_uid = _make_uid(uid_seed, "overlay-series", source.meta.get("series_uid"))
 
     written = []
-    with atomic_dir(out_dir, overwrite, marker=False) as tmp:
+    with atomic_dir(out_dir, overwrite, marker=False, option="overwrite=True") as tmp:
         for k, path in enumerate(files):
             ds = _read_dataset(path)
             if (int(ds.Rows), int(ds.Columns)) != image.shape[1:3]:

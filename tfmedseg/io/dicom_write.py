@@ -425,7 +425,7 @@ def write_dicom_series(
         tags["KVP"] = ""
 
     names = []
-    with atomic_dir(out_dir, overwrite, marker=False) as tmp:
+    with atomic_dir(out_dir, overwrite, marker=False, option="overwrite=True") as tmp:
         for k in range(stored.shape[0]):
             sop_uid = _make_uid(series_uid, "instance", k)
             ds = _base_dataset(SOP_CLASS_UIDS[modality], sop_uid, modality, tags)
