@@ -235,6 +235,57 @@ def test_xla_core_matches_the_element_gathers(rng, ndim):
         assert b.dtype == bool and (a != b).mean() < 1e-3
 
 
+@pytest.fixture
+def without_the_xla_bridge(monkeypatch):
+    """``_grid`` as imported where ``tensorflow.compiler.tf2xla.python.xla`` (a private module) fails to import:
+    reloaded with that import blocked, and reloaded again with the real module after the test."""
+    import importlib
+    import sys
+
+    import tensorflow.compiler.tf2xla.python as bridge
+
+    real = (_grid._xla, _grid._xla_data)
+    monkeypatch.delattr(bridge, "xla", raising=False)
+    monkeypatch.setitem(sys.modules, "tensorflow.compiler.tf2xla.python.xla", None)  # -> ImportError
+    importlib.reload(_grid)
+    try:
+        yield real
+    finally:
+        monkeypatch.undo()
+        importlib.reload(_grid)
+        assert _grid.xla_gather_available()
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_without_the_xla_bridge_jit_layers_fall_back_to_the_same_results(rng, ndim, without_the_xla_bridge,
+                                                                         monkeypatch):
+    """A ``jit_compile=True`` layer without the private XLA gather module takes the element-gather path
+    (compiled) and gives what the eager layer and the XLA core give."""
+    spatial = (16, 20) if ndim == 2 else (8, 10, 12)
+    image = rng.normal(size=(2, *spatial, 2)).astype(np.float32)
+    label = rng.integers(0, 4, size=(2, *spatial)).astype(np.uint8)
+    kwargs = dict(ndim=ndim, rotation=25, shear=8, translation=3, scale=(0.8, 1.2), flip_axes=(0,),
+                  elastic_probability=1.0, elastic_magnitude=2.0, fill_value="min", label_fill_value=3, seed=9)
+    assert not _grid.xla_gather_available()
+
+    def no_xla_core(*args, **kw):
+        raise AssertionError("the XLA core needs tf2xla's gather")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RandomGeometric, "_resample_xla", no_xla_core)
+        fallback = RandomGeometric(jit_compile=True, **kwargs)({"image": image, "label": label}, training=True)
+    eager = RandomGeometric(jit_compile=False, **kwargs)({"image": image, "label": label}, training=True)
+    np.testing.assert_allclose(fallback["image"].numpy(), eager["image"].numpy(), atol=1e-4)
+    assert fallback["label"].dtype == tf.uint8
+    assert (fallback["label"].numpy() != eager["label"].numpy()).mean() < 1e-3  # only float ties of .5 may differ
+    # the XLA core (the real modules put back) on the same draw
+    monkeypatch.setattr(_grid, "_xla", without_the_xla_bridge[0])
+    monkeypatch.setattr(_grid, "_xla_data", without_the_xla_bridge[1])
+    core = RandomGeometric(jit_compile=True, **kwargs)({"image": image, "label": label}, training=True)
+    np.testing.assert_allclose(fallback["image"].numpy(), core["image"].numpy(), atol=1e-4)
+    assert (fallback["label"].numpy() != core["label"].numpy()).mean() < 1e-3
+
+
 def test_batches_without_an_elastic_draw_skip_the_field(rng):
     """elastic_probability > 0 but no sample of the batch drew a field: the XLA core takes the
     affine-only branch and returns exactly what a layer without elastic returns."""
