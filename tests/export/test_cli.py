@@ -15,6 +15,18 @@ from tfmedseg.inference.spec import ServingSpec
 
 
 @pytest.fixture(scope="module")
+def other_run_dir(run_dir, tmp_path_factory):
+    """The same network with other weights: another model."""
+    path, model = run_dir
+    other = keras.models.clone_model(model)
+    other.set_weights([w + 0.01 for w in model.get_weights()])
+    out = tmp_path_factory.mktemp("other_run")
+    save_for_export(other, out, load_for_export(path).spec, info={"seed": "002", "config_hash": "other"},
+                    representative=load_for_export(path).representative)
+    return out
+
+
+@pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     keras.utils.set_random_seed(4)
     inp = keras.Input((16, 16, 3), name="image")
@@ -93,11 +105,11 @@ def test_failed_export_leaves_nothing_behind(run_dir, tmp_path, capsys, monkeypa
     assert list(tmp_path.iterdir()) == []  # not even saved_models/ or saved_models/liver/
 
     existing = tmp_path / "existing" / "1"
-    existing.mkdir(parents=True)
-    (existing / "metadata.json").write_text('{"model_name": "liver"}')
+    assert main(["--model", str(path), "--format", "savedmodel", "--output", str(existing)]) == 0  # no TFLite in it
+    before = _tree(existing)
     assert main(["--model", str(path), "--format", "tflite", "--output", str(existing)]) == 2
-    assert sorted(p.name for p in existing.iterdir()) == ["metadata.json"]
-    assert (existing / "metadata.json").read_text() == '{"model_name": "liver"}'
+    assert "calibration exploded" in capsys.readouterr().err
+    assert _tree(existing) == before
 
 
 def test_failure_after_writing_removes_only_what_the_run_added(run_dir, tmp_path, monkeypatch):
@@ -108,10 +120,10 @@ def test_failure_after_writing_removes_only_what_the_run_added(run_dir, tmp_path
     def broken_metadata(*args, **kwargs):
         raise OSError("disk full")
 
+    path, _ = run_dir
     existing = tmp_path / "v" / "1"
-    existing.mkdir(parents=True)
-    (existing / "metadata.json").write_text('{"model_name": "liver"}')
-    (existing / "saved_model.pb").write_bytes(b"ours")
+    assert cli.main(["--model", str(path), "--format", "savedmodel", "--output", str(existing)]) == 0
+    before = _tree(existing)
     real_atomic = cli.atomic_file
 
     def atomic_failing_for_json(path, suffix=""):
@@ -120,10 +132,9 @@ def test_failure_after_writing_removes_only_what_the_run_added(run_dir, tmp_path
         return real_atomic(path, suffix)
 
     monkeypatch.setattr(cli, "atomic_file", atomic_failing_for_json)
-    path, _ = run_dir
     with pytest.raises(OSError, match="disk full"):
         cli.main(["--model", str(path), "--format", "tflite", "--output", str(existing)])
-    assert sorted(p.name for p in existing.iterdir()) == ["metadata.json", "saved_model.pb"]
+    assert _tree(existing) == before and [p.name for p in existing.parent.iterdir()] == ["1"]
 
 
 def test_multichannel_3d_model_savedmodel_is_a_clear_error(tmp_path, capsys):
@@ -234,10 +245,72 @@ def test_the_same_export_again_says_it_is_done_and_another_is_refused(run_dir, t
     assert main(["--model", str(path), "--output", str(out), "--overwrite"]) == 0  # --overwrite replaces our own
     assert "holds this export" not in capsys.readouterr().out
 
-    foreign = tmp_path / "saved_models" / "liver" / "2"
-    foreign.mkdir()
+    foreign = tmp_path / "saved_models" / "spleen" / "1"
+    foreign.mkdir(parents=True)
     (foreign / "notes.txt").write_text("keep")
     (foreign / OUTPUT_MARKER.replace(".json", ".txt")).write_text("not ours")
     for extra in ([], ["--overwrite"]):
         assert main(["--model", str(path), "--output", str(foreign), *extra]) == 2
     assert sorted(p.name for p in foreign.iterdir()) == [".tfmedseg-output.txt", "notes.txt"]
+
+
+def test_the_same_export_into_another_version_says_where_it_is(run_dir, tmp_path, capsys):
+    """``<name>/2`` while ``<name>/1`` holds this export (run dir, name, formats): exit 0 naming
+    version 1, nothing written (TF Serving would serve the same model twice); ``--overwrite``
+    exports it again; the highest version holding it is named; another name is another export."""
+    path, _ = run_dir
+    root = tmp_path / "saved_models" / "liver"
+    assert main(["--model", str(path), "--output", str(root / "1")]) == 0
+    capsys.readouterr()
+    before = _tree(root)
+    assert main(["--model", str(path), "--output", str(root / "2")]) == 0
+    assert capsys.readouterr().out == (f"{root / '1'} holds this export of {path} (savedmodel) already; nothing to do "
+                                       f"(pass --overwrite to export it again as {root / '2'})\n")
+    assert _tree(root) == before and [p.name for p in root.iterdir()] == ["1"]
+    assert main(["--model", str(path), "--format", "tflite", "--output", str(root / "2")]) == 0  # a format v1 lacks
+    assert "holds this export" not in capsys.readouterr().out and (root / "2" / "model_float32.tflite").is_file()
+
+    assert main(["--model", str(path), "--output", str(root / "2"), "--overwrite"]) == 0  # asked for: written
+    assert "holds this export" not in capsys.readouterr().out and (root / "2" / "saved_model.pb").is_file()
+    assert main(["--model", str(path), "--output", str(root / "3")]) == 0
+    assert capsys.readouterr().out.startswith(f"{root / '2'} holds this export of {path} (savedmodel) already")
+    assert sorted(p.name for p in root.iterdir()) == ["1", "2"]
+    assert main(["--model", str(path), "--name", "tumour", "--output", str(root / "3")]) == 0
+    assert "holds this export" not in capsys.readouterr().out and (root / "3" / "saved_model.pb").is_file()
+
+
+def test_tflite_into_another_models_version_is_refused(run_dir, other_run_dir, tmp_path, capsys):
+    """``--format tflite`` into a version of another export, of an export that records no model, or of
+    another output: exit 2, one line naming the folder and why, nothing changed; ``--overwrite``
+    replaces that version with this export (recorded, so the same command again is done)."""
+    from tfmedseg.io._atomic import OUTPUT_MARKER
+
+    path, _ = run_dir
+    out = tmp_path / "m" / "1"
+    assert main(["--model", str(path), "--format", "savedmodel", "--output", str(out)]) == 0
+    capsys.readouterr()
+    before = _tree(out)
+    assert main(["--model", str(other_run_dir), "--format", "tflite", "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out}: holds the export of another model ({path} as 'm')") and err.count("\n") == 1, err
+    assert f"adding the TFLite files of {other_run_dir} would mix two models" in err and "--overwrite" in err
+    assert _tree(out) == before
+
+    marker = json.loads((out / OUTPUT_MARKER).read_text())
+    unrecorded = {key: value for key, value in marker.items() if key != "provenance"}
+    for record, says in ((unrecorded, "an export that records no model"),
+                         ({**unrecorded, "kind": "predict"}, "a 'predict' output of tfmedseg")):
+        (out / OUTPUT_MARKER).write_text(json.dumps(record))
+        assert main(["--model", str(path), "--format", "tflite", "--output", str(out)]) == 2  # even the same run dir
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {out}: holds {says}") and err.count("\n") == 1, err
+    (out / OUTPUT_MARKER).write_text(json.dumps(marker))
+
+    assert main(["--model", str(other_run_dir), "--format", "tflite", "--output", str(out), "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir() if p.name != OUTPUT_MARKER) == [
+        "metadata.json", "model_float16.tflite", "model_float32.tflite", "model_int8.tflite"]
+    recorded = json.loads((out / OUTPUT_MARKER).read_text())["provenance"]
+    assert recorded["formats"] == ["tflite"] and recorded["model"]["path"] == str(other_run_dir)
+    capsys.readouterr()
+    assert main(["--model", str(other_run_dir), "--format", "tflite", "--output", str(out)]) == 0
+    assert capsys.readouterr().out.startswith(f"{out} holds this export of {other_run_dir} (tflite) already; nothing to do")

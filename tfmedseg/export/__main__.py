@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, required=True, help="saved_models/<name>/<version>")
     parser.add_argument("--name", default=None, help="model name (default: the output's parent directory name)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing version directory written by tfmedseg (or, with --format tflite, its .tflite files)")
+                        help="replace an existing version directory written by tfmedseg (with --format tflite into a version "
+                             "of the same export: its .tflite files), or export again what another version holds already")
     add_verbosity_options(parser)
     args = parser.parse_args(argv)
     configure_logging(args)
@@ -130,9 +131,14 @@ def export(args: argparse.Namespace) -> None:
 
     Nothing is left behind by a failing export: the version folder is staged beside ``--output``
     and renamed into place when everything is written (:func:`~tfmedseg.io._atomic.atomic_dir`).
-    ``--format tflite`` into an existing version folder stages a copy of it, adds the TFLite files
-    and the report, and replaces it at the end, so a failure leaves that folder exactly as it was;
-    a failure also removes the parent folders the run created.
+    ``--format tflite`` into an existing version folder of the same export stages a copy of it, adds
+    the TFLite files and the report, and replaces it at the end, so a failure leaves that folder
+    exactly as it was; into a folder of another export it is refused (``--overwrite`` replaces that
+    version). A failure also removes the parent folders the run created.
+
+    Nothing is written when ``--output`` or, for a version ``<name>/<N>``, another version beside it
+    holds this export already (same run directory contents, name, and the formats asked for): the
+    command says where and returns; ``--overwrite`` exports it again.
     """
     from tfmedseg.export.run_dir import load_for_export
     from tfmedseg.export.savedmodel import check_export_dir
@@ -141,19 +147,20 @@ def export(args: argparse.Namespace) -> None:
     provenance = export_provenance(args.model, name)
     formats = {"savedmodel", "tflite"} if args.format == "all" else {args.format}
     recorded = _recorded_export(args.output)
-    if not args.overwrite and recorded is not None and _same_export(recorded, provenance) and formats <= set(recorded["formats"]):
-        print(f"{args.output} holds this export of {args.model} ({', '.join(sorted(formats))}) already; nothing to do "
-              "(pass --overwrite to export it again)")
-        return
+    if not args.overwrite:
+        holder = args.output if _holds_export(recorded, provenance, formats) else _sibling_version_holding(
+            args.output, provenance, formats)
+        if holder is not None:
+            again = "" if holder == args.output else f" as {args.output}"
+            print(f"{holder} holds this export of {args.model} ({', '.join(sorted(formats))}) already; nothing to do "
+                  f"(pass --overwrite to export it again{again})")
+            return
+    add_to = False
     if args.format == "tflite":
-        _check_tflite_output(args.output, args.overwrite)
+        add_to = _check_tflite_output(args.output, args.overwrite, recorded, provenance, args.model)
     else:
         check_export_dir(args.output, args.overwrite, option="--overwrite")
-    if args.format == "tflite" and args.output.is_dir():  # added to a version folder: record it only beside our own export
-        same = recorded is not None and _same_export(recorded, provenance)
-        provenance = {**provenance, "formats": sorted(formats | set(recorded["formats"]))} if same else None
-    else:
-        provenance = {**provenance, "formats": sorted(formats)}
+    provenance = {**provenance, "formats": sorted(formats | (set(recorded["formats"]) if add_to else set()))}
     bundle = load_for_export(args.model)
     channels = bundle.model.inputs[0].shape[-1]
     if args.format in ("savedmodel", "all") and bundle.spec.mode in ("3d_patch", "3d_slab") and channels != 1:
@@ -161,7 +168,7 @@ def export(args: argparse.Namespace) -> None:
                           f"model has {channels} input channels (e.g. seed-004 PET/CT: its experiment exports "
                           "saved_models/hecktor_petct/<v> with segment_petct); use --format tflite", path=args.model)
     print(f"exporting {args.model} as {name!r} to {args.output}")
-    _export(args, bundle, name, provenance)
+    _export(args, bundle, name, provenance, add_to)
 
 
 def export_provenance(model: Path, name: str) -> dict[str, Any]:
@@ -189,13 +196,30 @@ def _same_export(recorded: dict[str, Any], provenance: dict[str, Any]) -> bool:
     return all(recorded.get(key) == value for key, value in provenance.items())
 
 
-def _export(args: argparse.Namespace, bundle: Any, name: str, provenance: dict[str, Any] | None = None) -> None:
+def _holds_export(recorded: dict[str, Any] | None, provenance: dict[str, Any], formats: set[str]) -> bool:
+    """True when a version's recorded export is this ``provenance`` with every one of ``formats``."""
+    return recorded is not None and _same_export(recorded, provenance) and formats <= set(recorded["formats"])
+
+
+def _sibling_version_holding(output: Path, provenance: dict[str, Any], formats: set[str]) -> Path | None:
+    """The highest other version beside the version folder ``output`` (``<name>/<N>``) that holds
+    this export with ``formats``: TF Serving would serve the same model twice under two versions."""
+    if not output.name.isdigit() or not output.parent.is_dir():
+        return None
+    siblings = [p for p in output.parent.iterdir() if p.name.isdigit() and p.name != output.name]
+    for version in sorted(siblings, key=lambda p: int(p.name), reverse=True):
+        if _holds_export(_recorded_export(version), provenance, formats):
+            return version
+    return None
+
+
+def _export(args: argparse.Namespace, bundle: Any, name: str, provenance: dict[str, Any], add_to: bool = False) -> None:
     from tfmedseg.export.savedmodel import export_errors, save_into, segmentation_export
 
     variants = convert_tflite_variants(bundle) if args.format in ("tflite", "all") else None
     savedmodel = args.format in ("savedmodel", "all")
     served = segmentation_export(bundle.model, bundle.spec, name, bundle.info) if savedmodel else None
-    with atomic_dir(args.output, args.overwrite, kind="savedmodel", update=not savedmodel, provenance=provenance,
+    with atomic_dir(args.output, args.overwrite, kind="savedmodel", update=add_to, provenance=provenance,
                     option="--overwrite") as staging:
         if served is not None:
             with export_errors(args.output, name):
@@ -213,20 +237,44 @@ def _export(args: argparse.Namespace, bundle: Any, name: str, provenance: dict[s
                 Path(tmp).write_text(json.dumps(meta, indent=2, default=str))
 
 
-def _check_tflite_output(output: Path, overwrite: bool) -> None:
-    """``--format tflite`` adds files to a version folder: never over existing ones without
-    ``--overwrite``, never into a folder of foreign files."""
-    from tfmedseg.io._atomic import has_marker
+def _check_tflite_output(output: Path, overwrite: bool, recorded: dict[str, Any] | None, provenance: dict[str, Any],
+                         model: Path) -> bool:
+    """May ``--format tflite`` write into ``output``? True: add the TFLite files to the version
+    folder holding this very export (``recorded``); False: write a new folder (absent or empty, or
+    ``overwrite`` replacing a version of ours).
+
+    Raises:
+        ExportError: ``output`` is a file; a folder of foreign files; TFLite files there already
+            without ``overwrite``; without ``overwrite``, a folder of another export, of another
+            output of ours, or one that records no export (its model is unknown): TFLite files of
+            ``model`` there would mix two models in one version.
+    """
+    from tfmedseg.export.savedmodel import check_export_dir
+    from tfmedseg.io._atomic import has_marker, read_marker
 
     if output.exists() and not output.is_dir():
         raise ExportError("output exists and is not a directory", path=output)
-    if not output.is_dir():
-        return
-    existing = sorted(p.name for p in output.glob("model_*.tflite"))
-    if existing and not overwrite:
-        raise ExportError(f"holds TFLite files already ({', '.join(existing)}); pass --overwrite to replace them", path=output)
-    if any(output.iterdir()) and not has_marker(output) and not (output / "metadata.json").is_file():
+    if not output.is_dir() or not any(output.iterdir()):
+        return False
+    if not has_marker(output) and not (output / "metadata.json").is_file():
         raise ExportError("folder holds files tfmedseg did not write; choose another --output", path=output)
+    if recorded is not None and _same_export(recorded, provenance):
+        existing = sorted(p.name for p in output.glob("model_*.tflite"))
+        if existing and not overwrite:
+            raise ExportError(f"holds TFLite files already ({', '.join(existing)}); pass --overwrite to replace them", path=output)
+        return True
+    if not overwrite:
+        kind, would = (read_marker(output) or {}).get("kind", "savedmodel"), "would"
+        if recorded is not None:
+            holds = f"the export of another model ({recorded['model']['path']} as {recorded.get('name')!r})"
+        elif kind != "savedmodel":
+            holds = f"a {kind!r} output of tfmedseg, not an export"
+        else:
+            holds, would = "an export that records no model (an experiment's, or an older tfmedseg's)", "could"
+        raise ExportError(f"holds {holds}; adding the TFLite files of {model} {would} mix two models in one version: choose "
+                          "another --output, or pass --overwrite to replace that version", path=output)
+    check_export_dir(output, True, versioned=False, option="--overwrite")  # ours (marker or legacy metadata)
+    return False
 
 
 if __name__ == "__main__":
