@@ -137,14 +137,20 @@ def test_bad_predict_command_lines(tmp_path, probe, model_and_scan):
 
 
 def test_tflite_export_into_an_existing_version_needs_overwrite(tmp_path, probe, model_and_scan):
-    from tfmedseg.export.__main__ import main
+    """TFLite files there already (a version of this export): names --overwrite; a version of another
+    model: refused, naming why (its files would mix two models); foreign files: never touched."""
+    from tfmedseg.export.__main__ import export_provenance, main
+    from tfmedseg.io._atomic import write_marker
 
     run, _ = model_and_scan
     version = tmp_path / "m" / "1"
     version.mkdir(parents=True)
     (version / "model_float32.tflite").write_bytes(b"old")
+    write_marker(version, "savedmodel", {**export_provenance(run, "m"), "formats": ["savedmodel"]})
     probe.exit2(main, ["--model", run, "--format", "tflite", "--output", version], "--overwrite", watch=tmp_path)
     assert (version / "model_float32.tflite").read_bytes() == b"old"
+    write_marker(version, "savedmodel", {**export_provenance(tmp_path, "m"), "formats": ["savedmodel"]})
+    probe.exit2(main, ["--model", run, "--format", "tflite", "--output", version], "another model", watch=tmp_path)
     foreign = tmp_path / "m" / "2"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
