@@ -74,9 +74,10 @@ def test_export_all_writes_savedmodel_tflite_and_report(run_dir, tmp_path, capsy
 
 
 def test_cli_errors_are_one_line_messages(tmp_path, capsys):
-    assert main(["--model", str(tmp_path), "--output", str(tmp_path / "m" / "1")]) == 2
+    (tmp_path / "run").mkdir()
+    assert main(["--model", str(tmp_path / "run"), "--output", str(tmp_path / "m" / "1")]) == 2
     err = capsys.readouterr().err
-    assert "model.keras" in err and str(tmp_path) in err and "Traceback" not in err
+    assert "model.keras" in err and str(tmp_path / "run") in err and "Traceback" not in err
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"not a zip")
     assert main(["--model", str(bad), "--output", str(tmp_path / "m" / "1")]) == 2

@@ -123,7 +123,16 @@ def main(argv: list[str] | None = None) -> int:
     add_verbosity_options(parser)
     args = parser.parse_args(argv)
     configure_logging(args)
-    return report_user_errors(lambda: export(args))
+    return report_user_errors(lambda: _export_outside_the_model(args))
+
+
+def _export_outside_the_model(args: argparse.Namespace) -> None:
+    """:func:`export` after refusing an ``--output`` that is, contains or sits inside ``--model`` (the run
+    directory or ``.keras`` file it reads): an export never writes into its input."""
+    from tfmedseg.io._atomic import check_output_not_input
+
+    check_output_not_input(args.output, [args.model])
+    export(args)
 
 
 def export(args: argparse.Namespace) -> None:
