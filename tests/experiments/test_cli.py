@@ -63,7 +63,8 @@ def test_data_dir_and_yaml_config(tmp_path):
 
 def test_missing_data_dir_and_bad_key_are_clear_errors(tmp_path):
     with pytest.raises(DatasetLayoutError, match="nowhere"):
-        _parse(["--data-dir", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "o")], [])
+        _parse(["--data-dir", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "o" / "run")], [])
+    assert not (tmp_path / "o").exists()  # a typo'd --data-dir leaves no empty run folder behind
     with pytest.raises(ConfigError, match="epoch"):
         _parse(["--set", "epoch=1", "--output-dir", str(tmp_path / "o")], [])
     with pytest.raises(ConfigError, match="missing.yaml"):

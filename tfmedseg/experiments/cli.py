@@ -142,6 +142,8 @@ def parse_experiment_args(
     key = run_key(config, args)
     if finished(output_dir, key):
         raise RunComplete(output_dir)
+    if args.data_dir is not None and not args.data_dir.is_dir():  # before the output folder is made
+        raise DatasetLayoutError("--data-dir is not a directory", path=args.data_dir)
     prepare_dir(output_dir, "--output-dir")  # before the (slow) phantoms: an unwritable folder fails now
     set_global_seed(args.seed)
     used_phantoms = args.data_dir is None
@@ -154,8 +156,6 @@ def parse_experiment_args(
         data_dir = prepare_phantoms(phantom_dataset, cache / "phantoms" / f"{phantom_dataset}-n{cases}-s{args.seed}", cases, args.seed)
     else:
         data_dir = args.data_dir
-        if not data_dir.is_dir():
-            raise DatasetLayoutError("--data-dir is not a directory", path=data_dir)
     save_config(config, output_dir / "config.yaml")
     return ExperimentContext(config, Path(data_dir), output_dir, args.seed, used_phantoms, run_key=key)
 
