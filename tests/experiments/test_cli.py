@@ -224,3 +224,31 @@ def test_an_experiment_command_stopped_while_preparing_data_says_nothing_was_lef
     assert code == 130
     assert capsys.readouterr().err.splitlines()[-1] == ("interrupted (stopped by Ctrl-C): stopped before training; nothing "
                                                         "partial was left: rerun the same command to start")
+
+
+def test_a_first_run_refused_by_its_data_leaves_no_run_folder(tmp_path, capsys):
+    """A user error before any stage wrote (a wrong layout under --data-dir): one line, exit 2, and the run folder
+    this command made (config.yaml, log.txt only) is gone; a folder with progress in it, or one that was there
+    before, stays."""
+    from tfmedseg.experiments.cli import experiment_main
+
+    def refused(ctx):
+        raise DatasetLayoutError("no LiTS volume-N.nii / segmentation-N.nii files found", path=ctx.data_dir)
+
+    def refused_after_a_stage(ctx):
+        (ctx.output_dir / "liver").mkdir()
+        refused(ctx)
+
+    kwargs = dict(prog="tfmedseg.experiments.demo", description="demo", config_cls=Cfg, default_config=None,
+                  phantom_dataset="lits", default_phantom_cases=3)
+    (tmp_path / "data").mkdir()
+    out = tmp_path / "runs" / "demo"
+    argv = ["--data-dir", str(tmp_path / "data"), "--output-dir", str(out)]
+    assert experiment_main(argv, refused, **kwargs) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not out.exists()
+    assert experiment_main(argv, refused_after_a_stage, **kwargs) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "liver", "log.txt"]  # progress: kept
+    (out / "liver").rmdir()
+    assert experiment_main(argv, refused, **kwargs) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "log.txt"]  # there before this command: kept

@@ -70,6 +70,7 @@ class ExperimentContext:
         exports: Models the run exported outside ``output_dir`` (SavedModel version directories);
             the experiment appends them and the command line names them at the end.
         run_key: Config hash, seed and data of this run (recorded in ``run_complete.json``).
+        created_output_dir: True when this command made ``output_dir`` (it did not exist before).
     """
 
     config: Any
@@ -79,6 +80,7 @@ class ExperimentContext:
     used_phantoms: bool
     exports: list = dataclasses.field(default_factory=list)
     run_key: dict | None = None
+    created_output_dir: bool = False
 
     def exported(self, path, what: str = "") -> None:
         """Record an exported model (named at the end of the run) and log it."""
@@ -144,6 +146,7 @@ def parse_experiment_args(
         raise RunComplete(output_dir)
     if args.data_dir is not None and not args.data_dir.is_dir():  # before the output folder is made
         raise DatasetLayoutError("--data-dir is not a directory", path=args.data_dir)
+    created = not output_dir.exists()
     prepare_dir(output_dir, "--output-dir")  # before the (slow) phantoms: an unwritable folder fails now
     set_global_seed(args.seed)
     used_phantoms = args.data_dir is None
@@ -157,7 +160,8 @@ def parse_experiment_args(
     else:
         data_dir = args.data_dir
     save_config(config, output_dir / "config.yaml")
-    return ExperimentContext(config, Path(data_dir), output_dir, args.seed, used_phantoms, run_key=key)
+    return ExperimentContext(config, Path(data_dir), output_dir, args.seed, used_phantoms, run_key=key,
+                             created_output_dir=created)
 
 
 def experiment_main(argv: list[str] | None, run: Callable[[ExperimentContext], Any], **parse_kwargs: Any) -> int:
@@ -198,11 +202,32 @@ def experiment_main(argv: list[str] | None, run: Callable[[ExperimentContext], A
                 "rerun the same command to resume")
 
     try:
-        return report_user_errors(go, interrupted)
+        code = report_user_errors(go, interrupted)
     finally:
         for handler in handlers:
             logging.getLogger().removeHandler(handler)
             handler.close()
+    if code == 2 and started:
+        _remove_if_nothing_ran(started[0])
+    return code
+
+
+#: What a run folder holds before its experiment has written anything of its own.
+_STARTED_ONLY = {"config.yaml", LOG_NAME}
+
+
+def _remove_if_nothing_ran(ctx: ExperimentContext) -> None:
+    """After a user error (bad data, a bad value the experiment checks): remove the run folder this
+    command made when it holds nothing but the resolved config and the log (no stage started), so a
+    failed first run leaves no partial output; a folder with any progress in it stays."""
+    folder = ctx.output_dir
+    if not ctx.created_output_dir or folder.is_symlink() or not folder.is_dir():
+        return
+    entries = list(folder.iterdir())
+    if all(p.name in _STARTED_ONLY and p.is_file() and not p.is_symlink() for p in entries):
+        for p in entries:
+            p.unlink()
+        folder.rmdir()
 
 
 def make_main(run: Callable[[ExperimentContext], Any], prog: str | None = None, config_cls: type | None = None,
