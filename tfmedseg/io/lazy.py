@@ -191,6 +191,8 @@ def read_nifti_lazy(path: str | os.PathLike, modality: str = "OT", *,
     path = Path(path)
     try:
         image = nifti.open_nifti_header(path)
+    except InvalidInputError:  # the header checks' own message (file named, cause said) as it is
+        raise
     except (EOFError, OSError, ValueError, TypeError, zlib.error, nib.filebasedimages.ImageFileError) as exc:
         raise InvalidInputError(f"cannot read the NIfTI header ({type(exc).__name__}: {exc})", path=path) from exc
     source_shape = tuple(int(n) for n in image.shape)[:3]
