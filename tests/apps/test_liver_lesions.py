@@ -85,9 +85,20 @@ def test_app_writes_overlay_series_dicom_seg_label_map_and_report(bundle, patien
     report = json.loads((out / "report.json").read_text())
     assert report["liver_volume_ml"] > 0 and report["lesion_count"] >= 0
     assert report["tumour_burden"] == pytest.approx(report["lesion_volume_ml"] / report["liver_volume_ml"], abs=1e-3)
-    # a rerun refuses the existing output before any work; --overwrite replaces our own output
-    assert main([str(patient), str(out), "--model", str(bundle)]) == 2
+    # the same command again says it is done (exit 0) and reads and writes nothing
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    assert main([str(patient), str(out), "--model", str(bundle)]) == 0
+    printed = capsys.readouterr().out
+    assert printed == (f"{out} holds the result of this model and input already; nothing to do (pass --overwrite to "
+                       "write it again)\n")
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    # another input into the same output is refused before any work
+    other = tmp_path / "other_patient"
+    shutil.copytree(patient, other)
+    (other / sorted(p.name for p in other.iterdir())[0]).touch()
+    assert main([str(other), str(out), "--model", str(bundle)]) == 2
     assert "input:" not in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
 
 
 def test_folder_with_two_series_is_refused_and_nothing_is_written(bundle, patient, tmp_path, capsys):

@@ -74,6 +74,11 @@ def liver_lesion_report(labels: np.ndarray, spacing) -> dict[str, Any]:
 def run_liver_lesions(dicom_folder, output_folder, model, *, overwrite: bool = False, uid_seed: str | None = None) -> dict:
     """The whole application (module docstring); returns the report dict.
 
+    The output folder records what made it (the bundle's fingerprint, the DICOM folder's file list
+    with sizes and mtimes; :func:`~tfmedseg.io.provenance.job_record`): the same command again says
+    so, reads and writes nothing and returns the stored report with ``"up_to_date": True``; another
+    model or input into it is refused unless ``overwrite``.
+
     Raises:
         TfMedSegError: A bad input folder, model bundle or output folder (nothing written).
     """
@@ -81,11 +86,21 @@ def run_liver_lesions(dicom_folder, output_folder, model, *, overwrite: bool = F
         load_fusion_bundle,
         segment_liver_lesions,
     )
-    from tfmedseg.io._atomic import _check_replaceable, atomic_dir, check_output_not_input
+    from tfmedseg.io._atomic import _check_replaceable, atomic_dir, check_output_not_input, holds_provenance
+    from tfmedseg.io.provenance import job_record
     from tfmedseg.io.segmentation_outputs import write_dicom_outputs
 
     dicom_folder, output_folder = Path(dicom_folder), Path(output_folder)
     check_output_not_input(output_folder, [dicom_folder, Path(model)], key=str(output_folder))
+    provenance = job_record("liver-lesions", model, dicom_folder, "folder", {"uid_seed": uid_seed}) \
+        if dicom_folder.is_dir() else None  # (not a folder: read_ct_series says so)
+    if provenance is not None and not overwrite and holds_provenance(output_folder, provenance):  # the same command again
+        print(f"{output_folder} holds the result of this model and input already; nothing to do "
+              "(pass --overwrite to write it again)")
+        try:
+            return {**json.loads((output_folder / "report.json").read_text()), "up_to_date": True}
+        except (OSError, ValueError):
+            return {"up_to_date": True}
     _check_replaceable(output_folder, overwrite, option="--overwrite")  # fail before any work
     volume = read_ct_series(dicom_folder)
     print(f"input: {dicom_folder}: CT, {volume.shape[0]} slices of {volume.shape[1]} x {volume.shape[2]}")
@@ -96,7 +111,7 @@ def run_liver_lesions(dicom_folder, output_folder, model, *, overwrite: bool = F
     labels = result.labels
     report = {"input": str(dicom_folder), "model": str(model), **liver_lesion_report(labels, volume.spacing)}
     print("writing the overlay series, DICOM-SEG, label map and report")
-    with atomic_dir(output_folder, overwrite, kind="liver_lesions", option="--overwrite") as staging:
+    with atomic_dir(output_folder, overwrite, kind="liver_lesions", option="--overwrite", provenance=provenance) as staging:
         notes = write_dicom_outputs(volume, labels, staging, label_names=LABEL_NAMES, name="tfmedseg liver lesions",
                                     opacity=0.3, window="auto", uid_seed=uid_seed)
         (staging / "report.json").write_text(json.dumps(report, indent=2))
