@@ -51,6 +51,19 @@ def trained(tmp_path_factory):
     return out / "s", result
 
 
+
+def test_candidates_load_without_optimizer_warnings(trained):
+    """Best / last / SWA weights are saved without the optimizer; loading them skips it the same way
+    (``model.load_weights`` printed Keras' "Skipping variable loading for optimizer" twice per stage of every run)."""
+    import warnings
+
+    _, result = trained
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with candidate_weights(result, "swa"):
+            pass
+    assert [str(w.message) for w in caught if "optimizer" in str(w.message)] == []
+
 def test_swa_never_replaces_the_selected_weights(trained):
     stage_dir, result = trained
     assert result.selected == "best" and set(result.candidates) == {"best", "last", "swa"}

@@ -36,6 +36,7 @@ __all__ = [
     "overlay_panels",
     "recompute_batchnorm_statistics",
     "save_weights_without_optimizer",
+    "load_weights_without_optimizer",
 ]
 
 
@@ -52,6 +53,15 @@ def save_weights_without_optimizer(model, path) -> None:
 
     skip = [model.optimizer] if getattr(model, "optimizer", None) is not None else None
     saving_lib.save_weights_only(model, str(path), objects_to_skip=skip)
+
+
+def load_weights_without_optimizer(model, path) -> None:
+    """Load weights :func:`save_weights_without_optimizer` wrote, skipping the optimizer as it did
+    (``model.load_weights`` would warn once per optimizer that the file holds none of its variables)."""
+    from keras.src.saving import saving_lib
+
+    skip = [model.optimizer] if getattr(model, "optimizer", None) is not None else None
+    saving_lib.load_weights_only(model, str(path), objects_to_skip=skip)
 
 
 def _seed_generator_states(model) -> list:

@@ -246,7 +246,9 @@ def train_stage(
     choice = select_weights or ("best" if restore_best else "trained")
     if choice != "trained":
         if choice in candidates:
-            model.load_weights(candidates[choice])
+            from tfmedseg.training.callbacks import load_weights_without_optimizer
+
+            load_weights_without_optimizer(model, candidates[choice])
             logger.info("stage %s: selected the %s weights (%s)", name, choice, candidates[choice])
         elif select_weights is not None:
             raise ConfigError(f"stage {name} has no {WEIGHT_FILES[choice]} to select", path=stage_dir)
@@ -331,7 +333,9 @@ def candidate_weights(result: StageResult, name: str):
         raise ConfigError(f"no {name} weights in this stage (candidates: {sorted(result.candidates)})", path=name)
     kept = result.model.get_weights()
     target = result.training_model if result.training_model is not None else result.model
-    target.load_weights(result.candidates[name])
+    from tfmedseg.training.callbacks import load_weights_without_optimizer
+
+    load_weights_without_optimizer(target, result.candidates[name])
     try:
         yield result.model
     finally:
