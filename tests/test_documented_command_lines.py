@@ -96,7 +96,8 @@ class _Accepted(Exception):
 @pytest.fixture
 def stop_after_parsing(monkeypatch, tmp_path):
     """Every ``ArgumentParser.parse_args`` stops the command right after parsing (outside the experiments; an
-    experiment stops after loading its config with the overrides, before it creates its run folder) and,
+    experiment stops after loading its config with the overrides and checking its options, before it looks at
+    --data-dir or creates its run folder) and,
     for a fragment (:data:`_FRAGMENT`), accepts a command line without its required options."""
     import tfmedseg.experiments.cli as cli
 
@@ -111,11 +112,11 @@ def stop_after_parsing(monkeypatch, tmp_path):
             return original(self, args, namespace)
         raise _Accepted(original(self, args, namespace))
 
-    def prepare_dir(path, what):
-        raise _Accepted(path)
+    def finished(output_dir, key):  # asked right after the config and the options were checked
+        raise _Accepted(output_dir)
 
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_args)
-    monkeypatch.setattr(cli, "prepare_dir", prepare_dir)
+    monkeypatch.setattr(cli, "finished", finished)
 
 
 def _module_main(program: str, argv: list[str]):
