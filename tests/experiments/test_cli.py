@@ -75,7 +75,9 @@ def test_help_exits_cleanly(capsys):
     with pytest.raises(SystemExit) as info:
         _parse(["--help"], [])
     assert info.value.code == 0
-    assert "--data-dir" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--data-dir" in out
+    assert out.startswith("usage: python -m tfmedseg.experiments.demo ")  # the command to type, as predict/export show it
 
 
 def test_configs_ship_in_the_package_and_resolve_by_name(tmp_path, monkeypatch):

@@ -66,7 +66,8 @@ def _configs_epilog(experiment: str) -> str:
 def build_parser(prog: str, description: str, default_config: str | os.PathLike | None) -> argparse.ArgumentParser:
     """The shared argument parser; experiments may add their own options to it."""
     experiment = experiment_name(prog)
-    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=_configs_epilog(experiment),
+    shown = prog if " " in prog else f"python -m {prog}"  # as the other commands' usage lines: the command to type
+    parser = argparse.ArgumentParser(prog=shown, description=description, epilog=_configs_epilog(experiment),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=None, metavar="NAME|FILE",
                         help=f"config name (listed below) or YAML file "
