@@ -31,6 +31,8 @@ with a GPU); the dropped lines are kept and :func:`configure_logging` shows them
 from __future__ import annotations
 
 import argparse
+import contextlib
+import faulthandler
 import importlib.abc
 import importlib.util
 import logging
@@ -39,7 +41,7 @@ import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 __all__ = [
     "add_verbosity_options",
@@ -49,6 +51,7 @@ __all__ = [
     "tensorflow_import_messages",
     "add_file_log",
     "reset_logging",
+    "native_stderr_captured",
 ]
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
@@ -175,6 +178,48 @@ def add_file_log(path: str | os.PathLike, level: int = logging.INFO) -> logging.
     if tf_logger.level == logging.NOTSET or tf_logger.level > level:
         tf_logger.setLevel(level)
     return handler
+
+
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[list[str]]:
+    """Within the block, file descriptor 2 (where C/C++ code such as TensorFlow Lite's converter and
+    runtime writes) goes to a temporary file; the yielded list receives its lines when the block ends,
+    whether it succeeds or raises. The caller decides what to show (see
+    :func:`tfmedseg.export.tflite.convert_to_tflite`).
+
+    A native crash inside the block cannot flush what was captured, so Python's ``faulthandler`` (when
+    not enabled already) reports a fatal signal on the real stderr for the duration. Nothing is
+    captured (an empty list) with ``TFMEDSEG_TF_LOGS`` set to a value other than ``0`` or where there
+    is no real fd 2.
+    """
+    lines: list[str] = []
+    if os.environ.get("TFMEDSEG_TF_LOGS", "0") not in ("", "0"):
+        yield lines
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real fd 2 (embedded interpreters)
+        yield lines
+        return
+    crash_report = not faulthandler.is_enabled()
+    try:
+        with tempfile.TemporaryFile(mode="w+b") as capture:
+            os.dup2(capture.fileno(), 2)
+            if crash_report:
+                faulthandler.enable(file=saved)
+            try:
+                yield lines
+            finally:
+                with contextlib.suppress(Exception):
+                    sys.stderr.flush()
+                os.dup2(saved, 2)
+                if crash_report:
+                    faulthandler.disable()
+                capture.seek(0)
+                lines.extend(line for line in capture.read().decode("utf-8", "replace").splitlines() if line.strip())
+    finally:
+        os.close(saved)
 
 
 def tensorflow_import_messages() -> list[str]:

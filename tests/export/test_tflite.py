@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from tfmedseg.errors import ExportError
-from tfmedseg.export.tflite import TFLiteRunner, _block_diagonal_kernel, convert_to_tflite, tflite_compatible_clone
+from tfmedseg.export.tflite import (
+    TFLiteRunner,
+    _block_diagonal_kernel,
+    _clone_walk,
+    convert_to_tflite,
+    tflite_compatible_clone,
+)
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +172,117 @@ def test_a_runtime_that_aborts_natively_becomes_an_export_error(monkeypatch):
     monkeypatch.setattr(tflite_module, "_PREPARE_CHECK", "import os; os.abort()")
     with pytest.raises(ExportError, match="SIGABRT"):
         tflite_module._check_prepares_in_child(b"not a model", "TFLite int8 model of m")
+
+
+def _builtin_ops(flatbuffer: bytes) -> set[str]:
+    """Names of the builtin operators of a TFLite flatbuffer."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    names = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    return {names[max(op.builtinCode, op.deprecatedBuiltinCode)] for op in model.operatorCodes}
+
+
+@pytest.fixture(scope="module")
+def onednn_models():
+    """A tiny model with OneDNNConv2D layers at the top level and inside a nested functional model
+    (SSD's VGG-16 is one), and its plain-Keras twin (same weights)."""
+    from tfmedseg.models.blocks.onednn_conv import OneDNNConv2D
+
+    keras.utils.set_random_seed(5)
+    inner_in = keras.Input((16, 16, 4))
+    inner = keras.Model(inner_in, OneDNNConv2D(4, 3, padding="same", activation="relu", name="inner_conv")(inner_in),
+                        name="backbone")
+    inp = keras.Input((16, 16, 3), name="image")
+    x = OneDNNConv2D(4, 3, padding="same", activation="relu", name="top_conv")(inp)
+    out = keras.layers.Conv2D(2, 1, activation="softmax", name="probabilities")(inner(x))
+    return keras.Model(inp, out)
+
+
+def test_onednn_conv2d_becomes_a_plain_conv2d_for_tflite(onednn_models, rng):
+    """OneDNNConv2D's oneDNN forward is Conv2DBackpropInput (TFLite: TRANSPOSE_CONV with a run-time
+    output shape); the TFLite clone has plain Conv2D layers with the same weights, and the
+    flatbuffer CONV_2D only."""
+    from tfmedseg.models.blocks.onednn_conv import OneDNNConv2D, onednn_fast_path_available
+
+    model = onednn_models
+    clone = tflite_compatible_clone(model)
+    layers = _clone_walk(clone)
+    assert not any(isinstance(layer, OneDNNConv2D) for layer in layers)
+    assert sum(type(layer) is keras.layers.Conv2D for layer in layers) == 3
+    x = rng.random((2, 16, 16, 3)).astype(np.float32)
+    np.testing.assert_allclose(clone.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    assert any(isinstance(layer, OneDNNConv2D) for layer in _clone_walk(model))  # the model itself is untouched
+
+    flatbuffer = convert_to_tflite(model)
+    ops = _builtin_ops(flatbuffer)
+    assert "CONV_2D" in ops and "TRANSPOSE_CONV" not in ops, ops
+    np.testing.assert_allclose(TFLiteRunner(flatbuffer)(x), model.predict(x, verbose=0), atol=1e-5)
+    if onednn_fast_path_available():  # what the rewrite avoids: the fast path's graph in TFLite
+        import tensorflow as tf
+
+        forward = tf.function(lambda image: model(image, training=False)).get_concrete_function(
+            tf.TensorSpec((None, 16, 16, 3), tf.float32))
+        assert "Conv2DBackpropInput" in {op.type for op in forward.graph.get_operations()}
+
+
+def test_tflite_routine_output_goes_to_debug_not_the_console(model_2d, rng, capfd, caplog, recwarn):
+    """A full-integer conversion and a runner print nothing of TFLite's own (the C++ ``fully_quantize``
+    line, the XNNPACK INFO line, the quantised-input-statistics UserWarning); the C++ lines are logged
+    at DEBUG."""
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="tfmedseg.export.tflite")
+    capfd.readouterr()
+    data = lambda: (rng.random((1, 16, 16, 3)).astype(np.float32) for _ in range(4))  # noqa: E731
+    runner = TFLiteRunner(convert_to_tflite(model_2d, "int8", data))
+    runner(rng.random((1, 16, 16, 3)).astype(np.float32))
+    err = capfd.readouterr().err
+    assert "fully_quantize" not in err and "XNNPACK delegate" not in err and "Statistics for quantized" not in err, err
+    assert not [w for w in recwarn if "Statistics for quantized" in str(w.message)]
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert any(m.startswith("TensorFlow Lite: fully_quantize: ") for m in debug), debug
+
+
+class _NativeConverter:
+    """Stands in for TFLite's converter: writes ``lines`` to file descriptor 2 as C++ code does, then
+    returns ``result`` or raises it."""
+
+    def __init__(self, lines, result):
+        self.lines, self.result = lines, result
+
+    def convert(self):
+        import os
+
+        os.write(2, "".join(f"{line}\n" for line in self.lines).encode())
+        if isinstance(self.result, Exception):
+            raise self.result
+        return self.result
+
+
+def test_a_failed_conversion_says_what_tflite_wrote_in_one_line(model_2d, monkeypatch, capfd):
+    """The converter's stderr during a failure is not printed: the one-line ExportError carries the
+    exception's error line and the native error line; a successful conversion's unknown stderr lines
+    are written back (only the routine ones are hidden)."""
+    import tfmedseg.export.tflite as tflite_module
+
+    failure = RuntimeError("Conversion failed.\n<unknown>:0: error: 'tf.Foo' op is neither a custom op nor a flex op\n"
+                           "<unknown>:0: note: see current operation")
+    monkeypatch.setattr(tflite_module, "_frozen_converter", lambda model: _NativeConverter(
+        ["fully_quantize: 0, inference_type: 6, input_inference_type: FLOAT32, output_inference_type: FLOAT32",
+         "loc(fused[\"Foo:\"]): error: failed to legalize operation 'tf.Foo'", "F0000 check failed: shape"], failure))
+    capfd.readouterr()
+    with pytest.raises(ExportError) as info:
+        convert_to_tflite(model_2d)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{model_2d.name}: TFLite float32 conversion failed: RuntimeError: ")
+    assert "'tf.Foo' op is neither a custom op nor a flex op" in message
+    assert "(TFLite stderr: loc(fused[\"Foo:\"]): error: failed to legalize operation 'tf.Foo')" in message
+    assert capfd.readouterr().err == ""
+
+    monkeypatch.setattr(tflite_module, "_frozen_converter", lambda model: _NativeConverter(
+        ["fully_quantize: 0, inference_type: 6, input_inference_type: FLOAT32, output_inference_type: FLOAT32",
+         "W0000 something TFLite warns about"], b"flatbuffer"))
+    assert convert_to_tflite(model_2d) == b"flatbuffer"
+    assert capfd.readouterr().err == "W0000 something TFLite warns about\n"

@@ -1,6 +1,6 @@
 """TFLite conversion (float32, float16, full-integer int8) and a LiteRT runner.
 
-Things the TFLite runtime cannot run are rewritten at export time into exact equivalents:
+Things the TFLite runtime cannot run (or runs badly) are rewritten at export time into exact equivalents:
 
 * :class:`~tfmedseg.models.blocks.separable3d.DepthwiseConv3D` (the 3D depthwise convolution of every
   3D registry model) is switched to its ``"unrolled"`` implementation (depth-shifted
@@ -11,7 +11,9 @@ Things the TFLite runtime cannot run are rewritten at export time into exact equ
 * ``MaxPooling3D`` is not a TFLite builtin (and pip runtimes lack the Flex delegate): a
   non-overlapping one (``strides == pool_size``, ``"valid"``, e.g. the seed-004 U-Nets' 2x2x2 pooling)
   becomes the exact :class:`~tfmedseg.models.blocks.resampling.ReshapeMaxPooling` (reshape +
-  reduce_max per axis); any other raises a clear :class:`~tfmedseg.errors.ExportError`.
+  reduce_max per axis); any other raises a clear :class:`~tfmedseg.errors.ExportError`;
+* :class:`~tfmedseg.models.blocks.onednn_conv.OneDNNConv2D` (SSD's VGG-16), whose oneDNN forward is a
+  ``Conv2DBackpropInput`` (``TRANSPOSE_CONV`` in TFLite), becomes a plain ``Conv2D`` (``CONV_2D``).
 
 Dynamic-range int8 is deliberately not offered: it was measured 4x slower than float32 on our CPU
 (``../shared/specs/perf-baselines.md`` section 6); full-integer int8 runs at float32 speed, 4x smaller.
@@ -20,20 +22,87 @@ Inputs and outputs stay float32 in every variant.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterable
+import re
+import sys
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
 from tfmedseg.errors import ExportError
+from tfmedseg.logs import native_stderr_captured
 
-__all__ = ["QUANTIZATIONS", "TFLiteRunner", "convert_to_tflite", "tflite_compatible_clone", "widen_constant_ranges"]
+__all__ = ["QUANTIZATIONS", "TFLITE_NOISE", "TFLiteRunner", "convert_to_tflite", "tflite_compatible_clone", "tflite_output",
+           "widen_constant_ranges"]
 
 logger = logging.getLogger(__name__)
 
 QUANTIZATIONS = ("float32", "float16", "int8")
+
+#: Lines TensorFlow Lite writes to stderr (file descriptor 2, from C++) on every successful conversion
+#: or interpreter start (regular expressions): logged at DEBUG (``-v``) instead of printed.
+TFLITE_NOISE = (
+    r"^INFO: (Created|Initialized) TensorFlow Lite",
+    r"^fully_quantize: \d+, inference_type: \d+, input_inference_type: \w+, output_inference_type: \w+$",
+    r"^I\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\] ",
+)
+_TFLITE_NOISE = tuple(re.compile(p) for p in TFLITE_NOISE)
+#: The Python warning of every full-integer conversion with float32 inputs and outputs (the statistics
+#: are those of quantised inputs, which our models never have): not shown.
+QUANTIZED_INPUT_STATS_WARNING = "Statistics for quantized inputs were expected, but not specified"
+
+
+def _is_noise(line: str) -> bool:
+    return any(p.search(line) for p in _TFLITE_NOISE)
+
+
+@contextlib.contextmanager
+def tflite_output(captured: list[str] | None = None) -> Iterator[None]:
+    """Around a TFLite conversion or interpreter start: keep TFLite's routine output off the console.
+
+    The C++ lines it writes to file descriptor 2 are captured
+    (:func:`~tfmedseg.logs.native_stderr_captured`): when the block succeeds, the routine ones
+    (:data:`TFLITE_NOISE`) are logged at DEBUG and any other line is written back to stderr as it
+    was; when it raises, every line is logged at DEBUG and left in ``captured`` for the error
+    message (:func:`_failure_detail`). The converter's :data:`QUANTIZED_INPUT_STATS_WARNING` is
+    filtered; other Python warnings pass.
+    """
+    lines: list[str] = []
+    succeeded = False
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=QUANTIZED_INPUT_STATS_WARNING, category=UserWarning)
+            with native_stderr_captured() as lines:
+                yield
+        succeeded = True
+    finally:
+        if captured is not None:
+            captured.extend(lines)
+        shown = [line for line in lines if succeeded and not _is_noise(line)]
+        for line in lines:
+            if line not in shown:
+                logger.debug("TensorFlow Lite: %s", line)
+        if shown:
+            sys.stderr.write("\n".join(shown) + "\n")
+            sys.stderr.flush()
+
+
+def _failure_detail(exc: BaseException, captured: Iterable[str] = ()) -> str:
+    """One line for a failed conversion or interpreter start: the exception's informative line (the
+    first naming an error, else its first) and, when TFLite wrote one to stderr that the exception
+    lacks, the last stderr line naming an error (else the last one that is not routine)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    first = next((line for line in lines if "error" in line.lower()), lines[0] if lines else "")
+    detail = f"{type(exc).__name__}: {first[:300]}" if first else type(exc).__name__
+    other = [line.strip() for line in captured if line.strip() and not _is_noise(line)]
+    native = next((line for line in reversed(other) if "error" in line.lower()), other[-1] if other else "")
+    if native and native not in first:
+        detail += f" (TFLite stderr: {native[:300]})"
+    return detail
 
 
 def _block_diagonal_kernel(kernel: np.ndarray, groups: int) -> np.ndarray:
@@ -49,7 +118,7 @@ def _block_diagonal_kernel(kernel: np.ndarray, groups: int) -> np.ndarray:
 def tflite_compatible_clone(model: Any) -> Any:
     """A clone of ``model`` with TFLite-incompatible layers replaced by exact equivalents.
 
-    Three rewrites (``model`` itself is returned when none applies):
+    Four rewrites (``model`` itself is returned when none applies):
 
     1. every :class:`~tfmedseg.models.blocks.separable3d.DepthwiseConv3D` not yet ``"unrolled"`` is
        switched to ``"unrolled"`` with :func:`~tfmedseg.models.blocks.separable3d.with_depthwise3d_implementation`
@@ -57,9 +126,14 @@ def tflite_compatible_clone(model: Any) -> Any:
        :class:`~tfmedseg.models.segmentation.efficient.EfficientSegmenter`, is rebuilt from its config);
     2. every grouped ``Conv3D`` becomes a plain ``Conv3D`` with a block-diagonal kernel;
     3. every non-overlapping ``MaxPooling3D`` becomes a
-       :class:`~tfmedseg.models.blocks.resampling.ReshapeMaxPooling` (identical values).
+       :class:`~tfmedseg.models.blocks.resampling.ReshapeMaxPooling` (identical values);
+    4. every :class:`~tfmedseg.models.blocks.onednn_conv.OneDNNConv2D` (SSD's VGG-16) becomes a plain
+       ``keras.layers.Conv2D`` with the same config and weights: its oneDNN forward is a
+       ``Conv2DBackpropInput``, which TFLite would run as ``TRANSPOSE_CONV`` with a run-time output
+       shape (``SHAPE``/``STRIDED_SLICE``/``CONCATENATION``) instead of one ``CONV_2D``.
 
-    Outputs agree with ``model`` to float32 round-off (different summation order).
+    Layers of nested functional (or sequential) models are rewritten too. Outputs agree with
+    ``model`` to float32 round-off (different summation order).
 
     Args:
         model: A built Keras model.
@@ -88,31 +162,74 @@ def tflite_compatible_clone(model: Any) -> Any:
         except Exception as exc:
             raise ExportError(f"cannot switch DepthwiseConv3D to 'unrolled' for TFLite: {type(exc).__name__}: {exc}",
                               path=model.name) from exc
-    if not any(_is_grouped_conv3d(layer) or isinstance(layer, keras.layers.MaxPooling3D) for layer in model.layers):
+    rewritten = [layer for layer in _clone_walk(model) if _is_grouped_conv3d(layer) or _is_onednn_conv2d(layer)
+                 or isinstance(layer, keras.layers.MaxPooling3D)]
+    if not rewritten:
         return model
 
-    grouped: dict[str, int] = {}
+    grouped: dict[int, int] = {}
+    leaves: set[int] = set()
 
     def clone(layer):
+        leaves.add(id(layer))
         if _is_grouped_conv3d(layer):
             config = layer.get_config()
-            grouped[layer.name] = config["groups"]
+            grouped[id(layer)] = config["groups"]
             config["groups"] = 1
             return keras.layers.Conv3D.from_config(config)
         if isinstance(layer, keras.layers.MaxPooling3D):
             return ReshapeMaxPooling(tuple(layer.pool_size), name=layer.name)
+        if _is_onednn_conv2d(layer):
+            return keras.layers.Conv2D.from_config(layer.get_config())
         return layer.__class__.from_config(layer.get_config())
 
     try:
-        cloned = keras.models.clone_model(model, clone_function=clone)
+        cloned = keras.models.clone_model(model, clone_function=clone, recursive=True)
     except Exception as exc:
+        if all(_is_onednn_conv2d(layer) for layer in rewritten):  # converts as it is, with TRANSPOSE_CONV
+            logger.warning("%s cannot be cloned (%s: %s); its OneDNNConv2D layers stay TRANSPOSE_CONV in TFLite",
+                           model.name, type(exc).__name__, str(exc)[:200])
+            return model
         raise ExportError(f"cannot clone the model for TFLite: {type(exc).__name__}: {exc}", path=model.name) from exc
-    for old, new in zip(model.layers, cloned.layers):
-        weights = old.get_weights()
-        if old.name in grouped and weights:
-            weights[0] = _block_diagonal_kernel(weights[0], grouped[old.name])
-        new.set_weights(weights)
+    _copy_weights(model, cloned, leaves, grouped)
     return cloned
+
+
+def _copy_weights(old: Any, new: Any, leaves: set[int], grouped: dict[int, int]) -> None:
+    """Copy the weights of ``old`` into its clone ``new`` layer by layer, descending into the nested
+    models ``clone_model`` cloned recursively (those not in ``leaves``); a grouped ``Conv3D`` kernel
+    (``grouped``: its groups) becomes its block-diagonal expansion."""
+    import keras
+
+    for old_layer, new_layer in zip(old.layers, new.layers):
+        if id(old_layer) not in leaves and isinstance(old_layer, keras.Model):
+            _copy_weights(old_layer, new_layer, leaves, grouped)
+            continue
+        weights = old_layer.get_weights()
+        if id(old_layer) in grouped and weights:
+            weights[0] = _block_diagonal_kernel(weights[0], grouped[id(old_layer)])
+        new_layer.set_weights(weights)
+
+
+def _clone_walk(model: Any) -> list[Any]:
+    """``model``'s layers as ``keras.models.clone_model(..., recursive=True)`` visits them: descending
+    into nested functional and sequential models (not into subclassed ones, which it rebuilds from
+    their config)."""
+    from keras.src.models.functional import Functional
+    from keras.src.models.sequential import Sequential
+
+    layers = []
+    for layer in model.layers:
+        layers.append(layer)
+        if isinstance(layer, (Functional, Sequential)):
+            layers.extend(_clone_walk(layer))
+    return layers
+
+
+def _is_onednn_conv2d(layer: Any) -> bool:
+    from tfmedseg.models.blocks.onednn_conv import OneDNNConv2D
+
+    return isinstance(layer, OneDNNConv2D)
 
 
 def _all_layers(model: Any) -> list[Any]:
@@ -215,14 +332,16 @@ def convert_to_tflite(
 
         converter.representative_dataset = gen
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    captured: list[str] = []
     try:
-        if quantization != "int8":
-            return converter.convert()
-        flatbuffer = _calibrate_and_quantize(converter, _float_layer_names(model))
+        with tflite_output(captured):
+            if quantization != "int8":
+                return converter.convert()
+            flatbuffer = _calibrate_and_quantize(converter, _float_layer_names(model))
     except ExportError:
         raise
     except Exception as exc:
-        raise ExportError(f"TFLite {quantization} conversion failed: {type(exc).__name__}: {str(exc)[:500]}", path=model.name) from exc
+        raise ExportError(f"TFLite {quantization} conversion failed: {_failure_detail(exc, captured)}", path=model.name) from exc
     _check_prepares_in_child(flatbuffer, f"TFLite {quantization} model of {model.name}")
     return flatbuffer
 
@@ -415,19 +534,24 @@ class TFLiteRunner:
             resolver = litert.OpResolverType
         kwargs = {"model_content": bytes(model)} if isinstance(model, (bytes, bytearray)) else {"model_path": os.fspath(model)}
         source = "model bytes" if "model_content" in kwargs else kwargs["model_path"]
+        captured: list[str] = []
         try:
-            self.interpreter = litert.Interpreter(num_threads=num_threads, **kwargs)
-            self.interpreter.allocate_tensors()
+            with tflite_output(captured):  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." -> DEBUG
+                self.interpreter = litert.Interpreter(num_threads=num_threads, **kwargs)
+                self.interpreter.allocate_tensors()
             self.delegate = "xnnpack"
         except (RuntimeError, ValueError) as exc:
             if "XNNPACK" not in str(exc):
-                raise ExportError(f"LiteRT cannot load the model: {exc}", path=source) from exc
+                raise ExportError(f"LiteRT cannot load the model: {_failure_detail(exc, captured)}", path=source) from exc
+            captured.clear()
             try:
-                self.interpreter = litert.Interpreter(
-                    num_threads=num_threads, experimental_op_resolver_type=resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES, **kwargs)
-                self.interpreter.allocate_tensors()
+                with tflite_output(captured):
+                    self.interpreter = litert.Interpreter(
+                        num_threads=num_threads, experimental_op_resolver_type=resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+                        **kwargs)
+                    self.interpreter.allocate_tensors()
             except (RuntimeError, ValueError) as exc2:
-                raise ExportError(f"LiteRT cannot prepare the model: {exc2}", path=source) from exc2
+                raise ExportError(f"LiteRT cannot prepare the model: {_failure_detail(exc2, captured)}", path=source) from exc2
             self.delegate = "builtin"
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]
