@@ -263,8 +263,11 @@ def test_server_binds_to_loopback_unless_told_otherwise(viewer_data, tmp_path, c
 
     from tfmedseg.viewer.__main__ import main
 
+    import tfmedseg.viewer.__main__ as viewer_main
+
     seen = {}
     monkeypatch.setattr(uvicorn.Server, "run", lambda self: seen.update(host=self.config.host, port=self.config.port))
+    monkeypatch.setattr(viewer_main, "_check_can_listen", lambda host, port: None)  # 8765 may be in use on this box
     args = ["--root", str(viewer_data.root), "--models", str(viewer_data.models), "--work-dir", str(tmp_path / "w")]
     assert main(args + (["--host", host] if host else [])) == 0
     captured = capsys.readouterr()

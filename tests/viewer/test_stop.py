@@ -39,3 +39,25 @@ def test_a_stopped_viewer_says_so_and_exits_128_plus_signal(tmp_path, stop_when_
     assert err.strip().splitlines() == [f"interrupted (stopped by {how}): the viewer stopped; rerun the same command to "
                                         "start it again"]
     assert list((tmp_path / "tmp").iterdir()) == []  # the temporary work folder was removed
+
+
+def test_a_port_in_use_is_one_error_line_before_anything_starts(tmp_path, capsys, monkeypatch):
+    """(Before: uvicorn logged ``[Errno 98] ... address already in use`` and the command exited 3.)"""
+    import tempfile
+
+    from tfmedseg.viewer.__main__ import main
+
+    (tmp_path / "root").mkdir()
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where the default work folder would go
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["--root", str(tmp_path / "root"), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: --port: cannot listen on 127.0.0.1:{port}: Address already in use; choose another --port "
+                   "(0 picks a free one)\n")
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert main(["--root", str(tmp_path / "root"), "--host", "no-such-host.invalid", "--port", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: --host: cannot resolve 'no-such-host.invalid'")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -58,6 +59,7 @@ def serve(args: argparse.Namespace) -> None:
 
     if not 0 <= args.port <= 65535:
         raise InvalidInputError(f"must lie in [0, 65535], got {args.port}", path="--port")
+    _check_can_listen(args.host, args.port)  # before anything is made: uvicorn would log it and exit 3
     config = ViewerConfig(args.root, args.models, work_dir=args.work_dir,
                           max_upload_mb=args.max_upload_mb if args.max_upload_mb is not None else DEFAULT_MAX_UPLOAD_MB)
     app = create_app(config)
@@ -94,6 +96,27 @@ def serve(args: argparse.Namespace) -> None:
     # SIGINT ignored (a background job) that does nothing and run() returns: report the stop like any other
     if stopped_by:
         raise SignalStop(stopped_by[0]) if stopped_by[0] != signal.SIGINT else KeyboardInterrupt()
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """Bind ``host:port`` once as uvicorn will (``SO_REUSEADDR``) and let it go again.
+
+    Raises:
+        InvalidInputError: The address cannot be used (a port in use, a host name that does not resolve or
+            is not this computer's), naming ``--port`` / ``--host``.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (OSError, UnicodeError) as exc:
+        raise InvalidInputError(f"cannot resolve {host!r}: {getattr(exc, 'strerror', None) or exc}", path="--host") from exc
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise InvalidInputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+                                    + ("; choose another --port (0 picks a free one)" if port else ""),
+                                    path="--port") from exc
 
 
 def main(argv: list[str] | None = None) -> int:
