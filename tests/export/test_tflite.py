@@ -286,3 +286,24 @@ def test_a_failed_conversion_says_what_tflite_wrote_in_one_line(model_2d, monkey
          "W0000 something TFLite warns about"], b"flatbuffer"))
     assert convert_to_tflite(model_2d) == b"flatbuffer"
     assert capfd.readouterr().err == "W0000 something TFLite warns about\n"
+
+
+def test_a_real_conversion_failure_is_one_line_naming_the_op(capfd):
+    """An op TFLite has no kernel for (``tf.math.special.bessel_i0e``): one line naming the op and
+    what the converter wrote about it; nothing of the converter's stderr on the console."""
+    import tensorflow as tf
+
+    class BesselI0e(keras.layers.Layer):
+        def call(self, x):
+            return tf.math.special.bessel_i0e(x)
+
+    inp = keras.Input((4, 4, 1), name="image")
+    model = keras.Model(inp, BesselI0e()(inp), name="bessel")
+    capfd.readouterr()
+    with pytest.raises(ExportError) as info:
+        convert_to_tflite(model)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("bessel: TFLite float32 conversion failed: ConverterError: ")
+    assert "'tf.BesselI0e' op is neither a custom op nor a flex op" in message
+    assert message.endswith("(TFLite stderr: Custom ops: BesselI0e)"), message
+    assert capfd.readouterr().err == ""

@@ -93,13 +93,17 @@ def tflite_output(captured: list[str] | None = None) -> Iterator[None]:
 
 def _failure_detail(exc: BaseException, captured: Iterable[str] = ()) -> str:
     """One line for a failed conversion or interpreter start: the exception's informative line (the
-    first naming an error, else its first) and, when TFLite wrote one to stderr that the exception
-    lacks, the last stderr line naming an error (else the last one that is not routine)."""
+    first naming an error, from its ``error:``, else its first) and, when TFLite wrote it to stderr,
+    what the exception lacks: the ops it cannot run (``Custom ops: ...`` / ``TF Select ops: ...``),
+    else its last line naming an error (else its last line that is not routine)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     first = next((line for line in lines if "error" in line.lower()), lines[0] if lines else "")
+    if "error: " in first:  # "<file>:<line>:<col>: error: 'tf.Igamma' op is neither a custom op nor a flex op"
+        first = first[first.index("error: ") + len("error: "):]
     detail = f"{type(exc).__name__}: {first[:300]}" if first else type(exc).__name__
     other = [line.strip() for line in captured if line.strip() and not _is_noise(line)]
-    native = next((line for line in reversed(other) if "error" in line.lower()), other[-1] if other else "")
+    native = "; ".join(line for line in other if re.match(r"(Custom|TF Select) ops: ", line)) or next(
+        (line for line in reversed(other) if "error" in line.lower()), other[-1] if other else "")
     if native and native not in first:
         detail += f" (TFLite stderr: {native[:300]})"
     return detail
