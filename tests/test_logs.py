@@ -101,3 +101,29 @@ def test_help_does_not_import_tensorflow():
     )
     done = _run(code)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_native_stderr_captured_takes_fd2_and_gives_it_back(capfd, monkeypatch):
+    """What C/C++ code writes to fd 2 in the block lands in the list (also when the block raises), fd 2
+    and faulthandler are as before after it; ``TFMEDSEG_TF_LOGS=1`` captures nothing."""
+    import faulthandler
+
+    import pytest
+
+    from tfmedseg.logs import native_stderr_captured
+
+    enabled = faulthandler.is_enabled()
+    capfd.readouterr()
+    with native_stderr_captured() as lines:
+        os.write(2, b"native line\n\n")
+    assert lines == ["native line"]
+    with pytest.raises(RuntimeError), native_stderr_captured() as lines:
+        os.write(2, b"before the failure\n")
+        raise RuntimeError("failed")
+    assert lines == ["before the failure"] and faulthandler.is_enabled() == enabled
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "after\n"
+    monkeypatch.setenv("TFMEDSEG_TF_LOGS", "1")
+    with native_stderr_captured() as lines:
+        os.write(2, b"shown\n")
+    assert lines == [] and capfd.readouterr().err == "shown\n"
