@@ -254,3 +254,17 @@ def test_a_first_run_refused_by_its_data_leaves_no_run_folder(tmp_path, capsys):
     (out / "liver").rmdir()
     assert experiment_main(argv, refused, **kwargs) == 2
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "log.txt"]  # there before this command: kept
+
+
+def test_a_finished_run_with_other_settings_names_them_as_options(tmp_path):
+    import json
+
+    from tfmedseg.experiments.rundir import RUN_COMPLETE, finished
+
+    key = {"config_hash": "abc", "seed": 0, "data": "phantoms:4"}
+    (tmp_path / RUN_COMPLETE).write_text(json.dumps({**key, "completed": "then"}))
+    assert finished(tmp_path, key)
+    with pytest.raises(ConfigError) as info:
+        finished(tmp_path, {**key, "config_hash": "def", "data": "phantoms:5"})
+    assert str(info.value) == (f"{tmp_path}: holds a finished run with other settings (another config (--config / "
+                               "--set), data (--data-dir / --phantom-cases)); choose a new --output-dir for a new run")

@@ -81,7 +81,7 @@ def test_rerun_of_a_finished_run(tiny_run, capsys):
     capsys.readouterr()
     assert liver_ct_2d3d.main(argv) == 0 and "holds a finished run" in capsys.readouterr().out
     assert liver_ct_2d3d.main(argv + ["--seed", "5"]) == 2  # other settings into a finished run dir
-    assert "finished run with other settings (seed differ" in capsys.readouterr().err
+    assert "finished run with other settings (another --seed); choose a new --output-dir" in capsys.readouterr().err
     assert sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*") if p.name != "log.txt") == before
 
 

@@ -49,6 +49,10 @@ def run_key(config: Any, args: argparse.Namespace) -> dict[str, Any]:
     return {"config_hash": config_hash(config), "seed": int(args.seed), "data": data}
 
 
+#: How a user knows the parts of :func:`run_key` (the config by its resolved values, not its hash).
+_SETTING_NAMES = {"config_hash": "config (--config / --set)", "seed": "--seed", "data": "data (--data-dir / --phantom-cases)"}
+
+
 def finished(output_dir: Path, key: dict[str, Any]) -> bool:
     """Whether ``output_dir`` holds a finished run of ``key`` (ConfigError: one of other settings)."""
     marker = output_dir / RUN_COMPLETE
@@ -60,9 +64,9 @@ def finished(output_dir: Path, key: dict[str, Any]) -> bool:
     except (OSError, ValueError, KeyError, TypeError):
         return False  # a damaged marker: run (resuming) again
     if previous != key:
-        differs = ", ".join(k for k in key if previous[k] != key[k])
-        raise ConfigError(f"holds a finished run with other settings ({differs} differ); choose a new --output-dir for a new run",
-                          path=output_dir)
+        differs = ", ".join(_SETTING_NAMES.get(k, k) for k in key if previous[k] != key[k])
+        raise ConfigError(f"holds a finished run with other settings (another {differs}); choose a new --output-dir for a "
+                          "new run", path=output_dir)
     return True
 
 
