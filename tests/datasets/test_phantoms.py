@@ -126,6 +126,14 @@ def test_cli_main_writes_layout(tmp_path, capsys):
     assert capsys.readouterr().out.endswith("(phantom.json); nothing to do\n")
 
 
+def test_cli_names_its_options_in_errors(tmp_path, capsys):
+    assert main(["lits", str(tmp_path / "x"), "--cases", "0"]) == 2
+    assert capsys.readouterr().err == "error: --cases: must be a positive integer, got 0\n"
+    assert main(["lits", str(tmp_path / "x"), "--seed", "-1"]) == 2
+    assert capsys.readouterr().err == "error: --seed: must be a non-negative integer, got -1\n"
+    assert not (tmp_path / "x").exists()
+
+
 def test_cli_module_entry_point(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run(

@@ -226,6 +226,7 @@ def test_an_experiment_command_stopped_while_preparing_data_says_nothing_was_lef
     assert code == 130
     assert capsys.readouterr().err.splitlines()[-1] == ("interrupted (stopped by Ctrl-C): stopped before training; nothing "
                                                         "partial was left: rerun the same command to start")
+    assert not (tmp_path / "run").exists()  # the run folder made before the phantoms is not left behind, empty
 
 
 def test_a_first_run_refused_by_its_data_leaves_no_run_folder(tmp_path, capsys):

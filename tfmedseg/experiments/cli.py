@@ -156,7 +156,13 @@ def parse_experiment_args(
         cases = args.phantom_cases or default_phantom_cases
         cache = args.cache_dir or default_cache_dir()
         prepare_dir(cache, "--cache-dir")
-        data_dir = prepare_phantoms(phantom_dataset, cache / "phantoms" / f"{phantom_dataset}-n{cases}-s{args.seed}", cases, args.seed)
+        try:
+            data_dir = prepare_phantoms(phantom_dataset, cache / "phantoms" / f"{phantom_dataset}-n{cases}-s{args.seed}", cases,
+                                        args.seed)
+        except BaseException:  # stopped or refused while generating: the run folder made above is still empty
+            if created and output_dir.is_dir() and not any(output_dir.iterdir()):
+                output_dir.rmdir()
+            raise
     else:
         data_dir = args.data_dir
     save_config(config, output_dir / "config.yaml")

@@ -14,6 +14,7 @@ import sys
 
 from tfmedseg.datasets.phantoms import MANIFEST_NAME, PHANTOM_DATASETS, ensure_phantoms, generate, manifest_matches
 from tfmedseg.command import report_user_errors
+from tfmedseg.errors import ConfigError
 from tfmedseg.logs import add_verbosity_options, configure_logging
 
 __all__ = ["main", "build_parser"]
@@ -43,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args)
 
     def go() -> None:
+        if args.cases < 1:  # the options' names, before the library's own check (which names its arguments)
+            raise ConfigError(f"must be a positive integer, got {args.cases}", path="--cases")
+        if args.seed < 0:
+            raise ConfigError(f"must be a non-negative integer, got {args.seed}", path="--seed")
         if manifest_matches(args.out_dir, args.dataset, args.cases, args.seed):  # a rerun, with or without --reuse
             print(f"{args.out_dir} holds the {args.dataset} phantom set of these arguments already ({MANIFEST_NAME}); "
                   "nothing to do")
