@@ -108,8 +108,9 @@ def _unet(keras, rank: int, size: int, filters, bn=None, concat_conv: bool = Fal
     ``concat_conv=True`` convolves ``[upsampled, skip]`` with :mod:`tfmedseg.models.blocks.concat_conv`
     (one kernel, the same parameters and function as ``Concatenate`` + ``Conv``). ``matmul_grad``
     (True / False) builds the 3x3 convolutions with the package's factory
-    :func:`tfmedseg.models.blocks.matmul_grad_conv.conv` (kernel gradient as matmuls, or not); None:
-    Keras' layers.
+    :func:`tfmedseg.models.blocks.matmul_grad_conv.conv` (kernel gradient as matmuls, or not) and the
+    upsampling with :func:`tfmedseg.models.blocks.matmul_grad_conv_transpose.conv_transpose` (both
+    gradients as matmuls, or not); None: Keras' layers.
     """
     if matmul_grad is None:
         conv = keras.layers.Conv2D if rank == 2 else keras.layers.Conv3D
@@ -118,7 +119,13 @@ def _unet(keras, rank: int, size: int, filters, bn=None, concat_conv: bool = Fal
 
         def conv(*args, **kwargs):
             return package_conv(rank, *args, matmul_grad=matmul_grad, **kwargs)
-    up = keras.layers.Conv2DTranspose if rank == 2 else keras.layers.Conv3DTranspose
+    if matmul_grad is None:
+        up = keras.layers.Conv2DTranspose if rank == 2 else keras.layers.Conv3DTranspose
+    else:
+        from tfmedseg.models.blocks.matmul_grad_conv_transpose import conv_transpose
+
+        def up(*args, **kwargs):
+            return conv_transpose(rank, *args, matmul_grad=matmul_grad, **kwargs)
     pool = keras.layers.MaxPooling2D if rank == 2 else keras.layers.MaxPooling3D
     bn = bn or keras.layers.BatchNormalization
 

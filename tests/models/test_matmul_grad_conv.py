@@ -134,27 +134,33 @@ def test_thin_layers_and_small_maps_keep_the_kernel_gradient_op():
     assert not uses_matmul_grad(thin, (1, 256, 256, 64))
     wide = conv(2, 64, 3, padding="same")
     assert uses_matmul_grad(wide, (1, 256, 256, 64)) == onednn_fast_path_available()
-    assert not uses_matmul_grad(wide, (1, 16, 16, 64))  # (18 / 16)^2 = 1.27 x the work
+    assert not uses_matmul_grad(wide, (1, 16, 16, 64))  # (17 / 16)^2 = 1.13 x the work
     wide3d = conv(3, matmul_grad_conv.MIN_CHANNELS[3], 3, padding="same")
     assert uses_matmul_grad(wide3d, (1, 16, 16, 16, 32)) == onednn_fast_path_available()
     assert not uses_matmul_grad(wide3d, (1, 8, 8, 8, 32))
 
 
 def test_matmul_overhead():
-    assert matmul_overhead((64, 64), (3, 3), 64) == pytest.approx(66 * 66 / 64**2)
-    assert matmul_overhead((8, 8, 8), (3, 3, 3), 32) == pytest.approx(1000 / 512)
-    assert matmul_overhead((64, 64), (3, 3), 24) == pytest.approx(66 * 66 / 64**2 * 32 / 24)  # 64-byte rows
+    assert matmul_overhead((64, 64), (3, 3), 64) == pytest.approx(65 * 65 / 64**2)  # one zero border per axis
+    assert matmul_overhead((8, 8, 8), (3, 3, 3), 32) == pytest.approx(729 / 512)
+    assert matmul_overhead((64, 32), (5, 3), 32) == pytest.approx(66 * 33 / (64 * 32))
+    assert matmul_overhead((64, 64), (3, 3), 24) == pytest.approx(65 * 65 / 64**2 * 32 / 24)  # 64-byte rows
 
 
-@pytest.mark.parametrize("rank", [2, 3])
-def test_kernel_grad_forms_equal_the_kernel_gradient_op(rank):
+@pytest.mark.parametrize(
+    ("spatial", "kernel"),
+    [((5, 5), (3, 3)), ((4, 7), (5, 3)), ((2, 3), (5, 5)), ((5, 5, 5), (3, 3, 3)), ((3, 4, 6), (3, 1, 5))],
+)
+def test_kernel_grad_forms_equal_the_kernel_gradient_op(spatial, kernel):
+    """Taps reaching past any edge (one zero border per axis, shared by neighbouring rows / images) add nothing."""
+    rank = len(spatial)
     rng = np.random.default_rng(4)
-    x = tf.constant(rng.normal(size=(2,) + (5,) * rank + (3,)).astype(np.float32))
-    dy = tf.constant(rng.normal(size=(2,) + (5,) * rank + (4,)).astype(np.float32))
+    x = tf.constant(rng.normal(size=(3, *spatial, 3)).astype(np.float32))
+    dy = tf.constant(rng.normal(size=(3, *spatial, 4)).astype(np.float32))
     op = tf.raw_ops.Conv2DBackpropFilter if rank == 2 else tf.raw_ops.Conv3DBackpropFilterV2
-    want = op(input=x, filter_sizes=[3] * rank + [3, 4], out_backprop=dy, strides=[1] * (rank + 2), padding="SAME")
+    want = op(input=x, filter_sizes=[*kernel, 3, 4], out_backprop=dy, strides=[1] * (rank + 2), padding="SAME")
     for im2col_bytes in (0, 500, 1 << 20):
-        got = kernel_grad_as_matmuls(x, dy, (3,) * rank, im2col_bytes)
+        got = kernel_grad_as_matmuls(x, dy, kernel, im2col_bytes)
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-4)
 
 

@@ -11,9 +11,11 @@ odd kernel the kernel gradient is, per kernel tap ``t``, one matrix product
 
 and SGEMM runs these near the matmul peak once both channel counts are wide enough
 (:data:`MIN_CHANNELS`). :func:`kernel_grad_as_matmuls` takes the shifted inputs without copying
-them: the input is zero-padded by ``k // 2`` on each side and flattened to ``[B * prod(padded
-spatial), C_in]``; the output gradient is padded (on the far side, with zeros) to the same padded
-grid and flattened. The tap ``t`` of every output position is then the row ``offset(t)`` further
+them: the input is zero-padded by ``k // 2`` on the far side of each spatial axis only (on the flat
+grid the far border of one row, plane or image is the near border of the next: every tap reaching
+past an edge lands on zeros), flattened to ``[B * prod(S + k // 2), C_in]`` and given ``front`` zero
+rows (the farthest reach back) at both ends; the output gradient is padded the same way (far side,
+zeros) and flattened. The tap ``t`` of every output position is then the row ``offset(t)`` further
 down the flat input, so ``X_t`` is the contiguous row range ``[offset(t), offset(t) + rows)`` (a
 slice TensorFlow hands out as a view of the buffer when a row is a multiple of 64 bytes, so the
 channels are zero-padded to a multiple of 16 first) and the padded positions contribute nothing
@@ -72,8 +74,9 @@ MATMUL_GRAD_DEFAULT = True
 #: oneDNN's kernel, which reads each input once, beats the memory-bound thin matmuls).
 MIN_CHANNELS = {2: 32, 3: 16}
 #: Largest :func:`matmul_overhead` per spatial rank at which the matmul kernel gradient is used (per
-#: layer: 2D loses from 32^2 down, 1.06-1.5x; 3D wins up to 16^3 and 16 x 32^2, loses at 8 x 16^2).
-MAX_OVERHEAD = {2: 1.1, 3: 1.5}
+#: layer, with one zero border per axis: 2D wins from 32^2 up (1.06), loses at 16^2 (1.13); 3D wins
+#: up to 16^3 and 16 x 32^2 (1.20, 1.13); 8^3 (1.42) and 8 x 16^2 (1.27) stay with the op).
+MAX_OVERHEAD = {2: 1.07, 3: 1.25}
 #: 2D layers with ``min(C_in, C_out)`` at least this take the im2col form (one matmul per column chunk),
 #: thinner ones one matmul per tap (per layer: 1.4x faster at 512 channels, 0.9x at 128-256).
 IM2COL_MIN_CHANNELS = 512
@@ -123,18 +126,20 @@ def kernel_grad_as_matmuls(x, dy, kernel_size, im2col_bytes: int = 0):
     spatial = [int(s) for s in x.shape[1:-1]]
     cin, cout = int(x.shape[-1]), int(dy.shape[-1])
     pads = [k // 2 for k in kernel_size]
-    padded = [s + 2 * p for s, p in zip(spatial, pads)]
+    # k // 2 zeros on the far side of each axis only: on the flat grid the far border of a row (plane,
+    # image) is also the near border of the next one, so a tap reaching past either edge lands on zeros.
+    padded = [s + p for s, p in zip(spatial, pads)]
     strides = [1] * len(padded)  # flat-row stride of each padded spatial axis
     for a in range(len(padded) - 2, -1, -1):
         strides[a] = strides[a + 1] * padded[a + 1]
     per_image = strides[0] * padded[0]
-    last = sum((k - 1) * s for k, s in zip(kernel_size, strides))  # largest tap offset
+    front = sum(p * s for p, s in zip(pads, strides))  # zero rows before the first image: the farthest reach back
     offsets = [sum(i * s for i, s in zip(tap, strides)) for tap in itertools.product(*(range(k) for k in kernel_size))]
     # Row slices are views only when a row is a multiple of 64 bytes: pad the channels up to that.
     width = -(-cin * x.dtype.size // _ROW_ALIGN_BYTES) * _ROW_ALIGN_BYTES // x.dtype.size
-    xp = tf.pad(x, [[0, 0], *([p, p] for p in pads), [0, width - cin]])
-    xf = tf.pad(tf.reshape(xp, [-1, width]), [[0, last], [0, 0]])
-    df = tf.reshape(tf.pad(dy, [[0, 0], *([0, 2 * p] for p in pads), [0, 0]]), [-1, cout])
+    xp = tf.pad(x, [[0, 0], *([0, p] for p in pads), [0, width - cin]])
+    xf = tf.pad(tf.reshape(xp, [-1, width]), [[front, front], [0, 0]])
+    df = tf.reshape(tf.pad(dy, [[0, 0], *([0, p] for p in pads), [0, 0]]), [-1, cout])
     if im2col_bytes > 0 and x.shape[0] is not None:
         rows = int(x.shape[0]) * per_image
         chunk = max(1, int(im2col_bytes) // (len(offsets) * width * x.dtype.size))
@@ -188,12 +193,12 @@ def _conv_matmul_kernel_grad(x, kernel):
 def matmul_overhead(spatial, kernel_size, cin: int, itemsize: int = 4) -> float:
     """Work of the matmul kernel gradient per useful multiply-add: padded / true pixels x padded / true channels.
 
-    The matmuls run over the zero-padded grid (``prod(S + k - 1) / prod(S)``: 1.06 at 64^2, 1.27 at
-    16^2, 1.95 at 8^3 for 3x3(x3) kernels) and over channels padded to 64-byte rows (24 -> 32: 1.33).
+    The matmuls run over the zero-padded grid (``prod(S + k // 2) / prod(S)``: 1.03 at 64^2, 1.06 at
+    32^2, 1.13 at 16^2, 1.42 at 8^3 for 3x3(x3) kernels) and over channels padded to 64-byte rows (24 -> 32: 1.33).
     """
     padded = valid = 1
     for s, k in zip(spatial, kernel_size):
-        padded, valid = padded * (int(s) + int(k) - 1), valid * int(s)
+        padded, valid = padded * (int(s) + int(k) // 2), valid * int(s)
     width = -(-int(cin) * itemsize // _ROW_ALIGN_BYTES) * _ROW_ALIGN_BYTES // itemsize
     return padded / valid * width / int(cin)
 
