@@ -21,7 +21,8 @@ needs_onednn = pytest.mark.skipif(not onednn_fast_path_available(), reason="matm
 
 @pytest.fixture
 def record_calls(monkeypatch):
-    """Returns the list of (input shape, kernel shape) per matmul-gradient transposed convolution traced."""
+    """3D too (off by default: RANKS); returns the list of (input, kernel shape) per matmul-gradient layer traced."""
+    monkeypatch.setattr(mct, "RANKS", (2, 3))
     calls = []
     real = mct._conv_transpose_matmul_grads
     monkeypatch.setattr(mct, "_conv_transpose_matmul_grads",
@@ -114,6 +115,13 @@ def test_other_transposed_convolutions_are_keras_own(kwargs, record_calls):
     if kwargs.get("data_format") != "channels_first":  # the CPU has no channels-first transposed conv
         layer(tf.zeros(shape))
     assert record_calls == []
+
+
+def test_three_dimensional_layers_keep_keras_gradients_by_default():
+    layer = conv_transpose(3, 4, 2, strides=2)
+    layer.build((1, 2, 2, 2, 3))
+    assert not uses_matmul_grad(layer)
+    assert uses_matmul_grad(conv_transpose(2, 4, 2, strides=2)) == onednn_fast_path_available()
 
 
 def test_factory_and_serialization():
