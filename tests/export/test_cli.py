@@ -306,7 +306,18 @@ def test_tflite_into_another_models_version_is_refused(run_dir, other_run_dir, t
         err = capsys.readouterr().err
         assert err.startswith(f"error: {out}: holds {says}") and err.count("\n") == 1, err
     (out / OUTPUT_MARKER).write_text(json.dumps(marker))
+    before = _tree(out)
 
+    # --overwrite would leave m/1 without its SavedModel: TF Serving could not load it, refused
+    assert main(["--model", str(other_run_dir), "--format", "tflite", "--output", str(out), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out}: a version folder with TFLite files only (it would replace the SavedModel there)")
+    assert _tree(out) == before
+
+    out = tmp_path / "m_tflite" / "1"  # a base path of TFLite-only versions: --overwrite replaces another model's
+    assert main(["--model", str(path), "--format", "tflite", "--output", str(out)]) == 0
+    assert main(["--model", str(other_run_dir), "--format", "tflite", "--output", str(out)]) == 2
+    assert "holds the export of another model" in capsys.readouterr().err
     assert main(["--model", str(other_run_dir), "--format", "tflite", "--output", str(out), "--overwrite"]) == 0
     assert sorted(p.name for p in out.iterdir() if p.name != OUTPUT_MARKER) == [
         "metadata.json", "model_float16.tflite", "model_float32.tflite", "model_int8.tflite"]
@@ -315,3 +326,23 @@ def test_tflite_into_another_models_version_is_refused(run_dir, other_run_dir, t
     capsys.readouterr()
     assert main(["--model", str(other_run_dir), "--format", "tflite", "--output", str(out)]) == 0
     assert capsys.readouterr().out.startswith(f"{out} holds this export of {other_run_dir} (tflite) already; nothing to do")
+
+
+def test_tflite_only_version_beside_savedmodel_versions_is_refused(run_dir, tmp_path, capsys):
+    """TF Serving takes every numeric folder of a base path as a version and loads the newest: a
+    ``--format tflite`` version ``<name>/<N>`` without saved_model.pb beside SavedModel versions is
+    refused before any work (exit 2, one line naming the SavedModel versions and the ways out), also
+    with ``--overwrite``; into a non-numeric folder or a base path of TFLite-only versions it is written."""
+    path, _ = run_dir
+    root = tmp_path / "m"
+    assert main(["--model", str(path), "--format", "savedmodel", "--output", str(root / "1")]) == 0
+    capsys.readouterr()
+    for extra in ([], ["--overwrite"]):
+        assert main(["--model", str(path), "--format", "tflite", "--output", str(root / "2"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {root / '2'}: a version folder with TFLite files only beside the SavedModel "
+                              f"versions of {root} (1): TF Serving") and err.count("\n") == 1, err
+        assert f"--output {root / '1'}" in err and "--format all" in err and f"--output {tmp_path / 'm_tflite' / '2'}" in err
+        assert sorted(p.name for p in root.iterdir()) == ["1"]
+    assert main(["--model", str(path), "--format", "tflite", "--output", str(tmp_path / "m_tflite" / "2")]) == 0
+    assert (tmp_path / "m_tflite" / "2" / "model_float32.tflite").is_file()

@@ -4,6 +4,8 @@ No TF Serving binary can be installed on our machines, so the client is tested a
 server, which implements the same two APIs on top of exported SavedModels on 127.0.0.1:
 
 * gRPC ``tensorflow.serving.PredictionService/Predict`` (the real protos from tensorflow-serving-api);
+* TF Serving's default version policy: the newest numeric folder of each base path is loaded, and one
+  without ``saved_model.pb`` fails to load (:class:`ServableLoadError`, TF Serving's message);
 * REST ``POST /v1/models/<name>[/versions/<v>]:predict`` (columnar ``inputs`` or row ``instances``,
   ``{"b64": ...}`` for bytes) and ``GET /v1/models/<name>`` (status).
 
@@ -44,14 +46,32 @@ def _cause_line(exc: Exception) -> str:
     return (useful or lines or [type(exc).__name__])[0][:500]
 
 
+class ServableLoadError(RuntimeError):
+    """A model's version could not be loaded (TF Serving: the server does not start)."""
+
+
+def _load_latest(name: str, root: Path) -> dict[int, object]:
+    """TF Serving's default version policy (``latest``, one version): every numeric child of the base
+    path is a version, whatever it holds, and the highest is loaded; one without ``saved_model.pb``
+    fails with TF Serving's message (bundle_shim) instead of falling back to an older version."""
+    versions = {int(p.name): p for p in Path(root).iterdir() if p.name.isdigit()}
+    if not versions:
+        raise ServableLoadError(f"No versions of servable {name} found under base path {root}")
+    latest = max(versions)
+    if not (versions[latest] / "saved_model.pb").is_file():
+        raise ServableLoadError(
+            f"Loading servable: {{name: {name} version: {latest}}} failed: Not found: Specified file path does not "
+            f"appear to contain a SavedModel bundle (should have a file called `saved_model.pb`)\n"
+            f"Specified file path: {versions[latest]}")
+    return {latest: tf.saved_model.load(str(versions[latest]))}
+
+
 class ModelStore:
-    """``saved_models/<name>/<version>`` directories, loaded once, called by signature."""
+    """``saved_models/<name>/<version>`` directories, the newest version of each loaded once, called by
+    signature."""
 
     def __init__(self, roots: dict[str, Path]):
-        self.models: dict[str, dict[int, object]] = {}
-        for name, root in roots.items():
-            versions = {int(p.name): tf.saved_model.load(str(p)) for p in Path(root).iterdir() if p.name.isdigit()}
-            self.models[name] = versions
+        self.models: dict[str, dict[int, object]] = {name: _load_latest(name, Path(root)) for name, root in roots.items()}
         self._lock = threading.Lock()
 
     def run(self, name: str, version: int | None, signature: str, inputs: dict[str, object]) -> dict[str, np.ndarray]:

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 sys.path.insert(0, str(Path(__file__).parent))
-from standin import StandInServer  # noqa: E402
+from standin import ModelStore, ServableLoadError, StandInServer  # noqa: E402
 
 from tfmedseg.errors import ServingError  # noqa: E402
 from tfmedseg.export.savedmodel import export_savedmodel  # noqa: E402
@@ -36,6 +36,7 @@ def server(tmp_path_factory):
     path = export_savedmodel(model, root / "1", spec=SPEC, model_name="tiny")
     with StandInServer({"tiny": root}, max_bytes=1 << 20) as srv:
         srv.reference = tf.saved_model.load(str(path))
+        srv.store_root = path
         yield srv
 
 
@@ -119,3 +120,19 @@ def test_unreachable_server_is_retried_then_reported():
 def test_unknown_protocol():
     with pytest.raises(ServingError, match="protocol"):
         ServingClient("tiny", protocol="soap")
+
+
+def test_standin_loads_the_newest_version_and_fails_on_one_without_a_savedmodel(server, tmp_path):
+    """Like TF Serving (latest policy): every numeric folder is a version, the newest is loaded, and a
+    TFLite-only newest version fails to load instead of falling back to the SavedModel beside it."""
+    import shutil
+
+    root = tmp_path / "tiny"
+    shutil.copytree(server.store_root, root / "1")
+    (root / "2").mkdir()
+    (root / "2" / "model_float32.tflite").write_bytes(b"TFL3")
+    (root / "tflite").mkdir()  # not a version: ignored
+    with pytest.raises(ServableLoadError, match=r"version: 2\} failed.*saved_model\.pb"):
+        ModelStore({"tiny": root})
+    shutil.rmtree(root / "2")
+    assert sorted(ModelStore({"tiny": root}).models["tiny"]) == [1]

@@ -167,6 +167,7 @@ def export(args: argparse.Namespace) -> None:
     add_to = False
     if args.format == "tflite":
         add_to = _check_tflite_output(args.output, args.overwrite, recorded, provenance, args.model)
+        _check_not_a_tflite_only_version(args.output, keeps_savedmodel=add_to and "savedmodel" in recorded["formats"])
     else:
         check_export_dir(args.output, args.overwrite, option="--overwrite")
     provenance = {**provenance, "formats": sorted(formats | (set(recorded["formats"]) if add_to else set()))}
@@ -244,6 +245,35 @@ def _export(args: argparse.Namespace, bundle: Any, name: str, provenance: dict[s
             meta["tflite"] = report
             with atomic_file(meta_path, ".json") as tmp:
                 Path(tmp).write_text(json.dumps(meta, indent=2, default=str))
+
+
+def _check_not_a_tflite_only_version(output: Path, keeps_savedmodel: bool) -> None:
+    """Refuse to leave a version folder with TFLite files only in a TF Serving model base path.
+
+    TF Serving's file-system source takes every numeric child of a model's base path as a version (it
+    does not look inside) and, with the default ``latest`` policy, loads the highest one; a folder
+    without ``saved_model.pb`` fails to load ("Specified file path does not appear to contain a
+    SavedModel bundle"): a fresh server does not serve the model, a running one logs the failure. So
+    ``--format tflite`` may not write (or, with ``--overwrite``, leave) a numeric ``<name>/<N>`` without a
+    SavedModel while ``<name>`` holds SavedModel versions. A base path of TFLite-only versions (not
+    served) is fine.
+
+    Raises:
+        ExportError: Naming ``output``, the SavedModel versions beside it and the ways out.
+    """
+    if keeps_savedmodel or not output.name.isdigit() or not output.parent.is_dir():
+        return
+    served = sorted((p for p in output.parent.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()),
+                    key=lambda p: int(p.name))
+    if not served:
+        return
+    replaces = " (it would replace the SavedModel there)" if output in served else ""
+    raise ExportError(
+        f"a version folder with TFLite files only{replaces} beside the SavedModel versions of {output.parent} "
+        f"({', '.join(p.name for p in served)}): TF Serving loads the newest numeric folder there and fails without "
+        f"saved_model.pb; add the TFLite files to a SavedModel version of this export (--output {served[-1]}), export "
+        f"both (--format all), or write them outside that model folder (e.g. --output "
+        f"{output.parent.with_name(output.parent.name + '_tflite') / output.name})", path=output)
 
 
 def _check_tflite_output(output: Path, overwrite: bool, recorded: dict[str, Any] | None, provenance: dict[str, Any],
