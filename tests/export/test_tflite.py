@@ -309,3 +309,25 @@ def test_a_real_conversion_failure_is_one_line_naming_the_op(capfd):
     assert "'tf.BesselI0e' op is neither a custom op nor a flex op" in message
     assert message.endswith("(TFLite stderr: Custom ops: BesselI0e)"), message
     assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize("split_per_group", [True, False], ids=["cpu_per_group", "gpu_grouped_kernel"])
+def test_grouped_conv2d_converts_to_builtins_and_matches_keras(split_per_group, rng, monkeypatch):
+    """GroupedConv2D (seed-003 ResNeXt): traced per group (CPU: SPLIT, CONV_2D, CONCATENATION) or as
+    TensorFlow's grouped Conv2D (a GPU host), strided and dilated, the float32 flatbuffer has builtin
+    ops only and gives Keras' outputs within 1e-5."""
+    import tfmedseg.models.blocks.grouped_conv as grouped_conv
+
+    monkeypatch.setattr(grouped_conv, "split_groups_here", lambda: split_per_group)
+    keras.utils.set_random_seed(6)
+    inp = keras.Input((16, 16, 8), name="image")
+    x = grouped_conv.GroupedConv2D(8, 3, groups=4, padding="same", activation="relu")(inp)
+    x = grouped_conv.GroupedConv2D(16, 3, strides=2, groups=2, padding="same")(x)
+    x = grouped_conv.GroupedConv2D(16, 3, dilation_rate=2, groups=8, padding="same")(x)
+    model = keras.Model(inp, keras.layers.Conv2D(2, 1, activation="softmax", name="probabilities")(x))
+    flatbuffer = convert_to_tflite(model, "float32")
+    ops = _builtin_ops(flatbuffer)
+    assert "CONV_2D" in ops and not ops & {"CUSTOM", "DELEGATE"}, ops
+    assert ("SPLIT" in ops) == split_per_group, ops
+    xs = rng.random((2, 16, 16, 8)).astype(np.float32)
+    np.testing.assert_allclose(TFLiteRunner(flatbuffer)(xs), model.predict(xs, verbose=0), atol=1e-5)
