@@ -268,7 +268,7 @@ def test_the_same_export_into_another_version_says_where_it_is(run_dir, tmp_path
     assert capsys.readouterr().out == (f"{root / '1'} holds this export of {path} (savedmodel) already; nothing to do "
                                        f"(pass --overwrite to export it again as {root / '2'})\n")
     assert _tree(root) == before and [p.name for p in root.iterdir()] == ["1"]
-    assert main(["--model", str(path), "--format", "tflite", "--output", str(root / "2")]) == 0  # a format v1 lacks
+    assert main(["--model", str(path), "--format", "all", "--output", str(root / "2")]) == 0  # a format v1 lacks
     assert "holds this export" not in capsys.readouterr().out and (root / "2" / "model_float32.tflite").is_file()
 
     assert main(["--model", str(path), "--output", str(root / "2"), "--overwrite"]) == 0  # asked for: written
