@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from layer_parity import assert_close_scaled, outputs_and_gradients, with_same_weights
 
 from tfmedseg.models.blocks import matmul_grad_conv
 from tfmedseg.models.blocks.concat_conv import concat_conv
@@ -34,36 +35,7 @@ def record_calls(monkeypatch):
 
 
 def _pair(rank: int, shape, **kwargs):
-    ref = (keras.layers.Conv2D if rank == 2 else keras.layers.Conv3D)(**kwargs)
-    ours = conv(rank, **kwargs)
-    ref.build(shape)
-    ours.build(shape)
-    rng = np.random.default_rng(0)
-    weights = [rng.normal(size=w.shape).astype(np.float32) * 0.3 for w in ref.get_weights()]
-    ref.set_weights(weights)
-    ours.set_weights(weights)
-    return ref, ours
-
-
-def _outputs_and_gradients(layers, x, signature=None):
-    @tf.function(input_signature=signature)
-    def run(x):
-        out = []
-        for layer in layers:
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                y = layer(x)
-                loss = tf.reduce_sum(tf.sin(y))
-            out.append([y, *tape.gradient(loss, [x, *layer.trainable_weights])])
-        return out
-
-    return [[t.numpy() for t in group] for group in run(x)]
-
-
-def _assert_close(got, want):
-    for g, w in zip(got, want):
-        scale = max(float(np.abs(w).max()), 1e-6)
-        np.testing.assert_allclose(g / scale, w / scale, rtol=0, atol=2e-6)
+    return with_same_weights((keras.layers.Conv2D if rank == 2 else keras.layers.Conv3D)(**kwargs), conv(rank, **kwargs), shape)
 
 
 @needs_onednn
@@ -83,8 +55,8 @@ def test_matches_keras_with_gradients(rank, shape, kwargs, im2col_bytes, record_
     ref, ours = _pair(rank, shape, padding="same", **kwargs)
     assert uses_matmul_grad(ours, shape)
     x = tf.constant(np.random.default_rng(1).normal(size=shape).astype(np.float32))
-    want, got = _outputs_and_gradients([ref, ours], x)
-    _assert_close(got, want)
+    want, got = outputs_and_gradients([ref, ours], x)
+    assert_close_scaled(got, want)
     assert record_calls == [im2col_bytes]
 
 
@@ -95,8 +67,8 @@ def test_unknown_batch_size_uses_the_per_tap_form(rank, record_calls, monkeypatc
     shape = (3,) + (6,) * rank + (4,)
     ref, ours = _pair(rank, shape, filters=5, kernel_size=3, padding="same")
     x = tf.constant(np.random.default_rng(2).normal(size=shape).astype(np.float32))
-    want, got = _outputs_and_gradients([ref, ours], x, [tf.TensorSpec((None, *shape[1:]), tf.float32)])
-    _assert_close(got, want)
+    want, got = outputs_and_gradients([ref, ours], x, [tf.TensorSpec((None, *shape[1:]), tf.float32)])
+    assert_close_scaled(got, want)
     assert record_calls == [4096]  # asked for chunks; the batch is unknown, so it took the per-tap form
 
 
@@ -116,8 +88,8 @@ def test_other_convolutions_are_keras_own(kwargs, record_calls):
     ref, ours = _pair(2, shape, **kwargs)
     assert not uses_matmul_grad(ours, shape)
     x = tf.constant(np.random.default_rng(3).normal(size=shape).astype(np.float32))
-    want, got = _outputs_and_gradients([ref, ours], x)
-    _assert_close(got, want)
+    want, got = outputs_and_gradients([ref, ours], x)
+    assert_close_scaled(got, want)
     assert record_calls == []
 
 
@@ -230,8 +202,8 @@ def test_concat_conv_takes_the_matmul_gradient(rank, record_calls):
         return [g.numpy() for g in tape.gradient(loss, model.trainable_weights)]
 
     want = grads(reference)
-    _assert_close(grads(ours), want)
+    assert_close_scaled(grads(ours), want)
     assert len(record_calls) == 2
-    _assert_close(grads(off), want)
+    assert_close_scaled(grads(off), want)
     assert len(record_calls) == 2
     assert off.layers[-1].get_config()["matmul_grad"] is False

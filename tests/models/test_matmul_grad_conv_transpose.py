@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from layer_parity import assert_close_scaled, outputs_and_gradients, with_same_weights
 
 from tfmedseg.models.blocks import matmul_grad_conv_transpose as mct
 from tfmedseg.models.blocks.matmul_grad_conv import onednn_fast_path_available
@@ -31,38 +32,7 @@ def record_calls(monkeypatch):
 
 
 def _pair(rank: int, shape, **kwargs):
-    ref = (keras.layers.Conv2DTranspose if rank == 2 else keras.layers.Conv3DTranspose)(**kwargs)
-    ours = conv_transpose(rank, **kwargs)
-    ref.build(shape)
-    ours.build(shape)
-    rng = np.random.default_rng(0)
-    weights = [rng.normal(size=w.shape).astype(np.float32) * 0.3 for w in ref.get_weights()]
-    ref.set_weights(weights)
-    ours.set_weights(weights)
-    return ref, ours
-
-
-def _outputs_and_gradients(layers, x, signature=None):
-    @tf.function(input_signature=signature)
-    def run(x):
-        out = []
-        for layer in layers:
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                y = layer(x)
-                loss = tf.reduce_sum(tf.sin(y))
-            out.append([y, *tape.gradient(loss, [x, *layer.trainable_weights])])
-        return out
-
-    return [[t.numpy() for t in group] for group in run(x)]
-
-
-def _assert_close(got, want):
-    assert len(got) == len(want)
-    for g, w in zip(got, want):
-        assert g.shape == w.shape
-        scale = max(float(np.abs(w).max()), 1e-6)
-        np.testing.assert_allclose(g / scale, w / scale, rtol=0, atol=2e-6)
+    return with_same_weights((keras.layers.Conv2DTranspose if rank == 2 else keras.layers.Conv3DTranspose)(**kwargs), conv_transpose(rank, **kwargs), shape)
 
 
 @needs_onednn
@@ -80,8 +50,8 @@ def _assert_close(got, want):
 def test_matches_keras_with_gradients(rank, shape, kwargs, record_calls):
     ref, ours = _pair(rank, shape, **kwargs)
     x = tf.constant(np.random.default_rng(1).normal(size=shape).astype(np.float32))
-    want, got = _outputs_and_gradients([ref, ours], x)
-    _assert_close(got, want)
+    want, got = outputs_and_gradients([ref, ours], x)
+    assert_close_scaled(got, want)
     np.testing.assert_array_equal(got[0], want[0])  # the forward is TensorFlow's own op
     assert len(record_calls) == 1
 
@@ -93,8 +63,8 @@ def test_unknown_batch_and_spatial_sizes(rank, record_calls):
     ref, ours = _pair(rank, shape, filters=2, kernel_size=2, strides=2)
     x = tf.constant(np.random.default_rng(2).normal(size=shape).astype(np.float32))
     signature = [tf.TensorSpec((None,) * (rank + 1) + (3,), tf.float32)]
-    want, got = _outputs_and_gradients([ref, ours], x, signature)
-    _assert_close(got, want)
+    want, got = outputs_and_gradients([ref, ours], x, signature)
+    assert_close_scaled(got, want)
     assert len(record_calls) == 1
 
 

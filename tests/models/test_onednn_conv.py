@@ -6,20 +6,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from layer_parity import with_same_weights
 
 from tfmedseg.models.blocks.onednn_conv import OneDNNConv2D, onednn_fast_path_available
 
 
 def _pair(kw, shape):
-    rng = np.random.default_rng(0)
-    ref = keras.layers.Conv2D(**kw)
-    ours = OneDNNConv2D(**kw)
-    ref.build(shape)
-    ours.build(shape)
-    weights = [rng.normal(size=w.shape).astype(np.float32) * 0.3 for w in ref.get_weights()]
-    ref.set_weights(weights)
-    ours.set_weights(weights)
-    return ref, ours
+    return with_same_weights(keras.layers.Conv2D(**kw), OneDNNConv2D(**kw), shape)
 
 
 @pytest.mark.parametrize(
