@@ -47,7 +47,8 @@ from tfmedseg.experiments.arguments import (
     resolve_config_path,
 )
 from tfmedseg.experiments.outputs import describe_outputs, print_outputs
-from tfmedseg.experiments.rundir import LOG_NAME, RUN_COMPLETE, RunComplete, finished, mark_complete, run_key
+from tfmedseg.experiments.rundir import (LOG_NAME, RUN_COMPLETE, RunComplete, finished, mark_complete, remove_unstarted,
+                                         run_key)
 from tfmedseg.logs import add_file_log, configure_logging
 
 __all__ = ["ExperimentContext", "parse_experiment_args", "experiment_main", "make_main", "default_cache_dir",
@@ -160,8 +161,8 @@ def parse_experiment_args(
             data_dir = prepare_phantoms(phantom_dataset, cache / "phantoms" / f"{phantom_dataset}-n{cases}-s{args.seed}", cases,
                                         args.seed)
         except BaseException:  # stopped or refused while generating: the run folder made above is still empty
-            if created and output_dir.is_dir() and not any(output_dir.iterdir()):
-                output_dir.rmdir()
+            if created:
+                remove_unstarted(output_dir)
             raise
     else:
         data_dir = args.data_dir
@@ -213,27 +214,10 @@ def experiment_main(argv: list[str] | None, run: Callable[[ExperimentContext], A
         for handler in handlers:
             logging.getLogger().removeHandler(handler)
             handler.close()
-    if code == 2 and started:
-        _remove_if_nothing_ran(started[0])
+    if code == 2 and started and started[0].created_output_dir:
+        remove_unstarted(started[0].output_dir)  # a user error before any stage wrote: no partial output
     return code
 
-
-#: What a run folder holds before its experiment has written anything of its own.
-_STARTED_ONLY = {"config.yaml", LOG_NAME}
-
-
-def _remove_if_nothing_ran(ctx: ExperimentContext) -> None:
-    """After a user error (bad data, a bad value the experiment checks): remove the run folder this
-    command made when it holds nothing but the resolved config and the log (no stage started), so a
-    failed first run leaves no partial output; a folder with any progress in it stays."""
-    folder = ctx.output_dir
-    if not ctx.created_output_dir or folder.is_symlink() or not folder.is_dir():
-        return
-    entries = list(folder.iterdir())
-    if all(p.name in _STARTED_ONLY and p.is_file() and not p.is_symlink() for p in entries):
-        for p in entries:
-            p.unlink()
-        folder.rmdir()
 
 
 def make_main(run: Callable[[ExperimentContext], Any], prog: str | None = None, config_cls: type | None = None,

@@ -2,7 +2,8 @@
 
 A killed run resumes from its last checkpoint (each stage's ``backup/``); a finished run
 (:data:`RUN_COMPLETE` there, written last) with the same config, seed and data says so and exits 0;
-a finished run with other settings is refused. :data:`LOG_NAME` is the run's log file.
+a finished run with other settings is refused; a first run refused or stopped before any stage wrote
+leaves no run folder behind (:func:`remove_unstarted`). :data:`LOG_NAME` is the run's log file.
 """
 
 from __future__ import annotations
@@ -79,3 +80,20 @@ def mark_complete(ctx) -> None:
     info = {**(ctx.run_key or {}), "completed": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     with atomic_file(ctx.output_dir / RUN_COMPLETE, ".json") as tmp:
         Path(tmp).write_text(json.dumps(info, indent=1) + "\n")
+
+
+#: What a run folder holds before its experiment has written anything of its own.
+_STARTED_ONLY = {"config.yaml", LOG_NAME}
+
+
+def remove_unstarted(folder: Path) -> None:
+    """Remove ``folder``, a run folder this command made, while it holds nothing but the resolved config
+    and the log (or nothing): a first run refused (bad data, a bad value) or stopped before any stage
+    wrote leaves no partial output. A folder with anything else in it, or a link, stays."""
+    if folder.is_symlink() or not folder.is_dir():
+        return
+    entries = list(folder.iterdir())
+    if all(p.name in _STARTED_ONLY and p.is_file() and not p.is_symlink() for p in entries):
+        for p in entries:
+            p.unlink()
+        folder.rmdir()
