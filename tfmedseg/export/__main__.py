@@ -20,6 +20,7 @@ import numpy as np
 import tfmedseg  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads)
 from tfmedseg.command import report_user_errors
 from tfmedseg.errors import ExportError, TfMedSegError
+from tfmedseg.export.versions import version_dirs
 from tfmedseg.io._atomic import atomic_dir, atomic_file
 from tfmedseg.logs import add_verbosity_options, configure_logging
 from tfmedseg.progress import progress
@@ -214,11 +215,10 @@ def _holds_export(recorded: dict[str, Any] | None, provenance: dict[str, Any], f
 def _sibling_version_holding(output: Path, provenance: dict[str, Any], formats: set[str]) -> Path | None:
     """The highest other version beside the version folder ``output`` (``<name>/<N>``) that holds
     this export with ``formats``: TF Serving would serve the same model twice under two versions."""
-    if not output.name.isdigit() or not output.parent.is_dir():
+    if not output.name.isdigit():
         return None
-    siblings = [p for p in output.parent.iterdir() if p.name.isdigit() and p.name != output.name]
-    for version in sorted(siblings, key=lambda p: int(p.name), reverse=True):
-        if _holds_export(_recorded_export(version), provenance, formats):
+    for version in version_dirs(output.parent):
+        if version.name != output.name and _holds_export(_recorded_export(version), provenance, formats):
             return version
     return None
 
@@ -261,10 +261,9 @@ def _check_not_a_tflite_only_version(output: Path, keeps_savedmodel: bool) -> No
     Raises:
         ExportError: Naming ``output``, the SavedModel versions beside it and the ways out.
     """
-    if keeps_savedmodel or not output.name.isdigit() or not output.parent.is_dir():
+    if keeps_savedmodel or not output.name.isdigit():
         return
-    served = sorted((p for p in output.parent.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()),
-                    key=lambda p: int(p.name))
+    served = [p for p in reversed(version_dirs(output.parent)) if (p / "saved_model.pb").is_file()]
     if not served:
         return
     replaces = " (it would replace the SavedModel there)" if output in served else ""

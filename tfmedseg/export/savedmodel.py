@@ -116,9 +116,10 @@ class SegmentationServingModule(tf.Module):
 
 def next_version(model_root: str | os.PathLike) -> int:
     """The next free integer version under ``<root>/<model_name>`` (1 when empty)."""
-    root = Path(model_root)
-    versions = [int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit()] if root.is_dir() else []
-    return max(versions, default=0) + 1
+    from tfmedseg.export.versions import version_dirs
+
+    versions = version_dirs(model_root)
+    return int(versions[0].name) + 1 if versions else 1
 
 
 def _legacy_export(export_dir: Path) -> bool:

@@ -18,11 +18,19 @@ from typing import Iterable
 
 import numpy as np
 
-__all__ = ["weights_fingerprint", "identical_version", "record_fingerprint", "next_export_dir", "export_once", "FINGERPRINT_FILE"]
+__all__ = ["version_dirs", "weights_fingerprint", "identical_version", "record_fingerprint", "next_export_dir", "export_once", "FINGERPRINT_FILE"]
 
 _log = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "fingerprint.json"
+
+
+def version_dirs(model_root: str | os.PathLike) -> list[Path]:
+    """The version folders of ``model_root`` (numeric children, as TF Serving counts them), highest first."""
+    root = Path(model_root)
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name), reverse=True)
 
 
 def weights_fingerprint(models: Iterable) -> str:
@@ -38,11 +46,7 @@ def weights_fingerprint(models: Iterable) -> str:
 
 def identical_version(model_root: str | os.PathLike, fingerprint: str) -> Path | None:
     """The highest version under ``model_root`` exported from weights with ``fingerprint``, or None."""
-    root = Path(model_root)
-    if not root.is_dir():
-        return None
-    versions = sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name), reverse=True)
-    for version in versions:
+    for version in version_dirs(model_root):
         try:
             if json.loads((version / FINGERPRINT_FILE).read_text()).get("weights_sha256") == fingerprint:
                 return version
