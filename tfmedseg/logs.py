@@ -181,6 +181,40 @@ def add_file_log(path: str | os.PathLike, level: int = logging.INFO) -> logging.
 
 
 @contextlib.contextmanager
+def _stderr_fd_captured(crash_report: bool = False) -> Iterator[list[str] | None]:
+    """Within the block, file descriptor 2 goes to a temporary file; the yielded list receives the
+    captured text (one string) when the block ends, whether it succeeds or raises. Yields None (and
+    captures nothing) where there is no real fd 2 (embedded interpreters). ``crash_report``: Python's
+    ``faulthandler`` (when not enabled already) reports a fatal signal on the real stderr meanwhile.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real fd 2
+        yield None
+        return
+    texts: list[str] = []
+    crash_report = crash_report and not faulthandler.is_enabled()
+    try:
+        with tempfile.TemporaryFile(mode="w+b") as capture:
+            os.dup2(capture.fileno(), 2)
+            if crash_report:
+                faulthandler.enable(file=saved)
+            try:
+                yield texts
+            finally:
+                with contextlib.suppress(Exception):
+                    sys.stderr.flush()
+                os.dup2(saved, 2)
+                if crash_report:
+                    faulthandler.disable()
+                capture.seek(0)
+                texts.append(capture.read().decode("utf-8", "replace"))
+    finally:
+        os.close(saved)
+
+
+@contextlib.contextmanager
 def native_stderr_captured() -> Iterator[list[str]]:
     """Within the block, file descriptor 2 (where C/C++ code such as TensorFlow Lite's converter and
     runtime writes) goes to a temporary file; the yielded list receives its lines when the block ends,
@@ -196,30 +230,13 @@ def native_stderr_captured() -> Iterator[list[str]]:
     if os.environ.get("TFMEDSEG_TF_LOGS", "0") not in ("", "0"):
         yield lines
         return
+    texts = None
     try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):  # no real fd 2 (embedded interpreters)
-        yield lines
-        return
-    crash_report = not faulthandler.is_enabled()
-    try:
-        with tempfile.TemporaryFile(mode="w+b") as capture:
-            os.dup2(capture.fileno(), 2)
-            if crash_report:
-                faulthandler.enable(file=saved)
-            try:
-                yield lines
-            finally:
-                with contextlib.suppress(Exception):
-                    sys.stderr.flush()
-                os.dup2(saved, 2)
-                if crash_report:
-                    faulthandler.disable()
-                capture.seek(0)
-                lines.extend(line for line in capture.read().decode("utf-8", "replace").splitlines() if line.strip())
+        with _stderr_fd_captured(crash_report=True) as texts:
+            yield lines
     finally:
-        os.close(saved)
+        if texts:
+            lines.extend(line for line in texts[0].splitlines() if line.strip())
 
 
 def tensorflow_import_messages() -> list[str]:
@@ -248,31 +265,18 @@ class _QuietLoader(importlib.abc.Loader):
         return self._loader.create_module(spec)
 
     def exec_module(self, module) -> None:
+        gpus = texts = None
         try:
-            sys.stderr.flush()
-            saved = os.dup(2)
-        except (OSError, ValueError, AttributeError):  # no real fd 2 (embedded interpreters)
-            self._loader.exec_module(module)
-            return
-        with tempfile.TemporaryFile(mode="w+b") as capture:
-            os.dup2(capture.fileno(), 2)
-            gpus = None
-            try:
+            with _stderr_fd_captured() as texts:
                 self._loader.exec_module(module)
-                try:  # the CUDA platform is probed here, inside the capture, not at the first op
-                    gpus = module.config.list_physical_devices("GPU")
-                except Exception:  # pragma: no cover - a broken CUDA install: TF reports it later
-                    gpus = None
-            finally:
-                try:
-                    sys.stderr.flush()
-                except Exception:  # pragma: no cover
-                    pass
-                os.dup2(saved, 2)
-                os.close(saved)
-                capture.seek(0)
-                text = capture.read().decode("utf-8", "replace")
-                rest = text if gpus else _filter_stderr_lines(text)  # a GPU machine keeps TF's lines
+                if texts is not None:  # fd 2 captured: the CUDA platform is probed here, not at the first op
+                    try:
+                        gpus = module.config.list_physical_devices("GPU")
+                    except Exception:  # pragma: no cover - a broken CUDA install: TF reports it later
+                        gpus = None
+        finally:
+            if texts:
+                rest = texts[0] if gpus else _filter_stderr_lines(texts[0])  # a GPU machine keeps TF's lines
                 if rest:
                     sys.stderr.write(rest)
                     sys.stderr.flush()
