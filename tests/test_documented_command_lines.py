@@ -204,3 +204,11 @@ def test_every_savedmodel_the_docs_export_is_served_by_deploy_models_config():
                 written.add(match.group(1))
     assert written - served == set(), f"written by the docs' commands but not served: {sorted(written - served)}"
     assert served - written == set(), f"served but written by nothing documented: {sorted(served - written)}"
+
+
+def test_no_page_names_a_path_of_the_developers_machine():
+    """The docs, README and CHANGELOG name no path under ``/work/`` (the developers' box: scratch scripts, queue
+    wrappers, virtual environments a user does not have); a figure from a one-off script says so instead."""
+    found = [f"{page}:{number}: {line.strip()}" for page in [*PAGES, "CHANGELOG.md"]
+             for number, line in enumerate((REPO / page).read_text().splitlines(), 1) if "/work/" in line]
+    assert not found, "pages naming /work/ paths:\n" + "\n".join(found)
