@@ -311,7 +311,8 @@ def test_tflite_into_another_models_version_is_refused(run_dir, other_run_dir, t
     # --overwrite would leave m/1 without its SavedModel: TF Serving could not load it, refused
     assert main(["--model", str(other_run_dir), "--format", "tflite", "--output", str(out), "--overwrite"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: {out}: a version folder with TFLite files only (it would replace the SavedModel there)")
+    assert err.startswith(f"error: {out}: would replace its SavedModel with TFLite files only; TF Serving fails") and (
+        "Use this export's SavedModel version as --output, --format all, or --output" in err), err
     assert _tree(out) == before
 
     out = tmp_path / "m_tflite" / "1"  # a base path of TFLite-only versions: --overwrite replaces another model's
@@ -340,9 +341,33 @@ def test_tflite_only_version_beside_savedmodel_versions_is_refused(run_dir, tmp_
     for extra in ([], ["--overwrite"]):
         assert main(["--model", str(path), "--format", "tflite", "--output", str(root / "2"), *extra]) == 2
         err = capsys.readouterr().err
-        assert err.startswith(f"error: {root / '2'}: a version folder with TFLite files only beside the SavedModel "
-                              f"versions of {root} (1): TF Serving") and err.count("\n") == 1, err
-        assert f"--output {root / '1'}" in err and "--format all" in err and f"--output {tmp_path / 'm_tflite' / '2'}" in err
+        assert err == (f"error: {root / '2'}: would hold TFLite files only beside SavedModel versions (1); TF Serving "
+                       f"fails on such a version. Use --output {root / '1'}, --format all, or --output "
+                       f"{tmp_path / 'm_tflite' / '2'}\n"), err
         assert sorted(p.name for p in root.iterdir()) == ["1"]
     assert main(["--model", str(path), "--format", "tflite", "--output", str(tmp_path / "m_tflite" / "2")]) == 0
     assert (tmp_path / "m_tflite" / "2" / "model_float32.tflite").is_file()
+
+
+def test_export_names_an_unservable_newest_version_left_by_an_older_export(run_dir, tmp_path, capsys):
+    """A newest numeric folder without saved_model.pb beside SavedModel versions (TFLite files only, as an older
+    tfmedseg's ``--format tflite`` wrote) is the version TF Serving's ``latest`` policy loads and fails on: the
+    export command says so in one warning line naming the folder and the way out, touching nothing there; once a
+    newer SavedModel version exists, nothing is said."""
+    path, _ = run_dir
+    root = tmp_path / "m"
+    assert main(["--model", str(path), "--format", "savedmodel", "--output", str(root / "1")]) == 0
+    assert capsys.readouterr().err == ""
+    old = root / "2"
+    old.mkdir()
+    (old / "model_float32.tflite").write_bytes(b"TFL3")
+    (old / "metadata.json").write_text("{}")
+    warning = (f"warning: {old}: newest version of {root} but no saved_model.pb (TFLite files only?): TF Serving loads "
+               f"it and fails; move it out, e.g. to {tmp_path / 'm_tflite' / '2'}\n")
+    assert main(["--model", str(path), "--format", "tflite", "--output", str(root / "1")]) == 0  # added to 1
+    assert capsys.readouterr().err == warning
+    assert main(["--model", str(path), "--format", "tflite", "--output", str(root / "1")]) == 0  # nothing to do
+    assert capsys.readouterr().err == warning
+    assert sorted(p.name for p in old.iterdir()) == ["metadata.json", "model_float32.tflite"]
+    assert main(["--model", str(path), "--format", "all", "--output", str(root / "3"), "--overwrite"]) == 0
+    assert capsys.readouterr().err == ""

@@ -20,7 +20,7 @@ import numpy as np
 import tfmedseg  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads)
 from tfmedseg.command import report_user_errors
 from tfmedseg.errors import ExportError, TfMedSegError
-from tfmedseg.export.versions import version_dirs
+from tfmedseg.export.versions import unservable_newest_version, version_dirs
 from tfmedseg.io._atomic import atomic_dir, atomic_file
 from tfmedseg.logs import add_verbosity_options, configure_logging
 from tfmedseg.progress import progress
@@ -134,6 +134,7 @@ def _export_outside_the_model(args: argparse.Namespace) -> None:
 
     check_output_not_input(args.output, [args.model])
     export(args)
+    warn_unservable_newest_version(args.output)
 
 
 def export(args: argparse.Namespace) -> None:
@@ -168,7 +169,7 @@ def export(args: argparse.Namespace) -> None:
     add_to = False
     if args.format == "tflite":
         add_to = _check_tflite_output(args.output, args.overwrite, recorded, provenance, args.model)
-        _check_not_a_tflite_only_version(args.output, keeps_savedmodel=add_to and "savedmodel" in recorded["formats"])
+        _check_not_a_tflite_only_version(args.output, add_to and "savedmodel" in recorded["formats"], provenance)
     else:
         check_export_dir(args.output, args.overwrite, option="--overwrite")
     provenance = {**provenance, "formats": sorted(formats | (set(recorded["formats"]) if add_to else set()))}
@@ -247,7 +248,7 @@ def _export(args: argparse.Namespace, bundle: Any, name: str, provenance: dict[s
                 Path(tmp).write_text(json.dumps(meta, indent=2, default=str))
 
 
-def _check_not_a_tflite_only_version(output: Path, keeps_savedmodel: bool) -> None:
+def _check_not_a_tflite_only_version(output: Path, keeps_savedmodel: bool, provenance: dict[str, Any]) -> None:
     """Refuse to leave a version folder with TFLite files only in a TF Serving model base path.
 
     TF Serving's file-system source takes every numeric child of a model's base path as a version (it
@@ -259,20 +260,40 @@ def _check_not_a_tflite_only_version(output: Path, keeps_savedmodel: bool) -> No
     served) is fine.
 
     Raises:
-        ExportError: Naming ``output``, the SavedModel versions beside it and the ways out.
+        ExportError: One line naming ``output``, the SavedModel versions beside it and the three ways out:
+            the SavedModel version of this export (``provenance``) as ``--output``, ``--format all``, or a
+            model folder of its own (``<name>_tflite/<N>``).
     """
     if keeps_savedmodel or not output.name.isdigit():
         return
     served = [p for p in reversed(version_dirs(output.parent)) if (p / "saved_model.pb").is_file()]
     if not served:
         return
-    replaces = " (it would replace the SavedModel there)" if output in served else ""
-    raise ExportError(
-        f"a version folder with TFLite files only{replaces} beside the SavedModel versions of {output.parent} "
-        f"({', '.join(p.name for p in served)}): TF Serving loads the newest numeric folder there and fails without "
-        f"saved_model.pb; add the TFLite files to a SavedModel version of this export (--output {served[-1]}), export "
-        f"both (--format all), or write them outside that model folder (e.g. --output "
-        f"{output.parent.with_name(output.parent.name + '_tflite') / output.name})", path=output)
+    own = next((p for p in reversed(served) if p != output and _holds_export(_recorded_export(p), provenance, {"savedmodel"})),
+               None)
+    what = ("would replace its SavedModel with TFLite files only" if output in served else
+            f"would hold TFLite files only beside SavedModel versions ({', '.join(p.name for p in served)})")
+    first = f"--output {own}" if own is not None else "this export's SavedModel version as --output"
+    raise ExportError(f"{what}; TF Serving fails on such a version. Use {first}, --format all, or "
+                      f"--output {output.parent.with_name(output.parent.name + '_tflite') / output.name}", path=output)
+
+
+def warn_unservable_newest_version(output: Path) -> None:
+    """Say so (one line on stderr) when the newest numeric folder beside the version folder ``output``
+    has no ``saved_model.pb`` while SavedModel versions sit beside it.
+
+    Such a folder (TFLite files only, e.g. written by a tfmedseg older than the refusal in
+    :func:`_check_not_a_tflite_only_version`) is the version TF Serving's default ``latest`` policy loads,
+    and it fails to load: the model is not served. Nothing is moved (not ours to move); the line names the
+    folder and the way out.
+    """
+    if not output.name.isdigit():
+        return
+    folder = unservable_newest_version(output.parent)
+    if folder is not None:
+        print(f"warning: {folder}: newest version of {output.parent} but no saved_model.pb (TFLite files only?): TF "
+              f"Serving loads it and fails; move it out, e.g. to "
+              f"{output.parent.with_name(output.parent.name + '_tflite') / folder.name}", file=sys.stderr)
 
 
 def _check_tflite_output(output: Path, overwrite: bool, recorded: dict[str, Any] | None, provenance: dict[str, Any],

@@ -18,7 +18,7 @@ from typing import Iterable
 
 import numpy as np
 
-__all__ = ["version_dirs", "weights_fingerprint", "identical_version", "record_fingerprint", "next_export_dir", "export_once", "FINGERPRINT_FILE"]
+__all__ = ["version_dirs", "unservable_newest_version", "weights_fingerprint", "identical_version", "record_fingerprint", "next_export_dir", "export_once", "FINGERPRINT_FILE"]
 
 _log = logging.getLogger(__name__)
 
@@ -31,6 +31,16 @@ def version_dirs(model_root: str | os.PathLike) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name), reverse=True)
+
+
+def unservable_newest_version(model_root: str | os.PathLike) -> Path | None:
+    """The newest version folder of ``model_root`` when it has no ``saved_model.pb`` while an older one has
+    (e.g. TFLite files only, written by an older tfmedseg): TF Serving's default ``latest`` policy loads that
+    folder and fails; None otherwise (also for a model folder of TFLite-only versions, which is not served)."""
+    versions = version_dirs(model_root)
+    if len(versions) < 2 or (versions[0] / "saved_model.pb").is_file():
+        return None
+    return versions[0] if any((v / "saved_model.pb").is_file() for v in versions[1:]) else None
 
 
 def weights_fingerprint(models: Iterable) -> str:
