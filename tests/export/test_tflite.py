@@ -331,3 +331,35 @@ def test_grouped_conv2d_converts_to_builtins_and_matches_keras(split_per_group, 
     assert ("SPLIT" in ops) == split_per_group, ops
     xs = rng.random((2, 16, 16, 8)).astype(np.float32)
     np.testing.assert_allclose(TFLiteRunner(flatbuffer)(xs), model.predict(xs, verbose=0), atol=1e-5)
+
+
+def test_subclassed_ssd_is_rebuilt_with_plain_conv2d_for_tflite(rng, caplog):
+    """``clone_model`` cannot clone a subclassed model, so the ``SSD`` class itself (not ``ssd.network``) used to
+    keep its OneDNNConv2D layers (a warning, then TRANSPOSE_CONV in TFLite): it is rebuilt from its config with
+    plain Conv2D layers and the same weights; the model itself is untouched and nothing is warned."""
+    import logging
+
+    import tensorflow as tf
+
+    from tfmedseg.models.blocks.onednn_conv import OneDNNConv2D
+    from tfmedseg.models.detection.ssd import SSD, SSDConfig, build_ssd
+
+    keras.utils.set_random_seed(3)
+    ssd = build_ssd(SSDConfig.tiny())
+    caplog.set_level(logging.WARNING, logger="tfmedseg.export.tflite")
+    clone = tflite_compatible_clone(ssd)
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
+    assert isinstance(clone, SSD) and clone is not ssd
+    conv2d = [layer for layer in _clone_walk(clone.network) if isinstance(layer, keras.layers.Conv2D)]
+    assert conv2d and not any(isinstance(layer, OneDNNConv2D) for layer in conv2d)
+    assert sum(isinstance(layer, OneDNNConv2D) for layer in _clone_walk(ssd.network)) == 13  # VGG-16's, untouched
+    x = rng.random((1, 64, 64, 1)).astype(np.float32)
+    raw, raw_clone = ssd.network(x), clone.network(x)
+    for key in ("class_logits", "box_deltas"):
+        np.testing.assert_allclose(np.asarray(raw_clone[key]), np.asarray(raw[key]), atol=1e-4, rtol=1e-5)
+    detections, detections_clone = ssd(x), clone(x)
+    np.testing.assert_array_equal(np.asarray(detections_clone["num_detections"]), np.asarray(detections["num_detections"]))
+    np.testing.assert_allclose(np.asarray(detections_clone["scores"]), np.asarray(detections["scores"]), atol=1e-5)
+    forward = tf.function(lambda image: clone.network(image, training=False)).get_concrete_function(
+        tf.TensorSpec((1, 64, 64, 1), tf.float32))
+    assert "Conv2DBackpropInput" not in {op.type for op in forward.graph.get_operations()}

@@ -136,8 +136,11 @@ def tflite_compatible_clone(model: Any) -> Any:
        ``Conv2DBackpropInput``, which TFLite would run as ``TRANSPOSE_CONV`` with a run-time output
        shape (``SHAPE``/``STRIDED_SLICE``/``CONCATENATION``) instead of one ``CONV_2D``.
 
-    Layers of nested functional (or sequential) models are rewritten too. Outputs agree with
-    ``model`` to float32 round-off (different summation order).
+    Layers of nested functional (or sequential) models are rewritten too. A subclassed model that
+    ``clone_model`` cannot clone (e.g. :class:`~tfmedseg.models.detection.ssd.SSD` around its VGG-16) and whose
+    only rewrites are ``OneDNNConv2D`` layers is rebuilt from its config with ``Conv2D`` in their place
+    (:func:`_rebuilt_with_plain_conv2d`); if that fails too, it is returned as it is with a warning. Outputs
+    agree with ``model`` to float32 round-off (different summation order).
 
     Args:
         model: A built Keras model.
@@ -190,13 +193,48 @@ def tflite_compatible_clone(model: Any) -> Any:
     try:
         cloned = keras.models.clone_model(model, clone_function=clone, recursive=True)
     except Exception as exc:
-        if all(_is_onednn_conv2d(layer) for layer in rewritten):  # converts as it is, with TRANSPOSE_CONV
-            logger.warning("%s cannot be cloned (%s: %s); its OneDNNConv2D layers stay TRANSPOSE_CONV in TFLite",
-                           model.name, type(exc).__name__, str(exc)[:200])
-            return model
+        if all(_is_onednn_conv2d(layer) for layer in rewritten):  # a subclassed model such as SSD: rebuild it
+            try:
+                return _rebuilt_with_plain_conv2d(model)
+            except Exception as rebuild_exc:  # converts as it is, with TRANSPOSE_CONV
+                logger.warning("%s cannot be cloned (%s: %s) nor rebuilt from its config (%s: %s); its OneDNNConv2D "
+                               "layers stay TRANSPOSE_CONV in TFLite", model.name, type(exc).__name__, str(exc)[:200],
+                               type(rebuild_exc).__name__, str(rebuild_exc)[:200])
+                return model
         raise ExportError(f"cannot clone the model for TFLite: {type(exc).__name__}: {exc}", path=model.name) from exc
     _copy_weights(model, cloned, leaves, grouped)
     return cloned
+
+
+def _rebuilt_with_plain_conv2d(model: Any) -> Any:
+    """``model`` rebuilt from its serialized config with every ``OneDNNConv2D`` in it (at any depth, e.g. the
+    VGG-16 backbone inside a subclassed :class:`~tfmedseg.models.detection.ssd.SSD`, which ``clone_model``
+    cannot clone) deserialized as a plain ``keras.layers.Conv2D`` (same config), and ``model``'s weights set
+    in their order (same variables, same shapes).
+
+    Raises:
+        Exception: Whatever the round trip raises (an incomplete ``get_config``, other weights): the caller
+            keeps ``model``.
+    """
+    import keras
+
+    plain = keras.saving.serialize_keras_object(keras.layers.Conv2D(1, 1))
+
+    def swap(node: Any) -> Any:
+        if isinstance(node, list):
+            return [swap(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        node = {key: swap(value) for key, value in node.items()}
+        if node.get("registered_name") == _ONEDNN_CONV2D_NAME:
+            node.update(module=plain["module"], class_name=plain["class_name"], registered_name=plain["registered_name"])
+        return node
+
+    rebuilt = keras.saving.deserialize_keras_object(swap(keras.saving.serialize_keras_object(model)))
+    if any(_is_onednn_conv2d(layer) for layer in _all_layers(rebuilt)):
+        raise ValueError("OneDNNConv2D layers left after the rebuild")
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
 
 
 def _copy_weights(old: Any, new: Any, leaves: set[int], grouped: dict[int, int]) -> None:
@@ -228,6 +266,10 @@ def _clone_walk(model: Any) -> list[Any]:
         if isinstance(layer, (Functional, Sequential)):
             layers.extend(_clone_walk(layer))
     return layers
+
+
+#: ``registered_name`` of :class:`~tfmedseg.models.blocks.onednn_conv.OneDNNConv2D` in a serialized config.
+_ONEDNN_CONV2D_NAME = "tfmedseg>OneDNNConv2D"
 
 
 def _is_onednn_conv2d(layer: Any) -> bool:
