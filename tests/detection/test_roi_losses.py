@@ -128,12 +128,43 @@ def test_ssd_hard_negative_mining_keeps_hardest():
     assert tf.rank(losses.scale_for_replicas(tf.constant(2.0))) == 0
 
 
-def test_mask_head_deconv_as_matmul_equals_the_keras_layer():
-    from tfmedseg.models.detection.heads import MaskHead
+def test_mask_head_upsamples_with_the_shared_matmul_gradient_transposed_conv(tmp_path, monkeypatch):
+    """MaskHead's x2 deconvolution is the library's MatmulGradConv2DTranspose (it carried its own matmul +
+    depth_to_space form): output ``(2i + a, 2j + b)`` is ``relu(x[i, j] @ K[a, b]^T + bias)`` (the former form,
+    in numpy), outputs and gradients match Keras' ``Conv2DTranspose`` with the same weights, and a weight file
+    of a head built with Keras' layer (as before) loads into it with the same masks."""
+    import keras
+    from layer_parity import assert_close_scaled, outputs_and_gradients, with_same_weights
 
-    head = MaskHead(3, filters=8, num_convs=1, upsample=True)
+    from tfmedseg.models.blocks.matmul_grad_conv_transpose import MatmulGradConv2DTranspose
+    from tfmedseg.models.detection import heads
+
+    head = heads.MaskHead(3, filters=8, num_convs=1, upsample=True)
+    assert type(head.deconv) is MatmulGradConv2DTranspose and head.deconv.name == "mrcnn_mask_deconv"
     rng = np.random.default_rng(0)
     head(tf.constant(rng.normal(size=(1, 1, 5, 5, 6)).astype(np.float32)))
     head.deconv.bias.assign(rng.normal(size=8).astype(np.float32))
-    x = tf.constant(rng.normal(size=(4, 5, 5, 8)).astype(np.float32))
-    np.testing.assert_allclose(head._upsample(x), head.deconv(x), atol=1e-5)
+    x = rng.normal(size=(4, 5, 5, 8)).astype(np.float32)
+    kernel, bias = (w.numpy() for w in (head.deconv.kernel, head.deconv.bias))  # [a, b, out, in], [out]
+    want = np.einsum("nijc,aboc->niajbo", x, kernel).reshape(4, 10, 10, 8) + bias
+    np.testing.assert_allclose(head.deconv(x).numpy(), np.maximum(want, 0), atol=1e-5)
+
+    keras_layer, ours = with_same_weights(keras.layers.Conv2DTranspose(8, 2, strides=2, activation="relu"),
+                                          heads.conv_transpose(2, 8, 2, strides=2, activation="relu"), (None, 5, 5, 8))
+    got, ref = outputs_and_gradients([ours, keras_layer], tf.constant(x))
+    assert_close_scaled(got, ref)
+
+    def wrapped(head):
+        inputs = keras.Input((2, 5, 5, 6))
+        return keras.Model(inputs, head(inputs))
+
+    keras.utils.set_random_seed(1)
+    with monkeypatch.context() as patch:  # the head as it was built before: Keras' own Conv2DTranspose
+        patch.setattr(heads, "conv_transpose", lambda rank, *args, **kwargs: keras.layers.Conv2DTranspose(*args, **kwargs))
+        before = wrapped(heads.MaskHead(3, filters=8, num_convs=1, upsample=True, name="mask_head"))
+    assert type(before.layers[1].deconv) is keras.layers.Conv2DTranspose
+    before.save_weights(tmp_path / "before.weights.h5")
+    after = wrapped(heads.MaskHead(3, filters=8, num_convs=1, upsample=True, name="mask_head"))
+    after.load_weights(tmp_path / "before.weights.h5")
+    rois = rng.normal(size=(2, 2, 5, 5, 6)).astype(np.float32)
+    np.testing.assert_allclose(after(rois).numpy(), before(rois).numpy(), atol=1e-6)

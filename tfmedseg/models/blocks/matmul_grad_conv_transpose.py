@@ -13,8 +13,7 @@ and ``W`` the kernel as ``[C_in, prod(k) * filters]`` both gradients are single 
 The forward stays TensorFlow's op (``tf.nn.conv_transpose``, as in Keras), so outputs, SavedModel
 and TFLite graphs are Keras' own (:class:`tfmedseg.models.blocks.matmul_grad_conv.Conv2D` does the
 same for the 3x3 convolutions). ``MaskHead``'s x2 deconvolution
-(:mod:`tfmedseg.models.detection.heads`) computes its forward as a matmul too; this layer is the
-general, drop-in form.
+(:mod:`tfmedseg.models.detection.heads`) is this layer too.
 
 :class:`MatmulGradConv2DTranspose` / :class:`MatmulGradConv3DTranspose` are
 ``keras.layers.Conv2DTranspose`` / ``Conv3DTranspose`` (same arguments, config and weights; classes

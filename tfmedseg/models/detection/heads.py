@@ -18,6 +18,7 @@ import keras
 import numpy as np  # noqa: F401  (doctest)
 import tensorflow as tf
 from tfmedseg.config import attribute_config
+from tfmedseg.models.blocks.matmul_grad_conv_transpose import conv_transpose
 from tfmedseg.models.blocks.normalization import batch_norm
 
 __all__ = ["BoxClassHead", "MaskHead"]
@@ -152,7 +153,9 @@ class MaskHead(keras.layers.Layer):
         reg = keras.regularizers.L2(weight_decay) if weight_decay > 0 else None
         self.convs = [keras.layers.Conv2D(filters, 3, padding="same", kernel_regularizer=reg, name=f"mrcnn_mask_conv{i + 1}") for i in range(num_convs)]
         self.bns = [batch_norm(name=f"mrcnn_mask_bn{i + 1}") for i in range(num_convs)]
-        self.deconv = keras.layers.Conv2DTranspose(filters, 2, strides=2, activation="relu", kernel_regularizer=reg, name="mrcnn_mask_deconv") if upsample else None
+        # the U-Nets' matmul-gradient transposed conv (Keras' Conv2DTranspose, same weights and forward op)
+        self.deconv = conv_transpose(2, filters, 2, strides=2, activation="relu", kernel_regularizer=reg,
+                                     name="mrcnn_mask_deconv") if upsample else None
         self.out = keras.layers.Conv2D(num_classes, 1, activation="sigmoid", kernel_regularizer=reg, name="mrcnn_mask")
 
     def build(self, input_shape):
@@ -171,26 +174,9 @@ class MaskHead(keras.layers.Layer):
         for conv, bn in zip(self.convs, self.bns):
             x = tf.nn.relu(bn(conv(x), training=training))
         if self.deconv is not None:
-            x = self._upsample(x)
+            x = self.deconv(x)
         x = self.out(x)
         return tf.reshape(x, tf.concat([[b, r], tf.shape(x)[1:]], 0))
-
-    def _upsample(self, x):
-        """The x2 deconv (``Conv2DTranspose(filters, 2, strides=2)`` + ReLU) as one matmul + ``depth_to_space``.
-
-        With kernel 2 and stride 2 the output cells do not overlap: output pixel ``(2i + a, 2j + b)``
-        is ``x[i, j] @ K[a, b]^T``. The matmul form gives the same values as the Keras layer (same
-        kernel variable) and its gradient avoids oneDNN's slow transposed-convolution filter gradient.
-        """
-        k = tf.cast(self.deconv.kernel, x.dtype)  # [2, 2, filters_out, channels_in]
-        c_in, f = x.shape[-1], k.shape[2]
-        w = tf.reshape(tf.transpose(k, [3, 0, 1, 2]), [c_in, 4 * f])  # columns ordered (a, b, o)
-        shape = tf.shape(x)
-        y = tf.reshape(tf.matmul(tf.reshape(x, [-1, c_in]), w), [shape[0], shape[1], shape[2], 4 * f])
-        y = tf.nn.depth_to_space(y, 2)
-        if self.deconv.use_bias:
-            y = y + tf.cast(self.deconv.bias, y.dtype)
-        return tf.nn.relu(y)
 
     def get_config(self):
         return attribute_config(super().get_config(), self, "num_classes", "filters", "num_convs", "upsample", "weight_decay")
