@@ -138,3 +138,67 @@ def test_gaussian_noise_equals_the_reference_normals(rng, shape):
         return _add_normal(v, seed, 2, tf.constant(std))
 
     np.testing.assert_allclose(dynamic(tf.constant(x)).numpy(), x + z * std, rtol=0, atol=1e-6)
+
+
+def _chi2_pvalue(counts: np.ndarray) -> float:
+    from scipy import stats
+
+    counts = counts.ravel()
+    return stats.chisquare(counts, np.full(counts.shape, counts.sum() / counts.size)).pvalue
+
+
+def test_noise_words_are_uniform_independent_and_keyed():
+    """The counter-hash words under the noise: every bit fair, the 16-bit halves (the table indices) and the
+    bytes uniform, no dependence between a word's two halves, neighbouring words, or streams of nearby
+    seeds; a pure function of the seed."""
+    import tensorflow as tf
+
+    from tfmedseg.augment._common import _hash_words, _hash_words_xla
+
+    n = 1 << 18
+    seed = tf.constant([3, 4], tf.int32)
+    words = _hash_words_xla(seed, n).numpy().view(np.uint32)
+    assert words.dtype == np.uint32 and words.shape == (n,)
+    np.testing.assert_array_equal(words, _hash_words(seed, n).numpy().view(np.uint32))  # eager == XLA
+    np.testing.assert_array_equal(words, _hash_words_xla(seed, n).numpy().view(np.uint32))  # reproducible
+    assert np.unique(words).size == n  # a permutation of the counters: no repeated word
+    bits = (words[:, None] >> np.arange(32, dtype=np.uint32)) & 1
+    assert np.abs(bits.mean(0) - 0.5).max() < 5 * 0.5 / np.sqrt(n)  # each bit fair within 5 sigma
+    low, high = words & 0xFFFF, words >> 16
+    for half in (low, high):
+        assert _chi2_pvalue(np.bincount(half, minlength=1 << 16)) > 1e-4  # the 65536 table indices
+        assert _chi2_pvalue(np.bincount(half & 0xFF, minlength=256)) > 1e-4
+        assert _chi2_pvalue(np.bincount(half >> 8, minlength=256)) > 1e-4
+    # pairs on a 64 x 64 grid (top 6 bits): the two halves of a word (normals 2i, 2i + 1), neighbouring words,
+    # words 2 apart, and the same counter under seeds that differ in one bit / by one in either word
+    pairs = [(low, high), (high[:-1], high[1:]), (low[:-2], low[2:])]
+    for other in ([3, 5], [2, 4], [3 + (1 << 20), 4], [4, 4]):
+        w2 = _hash_words_xla(tf.constant(other, tf.int32), n).numpy().view(np.uint32)
+        assert (w2 == words).mean() < 1e-3
+        pairs.append((high, w2 >> 16))
+        flipped = np.unpackbits((words ^ w2).view(np.uint8)).mean()
+        assert abs(flipped - 0.5) < 0.005
+    for a, b in pairs:
+        assert _chi2_pvalue(np.bincount((a >> 10) * 64 + (b >> 10), minlength=64 * 64)) > 1e-4
+    # an int64 seed uses all four 32-bit halves
+    w64 = _hash_words_xla(tf.constant([3, 4 + (1 << 40)], tf.int64), 1024).numpy()
+    assert (w64 != _hash_words_xla(tf.constant([3, 4], tf.int64), 1024).numpy()).mean() > 0.99
+
+
+def test_gaussian_noise_layer_is_seeded_and_fresh_per_batch():
+    """RandomGaussianNoise: the same seed gives the same noise, consecutive batches and other seeds get
+    uncorrelated noise of the right strength."""
+    from tfmedseg.augment import RandomGaussianNoise
+
+    x = np.zeros((4, 64, 64, 1), np.float32)
+    a = RandomGaussianNoise(stddev=0.5, seed=11)
+    first, second = a(x, training=True).numpy(), a(x, training=True).numpy()
+    again = RandomGaussianNoise(stddev=0.5, seed=11)(x, training=True).numpy()
+    other = RandomGaussianNoise(stddev=0.5, seed=12)(x, training=True).numpy()
+    np.testing.assert_array_equal(first, again)
+    for z in (first, second, other):
+        assert abs(z.std() - 0.5) < 0.01 and abs(z.mean()) < 0.01
+    for z in (second, other):  # 16 k values: 5 standard errors of a correlation is 0.04
+        assert abs(np.corrcoef(first.ravel(), z.ravel())[0, 1]) < 0.04
+    for s in range(1, 4):  # the samples of one batch differ too (4 k values: 5 standard errors is 0.08)
+        assert abs(np.corrcoef(first[0].ravel(), first[s].ravel())[0, 1]) < 0.08
