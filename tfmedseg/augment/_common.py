@@ -134,7 +134,7 @@ class RandomAugmentLayer(keras.layers.Layer):
 # CPU (a 16x256x256 normal draw took ~0.9 s instead of ~30 ms).
 RNG_ALG = "philox"
 # The noise words come from a counter hash (``_hash_words``), not from a tf.random generator: under XLA:CPU it
-# is ~5x cheaper than Threefry-2x32 (0.22 vs 1.17 ms of one core for the 2^19 words of a 16 x 256^2 batch).
+# is ~5x cheaper than Threefry-2x32 (0.15 vs 1.17 ms of one core for the 2^19 words of a 16 x 256^2 batch).
 _MIX_MULTIPLIERS = (0x21F0AAAD, 0x735A2D97)  # shifts 16, 15, 15: hash-prospector's lowest-bias 2-multiply hash
 
 

@@ -110,7 +110,7 @@ class RandomGeometric(RandomAugmentLayer):
             nothing moves along D). For slabs and 2.5D stacks stored as 3D. Flips still use
             ``flip_axes`` (array axes).
         jit_compile: Compile the grid + resampling with XLA: vectorised computations for the
-            padded image and the sampling index, then the gathers (a
+            padded image, the image's sampling index and the label's nearest index, then the gathers (a
             ``[2, C]`` row window per leading corner for linear, one lookup for nearest), the
             elastic field only in batches that drew one. Several times faster on the CPU; the
             same samples as the graph path. Random draws stay outside (graph ops, the same on
@@ -205,6 +205,7 @@ class RandomGeometric(RandomAugmentLayer):
         # The XLA core (see _resample_xla) and the elastic field.
         self._core_pad = tf.function(self._pad_image, jit_compile=True)
         self._core_index = tf.function(self._sampling_index, jit_compile=True)
+        self._core_nearest = tf.function(self._nearest_index, jit_compile=True)
         self._core_image = tf.function(self._gather_image, jit_compile=True)
         self._core_labels = tf.function(self._gather_labels, jit_compile=True)
         self._core_field = tf.function(self._field, jit_compile=True)
@@ -268,20 +269,30 @@ class RandomGeometric(RandomAugmentLayer):
             return self.label_fill_value
         return tf.tile(tf.one_hot(self.label_fill_value, label.shape[-1], dtype=label.dtype)[None], [tf.shape(label)[0], 1])
 
-    # The XLA core: four computations, so that XLA cannot fuse the index arithmetic into the gather
+    # The XLA core: five computations, so that XLA cannot fuse the index arithmetic into the gather
     # loops (see _grid.PaddedIndex) and so that TensorFlow's executor can run independent ones side by
     # side: the padded image (needs no random draw: runs while the draw and the noise are computed),
-    # the sampling index, the image gathers and, beside them, the label / mask lookups.
+    # the image's sampling index (base and fractions), the label / mask index (nearest), the image
+    # gathers and, beside them, the label / mask lookups. The nearest index is a computation of its own so
+    # that it runs beside the image's index or gathers, off the path the image waits on.
 
     def _pad_image(self, image):
         return _grid.padded_table(*self._image_fill(image))
 
-    def _sampling_index(self, forward, translation, field, image, nearest: bool):
-        """``field``: ``[B, n, *S]`` elastic displacement or None; ``image`` only gives the shape."""
+    def _index(self, forward, translation, field, image, nearest: bool) -> "_grid.PaddedIndex":
         spatial = self._spatial(image)
         fields = None if field is None else tf.unstack(field, axis=1)
-        index = _grid.PaddedIndex(_grid.sampling_coords(forward, translation, spatial, fields), spatial, nearest=nearest)
-        return index.base, index.frac, index.nearest
+        return _grid.PaddedIndex(_grid.sampling_coords(forward, translation, spatial, fields), spatial, nearest=nearest)
+
+    def _sampling_index(self, forward, translation, field, image):
+        """``(base, frac)`` of the linear image sampling. ``field``: ``[B, n, *S]`` elastic displacement or None;
+        ``image`` only gives the shape."""
+        index = self._index(forward, translation, field, image, nearest=False)
+        return index.base, index.frac
+
+    def _nearest_index(self, forward, translation, field, image):
+        """The nearest index (``_grid.PaddedIndex.nearest``) of labels, masks and nearest-interpolated images."""
+        return self._index(forward, translation, field, image, nearest=True).nearest
 
     def _gather_image(self, table_or_image, base, frac, nearest, addend, image_dtype):
         if self.interpolation == "linear":
@@ -306,7 +317,11 @@ class RandomGeometric(RandomAugmentLayer):
         need_nearest = label is not None or masks is not None or not linear
 
         def resample(field):
-            base, frac, nearest = self._core_index(forward, translation, field, image, nearest=need_nearest)
+            base = frac = nearest = None
+            if linear:
+                base, frac = self._core_index(forward, translation, field, image)
+            if need_nearest:
+                nearest = self._core_nearest(forward, translation, field, image)
             out = self._core_image(table, base, frac, nearest, addend, image_dtype=image.dtype)
             if label is None and masks is None:
                 return out, None, None
