@@ -363,3 +363,5 @@ def test_subclassed_ssd_is_rebuilt_with_plain_conv2d_for_tflite(rng, caplog):
     forward = tf.function(lambda image: clone.network(image, training=False)).get_concrete_function(
         tf.TensorSpec((1, 64, 64, 1), tf.float32))
     assert "Conv2DBackpropInput" not in {op.type for op in forward.graph.get_operations()}
+    with pytest.raises(ExportError, match=r"without a functional input: convert its functional part \(e\.g\. ssd\.network"):
+        convert_to_tflite(ssd)  # not an AttributeError traceback

@@ -351,7 +351,9 @@ def convert_to_tflite(
         The ``.tflite`` model bytes (float32 input ``image`` and float32 output in every variant).
 
     Raises:
-        ExportError: Unknown quantization, int8 without representative data, or a conversion failure.
+        ExportError: Unknown quantization, int8 without representative data, a subclassed model with no
+            functional input (:class:`~tfmedseg.models.detection.ssd.SSD`: convert ``ssd.network``), or a
+            conversion failure.
     """
     import tensorflow as tf
 
@@ -360,6 +362,9 @@ def convert_to_tflite(
     if quantization == "int8" and representative_data is None:
         raise ExportError("full-integer int8 needs representative_data (a few input batches)", path="representative_data")
     model = tflite_compatible_clone(model)
+    if not hasattr(model, "inputs"):  # a subclassed model never called on a Keras input, e.g. SSD around its network
+        raise ExportError("a subclassed model without a functional input: convert its functional part (e.g. "
+                          "ssd.network: SSD's CombinedNonMaxSuppression has no TFLite builtin)", path=model.name)
     if len(model.inputs) != 1:
         raise ExportError(f"TFLite export expects a model with one input, got {len(model.inputs)}", path=model.name)
     try:
