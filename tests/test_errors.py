@@ -125,6 +125,62 @@ def test_a_second_stop_while_the_first_unwinds_is_ignored(capsys):
         signal.signal(signal.SIGINT, outer)
 
 
+@pytest.mark.parametrize("signame, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_stop_that_code_dropped_is_raised_again_at_the_next_loop_step(capsys, signame, code):
+    """C code can replace the KeyboardInterrupt a signal handler raised with its own error (CPython
+    runs handlers inside C calls): simulated by a handler-raised stop swallowed on the spot. The next
+    step of a progress loop raises it again: the loop stops there, one line, exit 130 / 143."""
+    import os
+    import signal
+
+    from tfmedseg.command import report_user_errors
+    from tfmedseg.progress import progress
+
+    steps = []
+
+    def work():
+        for i in progress(range(5), desc="test loop"):
+            steps.append(i)
+            if i == 1:
+                try:
+                    os.kill(os.getpid(), getattr(signal, signame))
+                    sum(range(1000))  # the handler runs here, and its exception ...
+                except BaseException:  # ... is dropped, as C code does
+                    pass
+
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert report_user_errors(work) == code
+        assert steps == [0, 1]  # stopped at the next step, not after the whole loop
+        assert capsys.readouterr().err.splitlines()[-1].startswith(
+            f"interrupted (stopped by {'Ctrl-C' if signame == 'SIGINT' else 'SIGTERM'}): ")
+        assert report_user_errors(lambda: steps.append("next")) == 0  # reported once: the next command runs
+    finally:
+        signal.signal(signal.SIGINT, outer)
+
+
+def test_a_stop_dropped_after_the_last_loop_step_is_reported_at_the_end(capsys):
+    import os
+    import signal
+
+    from tfmedseg.command import raise_pending_stop, report_user_errors
+
+    def work():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            sum(range(1000))
+        except BaseException:
+            pass
+
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert report_user_errors(work) == 130
+        assert capsys.readouterr().err.startswith("interrupted (stopped by Ctrl-C): ")
+        raise_pending_stop()  # nothing pending once reported (nor outside a command)
+    finally:
+        signal.signal(signal.SIGINT, outer)
+
+
 @pytest.mark.parametrize("argv0, orig_argv, expected", [
     ("-m", ["python", "-X", "importtime", "-m", "tfmedseg.experiments.liver_ct_2d3d", "--help"], True),
     ("-m", ["python", "-m", "tfmedseg"], True),

@@ -26,7 +26,7 @@ from typing import Any, Callable
 from tfmedseg.errors import TfMedSegError
 
 __all__ = ["report_user_errors", "sigterm_as_keyboard_interrupt", "interruptible", "guard_command_loading", "SignalStop",
-           "stop_exit_code", "INTERRUPTED_EXIT", "TERMINATED_EXIT", "NOTHING_LEFT", "CONSOLE_SCRIPTS"]
+           "raise_pending_stop", "stop_exit_code", "INTERRUPTED_EXIT", "TERMINATED_EXIT", "NOTHING_LEFT", "CONSOLE_SCRIPTS"]
 
 #: Exit code of a command stopped by Ctrl-C (128 + SIGINT, what shells report for Ctrl-C).
 INTERRUPTED_EXIT = 128 + signal.SIGINT
@@ -62,20 +62,46 @@ def sigterm_as_keyboard_interrupt():
         yield
 
 
-#: Nesting depth of the blocks with our stop handlers, whether one of them raised a stop, and
-#: whether a command's :func:`report_user_errors` has run (the command is no longer loading).
-_stop_state = {"depth": 0, "raised": False, "command_ran": False}
+#: Nesting depth of the blocks with our stop handlers, whether one of them raised a stop, the signal
+#: of a stop raised but not yet reported (:func:`raise_pending_stop`; 0: none), and whether a
+#: command's :func:`report_user_errors` has run (the command is no longer loading).
+_stop_state = {"depth": 0, "raised": False, "pending": 0, "command_ran": False}
+
+
+def _stop_exception(signum: int) -> KeyboardInterrupt:
+    return KeyboardInterrupt() if signum == signal.SIGINT else SignalStop(signum)
 
 
 def _raise_stop(signum, frame):
-    """Signal handler of :func:`_stop_handlers`: the first Ctrl-C / SIGTERM raises the stop; more
-    signals while it unwinds through the blocks (cleanup, the closing line) are ignored."""
+    """Signal handler of :func:`_stop_handlers`: the first Ctrl-C / SIGTERM raises the stop (and
+    keeps it pending until a command line reports it); more signals while it unwinds through the
+    blocks (cleanup, the closing line) are ignored."""
     if _stop_state["raised"]:
         return
     _stop_state["raised"] = True
-    if signum == signal.SIGINT:
-        raise KeyboardInterrupt
-    raise SignalStop(signum)
+    _stop_state["pending"] = int(signum)
+    raise _stop_exception(signum)
+
+
+def raise_pending_stop() -> None:
+    """Raise again a stop whose exception never arrived; a no-op when none is pending (or outside
+    the main thread).
+
+    CPython runs a signal handler inside whatever C call is under way, and some C code replaces
+    the handler's ``KeyboardInterrupt`` with its own error, which the caller then handles: measured
+    on Python 3.11 and 3.12, ``int("FileMetaInformationVersion", 16)`` inside ``try/except
+    ValueError`` (pydicom does this for every keyword lookup) drops about 2 % of the Ctrl-C's that
+    land in it. The stop would be lost, and since further signals are ignored while a stop unwinds,
+    the command could then not be stopped at all. Loops a user waits for call this at each step
+    (:class:`tfmedseg.progress.Progress`), and :func:`report_user_errors` after the command's work,
+    so a dropped stop still stops the command at the next step.
+
+    Raises:
+        KeyboardInterrupt: The pending stop (:class:`SignalStop` for SIGTERM).
+    """
+    signum = _stop_state["pending"]
+    if signum and threading.current_thread() is threading.main_thread():
+        raise _stop_exception(signum)
 
 
 @contextlib.contextmanager
@@ -100,6 +126,7 @@ def _stop_handlers(signums: tuple[int, ...]):
         _stop_state["depth"] -= 1
         if _stop_state["depth"] == 0:
             _stop_state["raised"] = False
+            _stop_state["pending"] = 0
 
 
 #: The installed command lines (pyproject.toml ``[project.scripts]``).
@@ -189,10 +216,12 @@ def report_user_errors(fn: Callable[[], Any], interrupted: str | Callable[[], st
     with _stop_handlers((signal.SIGINT, signal.SIGTERM)):  # a second signal while the stop unwinds is ignored
         try:
             fn()
+            raise_pending_stop()  # a stop that C code dropped after the work's last loop step
         except TfMedSegError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         except KeyboardInterrupt as exc:
+            _stop_state["pending"] = 0  # reported here
             note = interrupted() if callable(interrupted) else interrupted
             print(f"interrupted ({str(exc) or 'stopped by Ctrl-C'}): {note}", file=sys.stderr)
             return stop_exit_code(exc)

@@ -26,6 +26,8 @@ import sys
 import time
 from typing import Any, Iterable, Iterator, Sequence, TypeVar
 
+from tfmedseg.command import raise_pending_stop
+
 __all__ = ["Progress", "progress", "ProgressSequence", "progress_mode", "format_seconds"]
 
 T = TypeVar("T")
@@ -111,7 +113,13 @@ class Progress:
         return f"{self.desc}: {self.n} {self._units(self.n)}, {format_seconds(elapsed)}"
 
     def update(self, n: int = 1) -> None:
-        """Advance by ``n`` steps."""
+        """Advance by ``n`` steps; a Ctrl-C / SIGTERM whose ``KeyboardInterrupt`` was dropped on the
+        way (:func:`tfmedseg.command.raise_pending_stop`) is raised here.
+
+        Raises:
+            KeyboardInterrupt: A pending stop.
+        """
+        raise_pending_stop()
         self.n += n
         if self.mode == "bar" and self._bar is not None:
             self._bar.update(n)
