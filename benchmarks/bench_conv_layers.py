@@ -15,6 +15,8 @@ level once split by ``concat_conv``) it times, on one batch of random data,
 - ``TF dW taps`` / ``TF dW im2col``: the kernel gradient as matmuls
   (:func:`tfmedseg.models.blocks.matmul_grad_conv.kernel_grad_as_matmuls`): one per tap, or in column
   chunks of at most ``--im2col-mib`` (the ``dW`` ratio uses the fastest TF kernel gradient);
+- ``TF dW planes`` (3D): the kernel gradient as one 2D kernel gradient per depth tap over the planes
+  (:func:`tfmedseg.models.blocks.matmul_grad_conv.kernel_grad_by_planes`, oneDNN's direct 2D kernel);
 - the same three for torch: ``relu(conv(x, w, b, padding=1))`` and ``aten.convolution_backward``
   with only the kernel / only the input gradient requested.
 
@@ -106,7 +108,7 @@ def _tf_calls(spec: dict, im2col_bytes: int, seed: int = 0) -> tuple[dict, float
     import numpy as np
     import tensorflow as tf  # tfmedseg was imported first in main()
 
-    from tfmedseg.models.blocks.matmul_grad_conv import kernel_grad_as_matmuls
+    from tfmedseg.models.blocks.matmul_grad_conv import kernel_grad_as_matmuls, kernel_grad_by_planes
     from tfmedseg.models.blocks.onednn_conv import _same_conv_as_backprop_input
 
     rng = np.random.default_rng(seed)
@@ -133,17 +135,21 @@ def _tf_calls(spec: dict, im2col_bytes: int, seed: int = 0) -> tuple[dict, float
         "dW im2col": lambda: d_w_cols(x, dy).numpy(),
         "dX": lambda: d_x(x, dy).numpy(),
     }
+    if r == 3:
+        d_w_planes = tf.function(lambda x, dy: kernel_grad_by_planes(x, dy, (3,) * r))
+        calls["dW planes"] = lambda: d_w_planes(x, dy).numpy()
     maxerr = 0.0
     if r == 2:
         fwd_bwd_in = tf.function(lambda x: tf.nn.relu(tf.nn.bias_add(_same_conv_as_backprop_input(x, k), b)))
         calls["fwd bwd-in"] = lambda: fwd_bwd_in(x).numpy()
         maxerr = float(np.max(np.abs(calls["fwd"]() - calls["fwd bwd-in"]())))
     ref = calls["dW"]()
-    dw_err = max(float(np.max(np.abs(calls[name]() - ref))) for name in ("dW taps", "dW im2col")) / float(np.max(np.abs(ref)))
+    dw_err = max(float(np.max(np.abs(calls[name]() - ref))) for name in ("dW taps", "dW im2col", "dW planes")
+                 if name in calls) / float(np.max(np.abs(ref)))
     return calls, maxerr, dw_err
 
 
-TF_NAMES = {"fwd": ("fwd", "fwd bwd-in"), "dW": ("dW", "dW taps", "dW im2col")}
+TF_NAMES = {"fwd": ("fwd", "fwd bwd-in"), "dW": ("dW", "dW taps", "dW im2col", "dW planes")}
 
 
 def _ratio(best: dict, op: str) -> str:
@@ -188,7 +194,8 @@ def main() -> None:
         call()
         return time.perf_counter() - w0
 
-    cols = ("TF fwd", "TF fwd bwd-in", "torch fwd", "TF dW", "TF dW taps", "TF dW im2col", "torch dW", "TF dX", "torch dX")
+    cols = ("TF fwd", "TF fwd bwd-in", "torch fwd", "TF dW", "TF dW taps", "TF dW im2col", "TF dW planes", "torch dW",
+            "TF dX", "torch dX")
     print(f"{'layer (size, Cin->Cout)':32s} " + " ".join(f"{c:>13s}" for c in cols)
           + f" {'fwd':>6s} {'dW':>6s} {'dX':>6s} {'maxerr':>8s} {'dWerr':>8s}  load  "
           f"(min ms per call, {args.net}, batch {batch}, im2col chunks <= {args.im2col_mib:g} MiB)", flush=True)

@@ -6,9 +6,10 @@ before TensorFlow is imported (the child records the value TensorFlow saw):
 - ``base``: oneDNN on (the tfmedseg default), float32, no XLA. The child times, interleaved one
   call each per round (so every contender sees the same machine load): ``ours``, the U-Net built
   from the package's pieces as a builder would (``normalization.batch_norm``, the fused BN;
-  ``matmul_grad_conv.conv``, the kernel gradient as matmuls where it pays; ``concat_conv`` for the
+  ``matmul_grad_conv.conv``, the kernel gradient as matmuls, or for 3D as 2D kernel gradients over
+  the planes, where it pays; ``concat_conv`` for the
   decoder's ``[upsampled, skip]`` convolution; ``get_optimizer("adam")``, the fused Adam);
-  ``ours_opgrad``, the same with ``matmul_grad=False`` (oneDNN's kernel-gradient op everywhere: what
+  ``ours_opgrad``, the same with ``matmul_grad=False`` (TensorFlow's kernel-gradient op everywhere: what
   ``matmul_grad_conv`` saves); ``keras_bn``, the same network from plain Keras layers (``BatchNormalization``,
   ``Concatenate`` + ``Conv``, ``keras.optimizers.Adam``); the PyTorch peer (same architecture,
   NCHW/NCDHW, Adam, BCE with logits) at 2 threads (``torch``) and 1 thread (``torch_1thread``);
@@ -430,7 +431,7 @@ def _counted_layers(model, compare: str) -> int:
                 inputs = layer.input if isinstance(layer.input, list) else [layer.input]
             except (AttributeError, ValueError):  # a layer called inside another layer (no functional input)
                 continue
-            count += any(matmul_grad_conv.uses_matmul_grad(layer, tuple(t.shape)) for t in inputs)
+            count += any(matmul_grad_conv.kernel_grad_form(layer, tuple(t.shape)) != "op" for t in inputs)
     return count
 
 

@@ -15,6 +15,8 @@ from tfmedseg.models.blocks.matmul_grad_conv import (
     MatmulGradConv3D,
     conv,
     kernel_grad_as_matmuls,
+    kernel_grad_by_planes,
+    kernel_grad_form,
     matmul_overhead,
     onednn_fast_path_available,
     uses_matmul_grad,
@@ -207,3 +209,66 @@ def test_concat_conv_takes_the_matmul_gradient(rank, record_calls):
     assert_close_scaled(grads(off), want)
     assert len(record_calls) == 2
     assert off.layers[-1].get_config()["matmul_grad"] is False
+
+
+@pytest.mark.parametrize(
+    ("batch", "spatial", "kernel"),
+    [
+        (1, (5, 6, 7), (3, 3, 3)),  # batch 1: the depth-shifted planes are views, edge taps drop a plane
+        (3, (5, 6, 7), (3, 3, 3)),  # several images: padded planes per image on one flat plane axis
+        (1, (2, 6, 5), (5, 3, 3)),  # a depth tap reaching past every plane adds nothing
+        (2, (3, 4, 5), (5, 1, 3)),
+        (1, (4, 4, 4), (1, 3, 5)),
+    ],
+)
+def test_kernel_grad_by_planes_equals_the_kernel_gradient_op(batch, spatial, kernel):
+    rng = np.random.default_rng(8)
+    x = tf.constant(rng.normal(size=(batch, *spatial, 3)).astype(np.float32))
+    dy = tf.constant(rng.normal(size=(batch, *spatial, 4)).astype(np.float32))
+    want = tf.raw_ops.Conv3DBackpropFilterV2(input=x, filter_sizes=[*kernel, 3, 4], out_backprop=dy,
+                                             strides=[1] * 5, padding="SAME").numpy()
+    np.testing.assert_allclose(kernel_grad_by_planes(x, dy, kernel).numpy(), want, rtol=1e-5, atol=1e-4)
+    unknown_batch = tf.function(lambda x, dy: kernel_grad_by_planes(x, dy, kernel), input_signature=[
+        tf.TensorSpec((None, *spatial, 3), tf.float32), tf.TensorSpec((None, *spatial, 4), tf.float32)])
+    np.testing.assert_allclose(unknown_batch(x, dy).numpy(), want, rtol=1e-5, atol=1e-4)
+
+
+def test_kernel_grad_form_per_layer(monkeypatch):
+    """3D layers with planes of >= PLANES_MIN_PIXELS pixels: "planes"; else the matmul rule or the op; 2D never planes."""
+    monkeypatch.setattr(matmul_grad_conv, "onednn_fast_path_available", lambda: True)
+    big = matmul_grad_conv.PLANES_MIN_PIXELS
+    thin3d = conv(3, 8, 3, padding="same")
+    assert kernel_grad_form(thin3d, (1, 64, 64, 64, 8)) == "planes"  # thin: the matmuls would not take it
+    assert kernel_grad_form(thin3d, (None, 4, big, 1, 1)) == "planes"  # plane pixels count, not depth or batch
+    assert kernel_grad_form(thin3d, (1, 64, 8, 8, 8)) == "op"  # 8 x 8 planes, thin
+    wide3d = conv(3, 64, 3, padding="same")
+    assert kernel_grad_form(wide3d, (1, 8, 8, 8, 64)) == "op"  # small planes, matmul overhead too high
+    assert kernel_grad_form(wide3d, (1, 8, 16, 16, 64)) == "planes"
+    monkeypatch.setattr(matmul_grad_conv, "PLANES_MIN_PIXELS", 10**9)
+    assert kernel_grad_form(wide3d, (1, 16, 16, 16, 64)) == "matmuls"
+    monkeypatch.setattr(matmul_grad_conv, "PLANES_MIN_PIXELS", big)
+    assert kernel_grad_form(conv(3, 8, 3, padding="same", strides=2), (1, 64, 64, 64, 8)) == "op"
+    assert kernel_grad_form(conv(3, 8, 3, padding="valid"), (1, 64, 64, 64, 8)) == "op"
+    assert kernel_grad_form(thin3d, (1, 64, None, 64, 8)) == "op"  # unknown plane size
+    assert kernel_grad_form(conv(2, 64, 3, padding="same"), (1, 256, 256, 64)) == "matmuls"
+    assert kernel_grad_form(conv(2, 8, 3, padding="same"), (1, 256, 256, 8)) == "op"
+    monkeypatch.setattr(matmul_grad_conv, "onednn_fast_path_available", lambda: False)
+    assert kernel_grad_form(thin3d, (1, 64, 64, 64, 8)) == "op"
+
+
+@needs_onednn
+@pytest.mark.parametrize(("shape", "kwargs"), [
+    ((1, 3, 4, 5, 2), {"filters": 3, "kernel_size": 3, "use_bias": False}),
+    ((2, 4, 3, 4, 3), {"filters": 2, "kernel_size": (3, 1, 3), "activation": "relu"}),
+])
+def test_conv3d_with_the_planes_gradient_matches_keras(shape, kwargs, monkeypatch):
+    monkeypatch.setattr(matmul_grad_conv, "PLANES_MIN_PIXELS", 1)
+    calls = []
+    real = matmul_grad_conv.kernel_grad_by_planes
+    monkeypatch.setattr(matmul_grad_conv, "kernel_grad_by_planes", lambda *a: calls.append(a[-1]) or real(*a))
+    ref, ours = _pair(3, shape, padding="same", **kwargs)
+    assert kernel_grad_form(ours, shape) == "planes"
+    x = tf.constant(np.random.default_rng(9).normal(size=shape).astype(np.float32))
+    want, got = outputs_and_gradients([ref, ours], x)
+    assert_close_scaled(got, want)
+    assert len(calls) == 1

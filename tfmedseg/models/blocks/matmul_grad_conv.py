@@ -34,6 +34,12 @@ holds: TensorFlow backend with oneDNN on the CPU and no GPU, channels last, stri
 them through :func:`conv` (``MATMUL_GRAD_DEFAULT``); results agree with Keras' layers to float
 rounding (``tests/models/test_matmul_grad_conv.py``).
 
+3D layers whose planes are large enough (:data:`PLANES_MIN_PIXELS`) take a third form,
+:func:`kernel_grad_by_planes` (:func:`kernel_grad_form` decides per layer): the 3D kernel gradient as
+one 2D kernel gradient per depth tap over all planes, which oneDNN runs as its direct 2D kernel on the
+plain layout, where ``Conv3DBackpropFilterV2`` on NDHWC takes oneDNN's im2col + GEMM form (2-3x slower at
+64^3 and 32^3, most at thin channels, where the matmuls are memory-bound too).
+
 Example:
     >>> import keras
     >>> y = conv(2, 8, 3, padding="same", use_bias=False)(keras.Input((16, 16, 4)))
@@ -57,10 +63,13 @@ __all__ = [
     "MIN_CHANNELS",
     "MatmulGradConv2D",
     "MatmulGradConv3D",
+    "PLANES_MIN_PIXELS",
     "conv",
     "im2col_bytes",
     "is_stride1_same_odd",
     "kernel_grad_as_matmuls",
+    "kernel_grad_by_planes",
+    "kernel_grad_form",
     "matmul_overhead",
     "onednn_fast_path_available",
     "uses_matmul_grad",
@@ -82,6 +91,11 @@ MAX_OVERHEAD = {2: 1.07, 3: 1.25}
 IM2COL_MIN_CHANNELS = 512
 #: Size bound of one im2col column chunk (bytes per call, whatever the batch size; 8 and 64 MiB ran alike).
 IM2COL_BYTES = 8 << 20
+#: 3D layers whose planes (``H x W``) have at least this many pixels take :func:`kernel_grad_by_planes`
+#: (per layer, ``benchmarks/bench_conv_layers.py --net unet3d``: 2-3x faster than the op at 64^3 and 32^3,
+#: 1.4x at 16^3, ahead of the per-tap matmuls there; at 8^3 the planes are too small and the rule of
+#: :func:`uses_matmul_grad` stays).
+PLANES_MIN_PIXELS = 256
 _ROW_ALIGN_BYTES = 64  # TensorFlow's Slice returns a view of dim-0 slices whose rows are a multiple of this
 
 
@@ -161,14 +175,65 @@ def im2col_bytes(rank: int, cin: int, cout: int) -> int:
     return IM2COL_BYTES if rank == 2 and min(int(cin), int(cout)) >= IM2COL_MIN_CHANNELS else 0
 
 
+def kernel_grad_by_planes(x, dy, kernel_size):
+    """Kernel gradient of a stride-1 "same" 3D convolution as ``k_d`` 2D kernel gradients over the planes.
+
+    Tap ``t`` along depth pairs input plane ``d + t - k_d // 2`` with output-gradient plane ``d``; over
+    all planes of all images as one 2D batch that is TensorFlow's ``Conv2DBackpropFilter`` of the
+    depth-shifted input planes with ``dY``'s planes. On oneDNN this runs the direct ``jit:avx2``
+    2D kernel on the plain NHWC layout, while ``Conv3DBackpropFilterV2`` on NDHWC falls back to
+    oneDNN's im2col + GEMM form (``x64:gemm:jit``), memory-bound at thin channels: at 64^3 with 8
+    channels the op took 2.3-2.6x the time of these three 2D calls. Batch 1 (static): the shifted
+    planes are views of ``x`` and ``dy`` (taps past the first / last plane drop that plane);
+    otherwise ``x`` is zero-padded by ``k_d // 2`` planes per image and the flat plane ranges are
+    views of it (a padding plane of ``dy`` pairs with whatever input plane and adds nothing).
+
+    Args:
+        x: Input ``[B, D, H, W, C_in]`` (static ``D, H, W, C_in``).
+        dy: Output gradient ``[B, D, H, W, C_out]``.
+        kernel_size: Odd kernel sizes ``(k_d, k_h, k_w)``.
+
+    Returns:
+        ``[k_d, k_h, k_w, C_in, C_out]``, the gradient of ``sum(conv3d(x, K) * dy)`` with respect to ``K``.
+    """
+    import tensorflow as tf
+
+    kd, kh, kw = (int(k) for k in kernel_size)
+    p = kd // 2
+    depth, height, width, cin = (int(s) for s in x.shape[1:])
+    cout = int(dy.shape[-1])
+
+    def grad2d(planes, dplanes):
+        return tf.raw_ops.Conv2DBackpropFilter(input=planes, filter_sizes=[kh, kw, cin, cout], out_backprop=dplanes,
+                                               strides=[1, 1, 1, 1], padding="SAME")
+
+    if x.shape[0] == 1:
+        xf, df = tf.reshape(x, [depth, height, width, cin]), tf.reshape(dy, [depth, height, width, cout])
+        taps = []
+        for t in range(kd):
+            s = t - p  # input plane d + s pairs with dY plane d, for the d where both exist
+            if abs(s) >= depth:
+                taps.append(tf.zeros([kh, kw, cin, cout], x.dtype))
+            else:
+                taps.append(grad2d(xf[max(s, 0):depth + min(s, 0)], df[max(-s, 0):depth - max(s, 0)]))
+        return tf.stack(taps)
+    pad = [[0, 0], [p, p], [0, 0], [0, 0], [0, 0]]
+    xf = tf.reshape(tf.pad(x, pad), [-1, height, width, cin])
+    df = tf.reshape(tf.pad(dy, pad), [-1, height, width, cout])
+    n = tf.shape(df)[0] - 2 * p  # dY's flat plane p + i pairs with x's flat plane i + t for tap t
+    df = df[p:p + n]
+    return tf.stack([grad2d(xf[t:t + n], df) for t in range(kd)])
+
+
 def _backprop_input(rank: int):
     import tensorflow as tf
 
     return tf.raw_ops.Conv2DBackpropInput if rank == 2 else tf.raw_ops.Conv3DBackpropInputV2
 
 
-def _conv_matmul_kernel_grad(x, kernel):
-    """``conv(x, kernel)`` ("same", stride 1) with TensorFlow's forward and input gradient, matmul kernel gradient."""
+def _conv_matmul_kernel_grad(x, kernel, form: str = "matmuls"):
+    """``conv(x, kernel)`` ("same", stride 1) with TensorFlow's forward and input gradient; kernel gradient
+    by ``form``: ``"matmuls"`` (:func:`kernel_grad_as_matmuls`) or ``"planes"`` (:func:`kernel_grad_by_planes`)."""
     import tensorflow as tf
 
     rank = len(kernel.shape) - 2
@@ -181,6 +246,8 @@ def _conv_matmul_kernel_grad(x, kernel):
         def grad(dy):
             dx = _backprop_input(rank)(input_sizes=tf.shape(x), filter=kernel, out_backprop=dy,
                                        strides=strides, padding="SAME")
+            if form == "planes":
+                return dx, kernel_grad_by_planes(x, dy, kernel.shape[:rank])
             return dx, kernel_grad_as_matmuls(x, dy, kernel.shape[:rank], im2col_bytes(rank, *kernel.shape[-2:]))
 
         return y, grad
@@ -240,15 +307,31 @@ def uses_matmul_grad(layer, input_shape) -> bool:
     )
 
 
+def kernel_grad_form(layer, input_shape) -> str:
+    """How ``layer`` (a Conv2D/Conv3D) with input ``input_shape`` computes its kernel gradient here.
+
+    ``"planes"`` (:func:`kernel_grad_by_planes`): 3D, the convolution kind of :func:`is_stride1_same_odd`,
+    static depth / planes / channels, planes of at least :data:`PLANES_MIN_PIXELS` pixels, oneDNN on the
+    CPU; else ``"matmuls"`` where :func:`uses_matmul_grad` holds; else ``"op"`` (TensorFlow's).
+    """
+    if layer.rank == 3 and is_stride1_same_odd(layer):
+        dims = input_shape[1:]
+        if all(d is not None for d in dims) and int(dims[1]) * int(dims[2]) >= PLANES_MIN_PIXELS \
+                and onednn_fast_path_available():
+            return "planes"
+    return "matmuls" if uses_matmul_grad(layer, input_shape) else "op"
+
+
 class _MatmulGradMixin:
     matmul_grad = True  # subclasses may turn it off per layer (``ConcatConv2D(matmul_grad=False)``)
 
     def convolution_op(self, inputs, kernel):
-        if not (self.matmul_grad and uses_matmul_grad(self, tuple(inputs.shape))):
+        form = kernel_grad_form(self, tuple(inputs.shape)) if self.matmul_grad else "op"
+        if form == "op":
             return super().convolution_op(inputs, kernel)
         import tensorflow as tf
 
-        return _conv_matmul_kernel_grad(tf.convert_to_tensor(inputs), tf.convert_to_tensor(kernel))
+        return _conv_matmul_kernel_grad(tf.convert_to_tensor(inputs), tf.convert_to_tensor(kernel), form)
 
 
 @keras.saving.register_keras_serializable(package="tfmedseg", name="MatmulGradConv2D")
