@@ -51,7 +51,9 @@ backbone of seeds 001/003) twice each, interleaved step by step in one child, wi
 off and on (``--compare``, :data:`COMPARISONS`): ``bn`` builds them with Keras'
 ``BatchNormalization`` and with tfmedseg's ``FusedBatchNormalization`` (``normalization.FUSED_DEFAULT``),
 ``matmul_grad`` with Keras' convolutions and with ``matmul_grad_conv``'s
-(``matmul_grad_conv.MATMUL_GRAD_DEFAULT``); trained with ``train_on_batch`` on the shapes of
+(``matmul_grad_conv.MATMUL_GRAD_DEFAULT``), ``planes`` with ``matmul_grad_conv``'s 3D kernel gradient over
+the planes off and on (``PLANES_MIN_PIXELS``; the switch holds while each model is built and traced);
+trained with ``train_on_batch`` on the shapes of
 :data:`BUILDER_INPUTS`; it prints the on / off step-time ratios (median, min, CPU, paired median).
 
 ``--profile 2d|3d`` traces ``ours`` with ``tf.profiler`` and prints the kernel time per op kind
@@ -67,6 +69,7 @@ Run: ``python benchmarks/bench_training.py [--steps 10] [--models 2d,3d] [--conf
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -414,16 +417,20 @@ def child(model_name: str, config_name: str, steps: int, peer: bool, torch_pytho
 COMPARISONS = {
     "bn": ("tfmedseg.models.blocks.normalization.FUSED_DEFAULT", "keras", "fused", "BN"),
     "matmul_grad": ("tfmedseg.models.blocks.matmul_grad_conv.MATMUL_GRAD_DEFAULT", "opgrad", "matmul", "mmconv"),
+    "planes": ("tfmedseg.models.blocks.matmul_grad_conv.PLANES_MIN_PIXELS", "noplanes", "planes", "planes"),
 }
+#: Attribute values for off / on where they are not False / True (``None``: the module's own value)
+SWITCH_VALUES = {"planes": (10**9, None)}
 
 
 def _counted_layers(model, compare: str) -> int:
-    """Layers the comparison acts on: fused BNs, or convolutions taking the matmul kernel gradient."""
+    """Layers the comparison acts on: fused BNs, or convolutions taking the matmul / planes kernel gradient."""
     from tfmedseg.models.blocks import matmul_grad_conv
     from tfmedseg.models.blocks.normalization import FusedBatchNormalization
 
     if compare == "bn":
         return sum(isinstance(l, FusedBatchNormalization) for l in model._flatten_layers())
+    forms = ("planes",) if compare == "planes" else ("planes", "matmuls")
     count = 0
     for layer in model._flatten_layers():
         if isinstance(layer, matmul_grad_conv.MatmulGradConv2D | matmul_grad_conv.MatmulGradConv3D) and layer.matmul_grad:
@@ -431,36 +438,43 @@ def _counted_layers(model, compare: str) -> int:
                 inputs = layer.input if isinstance(layer.input, list) else [layer.input]
             except (AttributeError, ValueError):  # a layer called inside another layer (no functional input)
                 continue
-            count += any(matmul_grad_conv.kernel_grad_form(layer, tuple(t.shape)) != "op" for t in inputs)
+            count += any(matmul_grad_conv.kernel_grad_form(layer, tuple(t.shape)) in forms for t in inputs)
     return count
 
 
-def _build_for_bench(name: str, compare: str, on: bool):
-    """Build ``name`` with the ``compare`` switch on or off; returns (model, batch, input array, target array)."""
+@contextlib.contextmanager
+def _switched(compare: str, on: bool):
+    """The ``compare`` switch set off or on while building and tracing (forms are picked when traced)."""
     import importlib
 
+    module_name, attr = COMPARISONS[compare][0].rsplit(".", 1)
+    module = importlib.import_module(module_name)
+    default = getattr(module, attr)
+    value = SWITCH_VALUES.get(compare, (False, True))[int(on)]
+    setattr(module, attr, default if value is None else value)
+    try:
+        yield
+    finally:
+        setattr(module, attr, default)
+
+
+def _build_for_bench(name: str):
+    """Build ``name`` (under the caller's :func:`_switched`); returns (model, batch, input array, target array)."""
     import keras
     import numpy as np
 
     from tfmedseg.models import registry
 
-    module_name, attr = COMPARISONS[compare][0].rsplit(".", 1)
-    module = importlib.import_module(module_name)
-    default = getattr(module, attr)
     kwargs, batch = BUILDER_INPUTS.get(name, ({}, 2))
-    setattr(module, attr, on)
     keras.utils.set_random_seed(0)
-    try:
-        if name == "resnet50":
-            from tfmedseg.models.backbones.resnet import build_resnet_backbone
+    if name == "resnet50":
+        from tfmedseg.models.backbones.resnet import build_resnet_backbone
 
-            backbone = build_resnet_backbone(**kwargs)
-            pooled = keras.layers.GlobalAveragePooling2D()(backbone.output["C5"])
-            model = keras.Model(backbone.inputs, keras.layers.Dense(2, activation="softmax")(pooled))
-        else:
-            model = registry.build(name, **kwargs)
-    finally:
-        setattr(module, attr, default)
+        backbone = build_resnet_backbone(**kwargs)
+        pooled = keras.layers.GlobalAveragePooling2D()(backbone.output["C5"])
+        model = keras.Model(backbone.inputs, keras.layers.Dense(2, activation="softmax")(pooled))
+    else:
+        model = registry.build(name, **kwargs)
     rng = np.random.default_rng(0)
     x = rng.random((batch, *model.inputs[0].shape[1:])).astype("float32")
     out = model.outputs[0]
@@ -480,12 +494,13 @@ def builders_child(names: list[str], steps: int, compare: str = "bn") -> dict:
     contenders, info = {}, {}
     for name in names:
         for flag in (False, True):
-            model, batch, x, y = _build_for_bench(name, compare, flag)
-            xt, yt = tf.constant(x), tf.constant(y)
-            model.train_on_batch(xt, yt)  # trace
-            key = f"{name}/{on if flag else off}"
+            with _switched(compare, flag):
+                model, batch, x, y = _build_for_bench(name)
+                xt, yt = tf.constant(x), tf.constant(y)
+                model.train_on_batch(xt, yt)  # trace
+                key = f"{name}/{on if flag else off}"
+                info[key] = {"batch": batch, "layers": _counted_layers(model, compare), "params": int(model.count_params())}
             contenders[key] = (lambda m=model, a=xt, b=yt: m.train_on_batch(a, b))
-            info[key] = {"batch": batch, "layers": _counted_layers(model, compare), "params": int(model.count_params())}
     for fn in contenders.values():
         fn()
     wall = {k: [] for k in contenders}
@@ -690,7 +705,8 @@ def main() -> None:
     parser.add_argument("--builders", help="comma-separated builder names (or 'all'): each built with the --compare "
                         "switch off and on")
     parser.add_argument("--compare", default="bn", choices=sorted(COMPARISONS),
-                        help="--builders: 'bn' Keras vs fused batch norm, 'matmul_grad' the kernel-gradient op vs matmuls")
+                        help="--builders: 'bn' Keras vs fused batch norm, 'matmul_grad' the kernel-gradient op vs matmuls, "
+                        "'planes' the 3D kernel gradient over the planes off vs on")
     parser.add_argument("--bn-layer", action="store_true",
                         help="only conv + BN + ReLU fwd+bwd, Keras BN vs the fused BN (a quick check)")
     parser.add_argument("--profile", metavar="MODEL", help="tf.profiler trace of 'ours' on MODEL: time per op kind")
