@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmedseg.training.callbacks import (
+    PendingStop,
     ReduceLROnPlateau,
     StochasticWeightAveraging,
     overlay_panels,
@@ -29,6 +30,38 @@ class _Record(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.weights.append([w.copy() for w in self.model.get_weights()])
+
+
+def test_a_dropped_stop_ends_fit_at_the_next_step(capsys):
+    """A Ctrl-C whose KeyboardInterrupt C code dropped (simulated: swallowed on the spot) stops ``fit``
+    before its next step (PendingStop), not after the last epoch; the command line says so, exit 130."""
+    import os
+    import signal
+
+    from tfmedseg.command import report_user_errors
+
+    steps = []
+
+    class DropStop(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            steps.append(batch)
+            if batch == 1:
+                try:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    sum(range(1000))  # the handler runs here ...
+                except BaseException:  # ... and its exception is dropped
+                    pass
+
+    model = _dense_model(0.01)
+    x, y = np.zeros((16, 4), np.float32), np.zeros((16, 1), np.float32)
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        fit = lambda: model.fit(x, y, batch_size=2, epochs=3, verbose=0, callbacks=[PendingStop(), DropStop()])  # noqa: E731
+        assert report_user_errors(fit) == 130
+    finally:
+        signal.signal(signal.SIGINT, outer)
+    assert steps == [0, 1]
+    assert capsys.readouterr().err.startswith("interrupted (stopped by Ctrl-C): ")
 
 
 def test_swa_is_mean_of_epoch_weights(rng):

@@ -32,6 +32,7 @@ from keras import ops
 
 from tfmedseg.command import interruptible
 from tfmedseg.errors import ConfigError, InvalidInputError
+from tfmedseg.training.callbacks import PendingStop
 from tfmedseg.validation import as_array, check_finite
 
 _log = logging.getLogger(__name__)
@@ -144,7 +145,8 @@ def train_decision_fusion(
         loss=keras.losses.BinaryCrossentropy(from_logits=True),
     )
     with interruptible(_log, "fusion-weight training", "nothing of it was written; a rerun fits the weights again"):
-        hist = model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose)
+        hist = model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose,
+                         callbacks=[PendingStop()])
     return hist.history
 
 

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfmedseg.command import raise_pending_stop
 from tfmedseg.errors import ConfigError, InvalidInputError
 from tfmedseg.io._atomic import OUTPUT_MARKER, atomic_dir, atomic_file, clean_stale_staging, has_marker
 from tfmedseg.training.schedules import ScaledSchedule
@@ -28,6 +29,7 @@ __all__ = [
     "HistoryCSVLogger",
     "trim_history",
     "BestLastCheckpoint",
+    "PendingStop",
     "LearningRateLogger",
     "ReduceLROnPlateau",
     "ResumableEarlyStopping",
@@ -361,6 +363,22 @@ class HistoryCSVLogger(keras.callbacks.CSVLogger):
             trim_history(Path(self.filename), epoch, self.sep)
             super().on_train_begin(logs)
             self._opened = True
+
+
+class PendingStop(keras.callbacks.Callback):
+    """Before each training / validation / prediction step, raise a Ctrl-C / SIGTERM whose
+    ``KeyboardInterrupt`` was dropped on the way (C code running the signal handler replaced it;
+    :func:`tfmedseg.command.raise_pending_stop`), so that the stop still ends ``fit`` at the next
+    step instead of after the last epoch. A no-op without a pending stop."""
+
+    def on_train_batch_begin(self, batch, logs=None):
+        raise_pending_stop()
+
+    def on_test_batch_begin(self, batch, logs=None):
+        raise_pending_stop()
+
+    def on_predict_batch_begin(self, batch, logs=None):
+        raise_pending_stop()
 
 
 class LearningRateLogger(keras.callbacks.Callback):

@@ -192,7 +192,7 @@ class Trainer:
     def _callbacks(self, train_data, has_validation: bool, image_batch) -> list:
         cfg = self.config
         monitor = cfg.monitor if has_validation or not cfg.monitor.startswith("val_") else cfg.monitor[4:]
-        own: list = [cbs.LearningRateLogger()]
+        own: list = [cbs.PendingStop(), cbs.LearningRateLogger()]
         if self.epoch_metrics is not None:
             own.insert(0, EpochMetrics(self.epoch_metrics))
         stateful: list = []
