@@ -21,7 +21,8 @@ level once split by ``concat_conv``) it times, on one batch of random data,
   with only the kernel / only the input gradient requested.
 
 TF runs in this process; torch runs in a persistent worker process in a torch environment without
-TensorFlow (``--torch-python``, default ``/work/venv-torch/bin/python``), driven over a pipe as in
+TensorFlow (``--torch-python``, default: the environment variable
+``TFMEDSEG_TORCH_PYTHON``; without either the script stops with exit status 2), driven over a pipe as in
 ``bench_detection.py``: each round the parent times one TF call, then asks the worker for one torch
 call of the same kind and reads back the worker's own wall and CPU seconds, so both see the same
 load. Both use 2 threads; torch with ``OMP_WAIT_POLICY=PASSIVE``. Each call is warmed up once; the
@@ -41,7 +42,8 @@ import json
 import os
 import time
 
-from torch_worker import TorchWorker, serve_timed_calls, tensorflow_with_threads
+from torch_worker import (TORCH_PYTHON_HELP, TorchWorker, default_torch_python, require_torch_python,
+                          serve_timed_calls, tensorflow_with_threads)
 
 THREADS = 2
 #: VGG-16 3x3 convolutions: name -> (level, input channels, output channels); the feature map of
@@ -169,12 +171,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, help="default: vgg16 1, unet2d 4, unet3d 1 (bench_training's)")
     parser.add_argument("--layers", help="comma-separated layer names of --net (default: a selection for vgg16, all for U-Nets)")
     parser.add_argument("--im2col-mib", type=float, default=8.0, help="column chunk bound of 'TF dW im2col' in MiB")
-    parser.add_argument("--torch-python", default="/work/venv-torch/bin/python")
+    parser.add_argument("--torch-python", default=default_torch_python(), help=TORCH_PYTHON_HELP)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker()
         return
+    torch_python = require_torch_python(args.torch_python, parser.prog)
     rank, image_size, batch, convs, default_layers = NETS[args.net]
     image_size, batch = args.image_size or image_size, args.batch or batch
     layers = (args.layers or default_layers or ",".join(convs)).split(",")
@@ -183,7 +186,7 @@ def main() -> None:
         parser.error(f"unknown --layers {unknown}; choose from {', '.join(convs)}")
 
     tensorflow_with_threads(THREADS)
-    torch_worker = TorchWorker(args.torch_python, __file__, THREADS)
+    torch_worker = TorchWorker(torch_python, __file__, THREADS)
     print(f"uptime: {os.popen('uptime').read().strip()}; torch {torch_worker.hello['torch']}")
 
     def ask(spec, op):

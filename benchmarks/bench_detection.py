@@ -1,7 +1,8 @@
 """Detection speed: tfmedseg SSD512-VGG16 and Mask R-CNN R50-FPN vs torchvision, interleaved in one run.
 
 Ours runs in this process (TensorFlow, oneDNN on); torchvision runs in a persistent worker process
-in a torch environment without TensorFlow (``--torch-python``, default ``/work/venv-torch/bin/python``),
+in a torch environment without TensorFlow (``--torch-python``, default: the environment variable
+``TFMEDSEG_TORCH_PYTHON``; without either the script stops with exit status 2),
 driven over a pipe: for every round the parent times one call of ours, then asks the worker for
 one call of the same kind and reads back the worker's own wall and CPU seconds, so both see the
 same machine load. Both use 2 threads; torch with ``OMP_WAIT_POLICY=PASSIVE`` (see
@@ -27,7 +28,8 @@ import argparse
 import os
 import time
 
-from torch_worker import TorchWorker, serve_timed_calls, tensorflow_with_threads
+from torch_worker import (TORCH_PYTHON_HELP, TorchWorker, default_torch_python, require_torch_python,
+                          serve_timed_calls, tensorflow_with_threads)
 
 THREADS = 2
 NUM_CLASSES = 5
@@ -188,7 +190,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--models", default="ssd,maskrcnn")
     parser.add_argument("--modes", default="infer,train")
-    parser.add_argument("--torch-python", default="/work/venv-torch/bin/python")
+    parser.add_argument("--torch-python", default=default_torch_python(), help=TORCH_PYTHON_HELP)
     parser.add_argument("--seed-widths", action="store_true",
                         help="Mask R-CNN with the seed's RPN width (512) and 14x14 mask head instead of torchvision's")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -196,6 +198,7 @@ def main() -> None:
     if args.worker:
         worker()
         return
+    torch_python = require_torch_python(args.torch_python, parser.prog)
 
     import numpy as np
 
@@ -203,7 +206,7 @@ def main() -> None:
         MRCNN_AS_TORCHVISION.clear()
     tensorflow_with_threads(THREADS)
 
-    torch_worker = TorchWorker(args.torch_python, __file__, THREADS)
+    torch_worker = TorchWorker(torch_python, __file__, THREADS)
     hello = torch_worker.hello
     print(f"uptime: {os.popen('uptime').read().strip()}; torch {hello['torch']}, torchvision {hello['torchvision']}")
     ask = torch_worker.ask

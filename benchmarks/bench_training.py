@@ -19,9 +19,10 @@ before TensorFlow is imported (the child records the value TensorFlow saw):
 - ``bf16``: ``mixed_bfloat16`` policy;
 - ``inter1``: ``tf.config.threading.set_inter_op_parallelism_threads(1)`` (one kernel at a time).
 
-torch runs in a persistent worker process (``--torch-python``, default ``/work/venv-torch/bin/python``,
-an environment with torch and without TensorFlow; ``--worker`` is that side): for each torch
-contender the child asks the worker for one call and reads back the worker's own wall and CPU
+torch runs in a persistent worker process (``--torch-python``, default: the environment variable
+``TFMEDSEG_TORCH_PYTHON``; the python of an environment with torch and without TensorFlow; without
+either, or with ``--torch-python ''``, the torch contenders are skipped with one line saying so;
+``--worker`` is that side): for each torch contender the child asks the worker for one call and reads back the worker's own wall and CPU
 seconds. The worker counts its network's FLOPs with forward hooks the same way as ours (a warning
 is printed if they differ) and reports its parameter count.
 
@@ -76,7 +77,7 @@ import subprocess
 import sys
 import time
 
-from torch_worker import TorchWorker
+from torch_worker import TORCH_PYTHON_HELP, TorchWorker, default_torch_python, torch_python_problem
 
 CONFIGS = {
     "base": {"onednn": "1", "xla": False, "bf16": False},
@@ -698,8 +699,7 @@ def main() -> None:
     parser.add_argument("--models", default="2d,3d")
     parser.add_argument("--configs", default="base,onednn0,xla,bf16")
     parser.add_argument("--no-peer", action="store_true", help="skip torch and the Keras-BN variant in 'base'")
-    parser.add_argument("--torch-python", default="/work/venv-torch/bin/python",
-                        help="python of an environment with torch (no TensorFlow needed); '' skips torch")
+    parser.add_argument("--torch-python", default=default_torch_python(), help=TORCH_PYTHON_HELP + "; '' skips torch")
     parser.add_argument("--omp-active", action="store_true",
                         help="leave OpenMP's busy-wait default for torch (PASSIVE is set otherwise: see docstring)")
     parser.add_argument("--builders", help="comma-separated builder names (or 'all'): each built with the --compare "
@@ -733,7 +733,8 @@ def main() -> None:
         _print_builders(res)
         print("RESULT " + json.dumps(res))
         return
-    torch_python = args.torch_python if args.torch_python and os.path.exists(args.torch_python) else None
+    torch_problem = torch_python_problem(args.torch_python)
+    torch_python = None if torch_problem else args.torch_python
     if args.child:
         peer = args.child[1] == "base" and not args.no_peer
         res = child(args.child[0], args.child[1], args.steps, peer, torch_python, args.omp_active)
@@ -741,14 +742,14 @@ def main() -> None:
         return
 
     print(f"{os.cpu_count()} CPUs, load average at start {os.getloadavg()[0]:.2f}, {THREADS} threads per framework; "
-          f"torch: {torch_python or 'not found (no torch contenders)'}")
+          f"torch: {torch_python or 'skipped (no torch contenders): ' + torch_problem}")
     results = []
     for model_name in args.models.split(","):
         for config_name in args.configs.split(","):
             env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=CONFIGS[config_name]["onednn"], TF_CPP_MIN_LOG_LEVEL="2",
                        OMP_NUM_THREADS=str(THREADS))
             cmd = [sys.executable, __file__, "--child", model_name, config_name, "--steps", str(args.steps),
-                   "--torch-python", args.torch_python]
+                   "--torch-python", torch_python or ""]
             cmd += (["--no-peer"] if args.no_peer else []) + (["--omp-active"] if args.omp_active else [])
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)

@@ -2,7 +2,7 @@
 
 Run with the torch environment (no TensorFlow there)::
 
-    /work/venv-torch/bin/python benchmarks/hecktor_reference_params.py
+    "$TFMEDSEG_TORCH_PYTHON" benchmarks/hecktor_reference_params.py
 
 The classes below transcribe ``src/layers.py`` and ``src/models.py`` of the GitHub repository
 ``iantsen/hecktor`` (Iantsen et al., HECKTOR 2020 winner; the code base of seed 004): the paper's

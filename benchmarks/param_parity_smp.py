@@ -14,7 +14,7 @@ Two halves, because torch and TensorFlow never share a process here:
    decoders counted on placeholder inputs) and prints the Markdown table of ``docs/models.md``.
 
 Usage:
-    /work/venv-torch/bin/python benchmarks/param_parity_smp.py --smp > benchmarks/smp_param_counts.json
+    "$TFMEDSEG_TORCH_PYTHON" benchmarks/param_parity_smp.py --smp > benchmarks/smp_param_counts.json
     PYTHONPATH=. python benchmarks/param_parity_smp.py
 """
 

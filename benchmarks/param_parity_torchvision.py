@@ -1,8 +1,8 @@
 """Reference parameter counts of the seed-003 segmentation networks in torchvision (no TensorFlow).
 
-Run in a torch environment (the ``bench`` extra; here ``/work/venv-torch``)::
+Run in a torch environment (the ``bench`` extra; its python in ``TFMEDSEG_TORCH_PYTHON``)::
 
-    /work/venv-torch/bin/python benchmarks/param_parity_torchvision.py
+    "$TFMEDSEG_TORCH_PYTHON" benchmarks/param_parity_torchvision.py
 
 Each network is what the seed's author built (``StanciulescuAndrei/LicentaUPB``,
 ``ModelBuilder/*_DeepLab.py``): the torchvision classifier's convolutional part with the first

@@ -8,7 +8,9 @@ calls can be interleaved one by one and see the same machine load:
 - :func:`serve_timed_calls` (torch side) builds each requested call once, warms it up, and answers
   every request with the wall and CPU seconds of one call;
 - :func:`tensorflow_with_threads` imports TensorFlow after ``tfmedseg`` (oneDNN on) with the given
-  intra/inter-op threads and prints how it is set up.
+  intra/inter-op threads and prints how it is set up;
+- :func:`default_torch_python` / :func:`require_torch_python`: ``--torch-python`` defaults to the environment
+  variable ``TFMEDSEG_TORCH_PYTHON`` (the python of an environment with torch and without TensorFlow).
 """
 
 from __future__ import annotations
@@ -19,6 +21,35 @@ import subprocess
 import sys
 import time
 from typing import Callable
+
+#: Environment variable naming the python of a torch environment (torch, no TensorFlow): ``--torch-python``'s default.
+TORCH_PYTHON_VARIABLE = "TFMEDSEG_TORCH_PYTHON"
+#: ``--help`` text of ``--torch-python`` (the same in every peer benchmark).
+TORCH_PYTHON_HELP = (f"python of an environment with torch and without TensorFlow, e.g. <torch-env>/bin/python "
+                     f"(default: the environment variable {TORCH_PYTHON_VARIABLE})")
+
+
+def default_torch_python() -> str | None:
+    """``$TFMEDSEG_TORCH_PYTHON``, or ``None`` when it is unset or empty."""
+    return os.environ.get(TORCH_PYTHON_VARIABLE) or None
+
+
+def torch_python_problem(python: str | None) -> str | None:
+    """Why ``python`` cannot run the torch peer (one line), or ``None`` when it is an existing file."""
+    if not python:
+        return (f"no torch environment: pass --torch-python <torch-env>/bin/python or set {TORCH_PYTHON_VARIABLE}")
+    if not os.path.isfile(python):
+        return f"--torch-python / {TORCH_PYTHON_VARIABLE}: {python} does not exist"
+    return None
+
+
+def require_torch_python(python: str | None, prog: str) -> str:
+    """``python`` if it can run the torch peer; otherwise a one-line error on stderr and exit status 2."""
+    problem = torch_python_problem(python)
+    if problem:
+        print(f"{prog}: error: {problem}", file=sys.stderr)
+        raise SystemExit(2)
+    return python
 
 
 class TorchWorker:

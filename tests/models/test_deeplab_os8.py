@@ -1,7 +1,7 @@
 """Seed-003 networks: ASPP, output-stride-8 backbones, DeepLabV3 builders, parameter parity.
 
 ``TORCHVISION_PARAMS`` are the counts printed by ``benchmarks/param_parity_torchvision.py`` run with
-torch 2.14.1 / torchvision 0.29.1 (``/work/venv-torch``): each torchvision backbone with the seed's
+torch 2.14.1 / torchvision 0.29.1 (the python in ``TFMEDSEG_TORCH_PYTHON``): each torchvision backbone with the seed's
 1-channel stem and ``DeepLabHead(C, 1)``. Our count is Keras' trainable parameters (conv kernels and
 biases, BN gamma and beta; the moving statistics are buffers in torch).
 """
