@@ -95,7 +95,7 @@ def apply_conv(x, filters: int, kernel_size: int | Sequence[int] = 1, strides: i
     """A plain 2D/3D convolution with ``"same"`` padding (rank taken from ``x``).
 
     2D/3D: :func:`tfmedseg.models.blocks.matmul_grad_conv.conv` (Keras' layer with the kernel
-    gradient as matmuls where that is faster).
+    gradient as matmuls, or for 3D as 2D kernel gradients over the planes, where that is faster).
 
     Args:
         x: ``[B, H, W, C]`` or ``[B, D, H, W, C]`` float32 tensor.

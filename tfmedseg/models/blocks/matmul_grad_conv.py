@@ -92,9 +92,9 @@ IM2COL_MIN_CHANNELS = 512
 #: Size bound of one im2col column chunk (bytes per call, whatever the batch size; 8 and 64 MiB ran alike).
 IM2COL_BYTES = 8 << 20
 #: 3D layers whose planes (``H x W``) have at least this many pixels take :func:`kernel_grad_by_planes`
-#: (per layer, ``benchmarks/bench_conv_layers.py --net unet3d``: 2-3x faster than the op at 64^3 and 32^3,
-#: 1.4x at 16^3, ahead of the per-tap matmuls there; at 8^3 the planes are too small and the rule of
-#: :func:`uses_matmul_grad` stays).
+#: (per layer, ``benchmarks/bench_conv_layers.py --net unet3d``: 2.1-2.7x faster than the op at 64^3 and
+#: 32^3, 1.6-2.1x at 16^3, and 1.07-1.26x faster than the per-tap matmuls where those apply; at 8^3 the planes
+#: are no faster than the matmuls and the rule of :func:`uses_matmul_grad` stays).
 PLANES_MIN_PIXELS = 256
 _ROW_ALIGN_BYTES = 64  # TensorFlow's Slice returns a view of dim-0 slices whose rows are a multiple of this
 
