@@ -14,6 +14,7 @@ from __future__ import annotations
 from tfmedseg._lazy import lazy_attributes
 
 _LAZY = {
+    "install_float32_bias_gradients": "tfmedseg.training.bias_gradient",
     "BestLastCheckpoint": "tfmedseg.training.callbacks",
     "ImageSummary": "tfmedseg.training.callbacks",
     "LearningRateLogger": "tfmedseg.training.callbacks",
@@ -78,5 +79,6 @@ __all__ = [
     "overlay_panels",
     "recompute_batchnorm_statistics",
     "resolve_precision",
+    "install_float32_bias_gradients",
     "validate_config",
 ]
