@@ -44,6 +44,7 @@ import numpy as np
 
 import tfmedseg  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads)
 from tfmedseg.errors import ExportError, InvalidInputError, ServingError
+from tfmedseg.export.versions import savedmodel_versions
 from tfmedseg.inference.spec import ServingSpec
 from tfmedseg.io._atomic import OUTPUT_MARKER, atomic_dir, check_output_not_input
 from tfmedseg.io.provenance import job_digest
@@ -108,11 +109,6 @@ def _cause_line(exc: Exception) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     useful = [line for line in lines if not line.startswith(_NOISE_PREFIXES)]
     return (useful or lines or [type(exc).__name__])[0][:300]
-
-
-def _highest_version(root: Path) -> Path | None:
-    versions = [p for p in root.iterdir() if p.is_dir() and p.name.isdigit() and (p / "saved_model.pb").is_file()]
-    return max(versions, key=lambda p: int(p.name)) if versions else None
 
 
 def _load_savedmodel(path: Path) -> Segmenter:
@@ -250,14 +246,14 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
     if not path.exists():
         raise ExportError("model path does not exist", path=path)
     if path.is_dir() and not (path / "saved_model.pb").is_file() and not (path / "model.keras").is_file():
-        version = _highest_version(path)
-        if version is None:
+        versions = savedmodel_versions(path)  # a model root: its highest SavedModel version, as TF Serving's latest
+        if not versions:
             raise ExportError(
                 "not a model: expected a SavedModel directory (saved_model.pb + metadata.json), a run directory "
                 "(model.keras + serving_spec.json) or a .keras file",
                 path=path,
             )
-        path = version
+        path = versions[0]
     return path
 
 

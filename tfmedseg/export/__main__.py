@@ -20,7 +20,7 @@ import numpy as np
 import tfmedseg  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads)
 from tfmedseg.command import report_user_errors
 from tfmedseg.errors import ExportError, TfMedSegError
-from tfmedseg.export.versions import unservable_newest_version, version_dirs
+from tfmedseg.export.versions import savedmodel_versions, unservable_newest_version, version_dirs
 from tfmedseg.io._atomic import atomic_dir, atomic_file
 from tfmedseg.logs import add_verbosity_options, configure_logging
 from tfmedseg.progress import progress
@@ -266,16 +266,20 @@ def _check_not_a_tflite_only_version(output: Path, keeps_savedmodel: bool, prove
     """
     if keeps_savedmodel or not output.name.isdigit():
         return
-    served = [p for p in reversed(version_dirs(output.parent)) if (p / "saved_model.pb").is_file()]
+    served = savedmodel_versions(output.parent)  # highest first
     if not served:
         return
-    own = next((p for p in reversed(served) if p != output and _holds_export(_recorded_export(p), provenance, {"savedmodel"})),
-               None)
+    own = next((p for p in served if p != output and _holds_export(_recorded_export(p), provenance, {"savedmodel"})), None)
     what = ("would replace its SavedModel with TFLite files only" if output in served else
-            f"would hold TFLite files only beside SavedModel versions ({', '.join(p.name for p in served)})")
+            f"would hold TFLite files only beside SavedModel versions ({', '.join(p.name for p in reversed(served))})")
     first = f"--output {own}" if own is not None else "this export's SavedModel version as --output"
     raise ExportError(f"{what}; TF Serving fails on such a version. Use {first}, --format all, or "
-                      f"--output {output.parent.with_name(output.parent.name + '_tflite') / output.name}", path=output)
+                      f"--output {_tflite_model_folder(output.parent) / output.name}", path=output)
+
+
+def _tflite_model_folder(model_root: Path) -> Path:
+    """``<name>_tflite`` beside the model folder ``<name>``: where TFLite-only versions stay out of TF Serving's way."""
+    return model_root.with_name(model_root.name + "_tflite")
 
 
 def warn_unservable_newest_version(output: Path) -> None:
@@ -293,7 +297,7 @@ def warn_unservable_newest_version(output: Path) -> None:
     if folder is not None:
         print(f"warning: {folder}: newest version of {output.parent} but no saved_model.pb (TFLite files only?): TF "
               f"Serving loads it and fails; move it out, e.g. to "
-              f"{output.parent.with_name(output.parent.name + '_tflite') / folder.name}", file=sys.stderr)
+              f"{_tflite_model_folder(output.parent) / folder.name}", file=sys.stderr)
 
 
 def _check_tflite_output(output: Path, overwrite: bool, recorded: dict[str, Any] | None, provenance: dict[str, Any],

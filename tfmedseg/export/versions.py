@@ -18,7 +18,7 @@ from typing import Iterable
 
 import numpy as np
 
-__all__ = ["version_dirs", "unservable_newest_version", "weights_fingerprint", "identical_version", "record_fingerprint", "next_export_dir", "export_once", "FINGERPRINT_FILE"]
+__all__ = ["version_dirs", "savedmodel_versions", "unservable_newest_version", "weights_fingerprint", "identical_version", "record_fingerprint", "next_export_dir", "export_once", "FINGERPRINT_FILE"]
 
 _log = logging.getLogger(__name__)
 
@@ -33,14 +33,17 @@ def version_dirs(model_root: str | os.PathLike) -> list[Path]:
     return sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name), reverse=True)
 
 
+def savedmodel_versions(model_root: str | os.PathLike) -> list[Path]:
+    """The version folders of ``model_root`` holding a ``saved_model.pb`` (those TF Serving can load), highest first."""
+    return [p for p in version_dirs(model_root) if (p / "saved_model.pb").is_file()]
+
+
 def unservable_newest_version(model_root: str | os.PathLike) -> Path | None:
     """The newest version folder of ``model_root`` when it has no ``saved_model.pb`` while an older one has
     (e.g. TFLite files only, written by an older tfmedseg): TF Serving's default ``latest`` policy loads that
     folder and fails; None otherwise (also for a model folder of TFLite-only versions, which is not served)."""
-    versions = version_dirs(model_root)
-    if len(versions) < 2 or (versions[0] / "saved_model.pb").is_file():
-        return None
-    return versions[0] if any((v / "saved_model.pb").is_file() for v in versions[1:]) else None
+    versions, served = version_dirs(model_root), savedmodel_versions(model_root)
+    return versions[0] if served and served[0] != versions[0] else None
 
 
 def weights_fingerprint(models: Iterable) -> str:
