@@ -1,0 +1,40 @@
+"""``benchmarks/bench_bf16_quick.py`` runs the seed-002 quick config with both stages trained in the asked precision.
+
+The command line it builds is parsed by the experiment's own option parser (no training, no phantoms): the
+resolved config has the precision on both stages and the quick config's networks, and the exports and
+outputs go to the precision's own folder.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import bench_bf16_quick  # noqa: E402
+
+from tfmedseg.experiments import liver_ct_2d3d  # noqa: E402
+from tfmedseg.experiments.cli import parse_experiment_args  # noqa: E402
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_command_trains_both_stages_in_the_precision(tmp_path, precision):
+    command = bench_bf16_quick.experiment_command(precision, tmp_path / "work", tmp_path / "cache", 3, None)
+    assert command[:3] == [sys.executable, "-m", bench_bf16_quick.EXPERIMENT]
+    assert bench_bf16_quick.EXPERIMENT == liver_ct_2d3d.__name__
+    data = tmp_path / "data"
+    context = parse_experiment_args(
+        command[3:], prog=liver_ct_2d3d.__name__, description="", config_cls=liver_ct_2d3d.LiverCT2D3DConfig,
+        default_config="quick", phantom_dataset="lits", default_phantom_cases=16,
+        prepare_phantoms=lambda dataset, out_dir, cases, seed: data)
+    config = context.config
+    assert config.liver.train.mixed_precision == precision
+    assert config.tumour.train.mixed_precision == precision
+    assert (config.liver.model, config.tumour.model) == ("mobilenetv2_2d", "mobilenetv2_2d")
+    assert context.seed == 3
+    assert context.output_dir == tmp_path / "work" / precision / "run"
+    assert Path(config.export_dir) == tmp_path / "work" / precision / "saved_models"
