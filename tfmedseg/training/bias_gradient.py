@@ -5,9 +5,10 @@ vector to a ``[B, ..., C]`` tensor) with ``tf.nn.bias_add``, whose registered gr
 ``BiasAddGrad``. TensorFlow's CPU kernel of ``BiasAddGrad`` keeps its running sum in the input's
 dtype for bfloat16 (only float16 gets a float32 accumulator, ``tensorflow/core/kernels/bias_op.cc``):
 the sum stops growing once it is 256 times the value added, so under ``mixed_bfloat16`` with a mean
-loss every channel's bias gradient reads ``256 / N`` instead of 1 for ``N`` summed elements
-(50 % off at ``N = 512``, 99.6 % at ``N = 131072``; ``benchmarks/bf16_bias_grad.py``, table in
-``docs/performance.md``), while ``tf.reduce_sum`` sums bfloat16 in float32.
+loss every channel's bias gradient reads ``256 / N`` instead of 1 for ``N`` summed elements (``512 / N``
+from ``N = 32768``, where the kernel sums in two parts): 50 % off at ``N = 512``, 99.6 % at ``N = 131072``
+(``benchmarks/bf16_bias_grad.py``, table in ``docs/performance.md``), while ``tf.reduce_sum`` sums
+bfloat16 in float32.
 
 :func:`install_float32_bias_gradients` replaces the gradient TensorFlow registered for ``BiasAdd``
 by one that, for a bfloat16 gradient, runs ``BiasAddGrad`` on its float32 cast and casts the sum

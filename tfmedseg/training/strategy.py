@@ -167,8 +167,9 @@ def resolve_precision(name: str) -> str:
     ``"auto"``: on a GPU, ``mixed_bfloat16`` where it has bfloat16 tensor cores (compute
     capability >= 8.0), else ``mixed_float16``; on a CPU, ``mixed_bfloat16`` where it computes
     bfloat16 natively (``avx512_bf16`` or AMX, :func:`cpu_has_bf16`: the 3D U-Net step took 0.52x
-    the float32 time on such a CPU), else ``float32`` (bfloat16 is emulated there and was 4-6x
-    slower on the AVX2 reference CPU, see ``docs/performance.md``).
+    the float32 time on such a CPU), else ``float32`` (bfloat16 is emulated there: on the AVX2
+    reference CPU a training step took 9x (2D U-Net) and 22x (3D U-Net) its float32 time, see
+    ``docs/performance.md``).
 
     Raises:
         ConfigError: Unknown name.

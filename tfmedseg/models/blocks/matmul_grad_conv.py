@@ -182,15 +182,16 @@ def kernel_grad_by_planes(x, dy, kernel_size):
     all planes of all images as one 2D batch that is TensorFlow's ``Conv2DBackpropFilter`` of the
     depth-shifted input planes with ``dY``'s planes. On oneDNN this runs the direct ``jit:avx2``
     2D kernel on the plain NHWC layout, while ``Conv3DBackpropFilterV2`` on NDHWC falls back to
-    oneDNN's im2col + GEMM form (``x64:gemm:jit``), memory-bound at thin channels: at 64^3 with 8
-    channels the op took 2.3-2.6x the time of these three 2D calls. Batch 1 (static): the shifted
-    planes are views of ``x`` and ``dy`` (taps past the first / last plane drop that plane);
-    otherwise ``x`` is zero-padded by ``k_d // 2`` planes per image and the flat plane ranges are
-    views of it (a padding plane of ``dy`` pairs with whatever input plane and adds nothing).
+    oneDNN's im2col + GEMM form (``x64:gemm:jit``), memory-bound at thin channels: at 64^3 with 1 and 8
+    input channels the op took 2.4x and 2.7x the time of these three 2D calls (``docs/performance.md``).
+    Batch 1 (static): the shifted planes are views of ``x`` and ``dy`` (taps past the first / last plane
+    drop that plane); otherwise ``x`` and ``dy`` are zero-padded by ``k_d // 2`` planes per image and the
+    flat plane ranges are views of them (a padding plane of ``dy`` pairs with whatever input plane and
+    adds nothing).
 
     Args:
-        x: Input ``[B, D, H, W, C_in]`` (static ``D, H, W, C_in``).
-        dy: Output gradient ``[B, D, H, W, C_out]``.
+        x: Input ``[B, D, H, W, C_in]`` (static ``D, H, W, C_in``; float32 or bfloat16).
+        dy: Output gradient ``[B, D, H, W, C_out]``, ``x``'s dtype.
         kernel_size: Odd kernel sizes ``(k_d, k_h, k_w)``.
 
     Returns:
