@@ -62,6 +62,34 @@ def test_wrong_value_types_are_rejected(item):
         apply_overrides(Exp(), [item])
 
 
+@dataclasses.dataclass
+class Checked:
+    size: int = 8
+
+    def __post_init__(self):
+        if self.size < 1:
+            raise ConfigError(f"must be >= 1, got {self.size}", path="size")
+
+
+@dataclasses.dataclass
+class Outer:
+    stage: Checked = dataclasses.field(default_factory=Checked)
+
+
+def test_a_nested_dataclass_check_names_the_dotted_key_and_where_the_value_came_from(tmp_path):
+    """A nested config's own ``__post_init__`` check said ``size: must be >= 1`` for ``--set stage.size=0``
+    (``liver.batch_size=0`` printed ``batch_size: ...``: which stage, which file?)."""
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(Outer(), ["stage.size=0"])
+    assert info.value.path == "stage.size"
+    assert str(info.value) == "stage.size: must be >= 1, got 0 (in --set)"
+    path = tmp_path / "exp.yaml"
+    path.write_text("stage:\n  size: 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(Outer, path)
+    assert str(info.value) == f"stage.size: must be >= 1, got 0 (in {path})"
+
+
 def test_int_is_accepted_for_float_and_scientific_strings_parse():
     cfg = apply_overrides(Exp(), ["optim.lr=1", "epochs=7"])
     assert isinstance(cfg.optim.lr, float) and cfg.optim.lr == 1.0

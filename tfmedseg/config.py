@@ -139,8 +139,17 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, *, source: str = "<dict
             kwargs[key] = _coerce(value, hints.get(key), dotted, source)
     try:
         return cls(**kwargs)
-    except ConfigError:
-        raise
+    except ConfigError as exc:
+        # a check of the dataclass itself (``__post_init__``) names its own field: name it from the root
+        # (``liver.batch_size``, not ``batch_size``) and say where the value came from, as the type checks do
+        if exc.path is None:
+            key = prefix.rstrip(".") or None
+        else:
+            key = exc.path if exc.path.startswith(prefix) else prefix + exc.path
+        reason = exc.reason if f"(in {source})" in exc.reason else f"{exc.reason} (in {source})"
+        if (key, reason) == (exc.path, exc.reason):
+            raise
+        raise ConfigError(reason, path=key) from exc
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid value (in {source}): {exc}", path=prefix or cls.__name__) from exc
 
