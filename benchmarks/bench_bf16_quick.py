@@ -10,6 +10,10 @@ after the other in this process' environment. Then reads each run's ``summary.js
 - time per output slice: a training iteration, a prediction batch (Tables 4.4/4.5 style, first step
   excluded), the whole fit, and the cascade's wall time per slice; and each run's own wall time.
 
+A precision named again (``--precisions float32,mixed_bfloat16,float32``) runs again into
+``<workdir>/<precision>-run<k>``: the same seed and data a second time, so the table shows how far two runs of
+the same precision land apart on this machine (TensorFlow's CPU kernels are not bit-reproducible across runs).
+
 A finished run is not run again (the experiment command says it is done and exits 0), so a second call
 only prints the table; the wall time of such a run then reads "resumed". Whether this CPU computes
 bfloat16 natively is printed first (``cpu_has_bf16``): without ``avx512_bf16`` / AMX, TensorFlow
@@ -39,9 +43,20 @@ TIME_KEYS = (("iteration_seconds_per_slice", "train iteration s/slice"),
              ("predict_seconds_per_slice", "cascade wall s/slice"))
 
 
-def experiment_command(precision: str, workdir: Path, cache_dir: Path, seed: int, data_dir: Path | None) -> list[str]:
-    """The experiment's command line for one precision (both stages trained in ``precision``)."""
-    folder = workdir / precision
+def run_labels(precisions: list[str]) -> list[str]:
+    """One folder name per run: the precision, ``<precision>-run<k>`` for its k-th run (k >= 2)."""
+    labels = []
+    for index, precision in enumerate(precisions):
+        count = precisions[:index + 1].count(precision)
+        labels.append(precision if count == 1 else f"{precision}-run{count}")
+    return labels
+
+
+def experiment_command(precision: str, workdir: Path, cache_dir: Path, seed: int, data_dir: Path | None,
+                       label: str | None = None) -> list[str]:
+    """The experiment's command line for one precision (both stages trained in ``precision``), into
+    ``workdir / label`` (default: the precision's name)."""
+    folder = workdir / (label or precision)
     command = [sys.executable, "-m", EXPERIMENT, "--config", "quick", "--seed", str(seed),
                "--output-dir", str(folder / "run"), "--cache-dir", str(cache_dir),
                "--set", f"export_dir={folder / 'saved_models'}",
@@ -52,16 +67,16 @@ def experiment_command(precision: str, workdir: Path, cache_dir: Path, seed: int
     return command
 
 
-def run_once(precision: str, args: argparse.Namespace) -> float | None:
-    """Run (or resume) one precision's quick run; its wall seconds, None where it had finished already."""
-    run_dir = args.workdir / precision / "run"
+def run_once(precision: str, label: str, args: argparse.Namespace) -> float | None:
+    """Run (or resume) one quick run; its wall seconds, None where it had finished already."""
+    run_dir = args.workdir / label / "run"
     finished = (run_dir / "run_complete.json").is_file()
-    command = experiment_command(precision, args.workdir, args.workdir / "cache", args.seed, args.data_dir)
-    print(f"[{precision}] {' '.join(command[1:])}", flush=True)
+    command = experiment_command(precision, args.workdir, args.workdir / "cache", args.seed, args.data_dir, label)
+    print(f"[{label}] {' '.join(command[1:])}", flush=True)
     start = time.perf_counter()
     returncode = subprocess.call(command)
     if returncode != 0:
-        sys.exit(f"bench_bf16_quick: the {precision} run exited {returncode}; rerun this command to resume it")
+        sys.exit(f"bench_bf16_quick: the {label} run exited {returncode}; rerun this command to resume it")
     return None if finished else time.perf_counter() - start
 
 
@@ -75,33 +90,34 @@ def main() -> None:
     args = parser.parse_args()
     args.workdir = args.workdir.resolve()
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    labels = run_labels(precisions)
 
     from tfmedseg.training.strategy import cpu_has_bf16
 
     print(f"CPU computes bfloat16 natively (avx512_bf16/AMX): {cpu_has_bf16()}; "
           f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', '(tfmedseg sets 1)')}", flush=True)
     walls = {}
-    for precision in precisions:
+    for precision, label in zip(precisions, labels):
         load = os.getloadavg()[0]
-        walls[precision] = run_once(precision, args)
-        print(f"[{precision}] done; load {load:.2f} -> {os.getloadavg()[0]:.2f}", flush=True)
+        walls[label] = run_once(precision, label, args)
+        print(f"[{label}] done; load {load:.2f} -> {os.getloadavg()[0]:.2f}", flush=True)
 
-    summaries = {p: json.loads((args.workdir / p / "run" / "summary.json").read_text()) for p in precisions}
-    reference = precisions[0]
-    print("\n| reading | " + " | ".join(precisions) + " | " +
-          " | ".join(f"{p} - {reference}" for p in precisions[1:]) + " |")
-    print("|---" * (1 + 2 * len(precisions) - 1) + "|")
-    for key, label in DICE_KEYS:
-        values = [summaries[p]["summary"][key] for p in precisions]
+    summaries = {label: json.loads((args.workdir / label / "run" / "summary.json").read_text()) for label in labels}
+    reference = labels[0]
+    print("\n| reading | " + " | ".join(labels) + " | " +
+          " | ".join(f"{label} - {reference}" for label in labels[1:]) + " |")
+    print("|---" * (2 * len(labels)) + "|")
+    for key, name in DICE_KEYS:
+        values = [summaries[label]["summary"][key] for label in labels]
         diffs = [f"{v - values[0]:+.4f}" + (" (within 0.01)" if abs(v - values[0]) <= 0.01 else "") for v in values[1:]]
-        print(f"| {label} | " + " | ".join(f"{v:.4f}" for v in values) + " | " + " | ".join(diffs) + " |")
+        print(f"| {name} | " + " | ".join(f"{v:.4f}" for v in values) + " | " + " | ".join(diffs) + " |")
     for stage in ("liver", "tumour"):
-        for key, label in TIME_KEYS:
-            values = [summaries[p]["timings"][stage][key] for p in precisions]
+        for key, name in TIME_KEYS:
+            values = [summaries[label]["timings"][stage][key] for label in labels]
             ratios = [f"{v / values[0]:.2f}x" for v in values[1:]]
-            print(f"| {stage} {label} | " + " | ".join(f"{v:.4f}" for v in values) + " | " + " | ".join(ratios) + " |")
-    print("| run wall s | " + " | ".join("resumed" if walls[p] is None else f"{walls[p]:.0f}" for p in precisions)
-          + " |" + " |" * (len(precisions) - 1))
+            print(f"| {stage} {name} | " + " | ".join(f"{v:.4f}" for v in values) + " | " + " | ".join(ratios) + " |")
+    print("| run wall s | " + " | ".join("resumed" if walls[label] is None else f"{walls[label]:.0f}" for label in labels)
+          + " |" + " |" * (len(labels) - 1))
 
 
 if __name__ == "__main__":

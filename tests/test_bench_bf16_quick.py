@@ -38,3 +38,11 @@ def test_command_trains_both_stages_in_the_precision(tmp_path, precision):
     assert context.seed == 3
     assert context.output_dir == tmp_path / "work" / precision / "run"
     assert Path(config.export_dir) == tmp_path / "work" / precision / "saved_models"
+
+
+def test_a_precision_named_again_runs_into_its_own_folder(tmp_path):
+    labels = bench_bf16_quick.run_labels(["float32", "mixed_bfloat16", "float32", "float32"])
+    assert labels == ["float32", "mixed_bfloat16", "float32-run2", "float32-run3"]
+    command = bench_bf16_quick.experiment_command("float32", tmp_path, tmp_path / "cache", 0, None, labels[2])
+    assert command[command.index("--output-dir") + 1] == str(tmp_path / "float32-run2" / "run")
+    assert "liver.train.mixed_precision=float32" in command
