@@ -45,6 +45,18 @@ def test_report_user_errors_turns_user_errors_into_exit_code_2(capsys):
         report_user_errors(lambda: 1 / 0)
 
 
+def test_report_user_errors_prints_one_line_when_a_cause_spans_lines(capsys):
+    """A cause quoted from a third-party library may hold line breaks (nibabel: "Expected 2048 bytes, got 1024 bytes
+    from \\n - could the file be damaged?"); the command line still prints one ``error:`` line."""
+    from tfmedseg.command import report_user_errors
+
+    def fail():
+        raise errors.InvalidInputError("cannot read (OSError: got 1024 bytes from \n - damaged?)\r\n", path="scan.nii.gz")
+
+    assert report_user_errors(fail) == 2
+    assert capsys.readouterr().err == "error: scan.nii.gz: cannot read (OSError: got 1024 bytes from - damaged?)\n"
+
+
 def test_report_user_errors_turns_a_stop_into_one_line_and_exit_130(capsys):
     from tfmedseg.command import INTERRUPTED_EXIT, TERMINATED_EXIT, report_user_errors
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -25,7 +26,7 @@ from typing import Any, Callable
 
 from tfmedseg.errors import TfMedSegError
 
-__all__ = ["report_user_errors", "sigterm_as_keyboard_interrupt", "interruptible", "guard_command_loading", "SignalStop",
+__all__ = ["report_user_errors", "one_line", "sigterm_as_keyboard_interrupt", "interruptible", "guard_command_loading", "SignalStop",
            "raise_pending_stop", "stop_exit_code", "INTERRUPTED_EXIT", "TERMINATED_EXIT", "NOTHING_LEFT", "CONSOLE_SCRIPTS"]
 
 #: Exit code of a command stopped by Ctrl-C (128 + SIGINT, what shells report for Ctrl-C).
@@ -195,6 +196,12 @@ def interruptible(log: logging.Logger, what: str, kept: str):
         raise
 
 
+def one_line(text: str) -> str:
+    """``text`` with its line breaks (and the blanks around them) turned into one space: a cause quoted from a
+    third-party library may span lines, an error line may not."""
+    return re.sub(r"\s*[\r\n]+\s*", " ", text).strip()
+
+
 def report_user_errors(fn: Callable[[], Any], interrupted: str | Callable[[], str] = NOTHING_LEFT) -> int:
     """Run ``fn`` for a command line: 0 on success; a user error prints one line and gives 2; a stop
     prints one line and gives :data:`INTERRUPTED_EXIT` (Ctrl-C) or :data:`TERMINATED_EXIT`
@@ -218,7 +225,7 @@ def report_user_errors(fn: Callable[[], Any], interrupted: str | Callable[[], st
             fn()
             raise_pending_stop()  # a stop that C code dropped after the work's last loop step
         except TfMedSegError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print("error: " + one_line(str(exc)), file=sys.stderr)
             return 2
         except KeyboardInterrupt as exc:
             _stop_state["pending"] = 0  # reported here

@@ -48,6 +48,9 @@ NIFTI_CASES = {
     "claims_beyond_the_voxel_limit": lambda d: _write(d / "huge.nii", _nifti_header_bytes((32000, 32000, 32000))),
     "empty_file": lambda d: _write(d / "empty.nii.gz", b""),
     "text_file": lambda d: _write(d / "notes.nii", b"hello, not a NIfTI file\n" * 20),
+    # a whole gzip stream of half the declared voxels: nibabel's "Expected .. bytes, got .. bytes from \n - could the
+    # file be damaged?" made the error two lines
+    "gz_holds_half_its_voxels": lambda d: _write(d / "half.nii.gz", gzip.compress(_nifti_header_bytes((8, 8, 8)) + b"\0" * 1024)),
     "truncated_gzip": lambda d: _write(d / "cut.nii.gz", gzip.compress(_nifti_header_bytes((8, 8, 8)) + np.random.default_rng(0).bytes(2048))[:600]),
     "rgb_voxels": lambda d: _save(d / "rgb.nii.gz", np.zeros((4, 4, 4), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])),
     "zero_pixdim": lambda d: _raw_nifti(d / "pix0.nii.gz", pixdim=(1.0, 0.0, 1.0)),
