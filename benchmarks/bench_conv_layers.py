@@ -42,8 +42,8 @@ import json
 import os
 import time
 
-from torch_worker import (TORCH_PYTHON_HELP, TorchWorker, default_torch_python, require_torch_python,
-                          serve_timed_calls, tensorflow_with_threads)
+from torch_worker import (TorchWorker, add_torch_worker_options, require_torch_python, serve_timed_calls,
+                          tensorflow_with_threads)
 
 THREADS = 2
 #: VGG-16 3x3 convolutions: name -> (level, input channels, output channels); the feature map of
@@ -171,8 +171,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, help="default: vgg16 1, unet2d 4, unet3d 1 (bench_training's)")
     parser.add_argument("--layers", help="comma-separated layer names of --net (default: a selection for vgg16, all for U-Nets)")
     parser.add_argument("--im2col-mib", type=float, default=8.0, help="column chunk bound of 'TF dW im2col' in MiB")
-    parser.add_argument("--torch-python", default=default_torch_python(), help=TORCH_PYTHON_HELP)
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    add_torch_worker_options(parser)
     args = parser.parse_args()
     if args.worker:
         worker()

@@ -28,8 +28,8 @@ import argparse
 import os
 import time
 
-from torch_worker import (TORCH_PYTHON_HELP, TorchWorker, default_torch_python, require_torch_python,
-                          serve_timed_calls, tensorflow_with_threads)
+from torch_worker import (TorchWorker, add_torch_worker_options, require_torch_python, serve_timed_calls,
+                          tensorflow_with_threads)
 
 THREADS = 2
 NUM_CLASSES = 5
@@ -190,10 +190,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--models", default="ssd,maskrcnn")
     parser.add_argument("--modes", default="infer,train")
-    parser.add_argument("--torch-python", default=default_torch_python(), help=TORCH_PYTHON_HELP)
     parser.add_argument("--seed-widths", action="store_true",
                         help="Mask R-CNN with the seed's RPN width (512) and 14x14 mask head instead of torchvision's")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    add_torch_worker_options(parser)
     args = parser.parse_args()
     if args.worker:
         worker()

@@ -77,7 +77,7 @@ import subprocess
 import sys
 import time
 
-from torch_worker import TORCH_PYTHON_HELP, TorchWorker, default_torch_python, torch_python_problem
+from torch_worker import TorchWorker, add_torch_worker_options, torch_python_problem
 
 CONFIGS = {
     "base": {"onednn": "1", "xla": False, "bf16": False},
@@ -699,7 +699,7 @@ def main() -> None:
     parser.add_argument("--models", default="2d,3d")
     parser.add_argument("--configs", default="base,onednn0,xla,bf16")
     parser.add_argument("--no-peer", action="store_true", help="skip torch and the Keras-BN variant in 'base'")
-    parser.add_argument("--torch-python", default=default_torch_python(), help=TORCH_PYTHON_HELP + "; '' skips torch")
+    add_torch_worker_options(parser, "; '' skips torch")
     parser.add_argument("--omp-active", action="store_true",
                         help="leave OpenMP's busy-wait default for torch (PASSIVE is set otherwise: see docstring)")
     parser.add_argument("--builders", help="comma-separated builder names (or 'all'): each built with the --compare "
@@ -711,7 +711,6 @@ def main() -> None:
                         help="only conv + BN + ReLU fwd+bwd, Keras BN vs the fused BN (a quick check)")
     parser.add_argument("--profile", metavar="MODEL", help="tf.profiler trace of 'ours' on MODEL: time per op kind")
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "CONFIG"), help=argparse.SUPPRESS)
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker()

@@ -9,12 +9,15 @@ calls can be interleaved one by one and see the same machine load:
   every request with the wall and CPU seconds of one call;
 - :func:`tensorflow_with_threads` imports TensorFlow after ``tfmedseg`` (oneDNN on) with the given
   intra/inter-op threads and prints how it is set up;
-- :func:`default_torch_python` / :func:`require_torch_python`: ``--torch-python`` defaults to the environment
-  variable ``TFMEDSEG_TORCH_PYTHON`` (the python of an environment with torch and without TensorFlow).
+- :func:`add_torch_worker_options` adds a peer benchmark's ``--torch-python`` (default: the environment
+  variable ``TFMEDSEG_TORCH_PYTHON``, the python of an environment with torch and without TensorFlow;
+  :func:`default_torch_python`) and its hidden ``--worker`` switch; :func:`require_torch_python` stops a
+  torch-only comparison with one line when there is none.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -32,6 +35,13 @@ TORCH_PYTHON_HELP = (f"python of an environment with torch and without TensorFlo
 def default_torch_python() -> str | None:
     """``$TFMEDSEG_TORCH_PYTHON``, or ``None`` when it is unset or empty."""
     return os.environ.get(TORCH_PYTHON_VARIABLE) or None
+
+
+def add_torch_worker_options(parser: argparse.ArgumentParser, help_note: str = "") -> None:
+    """Add ``--torch-python`` (default :func:`default_torch_python`, help :data:`TORCH_PYTHON_HELP` + ``help_note``)
+    and the hidden ``--worker`` (this script as the torch side, run by :class:`TorchWorker`) to ``parser``."""
+    parser.add_argument("--torch-python", default=default_torch_python(), help=TORCH_PYTHON_HELP + help_note)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
 
 
 def torch_python_problem(python: str | None) -> str | None:

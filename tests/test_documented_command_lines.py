@@ -181,6 +181,8 @@ def test_documented_benchmark_command_line_names_options_the_script_has(where, p
     script = REPO / program.split()[-1]
     assert script.is_file(), f"{where}: {script.name} does not exist"
     source = script.read_text()
+    if "add_torch_worker_options(parser" in source:  # --torch-python / --worker: declared in benchmarks/torch_worker.py
+        source += (REPO / "benchmarks" / "torch_worker.py").read_text()
     for token in shlex.split(args.split(">")[0]):
         if token.startswith("--"):
             option = token.split("=")[0]

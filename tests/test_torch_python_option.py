@@ -59,3 +59,21 @@ def test_help_names_the_variable(script):
 def test_no_benchmark_defaults_to_a_developer_path():
     for path in BENCHMARKS.glob("*.py"):
         assert "venv-torch" not in path.read_text(), path.name
+
+
+def test_the_shared_options_of_a_peer_benchmark(monkeypatch):
+    """``add_torch_worker_options``: ``--torch-python`` from the variable (read when the parser is built), the hidden
+    ``--worker``; the three peer benchmarks take both from it."""
+    import argparse
+
+    monkeypatch.setenv("TFMEDSEG_TORCH_PYTHON", "/opt/torch-env/bin/python")
+    parser = argparse.ArgumentParser()
+    torch_worker.add_torch_worker_options(parser, "; note")
+    args = parser.parse_args([])
+    assert args.torch_python == "/opt/torch-env/bin/python" and args.worker is False
+    assert parser.parse_args(["--worker", "--torch-python", ""]).worker is True
+    help_text = " ".join(parser.format_help().split())
+    assert "--worker" not in help_text and "TFMEDSEG_TORCH_PYTHON); note" in help_text
+    for script in ("bench_training.py", "bench_detection.py", "bench_conv_layers.py"):
+        source = (BENCHMARKS / script).read_text()
+        assert "add_torch_worker_options(parser" in source and 'add_argument("--torch-python"' not in source, script
