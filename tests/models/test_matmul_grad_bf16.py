@@ -78,3 +78,34 @@ def test_matmul_grad_conv_transpose_in_bfloat16(rank, shape, mixed_bfloat16, tra
     keras_cls = keras.layers.Conv2DTranspose if rank == 2 else keras.layers.Conv3DTranspose
     kwargs = {"filters": 4, "kernel_size": 2, "strides": 2}
     _check(keras_cls(**kwargs), mct.conv_transpose(rank, **kwargs), shape, traced)
+
+
+def _ones_and_mean_gradient(shape, cout):
+    """An all-ones bfloat16 input and the bfloat16 output gradient of a mean (every element 1 / N)."""
+    n = int(np.prod(shape[:-1])) * cout
+    return tf.ones(shape, tf.bfloat16), tf.fill([*shape[:-1], cout], tf.constant(1.0 / n, tf.bfloat16))
+
+
+def test_planes_kernel_gradient_sums_bfloat16_in_float32():
+    """TensorFlow's CPU Conv2DBackpropFilter sums bfloat16 in bfloat16 (0.32 of the exact sum at 32^3): the planes'
+    2D kernel gradients run on float32 casts (kernel_grad_op)."""
+    x, dy = _ones_and_mean_gradient((1, 8, 32, 32, 1), 1)
+    got = matmul_grad_conv.kernel_grad_by_planes(x, dy, (3, 3, 3))
+    want = tf.raw_ops.Conv3DBackpropFilterV2(input=tf.cast(x, tf.float32), filter_sizes=[3, 3, 3, 1, 1],
+                                             out_backprop=tf.cast(dy, tf.float32), strides=[1] * 5, padding="SAME")
+    assert got.dtype == tf.bfloat16
+    np.testing.assert_allclose(got.numpy().astype(np.float32), want.numpy(), rtol=2.0 ** -7)
+
+
+def test_onednn_conv2d_thin_kernel_gradient_sums_bfloat16_in_float32(mixed_bfloat16):
+    """OneDNNConv2D's thin layers (below MIN_CHANNELS: TensorFlow's Conv2DBackpropFilter) under mixed_bfloat16."""
+    from tfmedseg.models.blocks.onednn_conv import OneDNNConv2D
+
+    layer = OneDNNConv2D(2, 3, padding="same", use_bias=False)
+    layer.build((2, 64, 64, 2))
+    x = tf.ones((2, 64, 64, 2))
+    with tf.GradientTape() as tape:
+        y = tf.reduce_mean(tf.cast(layer(x), tf.float32))
+    grad = tape.gradient(y, layer.kernel).numpy()
+    # centre tap: every output pixel pairs with an input pixel, d mean / d k = (pixels) / (pixels x 2 channels) = 0.5
+    np.testing.assert_allclose(grad[1, 1], np.full((2, 2), 0.5), rtol=2.0 ** -7)

@@ -149,6 +149,23 @@ def test_factory_and_serialization(tmp_path):
     assert keras.layers.serialize(layer)["registered_name"] == "tfmedseg>MatmulGradConv3D"
 
 
+def test_factories_follow_the_default_switch_at_each_call(monkeypatch):
+    """``matmul_grad=None``: conv and conv_transpose read ``MATMUL_GRAD_DEFAULT`` when called (what
+    ``benchmarks/bench_training.py --compare matmul_grad`` switches while it builds); an explicit value wins."""
+    from tfmedseg.models.blocks.matmul_grad_conv_transpose import MatmulGradConv3DTranspose, conv_transpose
+
+    monkeypatch.setattr(matmul_grad_conv, "MATMUL_GRAD_DEFAULT", False)
+    assert type(conv(2, 4, 3)) is keras.layers.Conv2D and type(conv(3, 4, 3)) is keras.layers.Conv3D
+    assert type(conv_transpose(2, 4, 2, strides=2)) is keras.layers.Conv2DTranspose
+    assert type(conv(3, 4, 3, matmul_grad=True)) is MatmulGradConv3D
+    assert type(conv_transpose(3, 4, 2, strides=2, matmul_grad=True)) is MatmulGradConv3DTranspose
+    monkeypatch.setattr(matmul_grad_conv, "MATMUL_GRAD_DEFAULT", True)
+    assert type(conv(2, 4, 3)) is MatmulGradConv2D
+    assert type(conv_transpose(3, 4, 2, strides=2)) is MatmulGradConv3DTranspose
+    with pytest.raises(ValueError, match="rank must be 2 or 3, got 4"):
+        matmul_grad_conv.layer_class(4, None, (MatmulGradConv2D, MatmulGradConv3D), (keras.layers.Conv2D, keras.layers.Conv3D))
+
+
 def test_weight_files_interchange_with_keras_layers(tmp_path):
     """Weight files address layers by snake-cased class name: ours must read Keras' files and back."""
 

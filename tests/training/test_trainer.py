@@ -141,6 +141,7 @@ def test_mixed_bfloat16_smoke(tmp_path, data):
     trainer = Trainer(_cfg(tmp_path, "bf16", strategy="default", epochs=1, steps_per_epoch=1, mixed_precision="mixed_bfloat16"), _build)
     assert trainer.model.layers[1].compute_dtype == "bfloat16"
     assert bias_gradient.float32_bias_gradients_installed()  # bias gradients summed in float32 (TF's sums bf16)
+    assert bias_gradient.float32_kernel_gradients_installed()  # and the convolutions' kernel gradients
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
     loss = trainer.fit(_ds(x, y)).history["loss"][0]
     assert 0.0 < loss < 1.0

@@ -15,6 +15,8 @@ from tfmedseg._lazy import lazy_attributes
 
 _LAZY = {
     "install_float32_bias_gradients": "tfmedseg.training.bias_gradient",
+    "install_float32_gradient_sums": "tfmedseg.training.bias_gradient",
+    "install_float32_kernel_gradients": "tfmedseg.training.bias_gradient",
     "BestLastCheckpoint": "tfmedseg.training.callbacks",
     "ImageSummary": "tfmedseg.training.callbacks",
     "LearningRateLogger": "tfmedseg.training.callbacks",
@@ -80,5 +82,7 @@ __all__ = [
     "recompute_batchnorm_statistics",
     "resolve_precision",
     "install_float32_bias_gradients",
+    "install_float32_gradient_sums",
+    "install_float32_kernel_gradients",
     "validate_config",
 ]

@@ -47,7 +47,7 @@ from tfmedseg.config import save_config
 from tfmedseg.errors import ConfigError
 from tfmedseg.losses import LOSS_NAMES, get_loss
 from tfmedseg.training import callbacks as cbs
-from tfmedseg.training.bias_gradient import install_float32_bias_gradients
+from tfmedseg.training.bias_gradient import install_float32_gradient_sums
 from tfmedseg.training.config import TrainConfig
 from tfmedseg.training.epoch_log import EpochLogger, fit_verbosity
 from tfmedseg.training.epoch_metrics import EpochMetrics
@@ -151,8 +151,8 @@ class Trainer:
         self.extra_callbacks = list(callbacks)
         self.epoch_metrics = epoch_metrics
         policy = resolve_precision(config.mixed_precision)
-        if keras.DTypePolicy(policy).compute_dtype == "bfloat16":  # TF's CPU BiasAddGrad sums bfloat16 in bfloat16
-            install_float32_bias_gradients()
+        if keras.DTypePolicy(policy).compute_dtype == "bfloat16":  # TF's CPU bias / kernel gradients sum bf16 in bf16
+            install_float32_gradient_sums()
         previous = _set_policy(policy)
         try:
             with self.strategy.scope():

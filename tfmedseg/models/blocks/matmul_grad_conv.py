@@ -70,6 +70,8 @@ __all__ = [
     "kernel_grad_as_matmuls",
     "kernel_grad_by_planes",
     "kernel_grad_form",
+    "kernel_grad_op",
+    "layer_class",
     "matmul_overhead",
     "onednn_fast_path_available",
     "uses_matmul_grad",
@@ -175,6 +177,35 @@ def im2col_bytes(rank: int, cin: int, cout: int) -> int:
     return IM2COL_BYTES if rank == 2 and min(int(cin), int(cout)) >= IM2COL_MIN_CHANNELS else 0
 
 
+def kernel_grad_op(op, x, dy, filter_sizes, **attrs):
+    """TensorFlow's kernel-gradient ``op`` of ``x`` and ``dy``, with a bfloat16 gradient summed in float32.
+
+    TensorFlow's CPU kernels of ``Conv2DBackpropFilter``, ``Conv3DBackpropFilterV2`` and
+    ``DepthwiseConv2dNativeBackpropFilter`` keep a bfloat16 running sum in bfloat16 (as ``BiasAddGrad`` does,
+    :mod:`tfmedseg.training.bias_gradient`): with ``x`` all ones and ``dy`` all ``1 / N`` (exact gradient 1),
+    measured on the AVX2 reference CPU: ``Conv2DBackpropFilter`` 0.80 at 8 x 64^2, the depthwise op 0.016 at
+    8 x 128^2, :func:`kernel_grad_by_planes`'s 2D calls 0.32 at 32^3 (``tests/models/test_matmul_grad_bf16.py``).
+    ``tf.matmul`` sums bfloat16 in float32 (:func:`kernel_grad_as_matmuls` is exact there). So a bfloat16
+    ``x`` / ``dy`` runs the op on their float32 casts (one extra pass over each) and the result is cast back.
+
+    Args:
+        op: ``tf.raw_ops.Conv2DBackpropFilter``, ``Conv3DBackpropFilterV2`` or ``DepthwiseConv2dNativeBackpropFilter``.
+        x: The op's ``input`` ``[B, *S, C_in]`` (float32 or bfloat16).
+        dy: Its ``out_backprop`` ``[B, *S', C_out]``, ``x``'s dtype.
+        filter_sizes: The kernel's shape (int32 ``[rank + 2]``).
+        **attrs: The op's other attributes (``strides``, ``padding``, ...).
+
+    Returns:
+        The kernel gradient, shape ``filter_sizes``, ``x``'s dtype.
+    """
+    import tensorflow as tf
+
+    if x.dtype != tf.bfloat16:
+        return op(input=x, filter_sizes=filter_sizes, out_backprop=dy, **attrs)
+    grad = op(input=tf.cast(x, tf.float32), filter_sizes=filter_sizes, out_backprop=tf.cast(dy, tf.float32), **attrs)
+    return tf.cast(grad, tf.bfloat16)
+
+
 def kernel_grad_by_planes(x, dy, kernel_size):
     """Kernel gradient of a stride-1 "same" 3D convolution as ``k_d`` 2D kernel gradients over the planes.
 
@@ -190,7 +221,8 @@ def kernel_grad_by_planes(x, dy, kernel_size):
     adds nothing).
 
     Args:
-        x: Input ``[B, D, H, W, C_in]`` (static ``D, H, W, C_in``; float32 or bfloat16).
+        x: Input ``[B, D, H, W, C_in]`` (static ``D, H, W, C_in``; float32, or bfloat16: summed in float32,
+            :func:`kernel_grad_op`).
         dy: Output gradient ``[B, D, H, W, C_out]``, ``x``'s dtype.
         kernel_size: Odd kernel sizes ``(k_d, k_h, k_w)``.
 
@@ -205,8 +237,8 @@ def kernel_grad_by_planes(x, dy, kernel_size):
     cout = int(dy.shape[-1])
 
     def grad2d(planes, dplanes):
-        return tf.raw_ops.Conv2DBackpropFilter(input=planes, filter_sizes=[kh, kw, cin, cout], out_backprop=dplanes,
-                                               strides=[1, 1, 1, 1], padding="SAME")
+        return kernel_grad_op(tf.raw_ops.Conv2DBackpropFilter, planes, dplanes, [kh, kw, cin, cout], strides=[1, 1, 1, 1],
+                              padding="SAME")
 
     if x.shape[0] == 1:
         xf, df = tf.reshape(x, [depth, height, width, cin]), tf.reshape(dy, [depth, height, width, cout])
@@ -232,7 +264,7 @@ def _backprop_input(rank: int):
     return tf.raw_ops.Conv2DBackpropInput if rank == 2 else tf.raw_ops.Conv3DBackpropInputV2
 
 
-def _conv_matmul_kernel_grad(x, kernel, form: str = "matmuls"):
+def _conv_with_kernel_grad_form(x, kernel, form: str = "matmuls"):
     """``conv(x, kernel)`` ("same", stride 1) with TensorFlow's forward and input gradient; kernel gradient
     by ``form``: ``"matmuls"`` (:func:`kernel_grad_as_matmuls`) or ``"planes"`` (:func:`kernel_grad_by_planes`)."""
     import tensorflow as tf
@@ -332,7 +364,7 @@ class _MatmulGradMixin:
             return super().convolution_op(inputs, kernel)
         import tensorflow as tf
 
-        return _conv_matmul_kernel_grad(tf.convert_to_tensor(inputs), tf.convert_to_tensor(kernel), form)
+        return _conv_with_kernel_grad_form(tf.convert_to_tensor(inputs), tf.convert_to_tensor(kernel), form)
 
 
 @keras.saving.register_keras_serializable(package="tfmedseg", name="MatmulGradConv2D")
@@ -369,8 +401,23 @@ def conv(rank: int, filters: int, kernel_size, matmul_grad: bool | None = None, 
     Returns:
         An unbuilt layer.
     """
+    return layer_class(rank, matmul_grad, (Conv2D, Conv3D), (keras.layers.Conv2D, keras.layers.Conv3D))(
+        filters, kernel_size, **kwargs)
+
+
+def layer_class(rank: int, matmul_grad: bool | None, ours: tuple[type, type], keras_own: tuple[type, type]) -> type:
+    """The class :func:`conv` and :func:`~tfmedseg.models.blocks.matmul_grad_conv_transpose.conv_transpose` build.
+
+    Args:
+        rank: 2 or 3 spatial axes.
+        matmul_grad: ``True``: from ``ours``; ``False``: from ``keras_own``; ``None``: :data:`MATMUL_GRAD_DEFAULT`
+            (read at the call, so a switch set while a model is built holds).
+        ours / keras_own: The 2D and 3D classes of each kind.
+
+    Raises:
+        ValueError: ``rank`` is not 2 or 3.
+    """
     if rank not in (2, 3):
         raise ValueError(f"rank must be 2 or 3, got {rank}")
     fast = MATMUL_GRAD_DEFAULT if matmul_grad is None else matmul_grad
-    cls = {2: Conv2D, 3: Conv3D}[rank] if fast else {2: keras.layers.Conv2D, 3: keras.layers.Conv3D}[rank]
-    return cls(filters, kernel_size, **kwargs)
+    return (ours if fast else keras_own)[rank - 2]

@@ -178,11 +178,6 @@ def conv_transpose(rank: int, filters: int, kernel_size, matmul_grad: bool | Non
     Returns:
         An unbuilt layer.
     """
-    if rank not in (2, 3):
-        raise ValueError(f"rank must be 2 or 3, got {rank}")
-    fast = matmul_grad_conv.MATMUL_GRAD_DEFAULT if matmul_grad is None else matmul_grad
-    if fast:
-        cls = {2: Conv2DTranspose, 3: Conv3DTranspose}[rank]
-    else:
-        cls = {2: keras.layers.Conv2DTranspose, 3: keras.layers.Conv3DTranspose}[rank]
+    cls = matmul_grad_conv.layer_class(rank, matmul_grad, (Conv2DTranspose, Conv3DTranspose),
+                                       (keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose))
     return cls(filters, kernel_size, **kwargs)

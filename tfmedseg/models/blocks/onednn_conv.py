@@ -63,9 +63,8 @@ def _same_conv_as_backprop_input(x, kernel):
                 dk = matmul_grad_conv.kernel_grad_as_matmuls(
                     x, dy, (kh, kw), matmul_grad_conv.im2col_bytes(2, cin, cout))
             else:
-                dk = tf.raw_ops.Conv2DBackpropFilter(
-                    input=x, filter_sizes=tf.shape(kernel), out_backprop=dy, strides=strides, padding="SAME"
-                )
+                dk = matmul_grad_conv.kernel_grad_op(tf.raw_ops.Conv2DBackpropFilter, x, dy, tf.shape(kernel),
+                                                     strides=strides, padding="SAME")
             return dx, dk
 
         return y, grad
