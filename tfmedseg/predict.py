@@ -237,7 +237,9 @@ def _keep_largest_components(labels: np.ndarray, which: tuple[int, ...]) -> np.n
 
 
 def resolve_model_path(path: str | os.PathLike) -> Path:
-    """The model directory or file ``path`` names: a model root ``saved_models/<name>`` gives its highest version.
+    """The model directory or file ``path`` names: a model root ``saved_models/<name>`` gives its highest version
+    holding a ``saved_model.pb`` (a newer TFLite-only version folder is passed over, unlike TF Serving's ``latest``
+    policy, which loads it and fails).
 
     Raises:
         ExportError: Missing path, or a folder that is neither a model nor a model root.
@@ -246,7 +248,7 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
     if not path.exists():
         raise ExportError("model path does not exist", path=path)
     if path.is_dir() and not (path / "saved_model.pb").is_file() and not (path / "model.keras").is_file():
-        versions = savedmodel_versions(path)  # a model root: its highest SavedModel version, as TF Serving's latest
+        versions = savedmodel_versions(path)  # a model root: its highest version holding a SavedModel
         if not versions:
             raise ExportError(
                 "not a model: expected a SavedModel directory (saved_model.pb + metadata.json), a run directory "

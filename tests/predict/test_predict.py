@@ -263,3 +263,21 @@ def test_command_line_module_exit_status(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {tmp_path / 'x.nii.gz'}: input does not exist"
+
+
+def test_a_model_root_resolves_to_its_highest_version_holding_a_savedmodel(tmp_path):
+    """A newer version folder without saved_model.pb (TFLite files only) is passed over; none with one: an error."""
+    from tfmedseg.errors import ExportError
+    from tfmedseg.predict import resolve_model_path
+
+    root = tmp_path / "seg"
+    for version, files in (("2", ["saved_model.pb"]), ("10", ["saved_model.pb"]), ("11", ["model.tflite"])):
+        (root / version).mkdir(parents=True)
+        for name in files:
+            (root / version / name).write_bytes(b"")
+    assert resolve_model_path(root) == root / "10"  # numeric order, not text order; 11 holds no SavedModel
+    only_tflite = tmp_path / "tfl"
+    (only_tflite / "1").mkdir(parents=True)
+    (only_tflite / "1" / "model.tflite").write_bytes(b"")
+    with pytest.raises(ExportError, match="not a model"):
+        resolve_model_path(only_tflite)
