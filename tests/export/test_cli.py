@@ -210,6 +210,28 @@ def _tree(root):
     return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def test_the_same_export_again_says_it_is_done_without_importing_tensorflow(run_dir, tmp_path, capsys):
+    """The rerun's done-check reads the marker and the run directory's small files only: it took 6-10 s (TensorFlow
+    imported by ``check_export_dir``'s module before the check) where predict's takes 0.3 s."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path, _ = run_dir
+    out = tmp_path / "saved_models" / "liver" / "1"
+    assert main(["--model", str(path), "--output", str(out)]) == 0
+    capsys.readouterr()
+    code = ("import sys; from tfmedseg.export.__main__ import main; "
+            f"rc = main(['--model', {str(path)!r}, '--output', {str(out)!r}]); "
+            "print('rc', rc, 'tensorflow imported', 'tensorflow' in sys.modules)")
+    repo = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert "nothing to do" in done.stdout, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1] == "rc 0 tensorflow imported False", done.stdout + done.stderr
+
+
 def test_the_same_export_again_says_it_is_done_and_another_is_refused(run_dir, tmp_path, capsys):
     """The same run dir and format into the same version: exit 0, one line, nothing rewritten; the
     version recorded what made it (marker). Another run dir, another name, a format not in the

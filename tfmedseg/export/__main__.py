@@ -152,7 +152,6 @@ def export(args: argparse.Namespace) -> None:
     command says where and returns; ``--overwrite`` exports it again.
     """
     from tfmedseg.export.run_dir import load_for_export
-    from tfmedseg.export.savedmodel import check_export_dir
 
     name = args.name or args.output.parent.name
     provenance = export_provenance(args.model, name)
@@ -171,6 +170,8 @@ def export(args: argparse.Namespace) -> None:
         add_to = _check_tflite_output(args.output, args.overwrite, recorded, provenance, args.model)
         _check_not_a_tflite_only_version(args.output, add_to and "savedmodel" in recorded["formats"], provenance)
     else:
+        from tfmedseg.export.savedmodel import check_export_dir  # imports TensorFlow: not before the done-check above
+
         check_export_dir(args.output, args.overwrite, option="--overwrite")
     provenance = {**provenance, "formats": sorted(formats | (set(recorded["formats"]) if add_to else set()))}
     bundle = load_for_export(args.model)
