@@ -269,3 +269,42 @@ def test_a_finished_run_with_other_settings_names_them_as_options(tmp_path):
         finished(tmp_path, {**key, "config_hash": "def", "data": "phantoms:5"})
     assert str(info.value) == (f"{tmp_path}: holds a finished run with other settings (another config (--config / "
                                "--set), data (--data-dir / --phantom-cases)); choose a new --output-dir for a new run")
+
+
+@pytest.mark.parametrize("override, key", [("tumour.train.optimizer=adamm", "tumour.train.optimizer"),
+                                           ("tumour.order=sideways", "tumour.order"),
+                                           ("liver.model=nosuchnet", "liver.model"),
+                                           ("tumour.augmentation=foo", "tumour.augmentation"),
+                                           ("liver.train.learning_rate=-1", "liver.train.learning_rate")])
+def test_a_bad_stage_setting_is_refused_before_any_data_is_read(tmp_path, capsys, override, key):
+    """Each stage checked its optimizer, loss, learning rate, network, sample order and augmentation only when it
+    started: ``--set tumour.order=sideways`` (or a typo in any tumour.train name) failed after the liver stage had
+    trained (12 epochs in the quick config, 100 in the paper's). Now: one line naming the dotted key before the
+    data is read (here a --data-dir with no LiTS files, which would otherwise be the error) and no run folder."""
+    from tfmedseg.experiments.liver_ct_2d3d import main
+
+    (tmp_path / "data").mkdir()
+    out = tmp_path / "run"
+    assert main(["--data-dir", str(tmp_path / "data"), "--output-dir", str(out), "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {key}: ") and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_the_shipped_configs_pass_the_stage_checks():
+    """Every config file in tfmedseg/configs passes :func:`check_stage_settings` (the check runs before every run)."""
+    import importlib
+
+    from tfmedseg.config import load_config
+    from tfmedseg.experiments.arguments import available_configs
+    from tfmedseg.training.stages import check_stage_settings
+
+    checked = 0
+    for name, cls in (("liver_ct_2d3d", "LiverCT2D3DConfig"), ("bone_malignet", "BoneMaligNetConfig"),
+                      ("hecktor_petct", "HecktorConfig"), ("liver_lesion_fusion", "LiverLesionFusionConfig"),
+                      ("maa_spect_liver", "MaaSpectConfig")):
+        config_cls = getattr(importlib.import_module(f"tfmedseg.experiments.{name}"), cls)
+        for path in available_configs(name).values():
+            check_stage_settings(load_config(config_cls, path))
+            checked += 1
+    assert checked >= 20

@@ -147,6 +147,9 @@ def parse_experiment_args(
         raise RunComplete(output_dir)
     if args.data_dir is not None and not args.data_dir.is_dir():  # before the output folder is made
         raise DatasetLayoutError("--data-dir is not a directory", path=args.data_dir)
+    from tfmedseg.training.stages import check_stage_settings
+
+    check_stage_settings(config)  # every stage's names and numbers now, not when that stage starts (hours later)
     created = not output_dir.exists()
     prepare_dir(output_dir, "--output-dir")  # before the (slow) phantoms: an unwritable folder fails now
     set_global_seed(args.seed)

@@ -20,7 +20,7 @@ from tfmedseg.errors import ConfigError
 from tfmedseg.training.config import TrainConfig
 
 __all__ = ["SegmentationStage", "DetectionStage", "StageResult", "WEIGHT_CHOICES", "WEIGHT_FILES", "check_weight_choice",
-           "candidate_weights", "steps_for", "train_stage", "segmentation_stage"]
+           "check_stage_settings", "candidate_weights", "steps_for", "train_stage", "segmentation_stage"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,45 @@ def check_weight_choice(choice: str, swa_start_epoch: int) -> None:
         raise ConfigError(f"unknown value {choice!r}; allowed: {WEIGHT_CHOICES}", path="select_weights")
     if choice == "swa" and swa_start_epoch < 0:
         raise ConfigError("'swa' needs SWA on (train.swa_start_epoch >= 0)", path="select_weights")
+
+
+def check_stage_settings(config: Any) -> None:
+    """Check the settings every stage of ``config`` (an experiment's config dataclass, walked field by field) checks
+    only when it starts: each :class:`~tfmedseg.training.config.TrainConfig`'s names and numbers
+    (:func:`~tfmedseg.training.trainer.check_train_settings`) and each :class:`SegmentationStage`'s network name,
+    sample order and augmentation preset. An experiment runs it before it reads any data, so that a typo in the
+    second stage's settings is not found after the first stage has trained.
+
+    Raises:
+        ConfigError: The first invalid setting, named by its dotted key (``tumour.train.optimizer``).
+    """
+    from tfmedseg.augment.presets import PRESETS
+    from tfmedseg.data.sampling import ORDERS
+    from tfmedseg.models.registry import available
+    from tfmedseg.training.trainer import check_train_settings
+
+    def check(node: Any, prefix: str) -> None:
+        if isinstance(node, TrainConfig):
+            check_train_settings(node)
+        if isinstance(node, SegmentationStage):
+            if node.model not in available():
+                raise ConfigError(f"unknown model name {node.model!r}; registered models: {available()}", path="model")
+            if node.order not in ORDERS:
+                raise ConfigError(f"unknown value {node.order!r}; allowed: {ORDERS}", path="order")
+            if node.augmentation and node.augmentation not in PRESETS:
+                raise ConfigError(f"unknown augmentation preset {node.augmentation!r}; choose one of {PRESETS}",
+                                  path="augmentation")
+        for field in dataclasses.fields(node):
+            value = getattr(node, field.name)
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                try:
+                    check(value, f"{prefix}{field.name}.")
+                except ConfigError as exc:
+                    if exc.path is not None and exc.path.startswith(f"{prefix}{field.name}."):
+                        raise
+                    raise ConfigError(exc.reason, path=f"{prefix}{field.name}.{exc.path}") from exc
+
+    check(config, "")
 
 
 @dataclasses.dataclass

@@ -66,11 +66,25 @@ from tfmedseg.training.strategy import (
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "Trainer", "validate_config", "sigterm_as_keyboard_interrupt"]
+__all__ = ["TrainConfig", "Trainer", "validate_config", "check_train_settings", "sigterm_as_keyboard_interrupt"]
 
 
 def validate_config(cfg: TrainConfig) -> None:
     """Check every name and number of ``cfg`` (nothing is built).
+
+    Raises:
+        ConfigError: The first invalid field, named, with the allowed values.
+    """
+    check_train_settings(cfg)
+    needs_steps = cfg.schedule != "constant" or cfg.warmup_epochs > 0
+    if needs_steps and cfg.steps_per_epoch is None:
+        raise ConfigError(f"schedule {cfg.schedule!r} / warm-up need steps_per_epoch to convert epochs to steps", path="steps_per_epoch")
+
+
+def check_train_settings(cfg: TrainConfig) -> None:
+    """The checks of :func:`validate_config` that hold before a stage fills in its own fields (``steps_per_epoch``
+    comes from the data): names and numbers as the config file or ``--set`` gave them. An experiment runs them on
+    every stage before it reads any data (:func:`tfmedseg.training.stages.check_stage_settings`).
 
     Raises:
         ConfigError: The first invalid field, named, with the allowed values.
@@ -93,9 +107,6 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ConfigError(f"must be >= 1, got {cfg.steps_per_epoch}", path="steps_per_epoch")
     if not cfg.learning_rate > 0:
         raise ConfigError(f"must be > 0, got {cfg.learning_rate}", path="learning_rate")
-    needs_steps = cfg.schedule != "constant" or cfg.warmup_epochs > 0
-    if needs_steps and cfg.steps_per_epoch is None:
-        raise ConfigError(f"schedule {cfg.schedule!r} / warm-up need steps_per_epoch to convert epochs to steps", path="steps_per_epoch")
     if cfg.image_every_epochs < 0:
         raise ConfigError(f"must be >= 0, got {cfg.image_every_epochs}", path="image_every_epochs")
 
