@@ -59,9 +59,23 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse prints its own one-line usage error
         return int(exc.code or 0)
     configure_logging(args)
-    return report_user_errors(lambda: print_result(predict_file(
+    return report_user_errors(lambda: print_result(_naming_the_options(lambda: predict_file(
         args.model, args.input, args.output, modality=args.modality, series_uid=args.series_uid,
         series_number=args.series_number, opacity=args.opacity,
         window=tuple(args.window) if args.window else "auto", dicom_seg=not args.no_dicom_seg,
         overwrite=args.overwrite,
-    )))
+    ))))
+
+
+def _naming_the_options(work):
+    """``work()``; a folder of several DICOM series is refused naming this command's options (``--series-uid``),
+    not the reader's keyword arguments (``series_uid=``)."""
+    from tfmedseg.errors import InvalidInputError
+    from tfmedseg.io.dicom import CHOOSE_SERIES
+
+    try:
+        return work()
+    except InvalidInputError as exc:
+        if CHOOSE_SERIES not in exc.reason:
+            raise
+        raise InvalidInputError(exc.reason.replace(CHOOSE_SERIES, "pass --series-uid (or --modality)"), path=exc.path) from exc

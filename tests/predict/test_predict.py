@@ -155,6 +155,7 @@ def test_folder_with_two_series_needs_series_uid(models, dicom_ct, phantom, tmp_
         shutil.copy(p, folder / f"B_{p.name}")
     rc, _, err = _run(capsys, "--model", models["savedmodel"], "--input", folder, "--output", tmp_path / "o.nii.gz")
     assert rc == 2 and "contains 2 series" in err and str(folder) in err
+    assert "pass --series-uid (or --modality) to choose one" in err and "series_uid=" not in err  # the options to type
     assert not (tmp_path / "o.nii.gz").exists()
     uid = pydicom.dcmread(next(dicom_ct.iterdir())).SeriesInstanceUID
     rc, _, err = _run(capsys, "--model", models["savedmodel"], "--input", folder, "--output", tmp_path / "o.nii.gz", "--series-uid", uid)

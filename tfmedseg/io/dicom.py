@@ -53,6 +53,10 @@ from tfmedseg.io.volume import Volume, spacing_from_affine, to_canonical
 
 __all__ = ["read_dicom_series", "list_dicom_series", "read_series_header", "SeriesHeader"]  # the writers: tfmedseg.io.dicom_write
 
+#: How a caller chooses one of several series (the keyword arguments); a command line names its options instead
+#: (``tfmedseg.predict_cli``: ``--series-uid`` / ``--modality``).
+CHOOSE_SERIES = "pass series_uid= (or modality=)"
+
 _PREAMBLE_MAGIC_OFFSET = 128
 _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 _GAP_TOLERANCE = 0.05  # relative deviation of one slice step from the median step
@@ -647,7 +651,7 @@ def read_series_header(directory: str | os.PathLike, *, series_uid: str | None =
     elif len(series) > 1:
         listing = "; ".join(_describe_series(u, it) for u, it in series.items())
         raise InvalidInputError(
-            f"contains {len(series)} series, pass series_uid= (or modality=) to choose one: {listing}", path=directory
+            f"contains {len(series)} series, {CHOOSE_SERIES} to choose one: {listing}", path=directory
         )
     else:
         items = next(iter(series.values()))
