@@ -6,7 +6,9 @@ stages' ``train.mixed_precision`` set by ``--set``; same seed, same phantoms (on
 after the other in this process' environment. Then reads each run's ``summary.json`` and prints:
 
 - the cascade's liver and tumour Dice per case, stage 2's tumour Dice on the reference liver, and the
-  difference of each precision from the first one (goal: within 0.01 of float32);
+  difference of each precision from the first one (goal: within 0.01 of float32); then, from ``per_case.csv``,
+  the cascade's tumour Dice over the cases with tumour and the tumour-free cases given a false positive (such a
+  case scores 0 instead of 1, which moves the per-case mean by 1 / cases: 0.17 with the quick run's six);
 - time per output slice: a training iteration, a prediction batch (Tables 4.4/4.5 style, first step
   excluded), the whole fit, and the cascade's wall time per slice; and each run's own wall time.
 
@@ -15,7 +17,9 @@ A precision named again (``--precisions float32,mixed_bfloat16,float32``) runs a
 the same precision land apart on this machine (TensorFlow's CPU kernels are not bit-reproducible across runs).
 
 A finished run is not run again (the experiment command says it is done and exits 0), so a second call
-only prints the table; the wall time of such a run then reads "resumed". Whether this CPU computes
+only prints the table; each run's wall time is the one this benchmark measured when the run finished
+(``<workdir>/<label>/bench_wall.json``; "untimed" for a run finished outside it; a run resumed after a stop
+counts only its last part). Whether this CPU computes
 bfloat16 natively is printed first (``cpu_has_bf16``): without ``avx512_bf16`` / AMX, TensorFlow
 emulates bfloat16 (Eigen; oneDNN logs "supports DT_BFLOAT16 only on platforms with AVX-512"), so the
 bfloat16 times there say nothing about a bf16 CPU; the Dice comparison holds on any CPU.
@@ -27,6 +31,7 @@ Run: ``PYTHONPATH=.. python bench_bf16_quick.py --workdir DIR [--precisions floa
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import subprocess
@@ -41,6 +46,18 @@ TIME_KEYS = (("iteration_seconds_per_slice", "train iteration s/slice"),
              ("predict_batch_seconds_per_slice", "predict batch s/slice"),
              ("train_seconds_per_slice", "fit wall s/slice"),
              ("predict_seconds_per_slice", "cascade wall s/slice"))
+
+
+def cascade_tumour_readings(per_case_csv: Path) -> tuple[float, int, int]:
+    """From a run's ``per_case.csv`` (cascade rows): the mean tumour Dice over the cases with tumour, and how
+    many of the tumour-free cases got a false positive, of how many. A tumour-free case scores Dice 1 without
+    a false positive and 0 with one, so one stray voxel moves the per-case mean by 1 / cases."""
+    with open(per_case_csv, newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["evaluation"] == "cascade"]
+    with_tumour = [float(row["tumour_dice"]) for row in rows if float(row["tumour_ref"]) > 0]
+    free = [row for row in rows if float(row["tumour_ref"]) == 0]
+    false_positive = sum(float(row["tumour_pred"]) > 0 for row in free)
+    return (sum(with_tumour) / len(with_tumour) if with_tumour else float("nan")), false_positive, len(free)
 
 
 def run_labels(precisions: list[str]) -> list[str]:
@@ -68,8 +85,10 @@ def experiment_command(precision: str, workdir: Path, cache_dir: Path, seed: int
 
 
 def run_once(precision: str, label: str, args: argparse.Namespace) -> float | None:
-    """Run (or resume) one quick run; its wall seconds, None where it had finished already."""
+    """Run (or resume) one quick run; the wall seconds of the call that finished it (kept in
+    ``<label>/bench_wall.json``), None where it finished before this benchmark timed it."""
     run_dir = args.workdir / label / "run"
+    wall_file = args.workdir / label / "bench_wall.json"
     finished = (run_dir / "run_complete.json").is_file()
     command = experiment_command(precision, args.workdir, args.workdir / "cache", args.seed, args.data_dir, label)
     print(f"[{label}] {' '.join(command[1:])}", flush=True)
@@ -77,7 +96,11 @@ def run_once(precision: str, label: str, args: argparse.Namespace) -> float | No
     returncode = subprocess.call(command)
     if returncode != 0:
         sys.exit(f"bench_bf16_quick: the {label} run exited {returncode}; rerun this command to resume it")
-    return None if finished else time.perf_counter() - start
+    if finished:
+        return json.loads(wall_file.read_text())["wall_seconds"] if wall_file.is_file() else None
+    wall = time.perf_counter() - start
+    wall_file.write_text(json.dumps({"wall_seconds": wall}))
+    return wall
 
 
 def main() -> None:
@@ -111,12 +134,19 @@ def main() -> None:
         values = [summaries[label]["summary"][key] for label in labels]
         diffs = [f"{v - values[0]:+.4f}" + (" (within 0.01)" if abs(v - values[0]) <= 0.01 else "") for v in values[1:]]
         print(f"| {name} | " + " | ".join(f"{v:.4f}" for v in values) + " | " + " | ".join(diffs) + " |")
+    readings = {label: cascade_tumour_readings(args.workdir / label / "run" / "per_case.csv") for label in labels}
+    values = [readings[label][0] for label in labels]
+    diffs = [f"{v - values[0]:+.4f}" + (" (within 0.01)" if abs(v - values[0]) <= 0.01 else "") for v in values[1:]]
+    print("| cascade tumour Dice, cases with tumour | " + " | ".join(f"{v:.4f}" for v in values) + " | "
+          + " | ".join(diffs) + " |")
+    print("| tumour-free cases with a false positive | "
+          + " | ".join(f"{readings[label][1]} of {readings[label][2]}" for label in labels) + " |" + " |" * (len(labels) - 1))
     for stage in ("liver", "tumour"):
         for key, name in TIME_KEYS:
             values = [summaries[label]["timings"][stage][key] for label in labels]
             ratios = [f"{v / values[0]:.2f}x" for v in values[1:]]
             print(f"| {stage} {name} | " + " | ".join(f"{v:.4f}" for v in values) + " | " + " | ".join(ratios) + " |")
-    print("| run wall s | " + " | ".join("resumed" if walls[label] is None else f"{walls[label]:.0f}" for label in labels)
+    print("| run wall s | " + " | ".join("untimed" if walls[label] is None else f"{walls[label]:.0f}" for label in labels)
           + " |" + " |" * (len(labels) - 1))
 
 

@@ -46,3 +46,16 @@ def test_a_precision_named_again_runs_into_its_own_folder(tmp_path):
     command = bench_bf16_quick.experiment_command("float32", tmp_path, tmp_path / "cache", 0, None, labels[2])
     assert command[command.index("--output-dir") + 1] == str(tmp_path / "float32-run2" / "run")
     assert "liver.train.mixed_precision=float32" in command
+
+
+def test_cascade_tumour_readings_split_tumour_free_cases(tmp_path):
+    table = tmp_path / "per_case.csv"
+    table.write_text("model,evaluation,case,tumour_dice,tumour_pred,tumour_ref\n"
+                     "m,cascade,a,0.6,10,20\n"
+                     "m,cascade,b,0.0,24,0\n"
+                     "m,cascade,c,1.0,0,0\n"
+                     "m,cascade,d,0.2,3,5\n"
+                     "m,stage 2 (reference liver),a,0.9,10,20\n")
+    mean_with_tumour, false_positives, tumour_free = bench_bf16_quick.cascade_tumour_readings(table)
+    assert mean_with_tumour == pytest.approx(0.4)
+    assert (false_positives, tumour_free) == (1, 2)
