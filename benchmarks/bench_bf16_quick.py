@@ -24,7 +24,7 @@ bfloat16 natively is printed first (``cpu_has_bf16``): without ``avx512_bf16`` /
 emulates bfloat16 (Eigen; oneDNN logs "supports DT_BFLOAT16 only on platforms with AVX-512"), so the
 bfloat16 times there say nothing about a bf16 CPU; the Dice comparison holds on any CPU.
 
-Run: ``PYTHONPATH=.. python bench_bf16_quick.py --workdir DIR [--precisions float32,mixed_bfloat16]
+Run (from the checkout): ``PYTHONPATH=. python benchmarks/bench_bf16_quick.py --workdir DIR [--precisions float32,mixed_bfloat16]
 [--seed 0] [--data-dir LiTS]`` (about 20 + 40 minutes on the 2-core AVX2 box).
 """
 
