@@ -118,6 +118,25 @@ def test_folder_with_two_series_is_refused_and_nothing_is_written(bundle, patien
     assert not any(p.name.startswith(".") or "staging" in p.name for p in tmp_path.iterdir() if p.name != "mixed")
 
 
+def test_a_model_root_runs_its_highest_saved_model_version(bundle, patient, tmp_path, capsys):
+    root = tmp_path / "saved_models" / "liver_lesion_fusion"
+    shutil.copytree(bundle, root / "3")
+    (root / "10").mkdir()  # newer, without a SavedModel (e.g. TFLite files only): passed over
+    (root / "10" / "model.tflite").write_bytes(b"")
+    shutil.copytree(bundle, root / "2")
+    (root / "3" / "variables" / "variables.index").unlink()  # version 3 cannot load: its error names the one chosen
+    out = tmp_path / "result"
+    code = main([str(patient), str(out), "--model", str(root)])
+    printed = capsys.readouterr()
+    assert code == 2 and str(root / "3") in printed.err  # version 3 (highest with saved_model.pb) was the one loaded
+    shutil.rmtree(root / "3")
+    assert main([str(patient), str(out), "--model", str(root)]) == 0
+    assert f"model: {root / '2'} " in capsys.readouterr().out
+    assert json.loads((out / "report.json").read_text())["model"] == str(root / "2")
+    assert main([str(patient), str(out), "--model", str(root)]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+
+
 def test_missing_bundle_is_a_clear_error(patient, tmp_path):
     with pytest.raises(InvalidInputError, match="bundle"):
         run_liver_lesions(patient, tmp_path / "out", tmp_path / "no_model")

@@ -71,8 +71,23 @@ def liver_lesion_report(labels: np.ndarray, spacing) -> dict[str, Any]:
             "tumour_burden": round(lesion_ml / liver_ml, 5) if liver_ml > 0 else None}
 
 
+def resolve_bundle_path(model: str | Path) -> Path:
+    """The bundle folder ``model`` names: a model root (``saved_models/liver_lesion_fusion``, no ``saved_model.pb`` of
+    its own) gives its highest version folder holding a ``saved_model.pb``, as ``python -m tfmedseg.predict`` does;
+    anything else is returned as it is (:func:`~tfmedseg.inference.liver_lesion.load_fusion_bundle` checks it)."""
+    from tfmedseg.export.versions import savedmodel_versions
+
+    path = Path(model)
+    if path.is_dir() and not (path / "saved_model.pb").is_file():
+        versions = savedmodel_versions(path)
+        if versions:
+            return versions[0]
+    return path
+
+
 def run_liver_lesions(dicom_folder, output_folder, model, *, overwrite: bool = False, uid_seed: str | None = None) -> dict:
-    """The whole application (module docstring); returns the report dict.
+    """The whole application (module docstring); returns the report dict. ``model``: a bundle folder, or a model
+    root whose highest SavedModel version is used (:func:`resolve_bundle_path`).
 
     The output folder records what made it (the bundle's fingerprint, the DICOM folder's file list
     with sizes and mtimes; :func:`~tfmedseg.io.provenance.job_record`): the same command again says
@@ -92,6 +107,7 @@ def run_liver_lesions(dicom_folder, output_folder, model, *, overwrite: bool = F
 
     dicom_folder, output_folder = Path(dicom_folder), Path(output_folder)
     check_output_not_input(output_folder, [dicom_folder, Path(model)], key=str(output_folder))
+    model = resolve_bundle_path(model)
     provenance = job_record("liver-lesions", model, dicom_folder, "folder", {"uid_seed": uid_seed}) \
         if dicom_folder.is_dir() else None  # (not a folder: read_ct_series says so)
     if provenance is not None and not overwrite and holds_provenance(output_folder, provenance):  # the same command again
@@ -132,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dicom_folder", type=Path, help="folder holding one CT series (one file per slice)")
     parser.add_argument("output_folder", type=Path, help="new folder for the results")
     parser.add_argument("--model", type=Path, required=True,
-                        help="exported fusion bundle (saved_models/liver_lesion_fusion/<version>)")
+                        help="exported fusion bundle (saved_models/liver_lesion_fusion/<version>), or the model root "
+                             "saved_models/liver_lesion_fusion: its highest version")
     parser.add_argument("--overwrite", action="store_true", help="replace an output folder written by tfmedseg")
     try:
         args = parser.parse_args(argv)
