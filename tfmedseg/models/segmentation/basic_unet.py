@@ -69,4 +69,4 @@ def basic_unet(input_shape: Sequence[int] = (144, 144, 144, 2), classes: int = 2
             x = apply_norm_conv(x, width, 3, norm, name=f"dec{level + 1}_{u}")
     logits = keras.layers.Conv3D if rank == 3 else keras.layers.Conv2D
     x = logits(int(classes), 1, name="head")(x)
-    return keras.Model(image, keras.layers.Softmax(axis=-1, name="probabilities")(x), name=name)
+    return keras.Model(image, keras.layers.Softmax(axis=-1, dtype="float32", name="probabilities")(x), name=name)

@@ -62,7 +62,7 @@ def build_deeplabv3(
     encoder = build_os8_backbone(backbone, input_shape, weights=weights, size=size)
     logits = apply_deeplab_head(encoder.output, num_classes, aspp_rates, head_channels, dropout)
     outputs = keras.layers.Resizing(int(input_shape[0]), int(input_shape[1]), interpolation="bilinear",
-                                    name="upsample")(logits)
+                                    dtype="float32", name="upsample")(logits)  # float32 logits under a mixed policy
     return keras.Model(encoder.input, outputs, name=name or f"deeplabv3_{backbone}")
 
 

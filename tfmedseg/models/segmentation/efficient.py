@@ -314,7 +314,7 @@ class EfficientSegmenter(keras.Model):
         x = _upsample(x, factors, rank, name="output_up")
         x = keras.layers.Concatenate(name="output_concat")([x, shortcut])
         x = common.apply_conv(x, classes, 1, use_bias=True, name="output_conv")
-        probabilities = keras.layers.Softmax(axis=-1, name="probabilities")(x)
+        probabilities = keras.layers.Softmax(axis=-1, dtype="float32", name="probabilities")(x)  # float32 under a mixed policy
 
         super().__init__(inputs=image, outputs=probabilities, name=name or f"{family}_{rank}d_{variant}", **kwargs)
         self.family = family

@@ -185,7 +185,7 @@ def se_unet(input_shape: Sequence[int] = (144, 144, 144, 2), classes: int = 2, b
 
     logits = keras.layers.Conv3D if rank == 3 else keras.layers.Conv2D
     x = logits(int(classes), 1, name="head")(x)
-    probabilities = keras.layers.Softmax(axis=-1, name="probabilities")(x)
+    probabilities = keras.layers.Softmax(axis=-1, dtype="float32", name="probabilities")(x)  # float32 under a mixed policy
     default = "rrse_unet" if (enc_rr or dec_rr) else "se_unet"
     return keras.Model(image, probabilities, name=name or default)
 
