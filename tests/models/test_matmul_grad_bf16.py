@@ -27,14 +27,6 @@ FLOAT32_ATOL = 16 * 2.0 ** -8
 
 
 @pytest.fixture
-def mixed_bfloat16():
-    before = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    yield
-    keras.config.set_dtype_policy(before)
-
-
-@pytest.fixture
 def traced(monkeypatch):
     """Tiny layers take the matmul gradients (3D transposed too); returns the dtypes the matmul forms were traced with."""
     monkeypatch.setattr(matmul_grad_conv, "MIN_CHANNELS", {2: 1, 3: 1})

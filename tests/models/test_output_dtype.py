@@ -14,14 +14,6 @@ import pytest
 from tfmedseg.models import registry
 
 
-@pytest.fixture
-def mixed_bfloat16():
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    yield
-    keras.config.set_dtype_policy(previous)
-
-
 BUILDS = {
     "mobilenetv2_2d": dict(variant="default", input_shape=(64, 64, 9)),
     "basic_unet": dict(input_shape=(16, 16, 16, 2), base_filters=2),

@@ -20,22 +20,27 @@ def installed():
         bias_gradient._uninstall()
 
 
-def _bias_gradients(make_layer, shape, policy):
-    """d mean(layer(x)) / d bias, eager and in a tf.function, under ``policy``."""
+def _layer_gradients(make_layer, shape, policy, variable, x):
+    """d mean(layer(x)) / d ``variable(layer)``, eager and in a tf.function, under ``policy``."""
     keras.mixed_precision.set_global_policy(policy)
     try:
         layer = make_layer()
         layer.build(shape)
-        x = tf.random.stateless_normal(shape, seed=[1, 2])
 
         def grad(x):
             with tf.GradientTape() as tape:
                 y = tf.reduce_mean(tf.cast(layer(x), tf.float32))
-            return tape.gradient(y, layer.bias)
+            return tape.gradient(y, variable(layer))
 
         return grad(x).numpy(), tf.function(grad)(x).numpy()
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def _bias_gradients(make_layer, shape, policy):
+    """d mean(layer(x)) / d bias for a normal ``x``, eager and in a tf.function, under ``policy``."""
+    return _layer_gradients(make_layer, shape, policy, lambda layer: layer.bias,
+                            tf.random.stateless_normal(shape, seed=[1, 2]))
 
 
 LAYERS = [
@@ -82,20 +87,7 @@ def test_install_is_idempotent_and_reversible():
 
 def _kernel_gradients(make_layer, shape, policy):
     """d mean(layer(ones)) / d kernel, eager and in a tf.function, under ``policy`` (no bias)."""
-    keras.mixed_precision.set_global_policy(policy)
-    try:
-        layer = make_layer()
-        layer.build(shape)
-        x = tf.ones(shape)
-
-        def grad(x):
-            with tf.GradientTape() as tape:
-                y = tf.reduce_mean(tf.cast(layer(x), tf.float32))
-            return tape.gradient(y, layer.weights[0])
-
-        return grad(x).numpy(), tf.function(grad)(x).numpy()
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    return _layer_gradients(make_layer, shape, policy, lambda layer: layer.weights[0], tf.ones(shape))
 
 
 #: Keras' layers on each forward op whose kernel gradient is replaced; 1x1 / stride = kernel, so that with an
