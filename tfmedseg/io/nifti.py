@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfmedseg.command import one_line
 from tfmedseg.errors import InvalidInputError
 from tfmedseg.io._atomic import atomic_file
 from tfmedseg.io.volume import Volume, spacing_from_affine, to_canonical
@@ -201,8 +202,9 @@ def read_nifti(path: str | os.PathLike, modality: str = "OT", *, allow_nan: bool
     except MemoryError as exc:
         raise InvalidInputError(f"not enough memory for the declared image {image.shape}", path=path) from exc
     except (EOFError, OSError, ValueError, TypeError, zlib.error, nib.filebasedimages.ImageFileError) as exc:
-        cause = " ".join(str(exc).split())  # nibabel's "Expected N bytes, got M bytes from \n - could the file be damaged?"
-        raise InvalidInputError(f"cannot read NIfTI data ({type(exc).__name__}: {cause}); the file is truncated or corrupt", path=path) from exc
+        # nibabel's "Expected N bytes, got M bytes from \n - could the file be damaged?": one line for every caller
+        raise InvalidInputError(f"cannot read NIfTI data ({type(exc).__name__}: {one_line(str(exc))}); the file is "
+                                "truncated or corrupt", path=path) from exc
     if data.ndim == 4 and all(n == 1 for n in data.shape[3:]):
         data = data[..., 0]
     if data.ndim != 3:
