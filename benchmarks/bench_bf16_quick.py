@@ -60,6 +60,12 @@ def cascade_tumour_readings(per_case_csv: Path) -> tuple[float, int, int]:
     return (sum(with_tumour) / len(with_tumour) if with_tumour else float("nan")), false_positive, len(free)
 
 
+def dice_row(name: str, values: list[float]) -> str:
+    """A table row: the Dice of each run, then each later run's difference from the first (goal: within 0.01)."""
+    diffs = [f"{v - values[0]:+.4f}" + (" (within 0.01)" if abs(v - values[0]) <= 0.01 else "") for v in values[1:]]
+    return f"| {name} | " + " | ".join(f"{v:.4f}" for v in values) + " | " + " | ".join(diffs) + " |"
+
+
 def run_labels(precisions: list[str]) -> list[str]:
     """One folder name per run: the precision, ``<precision>-run<k>`` for its k-th run (k >= 2)."""
     labels = []
@@ -131,14 +137,9 @@ def main() -> None:
           " | ".join(f"{label} - {reference}" for label in labels[1:]) + " |")
     print("|---" * (2 * len(labels)) + "|")
     for key, name in DICE_KEYS:
-        values = [summaries[label]["summary"][key] for label in labels]
-        diffs = [f"{v - values[0]:+.4f}" + (" (within 0.01)" if abs(v - values[0]) <= 0.01 else "") for v in values[1:]]
-        print(f"| {name} | " + " | ".join(f"{v:.4f}" for v in values) + " | " + " | ".join(diffs) + " |")
+        print(dice_row(name, [summaries[label]["summary"][key] for label in labels]))
     readings = {label: cascade_tumour_readings(args.workdir / label / "run" / "per_case.csv") for label in labels}
-    values = [readings[label][0] for label in labels]
-    diffs = [f"{v - values[0]:+.4f}" + (" (within 0.01)" if abs(v - values[0]) <= 0.01 else "") for v in values[1:]]
-    print("| cascade tumour Dice, cases with tumour | " + " | ".join(f"{v:.4f}" for v in values) + " | "
-          + " | ".join(diffs) + " |")
+    print(dice_row("cascade tumour Dice, cases with tumour", [readings[label][0] for label in labels]))
     print("| tumour-free cases with a false positive | "
           + " | ".join(f"{readings[label][1]} of {readings[label][2]}" for label in labels) + " |" + " |" * (len(labels) - 1))
     for stage in ("liver", "tumour"):

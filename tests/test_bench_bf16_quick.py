@@ -59,3 +59,8 @@ def test_cascade_tumour_readings_split_tumour_free_cases(tmp_path):
     mean_with_tumour, false_positives, tumour_free = bench_bf16_quick.cascade_tumour_readings(table)
     assert mean_with_tumour == pytest.approx(0.4)
     assert (false_positives, tumour_free) == (1, 2)
+
+
+def test_dice_row_marks_only_differences_within_a_hundredth():
+    row = bench_bf16_quick.dice_row("liver", [0.9454, 0.9470, 0.9300])
+    assert row == "| liver | 0.9454 | 0.9470 | 0.9300 | +0.0016 (within 0.01) | -0.0154 |"
